@@ -1,0 +1,98 @@
+/**
+ * One upstream group: its primary and backup peers, the policy that picks among them,
+ * and nginx's peer bookkeeping around a pick (backup fallback, the single-server rule,
+ * `checked` stamping) and after an attempt (passive failure accounting).
+ */
+import type { UpstreamConfig } from '../config/load.js';
+import { Peer } from './peer.js';
+import type { Policy, PickRequest } from './policy.js';
+import { createPolicy } from './policies.js';
+
+export class Upstream {
+  readonly name: string;
+  readonly primary: Peer[];
+  readonly backup: Peer[];
+  /** nginx peers->single: one primary, no backup; max_fails is then ignored. */
+  readonly single: boolean;
+  /** nginx u->peer.tries before proxy_next_upstream_tries: every server once. */
+  readonly maxTries: number;
+  private readonly policy: Policy;
+  private readonly backupPolicy: Policy;
+
+  constructor(readonly config: UpstreamConfig, previous?: Upstream) {
+    this.name = config.name;
+    const old = new Map<string, Peer>();
+    if (previous) for (const p of previous.all()) old.set(p.name, p);
+    this.primary = [];
+    this.backup = [];
+    for (const s of config.servers) {
+      const peer = new Peer(s);
+      const before = old.get(s.address);
+      if (before && before.backup === peer.backup) peer.inheritRuntimeState(before);
+      (s.backup ? this.backup : this.primary).push(peer);
+    }
+    this.primary.forEach((p, i) => { p.index = i; });
+    this.backup.forEach((p, i) => { p.index = i; });
+    this.single = this.primary.length === 1 && this.backup.length === 0;
+    this.policy = createPolicy(config.balance, this.primary);
+    this.backupPolicy = createPolicy(config.balance, this.backup);
+    const all = this.primary.length + this.backup.length;
+    this.maxTries = config.nextUpstream.tries === 0 ? all : Math.min(all, config.nextUpstream.tries);
+  }
+
+  *all(): Iterable<Peer> {
+    yield* this.primary;
+    yield* this.backup;
+  }
+
+  find(name: string): Peer | undefined {
+    for (const p of this.all()) if (p.name === name) return p;
+    return undefined;
+  }
+
+  /**
+   * Picks a peer for a new attempt and counts it as active, or returns null ("no live upstreams").
+   * Backups are used only when no primary can serve.
+   */
+  select(request: PickRequest, tried: ReadonlySet<Peer> | null, now: number): Peer | null {
+    let peer: Peer | null;
+    if (this.single) {
+      const only = this.primary[0]!;
+      peer = (tried === null || !tried.has(only)) && only.canServeSingle() ? only : null;
+    } else {
+      peer = this.policy.pick(this.primary, tried, request, now);
+      if (peer === null && this.backup.length > 0) peer = this.backupPolicy.pick(this.backup, tried, request, now);
+    }
+    if (peer !== null) this.acquire(peer, now);
+    return peer;
+  }
+
+  /** Counts an attempt on a peer chosen outside `select` (a session's bound server). */
+  acquire(peer: Peer, now: number): void {
+    if (now - peer.checked > peer.failTimeoutMs) peer.checked = now;
+    peer.active++;
+    peer.requests++;
+  }
+
+  /**
+   * Ends an attempt (nginx ngx_http_upstream_free_round_robin_peer). A failure counts
+   * toward max_fails and lowers the effective weight by weight/max_fails; a success
+   * after fail_timeout made the peer eligible again clears its failures.
+   */
+  release(peer: Peer, failed: boolean, now: number): void {
+    peer.active--;
+    if (failed) peer.failures++;
+    if (this.single) return;
+    if (failed) {
+      peer.fails++;
+      peer.accessed = now;
+      peer.checked = now;
+      if (peer.maxFails !== 0) {
+        peer.effectiveWeight -= Math.floor(peer.weight / peer.maxFails);
+      }
+      if (peer.effectiveWeight < 0) peer.effectiveWeight = 0;
+    } else if (peer.accessed < peer.checked) {
+      peer.fails = 0;
+    }
+  }
+}

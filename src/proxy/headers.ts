@@ -1,0 +1,123 @@
+/**
+ * Header rules between client and upstream (nginx proxy module semantics, with the
+ * client's Host kept): hop-by-hop headers are dropped both ways, X-Forwarded-* and
+ * X-Real-IP are added, and a location's proxySetHeader overrides.
+ */
+
+/** Headers that describe one connection, never forwarded (RFC 9110 7.6.1), lower case. */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+  'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
+]);
+
+/** Names listed in a Connection header value, lower case; null when there are none to add. */
+function connectionTokens(rawHeaders: readonly string[]): Set<string> | null {
+  let tokens: Set<string> | null = null;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      for (const t of rawHeaders[i + 1]!.split(',')) {
+        const token = t.trim().toLowerCase();
+        if (token !== '' && token !== 'close' && token !== 'keep-alive') (tokens ??= new Set()).add(token);
+      }
+    }
+  }
+  return tokens;
+}
+
+function isHopByHop(lower: string, named: Set<string> | null): boolean {
+  if (HOP_BY_HOP.has(lower)) return true;
+  if (lower.startsWith('proxy-')) return true;
+  return named !== null && named.has(lower);
+}
+
+export interface ForwardInfo {
+  remoteAddress: string;
+  /** "http" or "https": how the client reached us. */
+  scheme: string;
+  /** How the body is sent upstream: a length, chunked, or none. */
+  bodyFraming: { contentLength: number } | 'chunked' | null;
+  /** For an upgrade request: the client's Upgrade value to pass on. */
+  upgrade: string | null;
+}
+
+/**
+ * Builds the flat header list for the upstream request from the client's raw headers.
+ * `setHeaders` (lower-case name -> value, "" removes) is applied last and wins.
+ */
+export function upstreamRequestHeaders(
+  rawHeaders: readonly string[],
+  info: ForwardInfo,
+  setHeaders: ReadonlyMap<string, string>,
+): string[] {
+  const named = connectionTokens(rawHeaders);
+  const out: string[] = [];
+  let xff: string | null = null;
+  let host: string | null = null;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower, named)) continue;
+    switch (lower) {
+      case 'content-length':
+        continue; // re-sent below from what we actually forward
+      case 'x-forwarded-for':
+        xff = xff === null ? rawHeaders[i + 1]! : `${xff}, ${rawHeaders[i + 1]!}`;
+        continue;
+      case 'x-real-ip':
+      case 'x-forwarded-proto':
+      case 'x-forwarded-host':
+        continue; // replaced by ours
+      case 'host':
+        host = rawHeaders[i + 1]!;
+        break;
+    }
+    if (setHeaders.size !== 0 && setHeaders.has(lower)) continue;
+    out.push(name, rawHeaders[i + 1]!);
+  }
+  const remote = info.remoteAddress;
+  out.push('X-Forwarded-For', xff === null ? remote : `${xff}, ${remote}`);
+  out.push('X-Real-IP', remote);
+  out.push('X-Forwarded-Proto', info.scheme);
+  if (host !== null) out.push('X-Forwarded-Host', host);
+  const framing = info.bodyFraming;
+  if (framing === 'chunked') out.push('Transfer-Encoding', 'chunked');
+  else if (framing !== null) out.push('Content-Length', String(framing.contentLength));
+  if (info.upgrade !== null) out.push('Connection', 'upgrade', 'Upgrade', info.upgrade);
+  if (setHeaders.size !== 0) {
+    for (const [name, value] of setHeaders) {
+      if (value === '') {
+        removeHeader(out, name);
+      } else if (name === 'x-forwarded-for' || name === 'x-real-ip' || name === 'x-forwarded-proto' || name === 'x-forwarded-host') {
+        removeHeader(out, name);
+        out.push(name, value);
+      } else {
+        out.push(name, value);
+      }
+    }
+  }
+  return out;
+}
+
+function removeHeader(flat: string[], lowerName: string): void {
+  for (let i = flat.length - 2; i >= 0; i -= 2) {
+    if (flat[i]!.toLowerCase() === lowerName) flat.splice(i, 2);
+  }
+}
+
+/** The upstream's response headers minus hop-by-hop ones (an upgrade keeps Connection/Upgrade). */
+export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: boolean): string[] {
+  const named = connectionTokens(rawHeaders);
+  const out: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const lower = name.toLowerCase();
+    if (upgrading && (lower === 'connection' || lower === 'upgrade')) {
+      out.push(name, rawHeaders[i + 1]!);
+      continue;
+    }
+    if (isHopByHop(lower, named)) continue;
+    out.push(name, rawHeaders[i + 1]!);
+  }
+  return out;
+}

@@ -1,0 +1,137 @@
+/**
+ * Request routing as nginx does it: the listener's virtual server by Host
+ * (exact name, longest `*.suffix` / `.suffix`, longest `prefix.*`, then the default
+ * server), then the location (`exact` first, then the longest prefix).
+ * Built once per config; lookups allocate nothing for plain paths.
+ */
+import type { LocationConfig, VirtualServerConfig } from '../config/load.js';
+
+export interface VirtualServerRoutes<R> {
+  /** The first server name ("_" when none): the `server` label of metrics. */
+  readonly name: string;
+  readonly exact: Map<string, R>;
+  /** Prefix locations, longest first. */
+  readonly prefixes: { path: string; route: R }[];
+}
+
+export class ListenerRouter<R> {
+  private readonly exactNames = new Map<string, VirtualServerRoutes<R>>();
+  /** ".example.com" or "*.example.com" as the suffix to match (".example.com"), longest first. */
+  private readonly leading: { suffix: string; bare: string | null; vs: VirtualServerRoutes<R> }[] = [];
+  /** "www.example.*" as "www.example.", longest first. */
+  private readonly trailing: { prefix: string; vs: VirtualServerRoutes<R> }[] = [];
+  private defaultServer: VirtualServerRoutes<R> | null = null;
+
+  add(vsConfig: VirtualServerConfig, vs: VirtualServerRoutes<R>): void {
+    // nginx: the first server of a listen address is its default unless another says `default_server`.
+    if (this.defaultServer === null || vsConfig.isDefault) this.defaultServer = vs;
+    for (const name of vsConfig.serverNames) {
+      if (name.startsWith('*.')) {
+        this.leading.push({ suffix: name.slice(1), bare: null, vs });
+      } else if (name.startsWith('.')) {
+        this.leading.push({ suffix: name, bare: name.slice(1), vs });
+      } else if (name.endsWith('.*')) {
+        this.trailing.push({ prefix: name.slice(0, -1), vs });
+      } else if (!this.exactNames.has(name)) {
+        this.exactNames.set(name, vs);
+      }
+    }
+    this.leading.sort((a, b) => b.suffix.length - a.suffix.length);
+    this.trailing.sort((a, b) => b.prefix.length - a.prefix.length);
+  }
+
+  /** The virtual server for a Host header value. */
+  serverFor(hostHeader: string | undefined): VirtualServerRoutes<R> {
+    if (hostHeader !== undefined && hostHeader.length > 0) {
+      const host = normaliseHost(hostHeader);
+      const exact = this.exactNames.get(host);
+      if (exact !== undefined) return exact;
+      for (const l of this.leading) {
+        if (host.endsWith(l.suffix) || (l.bare !== null && host === l.bare)) return l.vs;
+      }
+      for (const t of this.trailing) {
+        if (host.startsWith(t.prefix)) return t.vs;
+      }
+    }
+    return this.defaultServer!;
+  }
+}
+
+/** Host header to a server name: lower case, no port, no trailing dot. */
+export function normaliseHost(host: string): string {
+  let end = host.length;
+  if (host.charCodeAt(0) === 91 /* [ */) {
+    const close = host.indexOf(']');
+    end = close >= 0 ? close + 1 : end;
+  } else {
+    const colon = host.indexOf(':');
+    if (colon >= 0) end = colon;
+  }
+  if (end > 0 && host.charCodeAt(end - 1) === 46 /* . */) end--;
+  const name = host.slice(0, end);
+  return name.toLowerCase();
+}
+
+export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: LocationConfig) => R): VirtualServerRoutes<R> {
+  const exact = new Map<string, R>();
+  const prefixes: { path: string; route: R }[] = [];
+  for (const loc of vs.locations) {
+    const route = makeRoute(loc);
+    if (loc.exact) exact.set(loc.path, route);
+    else prefixes.push({ path: loc.path, route });
+  }
+  prefixes.sort((a, b) => b.path.length - a.path.length);
+  return { name: vs.serverNames[0] ?? '_', exact, prefixes };
+}
+
+/** The location for a normalised path, or null (404). */
+export function matchLocation<R>(vs: VirtualServerRoutes<R>, path: string): R | null {
+  if (vs.exact.size !== 0) {
+    const e = vs.exact.get(path);
+    if (e !== undefined) return e;
+  }
+  const prefixes = vs.prefixes;
+  for (let i = 0; i < prefixes.length; i++) {
+    if (path.startsWith(prefixes[i]!.path)) return prefixes[i]!.route;
+  }
+  return null;
+}
+
+/**
+ * The request target's path for location matching, normalised as nginx does
+ * (percent-decoding, `.`/`..` segments, merged slashes). Returns null for a target
+ * nginx would answer with 400 (not origin-form, bad escapes, climbing above the root).
+ */
+export function pathForMatching(url: string): string | null {
+  let end = url.indexOf('?');
+  if (end < 0) end = url.length;
+  const hash = url.indexOf('#');
+  if (hash >= 0 && hash < end) end = hash;
+  let path = url.slice(0, end);
+  if (path.charCodeAt(0) !== 47 /* / */) {
+    // absolute-form (a request to a proxy): http://host/path
+    const m = /^https?:\/\/[^/]*(\/.*)?$/i.exec(path);
+    if (!m) return null;
+    path = m[1] ?? '/';
+  }
+  if (path.indexOf('%') < 0 && path.indexOf('/.') < 0 && path.indexOf('//') < 0) return path;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    return null;
+  }
+  if (decoded.indexOf('\0') >= 0) return null;
+  const out: string[] = [];
+  for (const seg of decoded.split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') {
+      if (out.length === 0) return null;
+      out.pop();
+      continue;
+    }
+    out.push(seg);
+  }
+  const trailing = decoded.endsWith('/') || decoded.endsWith('/.') || decoded.endsWith('/..');
+  return '/' + out.join('/') + (trailing && out.length > 0 ? '/' : '');
+}

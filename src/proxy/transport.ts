@@ -1,0 +1,251 @@
+/**
+ * The upstream transport: connect, pool, write a request, frame the response.
+ * Everything else talks to it only through `PeerPool.request` and the
+ * `AttemptHandler` callbacks, so its insides can be replaced (the performance work
+ * swaps node's http.Agent for raw pooled sockets) without touching the proxy.
+ */
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+
+export interface UpstreamResponse {
+  statusCode: number;
+  statusMessage: string;
+  /** Flat [name, value, name, value, ...] exactly as received. */
+  rawHeaders: string[];
+  /** The body; ends when the response ends, errors on a broken or timed-out upstream. */
+  body: Readable;
+}
+
+/** Why an attempt failed, as nginx and our metrics name it. */
+export type FailureKind = 'refused' | 'timeout' | 'reset' | 'error' | 'invalid_header';
+
+export interface AttemptFailure {
+  kind: FailureKind;
+  /** The upstream may have seen (part of) the request: a non-idempotent request must not be retried. */
+  requestSent: boolean;
+  /** The attempt went over a kept-alive connection that the upstream had closed before answering anything. */
+  staleConnection: boolean;
+  message: string;
+}
+
+export interface AttemptHandler {
+  onUpstreamResponse(res: UpstreamResponse): void;
+  onUpstreamError(failure: AttemptFailure): void;
+}
+
+export interface UpgradeHandler extends AttemptHandler {
+  onUpgraded(res: UpstreamResponse, socket: Socket, head: Buffer): void;
+}
+
+export interface RequestHead {
+  method: string;
+  path: string;
+  /** Flat [name, value, ...] to send as is. */
+  headers: string[];
+}
+
+export interface PoolOptions {
+  /** Idle connections kept (nginx `keepalive`); 0 closes each connection after its response. */
+  keepalive: number;
+  keepaliveTimeoutMs: number;
+  connectTimeoutMs: number;
+  sendTimeoutMs: number;
+  readTimeoutMs: number;
+}
+
+/** An in-flight attempt; `abort` tears down its upstream connection. */
+export interface Attempt {
+  abort(): void;
+}
+
+/** Connections to one upstream server. */
+export class PeerPool {
+  private readonly agent: http.Agent;
+
+  constructor(readonly host: string, readonly port: number, readonly options: PoolOptions) {
+    this.agent = new http.Agent({
+      keepAlive: options.keepalive > 0,
+      maxFreeSockets: Math.max(1, options.keepalive),
+      maxSockets: Infinity,
+      scheduling: 'lifo',
+      // Applies to idle pooled sockets (node's agent sets it when a socket is freed).
+      timeout: options.keepaliveTimeoutMs,
+    });
+  }
+
+  /** Sends a request; `body` is a complete Buffer, a stream to pipe, or null for none. */
+  request(head: RequestHead, body: Buffer | Readable | null, handler: AttemptHandler): Attempt {
+    return new HttpAttempt(this, this.agent, head, body, handler);
+  }
+
+  /**
+   * Sends an upgrade request (websocket). The handler gets the upstream's socket after
+   * a 101, or an ordinary response when the upstream refuses to switch protocols.
+   */
+  upgrade(head: RequestHead, handler: UpgradeHandler): Attempt {
+    const req = http.request({
+      host: this.host,
+      port: this.port,
+      method: head.method,
+      path: head.path,
+      headers: head.headers,
+      agent: false,
+      setHost: false,
+      timeout: this.options.connectTimeoutMs,
+    });
+    req.on('upgrade', (res, socket, rest) => {
+      req.setTimeout(0);
+      handler.onUpgraded({ statusCode: res.statusCode ?? 101, statusMessage: res.statusMessage ?? 'Switching Protocols', rawHeaders: res.rawHeaders, body: res }, socket, rest);
+    });
+    req.on('response', (res) => {
+      req.setTimeout(0);
+      handler.onUpstreamResponse({ statusCode: res.statusCode ?? 502, statusMessage: res.statusMessage ?? '', rawHeaders: res.rawHeaders, body: res });
+    });
+    let timedOut = false;
+    req.on('timeout', () => {
+      timedOut = true;
+      req.destroy(new Error('upstream timed out'));
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      handler.onUpstreamError({
+        kind: timedOut ? 'timeout' : err.code === 'ECONNREFUSED' ? 'refused' : err.code === 'ECONNRESET' ? 'reset' : 'error',
+        requestSent: true,
+        staleConnection: false,
+        message: err.message,
+      });
+    });
+    req.end();
+    return { abort: () => req.destroy() };
+  }
+
+  /** Closes idle connections (after a reload removed this server, or at shutdown). */
+  closeIdle(): void {
+    this.agent.destroy();
+  }
+}
+
+class HttpAttempt implements Attempt {
+  private readonly req: http.ClientRequest;
+  private socket: Socket | null = null;
+  private connectTimer: NodeJS.Timeout | null = null;
+  private connected = false;
+  private sent = false;
+  private responded = false;
+  private done = false;
+  private timedOut = false;
+
+  constructor(
+    private readonly pool: PeerPool,
+    agent: http.Agent,
+    head: RequestHead,
+    body: Buffer | Readable | null,
+    private readonly handler: AttemptHandler,
+  ) {
+    const req = http.request({
+      host: pool.host,
+      port: pool.port,
+      method: head.method,
+      path: head.path,
+      headers: head.headers,
+      agent,
+      setHost: false,
+    });
+    this.req = req;
+    req.on('socket', this.onSocket);
+    req.on('response', this.onResponse);
+    req.on('error', this.onError);
+    req.on('finish', this.onFinish);
+    if (body === null) {
+      req.end();
+    } else if (Buffer.isBuffer(body)) {
+      req.end(body);
+    } else {
+      body.pipe(req);
+    }
+  }
+
+  abort(): void {
+    if (this.done && this.responded) return;
+    this.done = true;
+    this.clearConnectTimer();
+    this.req.destroy();
+  }
+
+  private readonly onSocket = (socket: Socket): void => {
+    this.socket = socket;
+    if (socket.connecting) {
+      this.connectTimer = setTimeout(this.onConnectTimeout, this.pool.options.connectTimeoutMs);
+      socket.once('connect', this.onConnect);
+    } else {
+      this.onConnect();
+    }
+  };
+
+  private readonly onConnect = (): void => {
+    this.connected = true;
+    this.clearConnectTimer();
+    // Until the request is written, idleness is the send timeout; then the read timeout.
+    this.req.setTimeout(this.sent ? this.pool.options.readTimeoutMs : this.pool.options.sendTimeoutMs, this.onIdleTimeout);
+  };
+
+  private readonly onFinish = (): void => {
+    this.sent = true;
+    if (this.connected) this.req.setTimeout(this.pool.options.readTimeoutMs, this.onIdleTimeout);
+  };
+
+  private readonly onConnectTimeout = (): void => {
+    this.connectTimer = null;
+    this.timedOut = true;
+    this.req.destroy(new Error(`upstream connect timed out after ${this.pool.options.connectTimeoutMs}ms`));
+  };
+
+  private readonly onIdleTimeout = (): void => {
+    this.timedOut = true;
+    const err = new Error(this.sent ? 'upstream timed out while reading response' : 'upstream timed out while sending request');
+    if (this.responded) {
+      // Mid-body: the proxy sees the body stream error and tears the client connection down.
+      this.req.destroy(err);
+    } else {
+      this.req.destroy(err);
+    }
+  };
+
+  private readonly onResponse = (res: http.IncomingMessage): void => {
+    this.responded = true;
+    this.done = true;
+    this.handler.onUpstreamResponse({
+      statusCode: res.statusCode ?? 502,
+      statusMessage: res.statusMessage ?? '',
+      rawHeaders: res.rawHeaders,
+      body: res,
+    });
+  };
+
+  private readonly onError = (err: NodeJS.ErrnoException): void => {
+    this.clearConnectTimer();
+    if (this.done) return; // aborted by us, or the error belongs to the body stream the proxy is reading
+    this.done = true;
+    const code = err.code ?? '';
+    let kind: FailureKind;
+    if (this.timedOut) kind = 'timeout';
+    else if (code === 'ECONNREFUSED') kind = 'refused';
+    else if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') kind = 'reset';
+    else if (code.startsWith('HPE_')) kind = 'invalid_header';
+    else kind = 'error';
+    const reused = this.req.reusedSocket;
+    this.handler.onUpstreamError({
+      kind,
+      requestSent: this.connected,
+      staleConnection: reused && !this.timedOut && (kind === 'reset' || code === 'HPE_INVALID_CONSTANT' || err.message === 'socket hang up'),
+      message: err.message,
+    });
+  };
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+  }
+}

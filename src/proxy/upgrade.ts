@@ -1,0 +1,110 @@
+/**
+ * Protocol upgrades (`Upgrade: websocket`): after the upstream answers 101 the two
+ * sockets are joined and bytes flow both ways until either side closes.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { Peer } from '../balancer/peer.js';
+import type { PickRequest } from '../balancer/policy.js';
+import type { Route } from './forward.js';
+import type { AttemptFailure, UpgradeHandler, UpstreamResponse } from './transport.js';
+import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { rewritePath } from './forward.js';
+import type { EventLog } from '../observability/log.js';
+
+function writeHead(socket: Duplex, status: number, message: string, flat: readonly string[]): void {
+  let head = `HTTP/1.1 ${status} ${message}\r\n`;
+  for (let i = 0; i < flat.length; i += 2) head += `${flat[i]}: ${flat[i + 1]}\r\n`;
+  socket.write(head + '\r\n');
+}
+
+function rawError(socket: Duplex, status: number, message: string): void {
+  if (!socket.writable) return;
+  socket.end(`HTTP/1.1 ${status} ${message}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+}
+
+export class UpgradeRequest implements UpgradeHandler, PickRequest {
+  readonly remoteAddress: string;
+  private peer: Peer | null = null;
+  private tried: Set<Peer> | null = null;
+
+  constructor(
+    readonly req: IncomingMessage,
+    private readonly socket: Duplex,
+    private readonly head: Buffer,
+    private readonly route: Route,
+    private readonly log: EventLog,
+  ) {
+    this.remoteAddress = req.socket.remoteAddress ?? '';
+    socket.on('error', () => socket.destroy());
+  }
+
+  start(): void {
+    const upstream = this.route.upstream;
+    const peer = upstream.select(this, this.tried, Date.now());
+    if (peer === null) {
+      this.log.error({ upstream: upstream.name }, `no live upstreams while connecting to upstream "${upstream.name}"`);
+      rawError(this.socket, 502, 'Bad Gateway');
+      return;
+    }
+    this.peer = peer;
+    (this.tried ??= new Set()).add(peer);
+    const headers = upstreamRequestHeaders(this.req.rawHeaders, {
+      remoteAddress: this.remoteAddress,
+      scheme: this.route.scheme,
+      bodyFraming: null,
+      upgrade: this.req.headers.upgrade ?? 'websocket',
+    }, this.route.location.setHeaders);
+    peer.pool.upgrade({ method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers }, this);
+  }
+
+  onUpgraded(res: UpstreamResponse, upstreamSocket: Socket, upstreamHead: Buffer): void {
+    const client = this.socket;
+    const peer = this.peer!;
+    writeHead(client, res.statusCode, res.statusMessage, clientResponseHeaders(res.rawHeaders, true));
+    if (upstreamHead.length > 0) client.write(upstreamHead);
+    if (this.head.length > 0) upstreamSocket.write(this.head);
+    upstreamSocket.setNoDelay(true);
+    let released = false;
+    const close = (): void => {
+      if (!released) {
+        released = true;
+        this.route.upstream.release(peer, false, Date.now());
+      }
+      client.destroy();
+      upstreamSocket.destroy();
+    };
+    upstreamSocket.on('error', close);
+    upstreamSocket.on('close', close);
+    client.on('close', close);
+    upstreamSocket.pipe(client);
+    client.pipe(upstreamSocket);
+  }
+
+  onUpstreamResponse(res: UpstreamResponse): void {
+    // The upstream declined to upgrade: relay its ordinary response and close.
+    const client = this.socket;
+    writeHead(client, res.statusCode, res.statusMessage, [...clientResponseHeaders(res.rawHeaders, false), 'Connection', 'close']);
+    res.body.on('end', () => this.done(false));
+    res.body.on('error', () => { this.done(true); client.destroy(); });
+    res.body.pipe(client);
+  }
+
+  onUpstreamError(failure: AttemptFailure): void {
+    this.done(true);
+    this.log.error({ upstream: this.route.upstream.name, reason: failure.kind }, `upstream failed during upgrade: ${failure.message}`);
+    if (failure.kind !== 'timeout' && this.tried!.size < this.route.upstream.maxTries) {
+      this.start();
+      return;
+    }
+    rawError(this.socket, failure.kind === 'timeout' ? 504 : 502, failure.kind === 'timeout' ? 'Gateway Timeout' : 'Bad Gateway');
+  }
+
+  private done(failed: boolean): void {
+    if (this.peer !== null) {
+      this.route.upstream.release(this.peer, failed, Date.now());
+      this.peer = null;
+    }
+  }
+}
