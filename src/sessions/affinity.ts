@@ -1,0 +1,382 @@
+/**
+ * Session affinity for one upstream (one object per config; the store, local cache and
+ * counters behind it outlive reloads). The proxy calls, per request:
+ *
+ *   begin(r, now)           read and validate the session cookie; start the lookup (learn)
+ *   choose(r, now)          at the first pick: the bound server, acquired, or null (balancer)
+ *   onResponse(r, peer, upstreamHeaders, clientHeaders, now)
+ *                           learn from Set-Cookie / rebind / insert our cookie; sets r.record.sticky
+ *
+ * Modes:
+ * - learn:  the backend's `Set-Cookie: <cookie>=<id>` binds id -> server (store, `ttl`);
+ *           a deleting Set-Cookie removes it; an unknown id is bound to the server that answers.
+ * - cookie: sessionlb's own signed cookie names the server (no store).
+ * - hash:   consistent hash (ketama, src/balancer/hash.ts) of the session cookie over the servers;
+ *           when the hashed server cannot take it, the next one on the ring (no store).
+ *
+ * A bound server that cannot take the request (down, failed, unhealthy, maint, maxConns,
+ * removed by reload) is replaced by the balancer's pick and the session rebound (counted).
+ * A drained server keeps its bound sessions (Peer.canTakeBound) and gets no new ones.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { StickyConfig } from '../config/load.js';
+import type { Peer } from '../balancer/peer.js';
+import type { Upstream } from '../balancer/upstream.js';
+import type { PickRequest } from '../balancer/policy.js';
+import { ConsistentHash } from '../balancer/hash.js';
+import type { CompiledTemplate, VariableSource } from '../proxy/variables.js';
+import { findCookie, parseSetCookie, sessionIdFromCookieHeader, type SessionIdRules } from './session-id.js';
+import { CookieSigner, ownCookieHeader, stripCookie } from './signed-cookie.js';
+import type { CacheLookupResult, LocalCache } from './local-cache.js';
+import type { MemoryStore } from './memory-store.js';
+import { localKey } from './store.js';
+
+/** How a request's session was looked up (metric `sessionlb_sticky_lookups_total{result}`). */
+export type StickyLookupResult =
+  | 'local_hit' // answered in this process: local cache, memory store, a valid signed cookie, or the hash
+  | 'store_hit' // answered by memcached
+  | 'miss' // a valid id with no binding
+  | 'invalid_id' // not a valid id (bad characters, length, given twice with different values), or a forged/stale signed cookie: no session
+  | 'store_error'; // memcached failed or timed out (or its breaker is open): routed from a stale local entry or the balancer
+
+/** cookie mode: why a sessionlb cookie was ignored (counted apart; the lookup counts as `invalid_id`). */
+export type RejectedCookie = 'forged' | 'stale';
+
+/** Why a session left its server (metric `sessionlb_sticky_rebinds_total{reason}`). */
+export type RebindReason = 'down' | 'failed' | 'unhealthy' | 'maint' | 'maxconns' | 'removed';
+
+export const LOOKUP_RESULTS: readonly StickyLookupResult[] = ['local_hit', 'store_hit', 'miss', 'invalid_id', 'store_error'];
+export const REBIND_REASONS: readonly RebindReason[] = ['down', 'failed', 'unhealthy', 'maint', 'maxconns', 'removed'];
+
+/** Plain counters per upstream (kept across reloads), for metrics and /status. */
+export class AffinityStats {
+  readonly lookups: Record<StickyLookupResult, number> = { local_hit: 0, store_hit: 0, miss: 0, invalid_id: 0, store_error: 0 };
+  /** cookie mode: ignored cookies by reason (each also counted in lookups.invalid_id). */
+  readonly rejectedCookies: Record<RejectedCookie, number> = { forged: 0, stale: 0 };
+  readonly rebinds: Record<RebindReason, number> = { down: 0, failed: 0, unhealthy: 0, maint: 0, maxconns: 0, removed: 0 };
+  /** New bindings (learn: from Set-Cookie or an unknown id; cookie: cookies inserted). */
+  learned = 0;
+  /** Bindings removed because the backend deleted its session cookie. */
+  unbound = 0;
+}
+
+/** Optional event hooks (the metrics wiring sets them once; called synchronously, must not throw). */
+export interface AffinityObserver {
+  onLookup?(upstream: string, result: StickyLookupResult): void;
+  onRebind?(upstream: string, reason: RebindReason): void;
+  /** cookie mode: a forged or stale sessionlb cookie was ignored (also reported as onLookup 'invalid_id'). */
+  onRejectedCookie?(upstream: string, reason: RejectedCookie): void;
+}
+
+/** The per-request state the proxy keeps for affinity (ForwardRequest implements it; no per-request objects). */
+export interface StickyRequest extends PickRequest {
+  readonly req: IncomingMessage;
+  /** The valid session id the request carries (learn, hash), or null. */
+  stickyId: string | null;
+  /** Server name the session is bound to (learn: from the store; cookie: from the cookie), or null. */
+  stickyBound: string | null;
+  /** Why the bound server was not used (set by choose), or null. */
+  stickyReason: RebindReason | null;
+  /** cookie mode: the cookie should be re-issued (old, or absent/invalid). */
+  stickyRefresh: boolean;
+  /** learn: a store lookup is in flight. */
+  stickyPending: boolean;
+  readonly record: { sticky: string };
+}
+
+/** The bindings behind a learn-mode upstream: memory store (synchronous) or local cache + memcached. */
+export type BindingSource =
+  | { kind: 'memory'; store: MemoryStore }
+  | { kind: 'cached'; cache: LocalCache };
+
+/** Reason a bound peer cannot take its session now. */
+export function unavailableReason(peer: Peer, now: number): RebindReason {
+  if (peer.down) return 'down';
+  if (peer.adminState === 'maint') return 'maint';
+  if (!peer.healthy) return 'unhealthy';
+  if (peer.isFailed(now)) return 'failed';
+  return 'maxconns';
+}
+
+/** A template for ConsistentHash that evaluates to the request's session id. */
+const SESSION_ID_TEMPLATE: CompiledTemplate = {
+  source: '$sticky_session_id',
+  variables: [],
+  evaluate: (src: VariableSource) => (src as unknown as StickyRequest).stickyId ?? '',
+};
+
+export class Affinity {
+  readonly name: string;
+  readonly mode: StickyConfig['mode'];
+  readonly cookie: string;
+  readonly ttlMs: number;
+  private readonly rules: SessionIdRules;
+  private readonly peers = new Map<string, Peer>();
+  // cookie mode
+  private readonly signer: CookieSigner | null = null;
+  private readonly sidToPeer = new Map<string, Peer>();
+  private readonly peerToSid = new Map<Peer, string>();
+  // hash mode
+  private readonly ring: ConsistentHash | null = null;
+
+  constructor(
+    readonly upstream: Upstream,
+    config: StickyConfig,
+    private readonly source: BindingSource | null,
+    readonly stats: AffinityStats,
+    private readonly observers: { observer: AffinityObserver | null },
+  ) {
+    this.name = upstream.name;
+    this.mode = config.mode;
+    this.cookie = config.cookie;
+    this.ttlMs = config.ttlMs;
+    this.rules = config.idRules;
+    for (const p of upstream.all()) this.peers.set(p.name, p);
+    if (this.mode === 'cookie') {
+      this.signer = new CookieSigner(config.cookieKey, this.name);
+      for (const p of upstream.all()) {
+        const sid = this.signer.serverId(p.name);
+        this.sidToPeer.set(sid, p);
+        this.peerToSid.set(p, sid);
+      }
+    } else if (this.mode === 'hash') {
+      this.ring = new ConsistentHash(upstream.primary, SESSION_ID_TEMPLATE);
+    }
+    if (this.mode === 'learn' && source === null) throw new Error('sticky learn needs a binding source');
+  }
+
+  private count(result: StickyLookupResult): void {
+    this.stats.lookups[result]++;
+    const o = this.observers.observer;
+    if (o !== null && o.onLookup !== undefined) o.onLookup(this.name, result);
+  }
+
+  private reject(reason: RejectedCookie): void {
+    this.stats.rejectedCookies[reason]++;
+    const o = this.observers.observer;
+    if (o !== null && o.onRejectedCookie !== undefined) o.onRejectedCookie(this.name, reason);
+    this.count('invalid_id');
+  }
+
+  private countRebind(reason: RebindReason): void {
+    this.stats.rebinds[reason]++;
+    const o = this.observers.observer;
+    if (o !== null && o.onRebind !== undefined) o.onRebind(this.name, reason);
+  }
+
+  /**
+   * Reads the session cookie and starts the lookup. For learn mode with memcached this
+   * may leave `r.stickyPending` true: the cache calls `r.onLookup` later (within `timeout`),
+   * which must then call `resolved`.
+   */
+  begin(r: StickyRequest & { onLookup(value: string | null, result: CacheLookupResult): void }, headers: string[] | null, now: number): void {
+    const cookieHeader = r.req.headers.cookie;
+    if (this.mode === 'cookie') {
+      const value = findCookie(cookieHeader, this.cookie);
+      r.stickyRefresh = true;
+      if (value === null) return;
+      if (headers !== null) stripCookie(headers, this.cookie);
+      if (value === false) {
+        this.reject('forged');
+        return;
+      }
+      const check = this.signer!.check(value, now, this.ttlMs);
+      if (!check.ok) {
+        this.reject(check.reason);
+        return;
+      }
+      const peer = this.sidToPeer.get(check.sid);
+      if (peer === undefined) {
+        this.reject('stale'); // signed by us, for a server that is no longer configured
+        return;
+      }
+      this.count('local_hit');
+      r.stickyBound = peer.name;
+      r.stickyRefresh = now - check.issuedAt > this.ttlMs / 4;
+      return;
+    }
+    const id = sessionIdFromCookieHeader(cookieHeader, this.cookie, this.rules);
+    if (id === null) return;
+    if (id === false) {
+      this.count('invalid_id');
+      return;
+    }
+    r.stickyId = id;
+    if (this.mode === 'hash') {
+      this.count('local_hit');
+      return;
+    }
+    const source = this.source!;
+    if (source.kind === 'memory') {
+      const bound = source.store.getSync(localKey(this.name, id), now);
+      this.count(bound === null ? 'miss' : 'local_hit');
+      r.stickyBound = bound;
+      return;
+    }
+    const bound = source.cache.lookup(localKey(this.name, id), this.ttlMs, now, r);
+    if (bound === undefined) {
+      r.stickyPending = true;
+      return;
+    }
+    this.count(bound === null ? 'miss' : 'local_hit');
+    r.stickyBound = bound;
+  }
+
+  /** Completes a lookup that went to the store (called from the request's onLookup). */
+  resolved(r: StickyRequest, value: string | null, result: CacheLookupResult): void {
+    r.stickyPending = false;
+    this.count(result);
+    r.stickyBound = value;
+  }
+
+  /**
+   * The first pick: the session's server, already acquired (`upstream.acquire`), or null to
+   * let the balancer choose (then `r.stickyReason` says why, when the session had a server).
+   */
+  choose(r: StickyRequest, now: number): Peer | null {
+    if (this.mode === 'hash') {
+      if (r.stickyId === null) return null;
+      const ring = this.ring!;
+      const target = ring.points.length === 0 ? undefined : this.peers.get(ring.serverFor(r.stickyId));
+      if (target !== undefined && target.canTakeBound(now)) {
+        this.upstream.acquire(target, now);
+        r.stickyBound = target.name;
+        return target;
+      }
+      if (target !== undefined) {
+        r.stickyBound = target.name;
+        r.stickyReason = unavailableReason(target, now);
+      }
+      // The next live server on the ring: every instance moves the session to the same one.
+      const next = ring.pick(this.upstream.primary, null, r, now);
+      if (next !== null) this.upstream.acquire(next, now);
+      return next;
+    }
+    const bound = r.stickyBound;
+    if (bound === null) return null;
+    const peer = this.peers.get(bound);
+    if (peer === undefined) {
+      r.stickyReason = 'removed';
+      return null;
+    }
+    if (peer.canTakeBound(now)) {
+      this.upstream.acquire(peer, now);
+      return peer;
+    }
+    r.stickyReason = unavailableReason(peer, now);
+    return null;
+  }
+
+  /**
+   * The upstream answered (from `peer`): learn bindings from its Set-Cookie headers,
+   * rebind a session that moved, insert our cookie (cookie mode), and set `r.record.sticky`.
+   * `clientHeaders` is the flat header list about to be sent to the client; `secure`: the client
+   * came over TLS (our cookie then gets `Secure`).
+   */
+  onResponse(r: StickyRequest, peer: Peer, upstreamHeaders: readonly string[], clientHeaders: string[], now: number, secure = false): void {
+    const bound = r.stickyBound;
+    const moved = bound !== null && bound !== peer.name;
+    if (this.mode === 'cookie') {
+      if (moved || r.stickyRefresh) {
+        const sid = this.peerToSid.get(peer);
+        if (sid !== undefined) {
+          clientHeaders.push('Set-Cookie', ownCookieHeader(this.cookie, this.signer!.value(sid, now), secure));
+          noCache(clientHeaders);
+        }
+      }
+      if (moved) this.rebound(r, r.stickyReason ?? 'failed');
+      else if (bound !== null) r.record.sticky = 'bound';
+      else if (r.stickyRefresh) {
+        this.stats.learned++;
+        r.record.sticky = 'learned';
+      }
+      return;
+    }
+    if (this.mode === 'hash') {
+      if (moved) this.rebound(r, r.stickyReason ?? 'failed');
+      else if (bound !== null) r.record.sticky = 'bound';
+      return;
+    }
+    // learn
+    const id = r.stickyId;
+    let learned = false;
+    let requestIdHandled = false;
+    let newIdSet = false;
+    for (let i = 0; i < upstreamHeaders.length; i += 2) {
+      const name = upstreamHeaders[i]!;
+      if (name.length !== 10 || name.toLowerCase() !== 'set-cookie') continue;
+      const effect = parseSetCookie(upstreamHeaders[i + 1]!, this.cookie, this.rules, now);
+      if (effect === null) continue;
+      if (effect.kind === 'invalid') {
+        this.count('invalid_id');
+      } else if (effect.kind === 'delete') {
+        const gone = effect.id === '' ? id : effect.id;
+        if (gone !== null) {
+          this.unbind(gone);
+          this.stats.unbound++;
+          if (gone === id) requestIdHandled = true;
+        }
+      } else if (effect.id === id) {
+        // The backend refreshed the request's own cookie: same as the request's own binding below.
+      } else {
+        this.bind(effect.id, peer, now);
+        learned = true;
+        newIdSet = true;
+      }
+    }
+    if (id !== null && !requestIdHandled) {
+      if (bound === null) {
+        // An id nobody bound yet (expired binding, or the store lost it): bind it to the server
+        // that answered — unless that server just replaced it with a new id (PHP strict mode).
+        if (!newIdSet) {
+          this.bind(id, peer, now);
+          learned = true;
+        }
+      } else if (moved) {
+        this.bind(id, peer, now);
+        this.rebound(r, r.stickyReason ?? 'failed');
+        return;
+      }
+    }
+    if (learned) {
+      this.stats.learned++;
+      r.record.sticky = 'learned';
+    } else if (bound !== null && !moved) {
+      r.record.sticky = 'bound';
+    }
+  }
+
+  private rebound(r: StickyRequest, reason: RebindReason): void {
+    this.countRebind(reason);
+    r.record.sticky = `rebound:${reason}`;
+  }
+
+  /** Binds a session id to a server (learn mode). */
+  bind(id: string, peer: Peer, now: number): void {
+    const key = localKey(this.name, id);
+    const source = this.source!;
+    if (source.kind === 'memory') source.store.setSync(key, peer.name, this.ttlMs, now);
+    else source.cache.bind(key, peer.name, this.ttlMs, now);
+  }
+
+  unbind(id: string): void {
+    const key = localKey(this.name, id);
+    const source = this.source!;
+    if (source.kind === 'memory') source.store.deleteSync(key);
+    else source.cache.unbind(key);
+  }
+}
+
+/** HAProxy `nocache`: a response that sets the affinity cookie must not be stored by shared caches. */
+function noCache(headers: string[]): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    const h = headers[i]!;
+    if (h.length !== 13 || h.toLowerCase() !== 'cache-control') continue;
+    const v = headers[i + 1]!.toLowerCase();
+    if (v.includes('private') || v.includes('no-store') || v.includes('no-cache')) return;
+    const kept = v.split(',').map((s) => s.trim()).filter((s) => s !== '' && s !== 'public' && !s.startsWith('s-maxage'));
+    headers[i + 1] = ['private', ...kept].join(', ');
+    return;
+  }
+  headers.push('Cache-Control', 'private');
+}
