@@ -1,0 +1,202 @@
+/**
+ * The runtime admin API (like HAProxy's runtime API / nginx Plus's API), on the admin listener:
+ *   GET /status                                   every upstream and server, as JSON
+ *   PUT /upstreams/{name}/servers/{address}       {"state": "drain"|"maint"|"ready", "weight": N}
+ * The allow-list and token are checked by AdminServer before these handlers run.
+ */
+import type http from 'node:http';
+import type { AdminState, Peer } from '../balancer/peer.js';
+import type { Upstream } from '../balancer/upstream.js';
+import { formatHostPort, parseHostPort } from '../config/address.js';
+import { clientAddress } from '../proxy/client-address.js';
+import type { SessionLB } from '../server.js';
+import { sendJson, type AdminServer } from './server.js';
+
+/** Larger PUT bodies get 413. */
+export const MAX_ADMIN_BODY = 4096;
+const ADMIN_STATES: readonly AdminState[] = ['ready', 'drain', 'maint'];
+
+function iso(ms: number | null): string | null {
+  return ms === null || ms === 0 ? null : new Date(ms).toISOString();
+}
+
+function round(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}
+
+/** One server's entry in /status (also the answer to a PUT). */
+export function serverStatus(lb: SessionLB, up: Upstream, peer: Peer, now: number): Record<string, unknown> {
+  const max = peer.currentMaxWeight(now);
+  const slowStartRemaining = peer.slowStartFrom === 0 ? 0 : Math.max(0, peer.slowStartFrom + peer.slowStartMs - now);
+  return {
+    address: peer.name,
+    backup: peer.backup,
+    state: peer.state(now),
+    adminState: peer.adminState,
+    healthy: peer.healthy,
+    weight: peer.weight,
+    configWeight: peer.configWeight,
+    effectiveWeight: round(Math.min(peer.effectiveWeight, max)),
+    slowStart: peer.slowStartMs === 0 ? null : { ms: peer.slowStartMs, remainingMs: Math.min(slowStartRemaining, peer.slowStartMs) },
+    active: peer.active,
+    requests: peer.requests,
+    failures: peer.failures,
+    fails: peer.fails,
+    lastProbe: peer.lastProbe === null ? null
+      : { ok: peer.lastProbe.ok, time: iso(peer.lastProbe.at), detail: peer.lastProbe.detail },
+    probes: up.config.healthCheck === null ? null : { consecutiveFails: peer.probeFails, consecutivePasses: peer.probePasses },
+    sessions: lb.sessionsBound === null ? null : lb.sessionsBound(up.name, peer.name),
+  };
+}
+
+/** Sticky counters of an upstream for /status (the status page shows the hit ratio); null when it has no `sticky`. */
+function stickyStatus(lb: SessionLB, up: Upstream): Record<string, unknown> | null {
+  const sticky = up.config.sticky;
+  if (sticky === null) return null;
+  const s = lb.sessions.stats(up.name);
+  const l = s.lookups;
+  return {
+    mode: sticky.mode,
+    lookups: l.local_hit + l.store_hit + l.miss + l.invalid_id + l.store_error,
+    hits: l.local_hit + l.store_hit,
+    learned: s.learned,
+    rebinds: Object.values(s.rebinds).reduce((a, b) => a + b, 0),
+  };
+}
+
+/** The whole /status document. */
+export function statusDocument(lb: SessionLB, now = Date.now()): Record<string, unknown> {
+  const upstreams: Record<string, unknown> = {};
+  for (const up of lb.upstreams.values()) {
+    const hc = up.config.healthCheck;
+    upstreams[up.name] = {
+      implicit: up.config.implicit,
+      balance: up.config.balance.kind,
+      healthCheck: hc === null ? null : {
+        type: hc.type, path: hc.type === 'http' ? hc.path : undefined, intervalMs: hc.intervalMs, timeoutMs: hc.timeoutMs,
+        fails: hc.fails, passes: hc.passes, status: hc.type === 'http' ? hc.statusText : undefined, mandatory: hc.mandatory,
+      },
+      servers: [...up.all()].map((peer) => serverStatus(lb, up, peer, now)),
+      sticky: stickyStatus(lb, up),
+    };
+  }
+  return {
+    pid: process.pid,
+    startedAt: iso(lb.startedAt),
+    config: lb.config.file,
+    reloads: {
+      success: lb.reloads.success,
+      failure: lb.reloads.failure,
+      lastSuccess: iso(lb.lastReloadSuccess),
+      lastFailure: iso(lb.lastReloadFailure),
+    },
+    upstreams,
+  };
+}
+
+/** Collects a small body; answers 413 (and returns null) when it is too large. */
+function readBody(req: http.IncomingMessage, res: http.ServerResponse, done: (body: string) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let over = false;
+  req.on('data', (chunk: Buffer) => {
+    if (over) return;
+    size += chunk.length;
+    if (size > MAX_ADMIN_BODY) {
+      over = true;
+      res.shouldKeepAlive = false;
+      sendJson(res, 413, { error: `request body larger than ${MAX_ADMIN_BODY} bytes` });
+      return;
+    }
+    chunks.push(chunk);
+  });
+  req.on('end', () => {
+    if (!over) done(Buffer.concat(chunks).toString('utf8'));
+  });
+  req.on('error', () => res.destroy());
+}
+
+type Change = { state?: AdminState; weight?: number };
+
+/** Validates a PUT body; returns the change or an error message. */
+export function parseChange(text: string): Change | string {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return 'body must be JSON such as {"state": "drain"} or {"weight": 3}';
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'body must be a JSON object such as {"state": "drain"}';
+  const out: Change = {};
+  for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (key === 'state') {
+      if (!ADMIN_STATES.includes(value as AdminState)) return '"state" must be "drain", "maint" or "ready"';
+      out.state = value as AdminState;
+    } else if (key === 'weight') {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 1_000_000) {
+        return '"weight" must be an integer >= 1';
+      }
+      out.weight = value;
+    } else {
+      return `unknown key "${key}" (expected "state" and/or "weight")`;
+    }
+  }
+  if (out.state === undefined && out.weight === undefined) return 'body must set "state" and/or "weight"';
+  return out;
+}
+
+/** Finds a server by its address as written, or the same address normalised ("::1:80" is not, "[::1]:80" is). */
+function findServer(up: Upstream, address: string): Peer | undefined {
+  const direct = up.find(address);
+  if (direct !== undefined) return direct;
+  const hp = parseHostPort(address, 80);
+  return typeof hp === 'string' ? undefined : up.find(formatHostPort(hp.host, hp.port));
+}
+
+export function registerAdminApi(admin: AdminServer, lb: SessionLB): void {
+  admin.route('GET /status', (_req, res) => {
+    sendJson(res, 200, statusDocument(lb));
+  });
+
+  admin.route('PUT /upstreams/{name}/servers/{address}', (req, res, params) => {
+    const up = lb.upstreams.get(params.name!);
+    if (up === undefined) {
+      req.resume();
+      sendJson(res, 404, { error: `no upstream "${params.name}"` });
+      return;
+    }
+    const address = params.address!;
+    if (findServer(up, address) === undefined) {
+      req.resume();
+      sendJson(res, 404, { error: `no server "${address}" in upstream "${up.name}"` });
+      return;
+    }
+    readBody(req, res, (text) => {
+      const change = parseChange(text);
+      if (typeof change === 'string') {
+        sendJson(res, 400, { error: change });
+        return;
+      }
+      // Look up again: a reload may have swapped the upstream while the body arrived.
+      const current = lb.upstreams.get(up.name);
+      const peer = current === undefined ? undefined : findServer(current, address);
+      if (current === undefined || peer === undefined) {
+        sendJson(res, 404, { error: `no server "${address}" in upstream "${up.name}"` });
+        return;
+      }
+      const now = Date.now();
+      const before = { state: peer.adminState, weight: peer.weight };
+      if (change.state !== undefined && change.state !== peer.adminState) {
+        if (change.state === 'ready') peer.markBack(now);
+        peer.adminState = change.state;
+      }
+      if (change.weight !== undefined && change.weight !== peer.weight) peer.setWeight(change.weight);
+      lb.log.info({
+        upstream: current.name, server: peer.name, client: clientAddress(req.socket.remoteAddress).address,
+        state: peer.adminState, weight: peer.weight, previousState: before.state, previousWeight: before.weight,
+      }, `admin: server ${peer.name} of upstream ${current.name} is now ${peer.adminState}, weight ${peer.weight}`);
+      lb.saveRuntimeState();
+      sendJson(res, 200, serverStatus(lb, current, peer, now));
+    });
+  });
+}

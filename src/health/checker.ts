@@ -1,0 +1,263 @@
+/**
+ * Active health checks (nginx Plus `health_check`, HAProxy `check`): every server of an
+ * upstream with `healthCheck` is probed on its own connection, one probe at a time per
+ * server, spread with jitter. `fails` consecutive failed probes mark it unhealthy,
+ * `passes` consecutive good ones bring it back (and start its slow start). Passive
+ * failures (max_fails) and active ones combine: either takes a server out, and a
+ * passing probe also ends a passive failure.
+ *
+ * Probe state lives on the Peer (probeFails/probePasses/lastProbe/healthy), so it
+ * survives reloads with the peer; the checker only keeps timers, keyed by
+ * upstream name and server address, and points them at the current Peer object.
+ */
+import http from 'node:http';
+import net from 'node:net';
+import type { HealthCheckConfig } from '../config/load.js';
+import type { Peer } from '../balancer/peer.js';
+import type { Upstream } from '../balancer/upstream.js';
+import type { EventLog } from '../observability/log.js';
+
+/** Only this much of a probe's response body is matched against `body`. */
+export const PROBE_BODY_LIMIT = 64 * 1024;
+
+type ProbeDone = (ok: boolean, detail: string) => void;
+
+interface Target {
+  readonly upstream: string;
+  peer: Peer;
+  config: HealthCheckConfig;
+  timer: NodeJS.Timeout | null;
+  /** Aborts the probe in flight; null when none runs. */
+  abort: (() => void) | null;
+  stopped: boolean;
+}
+
+function statusAccepted(status: number, ranges: ReadonlyArray<readonly [number, number]>): boolean {
+  for (const [lo, hi] of ranges) if (status >= lo && status <= hi) return true;
+  return false;
+}
+
+/** Host header for a server: its address as written (a resolved hostname's name, without the "#ip:port" suffix). */
+function defaultHost(peer: Peer): string {
+  const hash = peer.name.indexOf('#');
+  return hash < 0 ? peer.name : peer.name.slice(0, hash);
+}
+
+/** One HTTP probe: GET path on a fresh connection; checks status and, if configured, the body. Returns an abort function. */
+export function probeHttp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): () => void {
+  let finished = false;
+  const headers: Record<string, string> = { 'User-Agent': 'sessionlb-health-check', Connection: 'close' };
+  let hasHost = false;
+  for (const [name, value] of Object.entries(hc.headers)) {
+    if (name.toLowerCase() === 'host') hasHost = true;
+    headers[name] = value;
+  }
+  if (!hasHost) headers.Host = defaultHost(peer);
+  const req = http.request({
+    host: peer.host,
+    port: hc.port === 0 ? peer.port : hc.port,
+    method: 'GET',
+    path: hc.path,
+    headers,
+    agent: false, // probes never use (or disturb) the request pool
+    setHost: false,
+  });
+  const finish = (ok: boolean, detail: string): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    req.destroy();
+    done(ok, detail);
+  };
+  const timer = setTimeout(() => finish(false, 'timeout'), hc.timeoutMs);
+  req.on('error', (err: NodeJS.ErrnoException) => finish(false, err.code ?? err.message));
+  req.on('response', (res) => {
+    const status = res.statusCode ?? 0;
+    if (!statusAccepted(status, hc.status)) {
+      finish(false, `status ${status}`);
+      return;
+    }
+    const pattern = hc.body;
+    if (pattern === null) {
+      finish(true, String(status));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const check = (): void => {
+      const text = Buffer.concat(chunks, Math.min(size, PROBE_BODY_LIMIT)).toString('utf8');
+      pattern.lastIndex = 0;
+      if (pattern.test(text)) finish(true, String(status));
+      else finish(false, `status ${status}, body did not match`);
+    };
+    res.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size >= PROBE_BODY_LIMIT) check();
+    });
+    res.on('end', check);
+    res.on('error', (err: NodeJS.ErrnoException) => finish(false, err.code ?? err.message));
+  });
+  req.end();
+  return () => finish(false, 'aborted');
+}
+
+/** One TCP probe: the connection is accepted. */
+export function probeTcp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): () => void {
+  let finished = false;
+  const socket = net.connect({ host: peer.host, port: hc.port === 0 ? peer.port : hc.port });
+  const finish = (ok: boolean, detail: string): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    socket.destroy();
+    done(ok, detail);
+  };
+  const timer = setTimeout(() => finish(false, 'timeout'), hc.timeoutMs);
+  socket.once('connect', () => finish(true, 'connected'));
+  socket.once('error', (err: NodeJS.ErrnoException) => finish(false, err.code ?? err.message));
+  return () => finish(false, 'aborted');
+}
+
+export class HealthChecker {
+  private readonly targets = new Map<string, Target>();
+  private stopped = false;
+  /** Called after every probe (metrics: `sessionlb_health_checks_total`); must not throw. */
+  onProbe: ((upstream: string, server: string, ok: boolean, detail: string) => void) | null = null;
+
+  constructor(private readonly log: EventLog) {}
+
+  /**
+   * Matches probes to the current upstreams (at start and after every reload, synchronously
+   * with the switch): starts probing added servers (a `mandatory` check makes a new server
+   * unhealthy until its first passing probe), stops probing removed ones, and points the
+   * probes of remaining servers at their new Peer objects and current check settings.
+   */
+  sync(upstreams: ReadonlyMap<string, Upstream>): void {
+    if (this.stopped) return;
+    const seen = new Set<string>();
+    for (const up of upstreams.values()) {
+      const hc = up.config.healthCheck;
+      for (const peer of up.all()) {
+        if (hc === null) {
+          if (!peer.healthy) {
+            // Nothing would ever bring it back: without active checks a server is healthy.
+            peer.healthy = true;
+            peer.awaitingFirstProbe = false;
+            this.log.info({ upstream: up.name, server: peer.name }, 'health check removed from upstream; server is healthy');
+          }
+          continue;
+        }
+        const key = `${up.name}\0${peer.name}`;
+        seen.add(key);
+        const existing = this.targets.get(key);
+        if (existing !== undefined) {
+          existing.peer = peer;
+          existing.config = hc;
+          continue;
+        }
+        if (hc.mandatory && !peer.inherited) {
+          peer.healthy = false;
+          peer.awaitingFirstProbe = true;
+        }
+        const target: Target = { upstream: up.name, peer, config: hc, timer: null, abort: null, stopped: false };
+        this.targets.set(key, target);
+        // Spread the first probes over one interval (mandatory ones soon: the server waits for them).
+        const spread = peer.awaitingFirstProbe ? Math.min(hc.intervalMs, 250) : hc.intervalMs;
+        this.schedule(target, Math.random() * spread);
+      }
+    }
+    for (const [key, target] of this.targets) {
+      if (seen.has(key)) continue;
+      this.stopTarget(target);
+      this.targets.delete(key);
+    }
+  }
+
+  /** Stops every probe (shutdown). */
+  stop(): void {
+    this.stopped = true;
+    for (const target of this.targets.values()) this.stopTarget(target);
+    this.targets.clear();
+  }
+
+  /** Servers being probed (for tests and status). */
+  get size(): number {
+    return this.targets.size;
+  }
+
+  private stopTarget(target: Target): void {
+    target.stopped = true;
+    if (target.timer !== null) clearTimeout(target.timer);
+    target.timer = null;
+    const abort = target.abort;
+    target.abort = null;
+    abort?.();
+  }
+
+  private schedule(target: Target, delayMs: number): void {
+    target.timer = setTimeout(() => this.probe(target), delayMs);
+    target.timer.unref();
+  }
+
+  private probe(target: Target): void {
+    target.timer = null;
+    if (target.stopped) return;
+    const { peer, config } = target;
+    if (peer.down) {
+      this.next(target);
+      return;
+    }
+    const run = config.type === 'tcp' ? probeTcp : probeHttp;
+    target.abort = run(peer, config, (ok, detail) => {
+      target.abort = null;
+      if (target.stopped) return;
+      this.apply(target, ok, detail);
+      this.next(target);
+    });
+  }
+
+  /** The next probe starts one interval (±10% jitter) after this one ended: probes of a server never overlap. */
+  private next(target: Target): void {
+    if (target.stopped) return;
+    this.schedule(target, target.config.intervalMs * (0.9 + Math.random() * 0.2));
+  }
+
+  private apply(target: Target, ok: boolean, detail: string): void {
+    const peer = target.peer;
+    const hc = target.config;
+    const now = Date.now();
+    peer.lastProbe = { ok, at: now, detail };
+    this.onProbe?.(target.upstream, peer.name, ok, detail);
+    if (ok) {
+      peer.probePasses++;
+      peer.probeFails = 0;
+      if (!peer.healthy) {
+        if (peer.awaitingFirstProbe || peer.probePasses >= hc.passes) {
+          peer.healthy = true;
+          peer.awaitingFirstProbe = false;
+          peer.fails = 0; // active checks bring a server back from passive failure too
+          peer.markBack(now);
+          this.log.info({ upstream: target.upstream, server: peer.name, passes: peer.probePasses, detail },
+            `upstream server ${peer.name} is healthy again (health check passed ${peer.probePasses} time${peer.probePasses === 1 ? '' : 's'})`);
+        }
+      } else if (peer.isFailed(now)) {
+        peer.fails = 0;
+        peer.markBack(now);
+        this.log.info({ upstream: target.upstream, server: peer.name, detail },
+          `upstream server ${peer.name} failed by max_fails is back: health check passed`);
+      }
+    } else {
+      peer.probeFails++;
+      peer.probePasses = 0;
+      if (peer.healthy && peer.probeFails >= hc.fails) {
+        peer.healthy = false;
+        this.log.warn({ upstream: target.upstream, server: peer.name, fails: peer.probeFails, detail },
+          `upstream server ${peer.name} is unhealthy: health check failed ${peer.probeFails} time${peer.probeFails === 1 ? '' : 's'} (${detail})`);
+      } else if (!peer.healthy && peer.probeFails === 1 && peer.awaitingFirstProbe) {
+        this.log.warn({ upstream: target.upstream, server: peer.name, detail },
+          `upstream server ${peer.name} waits for its first passing health check (${detail})`);
+      }
+    }
+  }
+}
