@@ -1,12 +1,15 @@
 /**
  * The upstream transport: connect, pool, write a request, frame the response.
  * Everything else talks to it only through `PeerPool.request` and the
- * `AttemptHandler` callbacks, so its insides can be replaced (the performance work
- * swaps node's http.Agent for raw pooled sockets) without touching the proxy.
+ * `AttemptHandler` callbacks, so its insides can be replaced without touching the proxy.
+ * Two implementations: `raw` (default; raw pooled sockets and the strict framer of
+ * http1-response-parser.ts, see raw-transport.ts) and `node` (node's http.Agent and
+ * ClientRequest, kept for comparison: SESSIONLB_UPSTREAM_TRANSPORT=node).
  */
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
+import { RawPeerPool } from './raw-transport.js';
 
 export interface UpstreamResponse {
   statusCode: number;
@@ -15,6 +18,12 @@ export interface UpstreamResponse {
   rawHeaders: string[];
   /** The body; ends when the response ends, errors on a broken or timed-out upstream. */
   body: Readable;
+  /**
+   * The whole body as one Buffer, when it arrived together with the head (small responses;
+   * raw transport only). A consumer may send it instead of reading `body`; if it reads
+   * `body` anyway, that yields the same bytes.
+   */
+  completeBody?: Buffer;
 }
 
 /** Why an attempt failed, as nginx and our metrics name it. */
@@ -59,8 +68,57 @@ export interface Attempt {
   abort(): void;
 }
 
+/**
+ * Which implementation carries upstream requests: `raw` (raw sockets + the strict framer in
+ * http1-response-parser.ts, see raw-transport.ts) or `node` (node:http's Agent and
+ * ClientRequest). Internal switch for benchmarks and comparisons, not a config contract:
+ * SESSIONLB_UPSTREAM_TRANSPORT=node|raw.
+ */
+export type TransportKind = 'raw' | 'node';
+export const DEFAULT_TRANSPORT: TransportKind = 'raw';
+
+function transportFromEnv(): TransportKind {
+  const v = process.env.SESSIONLB_UPSTREAM_TRANSPORT;
+  return v === 'raw' || v === 'node' ? v : DEFAULT_TRANSPORT;
+}
+
+interface PoolImpl {
+  request(head: RequestHead, body: Buffer | Readable | null, handler: AttemptHandler): Attempt;
+  upgrade(head: RequestHead, handler: UpgradeHandler): Attempt;
+  closeIdle(): void;
+}
+
 /** Connections to one upstream server. */
 export class PeerPool {
+  private readonly impl: PoolImpl;
+  readonly transport: TransportKind;
+
+  constructor(readonly host: string, readonly port: number, readonly options: PoolOptions, transport: TransportKind = transportFromEnv()) {
+    this.transport = transport;
+    this.impl = transport === 'raw' ? new RawPeerPool(host, port, options) : new NodeHttpPool(host, port, options);
+  }
+
+  /** Sends a request; `body` is a complete Buffer, a stream to pipe, or null for none. */
+  request(head: RequestHead, body: Buffer | Readable | null, handler: AttemptHandler): Attempt {
+    return this.impl.request(head, body, handler);
+  }
+
+  /**
+   * Sends an upgrade request (websocket). The handler gets the upstream's socket after
+   * a 101, or an ordinary response when the upstream refuses to switch protocols.
+   */
+  upgrade(head: RequestHead, handler: UpgradeHandler): Attempt {
+    return this.impl.upgrade(head, handler);
+  }
+
+  /** Closes idle connections (after a reload removed this server, or at shutdown). */
+  closeIdle(): void {
+    this.impl.closeIdle();
+  }
+}
+
+/** The node:http implementation (http.Agent keep-alive pool, ClientRequest, llhttp). */
+class NodeHttpPool implements PoolImpl {
   private readonly agent: http.Agent;
 
   constructor(readonly host: string, readonly port: number, readonly options: PoolOptions) {
@@ -121,7 +179,12 @@ export class PeerPool {
 
   /** Closes idle connections (after a reload removed this server, or at shutdown). */
   closeIdle(): void {
-    this.agent.destroy();
+    // Not agent.destroy(): that would also cut requests still in flight on this pool (a reload
+    // retires pools while their requests finish). Idle sockets go now, busy ones when their response ends.
+    this.agent.keepSocketAlive = (): boolean => false;
+    for (const sockets of Object.values(this.agent.freeSockets)) {
+      for (const socket of sockets ?? []) socket.destroy();
+    }
   }
 }
 
@@ -136,7 +199,7 @@ class HttpAttempt implements Attempt {
   private timedOut = false;
 
   constructor(
-    private readonly pool: PeerPool,
+    private readonly pool: NodeHttpPool,
     agent: http.Agent,
     head: RequestHead,
     body: Buffer | Readable | null,
@@ -214,12 +277,25 @@ class HttpAttempt implements Attempt {
   private readonly onResponse = (res: http.IncomingMessage): void => {
     this.responded = true;
     this.done = true;
+    this.response = res;
+    // nginx times reads only while it is reading: when a slow client makes the proxy pause this
+    // body (back-pressure), the upstream is not "timing out" and must not be cut.
+    res.on('pause', this.onBodyPause);
+    res.on('resume', this.onBodyResume);
     this.handler.onUpstreamResponse({
       statusCode: res.statusCode ?? 502,
       statusMessage: res.statusMessage ?? '',
       rawHeaders: res.rawHeaders,
       body: res,
     });
+  };
+
+  private response: http.IncomingMessage | null = null;
+  private readonly onBodyPause = (): void => {
+    if (this.response !== null && !this.response.complete) this.socket?.setTimeout(0);
+  };
+  private readonly onBodyResume = (): void => {
+    if (this.response !== null && !this.response.complete) this.socket?.setTimeout(this.pool.options.readTimeoutMs);
   };
 
   private readonly onError = (err: NodeJS.ErrnoException): void => {

@@ -1,0 +1,621 @@
+#!/usr/bin/env node
+/**
+ * sessionlb benchmark (issue 7): sessionlb vs nginx (and HAProxy when installed) on loopback.
+ *
+ *   npm run bench                               # 3 interleaved runs x 10 s per scenario and proxy
+ *   BENCH_QUICK=1 npm run bench                 # 1 run x 3 s, for development
+ *   BENCH_RUNS=5 BENCH_DURATION=20 npm run bench
+ *   BENCH_ONLY=plain,close BENCH_PROXIES=sessionlb,nginx npm run bench
+ *
+ * Everything listens on 127.0.0.1 and every child is killed by its PID at the end.
+ * See bench/README.md for how to read the table.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import http from 'node:http';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const env = process.env;
+const int = (v, d) => (v === undefined || v === '' ? d : Math.max(0, Math.trunc(Number(v))));
+const QUICK = env.BENCH_QUICK === '1';
+const RUNS = Math.max(1, int(env.BENCH_RUNS, QUICK ? 1 : 3));
+const DURATION = Math.max(1, int(env.BENCH_DURATION, QUICK ? 3 : 10));
+const WARMUP = int(env.BENCH_WARMUP, QUICK ? 1 : 2);
+const CONNECTIONS = Math.max(1, int(env.BENCH_CONNECTIONS, 64));
+const SESSIONS = Math.max(1, int(env.BENCH_SESSIONS, 10_000));
+const ONLY = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
+const PROXY_FILTER = env.BENCH_PROXIES ? new Set(env.BENCH_PROXIES.split(',').map((s) => s.trim())) : null;
+/** Comma-separated upstream transports to run sessionlb with (internal SESSIONLB_UPSTREAM_TRANSPORT), e.g. "raw,node". Empty: the default one. */
+const TRANSPORTS = env.BENCH_TRANSPORTS ? env.BENCH_TRANSPORTS.split(',').map((s) => s.trim()).filter(Boolean) : [''];
+/** Directory for `node --cpu-prof` profiles of sessionlb (one per measured run); unset = no profiling. */
+const CPU_PROF_DIR = env.BENCH_CPU_PROF ? resolve(env.BENCH_CPU_PROF) : null;
+const WEIGHTS = [3, 1, 1, 1];
+const BIG = 1024 * 1024;
+
+function which(cmd) {
+  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : null;
+}
+function findNginx() {
+  if (env.BENCH_NGINX === '0') return null;
+  return which('nginx') ?? (existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null);
+}
+const NGINX = findNginx();
+const HAPROXY = env.BENCH_HAPROXY === '0' ? null : which('haproxy') ?? (existsSync('/usr/sbin/haproxy') ? '/usr/sbin/haproxy' : null);
+const WRK = which('wrk');
+const TASKSET = env.BENCH_PIN === '0' ? null : which('taskset');
+const MEMCACHED = which('memcached') ?? (existsSync('/usr/bin/memcached') ? '/usr/bin/memcached' : null);
+const CPUS = os.cpus().length;
+const PIN = TASKSET !== null && CPUS >= 2;
+const PROXY_CPU = '0';
+const LOAD_CPU = '1';
+
+function log(line) {
+  process.stderr.write(`${line}\n`);
+}
+
+if (WRK === null) {
+  log('bench: `wrk` is needed (Debian/Ubuntu: apt-get install wrk). autocannon is not used by this harness.');
+  process.exit(2);
+}
+if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
+  log('bench: dist/cli.js is missing; run `npm run build` first (npm run bench does).');
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Children: every process we start is recorded and killed by its PID, never by name.
+const children = new Set();
+function startChild(cmd, args, { cpu = null, logFile, extraEnv } = {}) {
+  const fd = logFile ? openSync(logFile, 'a') : 'ignore';
+  const argv = cpu !== null && PIN ? [TASKSET, ['-c', cpu, cmd, ...args]] : [cmd, args];
+  const child = spawn(argv[0], argv[1], { stdio: ['ignore', fd, fd], env: extraEnv ? { ...env, ...extraEnv } : env });
+  if (typeof fd === 'number') closeSync(fd);
+  children.add(child);
+  child.exited = new Promise((res) => child.once('exit', (code, signal) => { children.delete(child); res({ code, signal }); }));
+  return child;
+}
+async function stopChild(child, signal = 'SIGTERM', graceMs = 5000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  try { process.kill(child.pid, signal); } catch { return; }
+  const t = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, graceMs);
+  await child.exited;
+  clearTimeout(t);
+}
+function killAllNow() {
+  for (const c of children) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
+}
+process.on('SIGINT', () => { killAllNow(); cleanup(); process.exit(130); });
+process.on('SIGTERM', () => { killAllNow(); cleanup(); process.exit(143); });
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
+  });
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `GET path` on the port answers 200 (the whole chain is up). */
+async function waitReady(port, path = '/', child = null, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (child !== null && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`process exited early (${child.exitCode ?? child.signalCode})`);
+    const status = await new Promise((res) => {
+      const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 1000, headers: { Cookie: 'PHPSESSID=benchwarmupsession0000000001' } }, (r) => { r.resume(); r.on('end', () => res(r.statusCode)); });
+      req.on('error', (e) => res(e.message));
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+    });
+    if (status === 200) return;
+    last = String(status);
+    await sleep(100);
+  }
+  throw new Error(`port ${port} not ready: ${last}`);
+}
+
+/** Peak resident set (VmHWM) of a process and its children (nginx master + worker), in MiB. */
+function peakRssMiB(pid) {
+  let kb = 0;
+  const visit = (p) => {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (m) kb += Number(m[1]);
+      const kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim();
+      if (kids) for (const k of kids.split(/\s+/)) visit(Number(k));
+    } catch { /* process gone or no /proc */ }
+  };
+  visit(pid);
+  return kb / 1024;
+}
+
+/** CPU time (user + system) of a process and its children so far, in microseconds (from /proc/<pid>/stat). */
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+function cpuMicros(pid) {
+  let ticks = 0;
+  const visit = (p) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+      const kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim();
+      if (kids) for (const k of kids.split(/\s+/)) visit(Number(k));
+    } catch { /* gone */ }
+  };
+  visit(pid);
+  return (ticks / CLK_TCK) * 1e6;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup: temp dir, loopback backends (nginx `return 200` or node:http), memcached.
+const TMP = mkdtempSync(join(os.tmpdir(), 'sessionlb-bench-'));
+chmodSync(TMP, 0o755); // nginx workers run as an unprivileged user and must read the 1 MiB file
+mkdirSync(join(TMP, 'www'), { mode: 0o755 });
+writeFileSync(join(TMP, 'www', 'big'), Buffer.alloc(BIG, 'x'), { mode: 0o644 });
+function cleanup() {
+  if (env.BENCH_KEEP_TMP !== '1') rmSync(TMP, { recursive: true, force: true });
+}
+
+function nginxCommon(name) {
+  const t = join(TMP, name);
+  mkdirSync(t, { recursive: true, mode: 0o755 });
+  return `worker_processes 1;
+pid ${t}/nginx.pid;
+error_log ${t}/error.log warn;
+events { worker_connections 8192; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path ${t}/client_body;
+  proxy_temp_path ${t}/proxy;
+  fastcgi_temp_path ${t}/fastcgi;
+  uwsgi_temp_path ${t}/uwsgi;
+  scgi_temp_path ${t}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+`;
+}
+
+async function startBackends(ports) {
+  if (NGINX !== null && env.BENCH_NODE_BACKENDS !== '1') {
+    let conf = nginxCommon('backends');
+    conf += `  default_type text/plain;\n  sendfile on;\n  tcp_nopush on;\n`;
+    ports.forEach((p, i) => {
+      conf += `  server {\n    listen 127.0.0.1:${p} reuseport backlog=4096;\n    location / { return 200 "backend-${i + 1}\\n"; }\n    location = /big { root ${TMP}/www; }\n  }\n`;
+    });
+    conf += '}\n';
+    const file = join(TMP, 'backends.conf');
+    writeFileSync(file, conf);
+    const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'backends', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { cpu: LOAD_CPU, logFile: join(TMP, 'backends.log') });
+    for (const p of ports) await waitReady(p, '/', child);
+    return { kind: 'nginx (return 200, 1 worker)', child };
+  }
+  // Fallback: one node:http process serving the four ports.
+  const script = `
+const http = require('node:http');
+const big = Buffer.alloc(${BIG}, 'x');
+for (const [i, p] of ${JSON.stringify(ports)}.entries()) {
+  const body = Buffer.from('backend-' + (i + 1) + '\\n');
+  http.createServer({ keepAliveTimeout: 75000 }, (req, res) => {
+    req.resume();
+    const b = req.url === '/big' ? big : body;
+    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': b.length });
+    res.end(b);
+  }).listen(p, '127.0.0.1');
+}`;
+  const file = join(TMP, 'backends.cjs');
+  writeFileSync(file, script);
+  const child = startChild(process.execPath, [file], { cpu: LOAD_CPU, logFile: join(TMP, 'backends.log') });
+  for (const p of ports) await waitReady(p, '/', child);
+  return { kind: 'node:http (nginx not installed)', child };
+}
+
+async function startMemcached() {
+  if (MEMCACHED === null) return null;
+  const port = await freePort();
+  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '1', '-m', '64', '-c', '1024'];
+  if (process.getuid?.() === 0) args.push('-u', 'nobody');
+  const child = startChild(MEMCACHED, args, { cpu: LOAD_CPU, logFile: join(TMP, 'memcached.log') });
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    const ok = await new Promise((res) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); res(true); });
+      s.on('error', () => res(false));
+    });
+    if (ok) return { port, child };
+    await sleep(50);
+  }
+  throw new Error('memcached did not start');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios and policies.
+/** `policy` is sessionlb's `balance` value; nginx/haproxy directives are the equivalents. */
+const POLICIES = [
+  { id: 'least_conn', balance: 'least_conn', nginx: 'least_conn;', haproxy: 'balance leastconn' },
+  { id: 'ip_hash', balance: 'ip_hash', nginx: 'ip_hash;', haproxy: 'balance source' },
+  { id: 'hash $request_uri', balance: { hash: '$request_uri' }, nginx: 'hash $request_uri;', haproxy: 'balance uri' },
+  { id: 'hash $remote_addr consistent', balance: { hash: '$remote_addr', consistent: true }, nginx: 'hash $remote_addr consistent;', haproxy: 'balance source\n  hash-type consistent' },
+  { id: 'random', balance: 'random', nginx: 'random;', haproxy: 'balance random' },
+  { id: 'random two least_conn', balance: { random: 'two', pick: 'least_conn' }, nginx: 'random two least_conn;', haproxy: 'balance random(2)' },
+];
+
+const SCENARIOS = [
+  { id: 'plain', title: '1 round robin, keep-alive', path: '/' },
+  { id: 'sticky', title: `2 sticky learn, memcached, ${SESSIONS.toLocaleString('en')} sessions`, path: '/', sticky: true },
+  { id: 'close', title: '3 Connection: close', path: '/', close: true },
+  { id: 'big', title: '4 1 MiB responses', path: '/big', big: true },
+  ...POLICIES.map((p) => ({ id: `policy:${p.id}`, title: `1 balance ${p.id}`, path: '/', policy: p })),
+].filter((s) => ONLY === null || ONLY.has(s.id) || (s.policy && ONLY.has('policies')));
+
+function luaCookieScript() {
+  const file = join(TMP, 'sessions.lua');
+  // Pre-formats one request per session id at init, then rotates through them.
+  writeFileSync(file, `local reqs = {}
+local n = 0
+local count = ${SESSIONS}
+init = function(args)
+  for i = 1, count do
+    reqs[i] = wrk.format("GET", nil, { ["Cookie"] = string.format("PHPSESSID=bench%021d", i) })
+  end
+end
+request = function()
+  n = n + 1
+  if n > count then n = 1 end
+  return reqs[n]
+end
+`);
+  return file;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxies.
+function sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras) {
+  const upstream = {
+    servers: backendPorts.map((p, i) => ({ address: `127.0.0.1:${p}`, weight: WEIGHTS[i] })),
+    keepalive: CONNECTIONS,
+  };
+  if (scenario.policy) upstream.balance = scenario.policy.balance;
+  if (scenario.sticky) upstream.sticky = { mode: 'learn', cookie: 'PHPSESSID', ttl: '24m' };
+  const config = {
+    servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+    upstreams: { backend: upstream },
+    shutdownTimeout: '2s',
+    clientMaxBodySize: '1m',
+    ...extras,
+  };
+  if (scenario.sticky) config.sessionStore = { type: 'memcached', servers: [`127.0.0.1:${memcachedPort}`], keyPrefix: 'bench:', timeout: '50ms' };
+  return config;
+}
+
+function checkConfig(file) {
+  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'check', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+  return { ok: r.status === 0, output: `${r.stdout}${r.stderr}`.trim() };
+}
+
+const checked = new Map();
+/** Writes sessionlb's config for a scenario; null (with a reason) when `check` rejects it. */
+function sessionlbConfigFile(port, backendPorts, scenario, memcachedPort) {
+  const key = scenario.id;
+  let extras = { accessLog: false };
+  const cached = checked.get(key);
+  if (cached !== undefined) {
+    if (!cached.ok) return cached;
+    extras = cached.extras;
+  }
+  const file = join(TMP, `sessionlb-${scenario.id.replace(/[^a-z0-9]+/gi, '_')}.json`);
+  const write = () => writeFileSync(file, JSON.stringify(sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras), null, 2));
+  write();
+  if (cached === undefined) {
+    let r = checkConfig(file);
+    if (!r.ok && /accessLog/.test(r.output)) {
+      extras = {}; // before the observability work lands: no access log key (and no access log)
+      write();
+      r = checkConfig(file);
+    }
+    checked.set(key, { ok: r.ok, extras, reason: r.ok ? null : r.output.split('\n').filter((l) => /\$\./.test(l)).map((l) => l.replace(/^.*?: (?=\$)/, '')).join('; ') || r.output });
+    if (!r.ok) return checked.get(key);
+  }
+  return { ok: true, file };
+}
+
+function nginxProxyConf(port, backendPorts, scenario) {
+  let conf = nginxCommon('nginx-proxy');
+  let balance = '';
+  if (scenario.policy) balance = `    ${scenario.policy.nginx}\n`;
+  // nginx OSS has no `sticky learn`: the closest equivalent keyed on the session cookie is a consistent hash.
+  if (scenario.sticky) balance = '    hash $cookie_PHPSESSID consistent;\n';
+  conf += `  upstream backend {\n${balance}`;
+  backendPorts.forEach((p, i) => { conf += `    server 127.0.0.1:${p}${WEIGHTS[i] !== 1 ? ` weight=${WEIGHTS[i]}` : ''};\n`; });
+  conf += `    keepalive ${CONNECTIONS};\n    keepalive_requests 1000000;\n  }\n`;
+  conf += `  server {\n    listen 127.0.0.1:${port} backlog=4096;\n    location / {\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n  }\n}\n`;
+  return conf;
+}
+
+function haproxyConf(port, backendPorts, scenario) {
+  let balance = 'balance roundrobin';
+  if (scenario.policy) balance = scenario.policy.haproxy;
+  let stick = '';
+  if (scenario.sticky) stick = `  stick-table type string len 64 size 100k expire 24m\n  stick on req.cook(PHPSESSID)\n`;
+  return `global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 60s
+  timeout client 75s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:${port}
+  default_backend be
+backend be
+  ${balance}
+${stick}${backendPorts.map((p, i) => `  server s${i + 1} 127.0.0.1:${p} weight ${WEIGHTS[i]}`).join('\n')}
+`;
+}
+
+/** Each returns { child, pid, port } started and ready, or { skip: reason }. */
+const PROXIES = [];
+for (const t of TRANSPORTS) {
+  const label = t === '' ? 'sessionlb' : `sessionlb (${t})`;
+  PROXIES.push({
+    name: label,
+    kind: 'sessionlb',
+    async start(ctx, scenario) {
+      const port = await freePort();
+      const cfg = sessionlbConfigFile(port, ctx.backendPorts, scenario, ctx.memcached?.port);
+      if (!cfg.ok) return { skip: `sessionlb check rejects the config: ${cfg.reason}` };
+      const args = [];
+      if (CPU_PROF_DIR !== null) {
+        mkdirSync(CPU_PROF_DIR, { recursive: true });
+        args.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`, `--cpu-prof-name=${scenario.id.replace(/[^a-z0-9]+/gi, '_')}-${t || 'default'}-run${ctx.run}.cpuprofile`);
+      }
+      args.push(join(ROOT, 'dist', 'cli.js'), 'run', '--config', cfg.file);
+      const child = startChild(process.execPath, args, { cpu: PROXY_CPU, logFile: join(TMP, 'sessionlb.log'), extraEnv: t === '' ? undefined : { SESSIONLB_UPSTREAM_TRANSPORT: t } });
+      await waitReady(port, scenario.path, child);
+      return { child, pid: child.pid, port };
+    },
+  });
+}
+if (NGINX !== null) {
+  PROXIES.push({
+    name: 'nginx',
+    kind: 'nginx',
+    async start(ctx, scenario) {
+      const port = await freePort();
+      const file = join(TMP, 'nginx-proxy.conf');
+      writeFileSync(file, nginxProxyConf(port, ctx.backendPorts, scenario));
+      const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'nginx-proxy', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { cpu: PROXY_CPU, logFile: join(TMP, 'nginx-proxy.log') });
+      await waitReady(port, scenario.path, child);
+      return { child, pid: child.pid, port };
+    },
+  });
+}
+if (HAPROXY !== null) {
+  PROXIES.push({
+    name: 'haproxy',
+    kind: 'haproxy',
+    async start(ctx, scenario) {
+      const port = await freePort();
+      const file = join(TMP, 'haproxy.cfg');
+      writeFileSync(file, haproxyConf(port, ctx.backendPorts, scenario));
+      const child = startChild(HAPROXY, ['-db', '-f', file], { cpu: PROXY_CPU, logFile: join(TMP, 'haproxy.log') });
+      await waitReady(port, scenario.path, child);
+      return { child, pid: child.pid, port };
+    },
+  });
+}
+// The ceiling of the setup: wrk straight against one backend port (no proxy at all).
+PROXIES.push({
+  name: 'direct (no proxy)',
+  kind: 'direct',
+  async start(ctx, scenario) {
+    if (scenario.sticky || scenario.policy) return { skip: 'n/a' };
+    return { child: null, pid: null, port: ctx.backendPorts[0] };
+  },
+});
+const ACTIVE_PROXIES = PROXIES.filter((p) => PROXY_FILTER === null || PROXY_FILTER.has(p.name) || PROXY_FILTER.has(p.kind));
+
+// ---------------------------------------------------------------------------------------------
+// wrk.
+function parseDuration(text) {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  if (!m) return NaN;
+  const v = Number(m[1]);
+  return m[2] === 'us' ? v / 1000 : m[2] === 'ms' ? v : m[2] === 's' ? v * 1000 : v * 60_000;
+}
+function parseBytes(text) {
+  const m = /^([\d.]+)([KMGT]?B)$/.exec(text);
+  if (!m) return NaN;
+  const mult = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }[m[2]];
+  return Number(m[1]) * mult;
+}
+function parseWrk(out) {
+  const num = (re) => { const m = re.exec(out); return m ? Number(m[1]) : NaN; };
+  const lat = (p) => { const m = new RegExp(`^\\s+${p}%\\s+(\\S+)`, 'm').exec(out); return m ? parseDuration(m[1]) : NaN; };
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const transfer = /Transfer\/sec:\s+(\S+)/.exec(out);
+  return {
+    rps: num(/Requests\/sec:\s+([\d.]+)/),
+    bytesPerSec: transfer ? parseBytes(transfer[1]) : NaN,
+    p50: lat(50),
+    p99: lat(99),
+    requests: num(/(\d+) requests in/),
+    non2xx: num(/Non-2xx or 3xx responses: (\d+)/) || 0,
+    socketErrors: sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0,
+    socketDetail: sock ? sock[0] : '',
+  };
+}
+function runWrk(port, scenario, seconds) {
+  const args = ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '--timeout', '5s'];
+  if (scenario.close) args.push('-H', 'Connection: close');
+  if (scenario.sticky) args.push('-s', luaCookieScript());
+  args.push(`http://127.0.0.1:${port}${scenario.path}`);
+  const argv = PIN ? [TASKSET, ['-c', LOAD_CPU, WRK, ...args]] : [WRK, args];
+  return new Promise((res, rej) => {
+    const child = spawn(argv[0], argv[1], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    const t = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, (seconds + 30) * 1000);
+    child.on('exit', (code) => {
+      clearTimeout(t);
+      children.delete(child);
+      if (code !== 0) rej(new Error(`wrk exited ${code}: ${out.trim()}`));
+      else res(parseWrk(out));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main loop: runs are interleaved (run 1 of every scenario and proxy, then run 2, ...).
+const median = (xs) => {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+const fmtInt = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en') : '-');
+const fmtMs = (x) => (Number.isFinite(x) ? (x < 1 ? `${x.toFixed(2)} ms` : `${x.toFixed(1)} ms`) : '-');
+const fmtMiB = (x) => (Number.isFinite(x) && x > 0 ? `${x.toFixed(0)} MiB` : '-');
+const fmtUs = (x) => (Number.isFinite(x) ? `${x.toFixed(x < 100 ? 1 : 0)} us` : '-');
+const fmtRatio = (x) => (Number.isFinite(x) ? x.toFixed(2) : '-');
+
+async function main() {
+  const started = Date.now();
+  const backendPorts = [];
+  for (let i = 0; i < 4; i++) backendPorts.push(await freePort());
+  const backends = await startBackends(backendPorts);
+  const needsMemcached = SCENARIOS.some((s) => s.sticky);
+  const memcached = needsMemcached ? await startMemcached() : null;
+  const ctx = { backendPorts, memcached, run: 0 };
+
+  log(`bench: ${RUNS} run(s) x ${DURATION}s (+${WARMUP}s warm-up) per scenario and proxy, wrk -t1 -c${CONNECTIONS}`);
+  log(`bench: backends ${backends.kind} on ports ${backendPorts.join(', ')} (weights ${WEIGHTS.join(',')})`);
+  log(`bench: pinning ${PIN ? `proxy on CPU ${PROXY_CPU}, wrk + backends${memcached ? ' + memcached' : ''} on CPU ${LOAD_CPU} (taskset)` : `off (${TASKSET === null ? 'no taskset' : `${CPUS} CPU`})`}`);
+  log(`bench: proxies: ${ACTIVE_PROXIES.map((p) => p.name).join(', ')}${NGINX === null ? ' (nginx not installed)' : ''}${HAPROXY === null ? ' (haproxy not installed)' : ''}`);
+  if (needsMemcached && memcached === null) log('bench: memcached not installed: the sticky scenario is skipped');
+  log(`bench: load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (other load on the machine makes numbers noisy)`);
+
+  /** results[scenario.id][proxy.name] = { runs: [...], skip } */
+  const results = new Map();
+  for (const s of SCENARIOS) results.set(s.id, new Map(ACTIVE_PROXIES.map((p) => [p.name, { runs: [], skip: null }])));
+
+  for (let run = 1; run <= RUNS; run++) {
+    ctx.run = run;
+    for (const scenario of SCENARIOS) {
+      for (const proxy of ACTIVE_PROXIES) {
+        const slot = results.get(scenario.id).get(proxy.name);
+        if (slot.skip !== null) continue;
+        if (scenario.sticky && memcached === null) { slot.skip = 'memcached not installed'; continue; }
+        let handle;
+        try {
+          handle = await proxy.start(ctx, scenario);
+        } catch (err) {
+          slot.skip = `failed to start: ${err.message}`;
+          log(`[run ${run}/${RUNS}] ${scenario.title} | ${proxy.name}: ${slot.skip}`);
+          continue;
+        }
+        if (handle.skip) {
+          slot.skip = handle.skip;
+          if (handle.skip !== 'n/a') log(`[run ${run}/${RUNS}] ${scenario.title} | ${proxy.name}: skipped: ${handle.skip}`);
+          continue;
+        }
+        try {
+          const warm = WARMUP > 0 ? await runWrk(handle.port, scenario, WARMUP) : null;
+          const cpuBefore = handle.pid !== null ? cpuMicros(handle.pid) : NaN;
+          const r = await runWrk(handle.port, scenario, DURATION);
+          r.cpuPerReq = handle.pid !== null ? (cpuMicros(handle.pid) - cpuBefore) / r.requests : NaN;
+          if (CPU_PROF_DIR !== null && proxy.kind === 'sessionlb') log(`  profiled process served ${r.requests + (warm?.requests ?? 0)} requests (warm-up + run)`);
+          r.rssMiB = handle.pid !== null ? peakRssMiB(handle.pid) : NaN;
+          slot.runs.push(r);
+          const errs = r.non2xx + r.socketErrors;
+          log(`[run ${run}/${RUNS}] ${scenario.title} | ${proxy.name}: ${fmtInt(r.rps)} req/s${scenario.big ? ` (${(r.bytesPerSec / 2 ** 20).toFixed(0)} MiB/s)` : ''}, p50 ${fmtMs(r.p50)}, p99 ${fmtMs(r.p99)}, proxy CPU ${fmtUs(r.cpuPerReq)}/req, peak RSS ${fmtMiB(r.rssMiB)}${errs ? `, ERRORS: ${r.non2xx} non-2xx, ${r.socketDetail}` : ''}`);
+        } catch (err) {
+          log(`[run ${run}/${RUNS}] ${scenario.title} | ${proxy.name}: wrk failed: ${err.message}`);
+        } finally {
+          if (handle.child) await stopChild(handle.child, proxy.kind === 'nginx' ? 'SIGQUIT' : 'SIGTERM');
+        }
+      }
+    }
+  }
+
+  // Table.
+  const lines = [];
+  lines.push(`| proxy | scenario | req/s | MiB/s | p50 | p99 | CPU/req | peak RSS | vs nginx | vs nginx (CPU) | errors |`);
+  lines.push(`|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
+  const summary = new Map();
+  for (const scenario of SCENARIOS) {
+    const byProxy = results.get(scenario.id);
+    const med = (name) => {
+      const slot = byProxy.get(name);
+      if (!slot || slot.runs.length === 0) return null;
+      const rs = slot.runs;
+      return {
+        rps: median(rs.map((r) => r.rps)),
+        mibps: median(rs.map((r) => r.bytesPerSec / 2 ** 20)),
+        p50: median(rs.map((r) => r.p50)),
+        p99: median(rs.map((r) => r.p99)),
+        rss: median(rs.map((r) => r.rssMiB)),
+        cpu: median(rs.map((r) => r.cpuPerReq)),
+        errors: rs.reduce((a, r) => a + r.non2xx + r.socketErrors, 0),
+      };
+    };
+    const nginx = med('nginx');
+    for (const proxy of ACTIVE_PROXIES) {
+      const slot = byProxy.get(proxy.name);
+      const m = med(proxy.name);
+      summary.set(`${scenario.id}|${proxy.name}`, m);
+      if (m === null) {
+        if (slot.skip && slot.skip !== 'n/a') lines.push(`| ${proxy.name} | ${scenario.title} | skipped: ${slot.skip.replace(/\|/g, '/').slice(0, 160)} | | | | | | | | |`);
+        continue;
+      }
+      const ratio = nginx ? (scenario.big ? m.mibps / nginx.mibps : m.rps / nginx.rps) : NaN;
+      // What the ratio would be with both CPU-bound on their core: nginx's CPU per request over ours.
+      const cpuRatio = nginx ? nginx.cpu / m.cpu : NaN;
+      lines.push(`| ${proxy.name} | ${scenario.title} | ${fmtInt(m.rps)} | ${scenario.big ? fmtInt(m.mibps) : ''} | ${fmtMs(m.p50)} | ${fmtMs(m.p99)} | ${fmtUs(m.cpu)} | ${fmtMiB(m.rss)} | ${fmtRatio(ratio)} | ${fmtRatio(cpuRatio)} | ${m.errors} |`);
+    }
+  }
+  const notes = [];
+  for (const proxy of ACTIVE_PROXIES.filter((p) => p.kind === 'sessionlb')) {
+    const plain = summary.get(`plain|${proxy.name}`);
+    const sticky = summary.get(`sticky|${proxy.name}`);
+    const nginx = summary.get('plain|nginx');
+    if (plain && nginx) notes.push(`${proxy.name}: goal 1 (plain >= 0.60 x nginx req/s, p99 <= 2 x nginx): ${fmtRatio(plain.rps / nginx.rps)} x req/s (by CPU per request: ${fmtRatio(nginx.cpu / plain.cpu)}), ${fmtRatio(plain.p99 / nginx.p99)} x p99`);
+    if (plain && sticky) notes.push(`${proxy.name}: goal 2 (sticky learn >= 0.90 x plain): ${fmtRatio(sticky.rps / plain.rps)} (by CPU per request: ${fmtRatio(plain.cpu / sticky.cpu)})`);
+    const close = summary.get(`close|${proxy.name}`);
+    const nclose = summary.get('close|nginx');
+    if (close && nclose) notes.push(`${proxy.name}: goal 3 (Connection: close >= 0.60 x nginx): ${fmtRatio(close.rps / nclose.rps)} (by CPU per request: ${fmtRatio(nclose.cpu / close.cpu)})`);
+    const big = summary.get(`big|${proxy.name}`);
+    const nbig = summary.get('big|nginx');
+    if (big && nbig) notes.push(`${proxy.name}: goal 4 (1 MiB >= 0.80 x nginx MiB/s): ${fmtRatio(big.mibps / nbig.mibps)} (by CPU per response: ${fmtRatio(nbig.cpu / big.cpu)})`);
+    if (plain) notes.push(`${proxy.name}: goal 5 (RSS <= 100 MiB at ${CONNECTIONS} connections): ${fmtMiB(plain.rss)} in scenario 1`);
+  }
+  const elapsed = ((Date.now() - started) / 1000).toFixed(0);
+  process.stdout.write(`\n${lines.join('\n')}\n\n`);
+  process.stdout.write(`Median of ${RUNS} interleaved run(s), ${DURATION}s each, wrk -t1 -c${CONNECTIONS}; backends: ${backends.kind}; ${PIN ? `proxy pinned to CPU ${PROXY_CPU}, load generator and backends to CPU ${LOAD_CPU}` : 'not pinned'}; node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${CPUS}; ${elapsed}s total.\n`);
+  process.stdout.write('Scenario 2 for nginx is `hash $cookie_PHPSESSID consistent` (nginx OSS has no sticky learn). "direct" is wrk straight against one backend port: the ceiling of this setup.\n');
+  if (notes.length) process.stdout.write(`\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
+
+  if (memcached) await stopChild(memcached.child);
+  await stopChild(backends.child, NGINX !== null ? 'SIGQUIT' : 'SIGTERM');
+  if (env.BENCH_JSON) {
+    const out = {};
+    for (const [sid, byProxy] of results) out[sid] = Object.fromEntries([...byProxy].map(([k, v]) => [k, v]));
+    writeFileSync(env.BENCH_JSON, JSON.stringify({ runs: RUNS, duration: DURATION, connections: CONNECTIONS, results: out }, null, 2));
+  }
+  if (CPU_PROF_DIR !== null) log(`bench: CPU profiles in ${CPU_PROF_DIR} (summarise with: node bench/profile-top.mjs FILE [requests])`);
+}
+
+main().then(() => { cleanup(); }, (err) => {
+  log(`bench: ${err.stack ?? err}`);
+  killAllNow();
+  cleanup();
+  process.exit(1);
+});
