@@ -1,0 +1,424 @@
+/**
+ * `sessionlb import-nginx`: the nginx tokenizer/parser, the conversion of every supported
+ * directive, line-numbered syntax errors and warnings, validation of the result, and the
+ * reference nginx.conf end to end (converted, then serving 3:1:1:1 through real backends).
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { readFileSync, existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { loadConfig } from '../src/config/load.js';
+import { formatConfigJson, importNginx, NginxSyntaxError, parseNginx, tokenize } from '../src/config/nginx-import.js';
+import { SessionLB } from '../src/server.js';
+import { silentLog } from '../src/observability/log.js';
+import { freePort, request, startBackend, tally, type Backend } from './helpers/net.js';
+import { CLI, runCli, writeConfig } from './helpers/child.js';
+
+/** A copy of ../shared/reference/nginx.conf, kept in the repo for CI. */
+const REFERENCE = fileURLToPath(new URL('./fixtures/reference/nginx.conf', import.meta.url));
+const referenceText = readFileSync(REFERENCE, 'utf8');
+
+function syntaxError(text: string): NginxSyntaxError {
+  try {
+    parseNginx(text, 'test.conf');
+  } catch (err) {
+    if (err instanceof NginxSyntaxError) return err;
+    throw err;
+  }
+  throw new Error('expected a syntax error');
+}
+
+/** Warnings as "LINE: message" for compact assertions. */
+function warningsOf(text: string): string[] {
+  return importNginx(text, 't.conf').warnings.map((w) => `${w.line}: ${w.message}`);
+}
+
+describe('nginx tokenizer and parser', () => {
+  it('reads directives, blocks, comments, quotes and escapes like nginx', () => {
+    const tree = parseNginx([
+      '# comment line',
+      'http { # trailing comment',
+      '  upstream "b a" { server 10.0.0.1:80 weight=2; }',
+      "  x 'single \\' quote' \"double \\\" quote\" back\\\\slash tab\\tend a#b;",
+      '  hash ${cookie_x}y{}',
+      '  multi "line1',
+      'line2";',
+      '}',
+    ].join('\n'), 't.conf');
+    expect(tree).toHaveLength(1);
+    const http = tree[0]!;
+    expect(http).toMatchObject({ name: 'http', args: [], line: 2 });
+    const [up, x, hash, multi] = http.block!;
+    expect(up).toMatchObject({ name: 'upstream', args: ['b a'], line: 3 });
+    expect(up!.block).toEqual([{ name: 'server', args: ['10.0.0.1:80', 'weight=2'], line: 3, block: null }]);
+    // "#" inside a word is not a comment; \' \" \\ lose the backslash; \t is a tab.
+    expect(x!.args).toEqual(["single ' quote", 'double " quote', 'back\\slash', 'tab\tend', 'a#b']);
+    // "${" does not open a block; "{" after a word does.
+    expect(hash!.args).toEqual(['${cookie_x}y']);
+    expect(hash!.block).toEqual([]);
+    expect(multi).toMatchObject({ args: ['line1\nline2'], line: 6 });
+  });
+
+  it('counts lines across quoted newlines and comments', () => {
+    const tokens = tokenize('a "x\ny" # c\n  b;\n', 'f');
+    expect(tokens.map((t) => [t.kind, t.text, t.line])).toEqual([
+      ['word', 'a', 1], ['word', 'x\ny', 1], ['word', 'b', 3], [';', ';', 3], ['eof', '', 4],
+    ]);
+  });
+
+  it('reports syntax errors with the line number', () => {
+    const missingSemicolon = syntaxError('http {\n  upstream b {\n    server 10.0.0.1:80\n  }\n}\n');
+    expect(missingSemicolon.line).toBe(4);
+    expect(missingSemicolon.message).toBe('test.conf:4: unexpected "}" (directive "server" on line 3 is not terminated by ";")');
+
+    const unclosed = syntaxError('http {\n  server {\n    listen 80;\n}\n');
+    expect(unclosed.line).toBe(5);
+    expect(unclosed.detail).toMatch(/unexpected end of file, expecting "}" \(the block opened on line 1/);
+
+    expect(syntaxError('http {\n}\n}\n').message).toBe('test.conf:3: unexpected "}"');
+    expect(syntaxError('a;\n;\n').message).toBe('test.conf:2: unexpected ";"');
+    expect(syntaxError('\n\n{ x; }').line).toBe(3);
+    expect(syntaxError('a "b;\n\n').detail).toMatch(/unterminated double-quoted string/);
+    expect(syntaxError('a\n"b"c;').message).toBe('test.conf:2: unexpected "c" after a quoted string');
+    expect(syntaxError('listen 80').detail).toMatch(/unexpected end of file, expecting ";" or "}"/);
+  });
+});
+
+describe('import-nginx: the reference nginx.conf', () => {
+  it('converts to weights 3:1:1:1 with the same listen, server_name and location, and validates', async () => {
+    const result = importNginx(referenceText, REFERENCE);
+    expect(result.errors).toEqual([]);
+    expect(result.warnings).toEqual([]);
+    expect(result.config).toEqual({
+      servers: [{ listen: ['80'], serverName: ['www.example.com'], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+      upstreams: {
+        backend: {
+          servers: [
+            { address: '192.168.1.1:8000', weight: 3 },
+            { address: '192.168.1.2:8001' },
+            { address: '192.168.1.3:8002' },
+            { address: '192.168.1.4:8003' },
+          ],
+        },
+      },
+    });
+    const config = await loadConfig(result.config, 'converted');
+    expect(config.servers[0]!.listen.map((l) => l.key)).toEqual(['0.0.0.0:80']);
+    expect(config.servers[0]!.serverNames).toEqual(['www.example.com']);
+    expect(config.servers[0]!.locations.map((l) => [l.path, l.exact, l.upstream])).toEqual([['/', false, 'backend']]);
+    expect(config.upstreams.get('backend')!.servers.map((s) => s.weight)).toEqual([3, 1, 1, 1]);
+    // nginx sends Host: $proxy_host by default; the difference is pointed out, not hidden.
+    expect(result.notes.map((n) => n.message).join('\n')).toMatch(/Host: backend/);
+  });
+
+  describe('serving through real backends', () => {
+    const backends: Backend[] = [];
+    let lb: SessionLB | null = null;
+    afterAll(async () => {
+      await lb?.stop(2000);
+      await Promise.all(backends.map((b) => b.close()));
+    });
+
+    it('the converted config balances 3:1:1:1 by server_name', async () => {
+      for (let i = 1; i <= 4; i++) backends.push(await startBackend(`web${i}`));
+      const port = await freePort();
+      // The reference file with loopback addresses: same structure, same weights.
+      let text = referenceText.replace('listen 80;', `listen 127.0.0.1:${port};`);
+      backends.forEach((b, i) => { text = text.replace(new RegExp(`192\\.168\\.1\\.${i + 1}:800${i}`), b.address); });
+      const result = importNginx(text, 'loopback.conf');
+      expect(result.errors).toEqual([]);
+      lb = new SessionLB(await loadConfig(result.config, 'loopback.conf'), { log: silentLog() });
+      await lb.start();
+      const names: string[] = [];
+      for (let i = 0; i < 60; i++) {
+        const r = await request(`http://127.0.0.1:${port}/x`, { headers: { Host: 'www.example.com' } });
+        expect(r.status).toBe(200);
+        names.push(r.body);
+      }
+      expect(tally(names)).toEqual({ web1: 30, web2: 10, web3: 10, web4: 10 });
+    });
+  });
+});
+
+const EVERYTHING = `# every directive the importer converts
+http {
+  keepalive_timeout 65s;
+  client_max_body_size 8m;
+  proxy_connect_timeout 5s;
+  proxy_set_header Host $host;
+  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+
+  upstream app {
+    least_conn;
+    server 10.0.0.1:8000 weight=3 max_fails=2 fail_timeout=30s max_conns=100 slow_start=20s;
+    server 10.0.0.2 backup;
+    server [2001:db8::3]:8000 down;
+    server 10.0.0.4:8000 drain;
+    keepalive 16;
+    keepalive_timeout 30s;
+  }
+  upstream 'hashed' {
+    hash $cookie_PHPSESSID consistent;
+    server 10.0.1.1:80;
+    server 10.0.1.2:80;
+  }
+  upstream rnd { random two least_conn; server 10.0.2.1:80; server 10.0.2.2:80; }
+  upstream rnd2 { random two; server 10.0.2.3:80; }
+  upstream iph { ip_hash; server 10.0.3.1:80; }
+  upstream r1 { random; server 10.0.4.1:80; }
+  upstream h2 { hash $remote_addr; server 10.0.5.1:80; }
+  upstream learn {
+    sticky learn create=$upstream_cookie_PHPSESSID lookup=$cookie_PHPSESSID zone=sessions:1m timeout=24m;
+    server 10.0.6.1:80;
+  }
+  upstream own { sticky cookie srv_id httponly; server 10.0.7.1:80; }
+
+  server {
+    listen 80 default_server;
+    listen [::]:8080;
+    listen *:8081;
+    server_name www.example.com "example.com";
+    client_max_body_size 2m;
+    location / {
+      proxy_pass http://app;
+      proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+      proxy_next_upstream_tries 3;
+      proxy_next_upstream_timeout 10s;
+      proxy_read_timeout 30s;
+      proxy_send_timeout "1m 30s";
+      health_check interval=2s fails=3 passes=2 uri=/health port=8080 mandatory;
+    }
+    location = /upload {
+      proxy_pass http://app/u/;
+      client_max_body_size 100m;
+      proxy_http_version 1.1;
+      proxy_set_header X-App "upload \\"v2\\"";
+      proxy_set_header X-Removed "";
+      proxy_set_header Connection "";
+    }
+    location ^~ /static/ { proxy_pass http://hashed; }
+  }
+  server {
+    listen 127.0.0.1:8082;
+    location /r { proxy_pass http://rnd; }
+    location /r2 { proxy_pass http://rnd2; }
+    location /i { proxy_pass http://iph; }
+    location /x { proxy_pass http://r1; }
+    location /h { proxy_pass http://h2; }
+    location /l { proxy_pass http://learn; }
+    location /o { proxy_pass http://own; }
+    location =/direct { proxy_pass http://127.0.0.1:9000; proxy_read_timeout 5s; }
+    location /plain { proxy_pass http://127.0.0.1:9001/p; }
+  }
+}
+`;
+
+describe('import-nginx: every supported directive', () => {
+  it('converts to the expected configuration, which loadConfig accepts', async () => {
+    const result = importNginx(EVERYTHING, 'all.conf');
+    expect(result.errors).toEqual([]);
+    expect(result.config).toEqual({
+      servers: [
+        {
+          listen: ['80', '[::]:8080', '0.0.0.0:8081'],
+          serverName: ['www.example.com', 'example.com'],
+          default: true,
+          locations: [
+            { path: '/', proxyPass: 'http://app' },
+            {
+              path: '/upload', exact: true, proxyPass: 'http://app/u/',
+              // This location's proxy_set_header replaces the inherited list (nginx): Host $host is not inherited.
+              proxySetHeader: { 'X-App': 'upload "v2"', 'X-Removed': '' },
+              clientMaxBodySize: '100m',
+            },
+            { path: '/static/', proxyPass: 'http://hashed' },
+          ],
+          clientMaxBodySize: '2m',
+        },
+        {
+          listen: ['127.0.0.1:8082'],
+          locations: [
+            { path: '/r', proxyPass: 'http://rnd' },
+            { path: '/r2', proxyPass: 'http://rnd2' },
+            { path: '/i', proxyPass: 'http://iph' },
+            { path: '/x', proxyPass: 'http://r1' },
+            { path: '/h', proxyPass: 'http://h2' },
+            { path: '/l', proxyPass: 'http://learn' },
+            { path: '/o', proxyPass: 'http://own' },
+            { path: '/direct', exact: true, proxyPass: 'http://127.0.0.1_9000' },
+            // The http-level proxy_connect_timeout applies here too, so the address gets an upstream.
+            { path: '/plain', proxyPass: 'http://127.0.0.1_9001/p' },
+          ],
+        },
+      ],
+      upstreams: {
+        app: {
+          balance: 'least_conn',
+          healthCheck: { interval: '2s', fails: 3, passes: 2, path: '/health', port: 8080, mandatory: true },
+          servers: [
+            { address: '10.0.0.1:8000', weight: 3, maxFails: 2, failTimeout: '30s', maxConns: 100, slowStart: '20s' },
+            { address: '10.0.0.2:80', backup: true },
+            { address: '[2001:db8::3]:8000', down: true },
+            { address: '10.0.0.4:8000', drain: true },
+          ],
+          keepalive: 16,
+          keepaliveTimeout: '30s',
+          nextUpstream: { on: ['error', 'timeout', 'http_502', 'http_503', 'non_idempotent'], tries: 3, timeout: '10s' },
+          timeouts: { connect: '5s', send: '1m30s', read: '30s' },
+        },
+        hashed: { balance: { hash: '$cookie_PHPSESSID', consistent: true }, servers: [{ address: '10.0.1.1:80' }, { address: '10.0.1.2:80' }], timeouts: { connect: '5s' } },
+        rnd: { balance: { random: 'two', pick: 'least_conn' }, servers: [{ address: '10.0.2.1:80' }, { address: '10.0.2.2:80' }], timeouts: { connect: '5s' } },
+        rnd2: { balance: { random: 'two' }, servers: [{ address: '10.0.2.3:80' }], timeouts: { connect: '5s' } },
+        iph: { balance: 'ip_hash', servers: [{ address: '10.0.3.1:80' }], timeouts: { connect: '5s' } },
+        r1: { balance: 'random', servers: [{ address: '10.0.4.1:80' }], timeouts: { connect: '5s' } },
+        h2: { balance: { hash: '$remote_addr' }, servers: [{ address: '10.0.5.1:80' }], timeouts: { connect: '5s' } },
+        learn: { sticky: { mode: 'learn', cookie: 'PHPSESSID', ttl: '24m' }, servers: [{ address: '10.0.6.1:80' }], timeouts: { connect: '5s' } },
+        own: { sticky: { mode: 'cookie', cookie: 'srv_id' }, servers: [{ address: '10.0.7.1:80' }], timeouts: { connect: '5s' } },
+        '127.0.0.1_9000': { servers: [{ address: '127.0.0.1:9000' }], timeouts: { connect: '5s', read: '5s' } },
+        '127.0.0.1_9001': { servers: [{ address: '127.0.0.1:9001' }], timeouts: { connect: '5s' } },
+      },
+      clientMaxBodySize: '8m',
+      keepaliveTimeout: '65s',
+    });
+    const config = await loadConfig(result.config, 'all.conf (converted)');
+    const app = config.upstreams.get('app')!;
+    expect(app.timeouts).toEqual({ connectMs: 5000, sendMs: 90_000, readMs: 30_000 });
+    expect([...app.nextUpstream.on]).toEqual(['error', 'timeout', 'http_502', 'http_503', 'non_idempotent']);
+    expect(config.upstreams.get('learn')!.sticky).toMatchObject({ mode: 'learn', cookie: 'PHPSESSID', ttlMs: 24 * 60_000 });
+    // The only warnings: /upload disagrees with / on the per-upstream settings of "app".
+    expect(result.warnings.map((w) => w.message.split(' differs')[0])).toEqual([
+      'proxy_next_upstream', 'proxy_next_upstream_tries', 'proxy_next_upstream_timeout', 'proxy_read_timeout', 'proxy_send_timeout',
+    ]);
+  });
+
+  it('prints readable JSON that parses back to the same object', () => {
+    const { config } = importNginx(EVERYTHING, 'all.conf');
+    const text = formatConfigJson(config);
+    expect(JSON.parse(text)).toEqual(config);
+    expect(text).toContain('"listen": ["80", "[::]:8080", "0.0.0.0:8081"]');
+    // Values that look like JSON punctuation survive the one-line layout.
+    const tricky = { servers: [{ listen: ['80'], locations: [{ path: '/', proxyPass: 'http://b', proxySetHeader: { 'X-A': 'a": "b","c', 'X-B': '{x}, [y]' } }] }] };
+    expect(JSON.parse(formatConfigJson(tricky))).toEqual(tricky);
+  });
+});
+
+describe('import-nginx: warnings and errors', () => {
+  it('warns about every unsupported directive and parameter with its line, never dropping one silently', () => {
+    const warnings = warningsOf([
+      'worker_processes 4;',                                  // 1
+      'events { worker_connections 1024; }',                  // 2
+      'http {',                                               // 3
+      '  include mime.types;',                                // 4
+      '  gzip on;',                                           // 5
+      '  upstream b { zone b 64k; server 10.0.0.1:80 route=a; ntlm; }', // 6
+      '  server {',                                           // 7
+      '    listen 80 reuseport;',                             // 8
+      '    listen 443 ssl;',                                  // 9
+      '    server_name ~^(www\\.)?example\\.com$;',           // 10
+      '    ssl_certificate /x.pem;',                          // 11
+      '    location / { proxy_pass http://b; proxy_buffering off; proxy_set_header X-Id $request_id; }', // 12
+      '    location ~ \\.php$ { proxy_pass http://b; }',      // 13
+      '    location /files/ { root /srv; }',                  // 14
+      '    location @fallback { proxy_pass http://b; }',      // 15
+      '    location /tls { proxy_pass https://b; }',          // 16
+      '  }',
+      '}',
+    ].join('\n'));
+    const expected: Array<[number, RegExp]> = [
+      [1, /"worker_processes"/], [2, /"events" block ignored/], [4, /"include mime.types" is not followed/], [5, /"gzip" in http/],
+      [6, /"zone" is not needed/], [6, /parameter "route=a"/], [6, /"ntlm" in upstream "b"/],
+      [8, /parameter "reuseport"/], [9, /listen 443 ssl: .*not converted/], [10, /regular expressions/], [11, /"ssl_certificate" in server/],
+      [12, /"proxy_buffering" in location/], [12, /proxy_set_header X-Id "\$request_id": variables are not supported/],
+      [13, /regular-expression locations/], [14, /"root" in location/], [14, /location \/files\/ has no proxy_pass/],
+      [15, /named locations/], [16, /proxy_pass https:\/\/b: .*not converted/],
+    ];
+    expect(warnings).toHaveLength(expected.length);
+    expected.forEach(([line, re], i) => {
+      expect(warnings[i]!.startsWith(`${line}: `), warnings[i]).toBe(true);
+      expect(warnings[i]).toMatch(re);
+    });
+  });
+
+  it('warns once about an inherited proxy_set_header with variables, not once per location', () => {
+    const w = warningsOf('proxy_set_header X-Id $request_id;\nupstream b { server 10.0.0.1:80; }\nserver { location /a { proxy_pass http://b; } location /b { proxy_pass http://b; } }');
+    expect(w).toHaveLength(1);
+    expect(w[0]).toMatch(/^1: proxy_set_header X-Id "\$request_id": variables are not supported/);
+  });
+
+  it('moves per-location timeouts onto the upstream and warns on conflicts (first explicit value wins)', async () => {
+    const result = importNginx([
+      'upstream b { server 10.0.0.1:80; }',
+      'server {',
+      '  listen 127.0.0.1:8080;',
+      '  proxy_read_timeout 20s;',
+      '  location /a { proxy_pass http://b; }',
+      '  location /slow { proxy_pass http://b; proxy_read_timeout 5m; }',
+      '  location /c { proxy_pass http://b; proxy_connect_timeout 2s; }',
+      '  location /d { proxy_pass http://b; proxy_connect_timeout 2000ms; }',
+      '}',
+    ].join('\n'), 'c.conf');
+    expect(result.config.upstreams!.b!.timeouts).toEqual({ connect: '2s', read: '20s' });
+    const w = result.warnings.map((x) => `${x.line}: ${x.message}`);
+    // read: 20s (server level, inherited by /a) vs 5m: conflict. connect: default 60s for /a and /slow vs 2s: conflict.
+    // 2s and 2000ms are the same time: /c and /d agree.
+    expect(w).toHaveLength(2);
+    expect(w[0]).toMatch(/^4: proxy_read_timeout differs between locations that proxy to "b".*using 20s from line 4.*location \/slow \(line 6\): 5m/);
+    expect(w[1]).toMatch(/^7: proxy_connect_timeout differs.*using 2s.*location \/a \(line 5\): 60s \(default\)/);
+    await loadConfig(result.config);
+  });
+
+  it('reports bad values as errors with their line', () => {
+    const result = importNginx([
+      'upstream b {',
+      '  server 10.0.0.1:80 weight=x;',
+      '  server unix:/run/app.sock;',
+      '  server 10.0.0.2:80 fail_timeout=soon;',
+      '}',
+      'server { location / { proxy_pass http://nowhere_defined; proxy_read_timeout 1x; } }',
+    ].join('\n'), 'e.conf');
+    expect(result.errors.map((e) => `${e.line}: ${e.message}`)).toEqual([
+      '2: invalid parameter "weight=x" of server 10.0.0.1:80 (expected a number)',
+      '3: server "unix:/run/app.sock": unix sockets are not supported by sessionlb (use host:port)',
+      '4: invalid parameter "fail_timeout=soon" of server 10.0.0.2:80 (expected a time such as "10s")',
+      '6: "proxy_read_timeout": "1x" is not a time such as "500ms", "10s" or "1m"',
+      '6: proxy_pass http://nowhere_defined: "nowhere_defined" is neither an upstream defined in this file nor a host:port',
+    ]);
+  });
+
+  it('leaves nginx rules that sessionlb enforces to loadConfig (hash with a backup server)', async () => {
+    const result = importNginx('upstream b { hash $remote_addr; server 10.0.0.1:80; server 10.0.0.2:80 backup; }\nserver { location / { proxy_pass http://b; } }', 'h.conf');
+    expect(result.errors).toEqual([]);
+    await expect(loadConfig(result.config, 'h.conf')).rejects.toThrow(/\$\.upstreams\.b\.servers\[1\]\.backup: backup servers cannot be used/);
+  });
+});
+
+describe('sessionlb import-nginx (CLI, child process)', () => {
+  it('prints the JSON, writes --out, and exits 1 with FILE:LINE on syntax and validation errors', async () => {
+    if (!existsSync(CLI)) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: fileURLToPath(new URL('..', import.meta.url)) });
+    const ok = await runCli(['import-nginx', REFERENCE]);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual(importNginx(referenceText, REFERENCE).config);
+    expect(ok.stderr).toContain(`${REFERENCE}:13: note: nginx sends "Host: backend"`);
+
+    const outFile = writeConfig('{}', 'out.json');
+    const written = await runCli(['import-nginx', REFERENCE, '--out', outFile]);
+    expect(written.code).toBe(0);
+    expect(written.stdout).toBe('');
+    expect(readFileSync(outFile, 'utf8')).toBe(ok.stdout);
+    const checked = await runCli(['check', '--config', outFile]);
+    expect(checked.stdout).toContain('configuration OK');
+
+    const bad = writeConfig('http {\n  upstream b {\n    server 10.0.0.1:80\n  }\n}\n', 'bad.conf');
+    const syntax = await runCli(['import-nginx', bad]);
+    expect(syntax.code).toBe(1);
+    expect(syntax.stdout).toBe('');
+    expect(syntax.stderr).toContain(`${bad}:4: error: unexpected "}"`);
+
+    const invalid = writeConfig('upstream b { ip_hash; server 10.0.0.1:80; server 10.0.0.2:80 backup; }\nserver { listen 80; gzip on; location / { proxy_pass http://b; } }\n', 'invalid.conf');
+    const rejected = await runCli(['import-nginx', invalid]);
+    expect(rejected.code).toBe(1);
+    expect(rejected.stdout).toBe('');
+    expect(rejected.stderr).toContain(`${invalid}:2: warning: "gzip" in server is not supported by sessionlb; ignored`);
+    expect(rejected.stderr).toMatch(/\$\.upstreams\.b\.servers\[1\]\.backup: backup servers cannot be used/);
+  });
+});
