@@ -1,14 +1,16 @@
 #!/usr/bin/env node
 /**
- * sessionlb command line: run | check | demo (and --help, --version).
+ * sessionlb command line: run | check | reload | import-nginx | firewall | demo (and --help, --version).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, watch, writeFileSync, unlinkSync, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ConfigError, loadConfig, loadConfigFile, type Config } from './config/load.js';
 import { SessionLB } from './server.js';
 import { createEventLog, type EventLog } from './observability/log.js';
 import { DEMO_BACKEND_PORTS, DEMO_WEIGHTS, demoConfig, startDemoBackend } from './demo.js';
+import { firewallCommand, importNginxCommand } from './cli-tools.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_CONFIG = 'config/default.json';
@@ -16,26 +18,46 @@ const DEFAULT_CONFIG = 'config/default.json';
 const HELP = `sessionlb - session-aware HTTP load balancer (nginx-compatible upstreams)
 
 Usage:
-  sessionlb run   [--config FILE] [--pretty]   serve until SIGTERM/SIGINT (default FILE: ${DEFAULT_CONFIG})
+  sessionlb run   [--config FILE] [--pretty] [--watch]
+                                               serve until SIGTERM/SIGINT (default FILE: ${DEFAULT_CONFIG});
+                                               SIGHUP reloads FILE, --watch reloads it when it changes
   sessionlb check [--config FILE]              validate FILE like "nginx -t"
+  sessionlb reload [--config FILE]             validate FILE, then send SIGHUP to the pid in its pidFile
+                                               (like "nginx -s reload")
+  sessionlb import-nginx FILE [--out OUT]      convert an nginx config (upstream/server/location) to
+                                               sessionlb JSON on stdout or OUT; warnings name FILE:LINE
+  sessionlb firewall [--config FILE] [--port N] [--balancer ADDR]...
+                                               print iptables/ip6tables rules that let only localhost,
+                                               the balancers and the web servers reach memcached
   sessionlb demo  [--port N]                   4 loopback backends (weights 3:1:1:1) behind sessionlb
   sessionlb --help | --version
 
 Options:
   -c, --config FILE   configuration file (JSON)
   --pretty            human-readable logs instead of JSON lines
-  --port N            demo: port to listen on (default 8080)
+  --watch             run: reload the config file when it changes (debounced)
+  --port N            demo: port to listen on (default 8080);
+                      firewall: memcached port when the config has no sessionStore.servers (default 11211)
+  -o, --out FILE      import-nginx: write the JSON to FILE instead of stdout
+  --balancer ADDR     firewall: another sessionlb host (IP or CIDR) allowed to reach memcached; repeatable
 `;
 
 interface Args {
   command: string;
   config: string;
   pretty: boolean;
+  watch: boolean;
   port: number;
+  /** --port given explicitly (firewall's default differs from demo's). */
+  portSet: boolean;
+  /** import-nginx FILE */
+  file: string | null;
+  out: string | null;
+  balancers: string[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { command: '', config: DEFAULT_CONFIG, pretty: false, port: 8080 };
+  const args: Args = { command: '', config: DEFAULT_CONFIG, pretty: false, watch: false, port: 8080, portSet: false, file: null, out: null, balancers: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -48,9 +70,13 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--config' || a === '-c') args.config = value();
     else if (a.startsWith('--config=')) args.config = a.slice(9);
     else if (a === '--pretty') args.pretty = true;
-    else if (a === '--port') args.port = Number(value());
+    else if (a === '--watch') args.watch = true;
+    else if (a === '--port') { args.port = Number(value()); args.portSet = true; }
+    else if (a === '--out' || a === '-o') args.out = value();
+    else if (a === '--balancer') args.balancers.push(value());
     else if (a.startsWith('-')) fail(`unknown option ${a}`);
     else if (args.command === '') args.command = a;
+    else if (args.command === 'import-nginx' && args.file === null) args.file = a;
     else fail(`unexpected argument ${a}`);
   }
   return args;
@@ -81,16 +107,120 @@ async function check(file: string): Promise<number> {
   }
 }
 
+/** `sessionlb reload`: validates the file like `check`, then signals the running process through its pidFile. */
+async function reloadCommand(file: string): Promise<number> {
+  let config: Config;
+  try {
+    config = await loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.stderr.write(`sessionlb: configuration file ${file} test failed; the running process was not signalled\n`);
+      return 1;
+    }
+    throw err;
+  }
+  if (config.pidFile === null) {
+    process.stderr.write(`sessionlb: ${file} has no "pidFile"; set one (and restart) to use "sessionlb reload", or send SIGHUP yourself\n`);
+    return 1;
+  }
+  let pid: number;
+  try {
+    pid = Number((await readFile(config.pidFile, 'utf8')).trim());
+  } catch (err) {
+    process.stderr.write(`sessionlb: cannot read pid file ${config.pidFile}: ${(err as Error).message} (is sessionlb running?)\n`);
+    return 1;
+  }
+  if (!Number.isInteger(pid) || pid <= 1) {
+    process.stderr.write(`sessionlb: pid file ${config.pidFile} does not hold a process id\n`);
+    return 1;
+  }
+  try {
+    process.kill(pid, 'SIGHUP');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    process.stderr.write(`sessionlb: cannot signal pid ${pid} from ${config.pidFile}: ${code === 'ESRCH' ? 'no such process (stale pid file?)' : (err as Error).message}\n`);
+    return 1;
+  }
+  process.stdout.write(`sessionlb: sent SIGHUP to pid ${pid} (from ${config.pidFile})\n`);
+  return 0;
+}
+
+/** Writes the pid file; returns the function that removes it (only if it still holds our pid). */
+function writePidFile(file: string, log: EventLog): () => void {
+  const path = resolve(file);
+  try {
+    writeFileSync(path, `${process.pid}\n`);
+  } catch (err) {
+    log.error({ pidFile: path, err: (err as Error).message }, 'cannot write pidFile');
+    return () => undefined;
+  }
+  return () => {
+    try {
+      if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  };
+}
+
+/** `run --watch`: reloads when the file changes. Watches the directory, since editors replace files by renaming. */
+function watchConfig(file: string, lb: SessionLB, log: EventLog): FSWatcher | null {
+  const path = resolve(file);
+  const name = basename(path);
+  let timer: NodeJS.Timeout | null = null;
+  try {
+    const watcher = watch(dirname(path), (_event, changed) => {
+      if (changed !== null && changed !== name) return;
+      if (timer !== null) clearTimeout(timer);
+      timer = setTimeout(() => {
+        timer = null;
+        log.info({ file: path }, 'config file changed; reloading');
+        void lb.reloadFromFile(file);
+      }, 300);
+    });
+    watcher.on('error', (err) => log.error({ file: path, err: err.message }, 'config file watch failed'));
+    return watcher;
+  } catch (err) {
+    log.error({ file: path, err: (err as Error).message }, 'cannot watch the config file; SIGHUP still reloads');
+    return null;
+  }
+}
+
+interface ServeOptions {
+  /** Config file reloaded on SIGHUP (and on change with `watch`); null = no reloads (demo). */
+  reloadFile: string | null;
+  watch: boolean;
+  /** Human-readable access log lines (pino-pretty) instead of JSON. */
+  pretty?: boolean;
+}
+
 /** Runs a balancer until SIGTERM/SIGINT, then drains and exits 0. */
-async function serve(config: Config, log: EventLog, onStop?: () => Promise<void>): Promise<void> {
-  const lb = new SessionLB(config, { log });
+async function serve(config: Config, log: EventLog, onStop?: () => Promise<void>, options: ServeOptions = { reloadFile: null, watch: false }): Promise<void> {
+  const lb = new SessionLB(config, { log, pretty: options.pretty ?? false, accessLogToStdout: true });
   await lb.start();
+  const removePidFile = config.pidFile !== null ? writePidFile(config.pidFile, log) : () => undefined;
+  const reloadFile = options.reloadFile;
+  let watcher: FSWatcher | null = null;
+  if (reloadFile !== null) {
+    process.on('SIGHUP', () => {
+      log.info({ file: reloadFile }, 'SIGHUP: reloading the configuration');
+      void lb.reloadFromFile(reloadFile);
+    });
+    if (options.watch) watcher = watchConfig(reloadFile, lb, log);
+  }
+  // nginx -s reopen: the access log file is reopened after logrotate moved it.
+  process.on('SIGUSR1', () => {
+    log.info({ reopened: lb.observability.reopenAccessLog() }, 'SIGUSR1: reopening the access log');
+  });
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
+    watcher?.close();
     log.info({ signal, timeoutMs: config.shutdownTimeoutMs }, 'shutting down: finishing requests in flight');
     void lb.stop().then(async () => {
+      removePidFile();
       await onStop?.();
       log.flush?.();
       setTimeout(() => process.exit(0), 50).unref();
@@ -112,7 +242,7 @@ async function run(args: Args): Promise<void> {
     }
     throw err;
   }
-  await serve(config, log);
+  await serve(config, log, undefined, { reloadFile: args.config, watch: args.watch, pretty: args.pretty });
 }
 
 async function demo(args: Args): Promise<void> {
@@ -121,16 +251,18 @@ async function demo(args: Args): Promise<void> {
   const config = await loadConfig(demoConfig(args.port), '<embedded demo config>');
   await serve(config, log, async () => {
     for (const b of backends) b.close();
-  });
+  }, { reloadFile: null, watch: false, pretty: true });
   const url = `http://127.0.0.1:${args.port}/`;
   process.stdout.write(`
 sessionlb demo: 4 backends on 127.0.0.1:${DEMO_BACKEND_PORTS.join(', ')} with weights ${DEMO_WEIGHTS.join(':')}
   balancer: ${url}
-  admin:    http://127.0.0.1:9100/healthz
+  status:   http://127.0.0.1:9100/          (live status page; metrics at /metrics)
 
 Try:
-  for i in $(seq 6); do curl -s ${url}; done          # rotates 3:1:1:1 (a a b a c d ...)
-  curl -s -c /tmp/jar -b /tmp/jar ${url}               # with a cookie jar (PHPSESSID)
+  for i in $(seq 6); do curl -s ${url}; done          # no cookie: rotates 3:1:1:1: 1 2 1 3 4 1 (smooth: no bursts)
+  rm -f /tmp/sessionlb-jar; for i in $(seq 6); do curl -s -c /tmp/sessionlb-jar -b /tmp/sessionlb-jar ${url}; done
+                                                       # with a cookie jar: the backend that issued PHPSESSID, every time
+                                                       # (sticky "learn", memory store: bindings are local to this process)
 
 Ctrl-C stops it.
 `);
@@ -152,8 +284,18 @@ async function main(): Promise<void> {
     case 'run':
       await run(args);
       return;
+    case 'reload':
+      process.exitCode = await reloadCommand(args.config);
+      return;
     case 'demo':
       await demo(args);
+      return;
+    case 'import-nginx':
+      if (args.file === null) fail('import-nginx needs an nginx configuration FILE');
+      process.exitCode = await importNginxCommand(args.file, args.out);
+      return;
+    case 'firewall':
+      process.exitCode = await firewallCommand(args.config, args.portSet ? args.port : undefined, args.balancers);
       return;
     default:
       fail(`unknown command "${args.command}"`);
@@ -161,6 +303,13 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`sessionlb: ${(err as Error).stack ?? String(err)}\n`);
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (e.syscall === 'listen' && (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')) {
+    // Like nginx: "bind() to 127.0.0.1:80 failed (98: Address already in use)" — a clear line, not a stack.
+    const what = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : 'address not available';
+    process.stderr.write(`sessionlb: cannot listen on ${e.address ?? '?'}:${e.port ?? '?'}: ${what}\n`);
+    process.exit(1);
+  }
+  process.stderr.write(`sessionlb: ${e.stack ?? String(err)}\n`);
   process.exit(1);
 });

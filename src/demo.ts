@@ -16,6 +16,8 @@ export function demoConfig(port = 8080, adminPort = 9100, backendPorts = DEMO_BA
     upstreams: {
       backend: {
         balance: 'round_robin',
+        // Session affinity: the backend that issued a PHPSESSID gets every request of that session.
+        sticky: { mode: 'learn', cookie: 'PHPSESSID' },
         servers: backendPorts.map((p, i) => ({ address: `127.0.0.1:${p}`, weight: DEMO_WEIGHTS[i] ?? 1 })),
         keepalive: 32,
       },

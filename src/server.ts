@@ -6,15 +6,22 @@
  */
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Config, UpstreamConfig } from './config/load.js';
+import { ConfigError, loadConfigFile, type Config, type UpstreamConfig } from './config/load.js';
 import { Upstream } from './balancer/upstream.js';
 import { PeerPool } from './proxy/transport.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './proxy/forward.js';
 import { UpgradeRequest } from './proxy/upgrade.js';
 import { ListenerRouter, buildVirtualServer, matchLocation, pathForMatching } from './proxy/router.js';
 import { sendError } from './proxy/errors.js';
+import { hasDuplicateHost } from './proxy/headers.js';
 import { AdminServer } from './admin/server.js';
+import { registerAdminApi } from './admin/api.js';
+import { StateFileWriter, applyRuntimeState, logConfigWeightWins, readStateFile } from './admin/state.js';
+import { HealthChecker } from './health/checker.js';
 import type { EventLog } from './observability/log.js';
+import { Observability } from './observability/observability.js';
+import { SessionManager } from './sessions/manager.js';
+import type { Affinity } from './sessions/affinity.js';
 
 class Listener {
   readonly server: http.Server;
@@ -36,15 +43,18 @@ class Listener {
   private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     if (this.lb.stopping) res.shouldKeepAlive = false;
     const vs = this.router.serverFor(req.headers.host);
-    const path = pathForMatching(req.url ?? '/');
+    // nginx answers 400 to a target it cannot normalise and to a duplicate Host ("client sent duplicate host header").
+    const path = hasDuplicateHost(req.rawHeaders) ? null : pathForMatching(req.url ?? '/');
     if (path === null) {
-      sendError(res, 400, true);
+      const startedAt = performance.now();
+      this.lb.observability.answeredLocally(req, vs.name, 400, sendError(res, 400, true), startedAt);
       return;
     }
     const route = matchLocation(vs, path);
     if (route === null) {
+      const startedAt = performance.now();
       req.resume();
-      sendError(res, 404);
+      this.lb.observability.answeredLocally(req, vs.name, 404, sendError(res, 404), startedAt);
       return;
     }
     new ForwardRequest(req, res, route, this.lb.hooks).start();
@@ -52,7 +62,7 @@ class Listener {
 
   private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
     const vs = this.router.serverFor(req.headers.host);
-    const path = pathForMatching(req.url ?? '/');
+    const path = hasDuplicateHost(req.rawHeaders) ? null : pathForMatching(req.url ?? '/');
     const route = path === null ? null : matchLocation(vs, path);
     if (route === null) {
       socket.end(`HTTP/1.1 ${path === null ? '400 Bad Request' : '404 Not Found'}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
@@ -75,7 +85,8 @@ class Listener {
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(this.port, this.host, () => {
+      // nginx binds [::]:port with ipv6only=on, so "0.0.0.0:80" and "[::]:80" can both be listed.
+      this.server.listen({ port: this.port, host: this.host, ipv6Only: this.host.includes(':') }, () => {
         this.server.off('error', reject);
         resolve();
       });
@@ -85,6 +96,10 @@ class Listener {
 
 export interface SessionLBOptions {
   log: EventLog;
+  /** Human-readable access log (pino-pretty), as `run --pretty` and the demo print. */
+  pretty?: boolean;
+  /** Access log to stdout when the config has no `accessLog.path` (the CLI); embedding defaults to none. */
+  accessLogToStdout?: boolean;
 }
 
 export class SessionLB {
@@ -96,16 +111,54 @@ export class SessionLB {
   private readonly listeners = new Map<string, Listener>();
   private readonly pools = new Map<string, PeerPool>();
   private admin: AdminServer | null = null;
+  /** Active health checks of every upstream that has `healthCheck`. */
+  readonly health: HealthChecker;
+  /** Reloads from the config file (SIGHUP, --watch, `sessionlb reload`): counts for metrics and /status. */
+  readonly reloads = { success: 0, failure: 0 };
+  /** When the last reload from file succeeded / failed (ms since epoch), null = never. */
+  lastReloadSuccess: number | null = null;
+  lastReloadFailure: number | null = null;
+  /** When start() ran (ms since epoch). */
+  startedAt = 0;
+  /** Sessions bound to a server, when the sessions feature knows it (shown in /status); null = unknown. */
+  sessionsBound: ((upstream: string, server: string) => number | null) | null = null;
+  private readonly stateWriter: StateFileWriter;
+  /** Metrics (`/metrics`), the access log and the status page. */
+  readonly observability: Observability;
+  private reloadQueue: Promise<unknown> = Promise.resolve();
+  /** Session affinity: the binding store (kept across reloads while `sessionStore` is unchanged) and counters. */
+  readonly sessions: SessionManager;
+  /** One Affinity per sticky upstream object (a reload makes new upstreams, hence new ones). */
+  private readonly affinities = new WeakMap<Upstream, Affinity | null>();
 
   constructor(config: Config, options: SessionLBOptions) {
     this.config = config;
     this.log = options.log;
-    this.hooks = { log: options.log };
+    this.observability = new Observability({
+      upstreams: () => this.upstreams.values(),
+      downstreamConnections: () => this.downstreamConnections(),
+      storeCircuitOpen: () => this.sessions.store.circuitOpen(),
+      stickyStats: () => this.sessions.allStats(),
+      reloads: () => this.reloads,
+      lastReloadSuccess: () => this.lastReloadSuccess ?? (this.startedAt || Date.now()),
+    }, config, { pretty: options.pretty, accessLogToStdout: options.accessLogToStdout });
+    this.hooks = { log: options.log, onDone: this.observability.onDone };
+    this.health = new HealthChecker(options.log);
+    this.health.onProbe = this.observability.metrics.healthCheck;
+    this.stateWriter = new StateFileWriter(options.log);
+    this.sessions = new SessionManager(config.sessionStore, options.log);
+    this.sessionsBound = (upstream, server) =>
+      (this.upstreams.get(upstream)?.config.sticky?.mode === 'learn' ? this.sessions.boundCount(upstream, server) : null);
+    this.sessions.storeObserver = this.observability.metrics.store;
     this.upstreams = this.buildUpstreams(config, new Map());
   }
 
   /** Binds every listener and the admin listener. */
   async start(): Promise<void> {
+    this.startedAt = Date.now();
+    if (this.config.stateFile !== null) await this.restoreRuntimeState(this.config.stateFile);
+    // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
+    this.health.sync(this.upstreams);
     const routers = this.buildRouters(this.config);
     for (const [key, { host, port, router }] of routers) {
       const listener = new Listener(key, host, port, router, this);
@@ -114,6 +167,8 @@ export class SessionLB {
     }
     if (this.config.admin) {
       this.admin = new AdminServer(this.config.admin, this.log);
+      registerAdminApi(this.admin, this);
+      this.observability.registerAdmin(this.admin);
       await this.admin.listen();
     }
     this.log.info({ listen: [...this.listeners.keys()], admin: this.config.admin?.listen.key ?? null }, 'sessionlb started');
@@ -122,6 +177,14 @@ export class SessionLB {
   /** The admin listener, for later features to add routes (metrics, status, runtime API). */
   get adminServer(): AdminServer | null {
     return this.admin;
+  }
+
+  /** Open client connections on every listener (the `sessionlb_downstream_connections` gauge). */
+  async downstreamConnections(): Promise<number> {
+    const counts = await Promise.all([...this.listeners.values()].map((l) => new Promise<number>((resolve) => {
+      l.server.getConnections((err, n) => resolve(err ? 0 : n));
+    })));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   /** Listening addresses, `host:port` -> bound port (useful when tests ask for port 0). */
@@ -136,6 +199,7 @@ export class SessionLB {
    * bound before removed ones close, idle connections of removed servers are closed.
    */
   async reload(config: Config): Promise<void> {
+    this.sessions.reconfigure(config.sessionStore);
     const upstreams = this.buildUpstreams(config, this.upstreams);
     const previousPools = new Set(this.pools.values());
     const routers = this.buildRouters(config, upstreams);
@@ -151,9 +215,23 @@ export class SessionLB {
       for (const l of fresh) l.server.close();
       throw err;
     }
+    if (fresh.length > 0) {
+      // Binding took time and requests went on: take the remaining servers' state again, as of the switch.
+      for (const [name, up] of upstreams) {
+        const before = this.upstreams.get(name);
+        if (before === undefined) continue;
+        for (const peer of up.all()) {
+          const old = before.find(peer.name);
+          if (old !== undefined && old.backup === peer.backup) peer.inheritRuntimeState(old);
+        }
+      }
+    }
     // The switch: everything below is synchronous.
+    logConfigWeightWins(this.upstreams, upstreams, this.log);
     this.config = config;
     this.upstreams = upstreams;
+    this.observability.reconfigure(config);
+    this.health.sync(upstreams);
     for (const l of fresh) this.listeners.set(l.key, l);
     const removed: Listener[] = [];
     for (const [key, l] of this.listeners) {
@@ -171,11 +249,63 @@ export class SessionLB {
     for (const pool of previousPools) if (!used.has(pool)) pool.closeIdle();
     for (const [key, pool] of this.pools) if (!used.has(pool)) this.pools.delete(key);
     if (this.admin && config.admin) this.admin.update(config.admin);
+    this.saveRuntimeState();
+  }
+
+  /**
+   * Reloads from a config file (SIGHUP, `run --watch`, `sessionlb reload`), one reload at a
+   * time. An invalid file changes nothing: every problem is logged and the failure counted.
+   * Resolves true when the new config is in use.
+   */
+  reloadFromFile(file: string = this.config.file): Promise<boolean> {
+    const run = async (): Promise<boolean> => {
+      if (this.stopping) return false;
+      let config: Config;
+      try {
+        config = await loadConfigFile(file);
+        if (this.config.admin !== null && config.admin !== null && config.admin.listen.key !== this.config.admin.listen.key) {
+          this.log.warn({ file, admin: this.config.admin.listen.key }, 'admin.listen changes take effect only after a restart');
+        }
+        await this.reload(config);
+      } catch (err) {
+        this.reloads.failure++;
+        this.lastReloadFailure = Date.now();
+        if (err instanceof ConfigError) {
+          for (const p of err.problems) this.log.error({ file, path: p.path, problem: p.message }, `${file}: ${p.path}: ${p.message}`);
+        } else {
+          this.log.error({ file, err: (err as Error).message }, `reload of ${file} failed: ${(err as Error).message}`);
+        }
+        this.log.error({ file, failures: this.reloads.failure }, 'reload failed; still serving the previous configuration');
+        return false;
+      }
+      this.reloads.success++;
+      this.lastReloadSuccess = Date.now();
+      this.log.info({ file, listen: [...this.listeners.keys()], upstreams: [...this.upstreams.keys()] }, 'configuration reloaded');
+      return true;
+    };
+    const result = this.reloadQueue.then(run, run);
+    this.reloadQueue = result;
+    return result;
+  }
+
+  /** Queues a write of the runtime server state to `stateFile` (when set). */
+  saveRuntimeState(): Promise<void> {
+    return this.config.stateFile === null ? Promise.resolve() : this.stateWriter.save(this.config.stateFile, this.upstreams);
+  }
+
+  private async restoreRuntimeState(file: string): Promise<void> {
+    try {
+      const saved = await readStateFile(file);
+      if (saved !== null) applyRuntimeState(this.upstreams, saved, this.log);
+    } catch (err) {
+      this.log.error({ stateFile: file, err: (err as Error).message }, 'cannot read stateFile; starting without saved runtime state');
+    }
   }
 
   /** Stops accepting, lets requests in flight finish (up to `shutdownTimeoutMs`), then closes everything. */
   async stop(timeoutMs = this.config.shutdownTimeoutMs): Promise<void> {
     this.stopping = true;
+    this.health.stop();
     const closed = [...this.listeners.values()].map((l) => new Promise<void>((resolve) => {
       l.server.close(() => resolve());
       l.server.closeIdleConnections();
@@ -194,7 +324,10 @@ export class SessionLB {
       for (const l of this.listeners.values()) l.server.closeAllConnections();
     }
     for (const pool of this.pools.values()) pool.closeIdle();
+    await this.stateWriter.flush();
     if (this.admin) await this.admin.close();
+    await this.sessions.close();
+    await this.observability.close();
     this.log.info('sessionlb stopped');
   }
 
@@ -203,6 +336,7 @@ export class SessionLB {
     for (const [name, upConfig] of config.upstreams) {
       const up = new Upstream(upConfig, previous.get(name));
       for (const peer of up.all()) peer.pool = this.poolFor(upConfig, peer.host, peer.port);
+      this.observability.attachPeers(up);
       out.set(name, up);
     }
     return out;
@@ -225,13 +359,26 @@ export class SessionLB {
     return pool;
   }
 
+  private affinityOf(upstream: Upstream): Affinity | null {
+    let a = this.affinities.get(upstream);
+    if (a === undefined) {
+      a = this.sessions.affinityFor(upstream);
+      this.affinities.set(upstream, a);
+    }
+    return a;
+  }
+
   private buildRouters(config: Config, upstreams = this.upstreams): Map<string, { host: string; port: number; router: ListenerRouter<Route> }> {
     const out = new Map<string, { host: string; port: number; router: ListenerRouter<Route> }>();
     for (const vsConfig of config.servers) {
+      const serverName = vsConfig.serverNames[0] ?? '_';
       const vs = buildVirtualServer<Route>(vsConfig, (location) => ({
         location,
         upstream: upstreams.get(location.upstream)!,
         scheme: 'http',
+        sendTimeoutMs: config.sendTimeoutMs,
+        metrics: this.observability.route(serverName, upstreams.get(location.upstream)!),
+        affinity: this.affinityOf(upstreams.get(location.upstream)!),
       }));
       for (const l of vsConfig.listen) {
         let entry = out.get(l.key);

@@ -6,8 +6,18 @@
  */
 import type { UpstreamServerConfig } from '../config/load.js';
 import type { PeerPool } from '../proxy/transport.js';
+import type { PeerMetrics } from '../observability/metrics.js';
 
 export type AdminState = 'ready' | 'drain' | 'maint';
+
+/** The outcome of one active health probe (kept on the peer for /status). */
+export interface ProbeResult {
+  ok: boolean;
+  /** When the probe finished, ms since epoch. */
+  at: number;
+  /** "200", "connected", "status 500", "timeout", "ECONNREFUSED", "body did not match", ... */
+  detail: string;
+}
 
 export class Peer {
   /** Position in its upstream's primary or backup list (used by policies for stable order). */
@@ -16,7 +26,16 @@ export class Peer {
   readonly host: string;
   readonly port: number;
   readonly backup: boolean;
+  /** The weight in use: the config's, or one set through the admin API. */
   weight: number;
+  /** The weight written in the config file. */
+  readonly configWeight: number;
+  /** `"drain": true` in the config file (sticky sessions: keeps bound sessions, no new ones). */
+  readonly configDrain: boolean;
+  /** nginx Plus slow_start in ms (0 = off). */
+  readonly slowStartMs: number;
+  /** When the server last came back (healthy again, passive failure over, admin ready); slow start counts from here; 0 = not ramping. */
+  slowStartFrom = 0;
   maxFails: number;
   failTimeoutMs: number;
   down: boolean;
@@ -24,6 +43,8 @@ export class Peer {
 
   /** Connections to this server; attached by the server wiring, shared across reloads while the address stays. */
   pool!: PeerPool;
+  /** Metric cells of this server (attempts, response time, failures); attached by the server wiring, null when not wired. */
+  metrics: PeerMetrics | null = null;
 
   /** Smooth weighted round robin state (nginx current_weight / effective_weight). */
   currentWeight = 0;
@@ -44,17 +65,30 @@ export class Peer {
   healthy = true;
   adminState: AdminState = 'ready';
 
+  /** Active probe bookkeeping: consecutive failed / passed probes, the last result. */
+  probeFails = 0;
+  probePasses = 0;
+  lastProbe: ProbeResult | null = null;
+  /** `mandatory` health checks: unhealthy until the first passing probe. */
+  awaitingFirstProbe = false;
+  /** True when this peer took over the state of the same server before a reload. */
+  inherited = false;
+
   constructor(cfg: UpstreamServerConfig) {
     this.name = cfg.address;
     this.host = cfg.host;
     this.port = cfg.port;
     this.backup = cfg.backup;
     this.weight = cfg.weight;
+    this.configWeight = cfg.weight;
+    this.slowStartMs = cfg.slowStartMs;
     this.effectiveWeight = cfg.weight;
     this.maxFails = cfg.maxFails;
     this.failTimeoutMs = cfg.failTimeoutMs;
     this.down = cfg.down;
     this.maxConns = cfg.maxConns;
+    this.configDrain = cfg.drain;
+    if (cfg.drain) this.adminState = 'drain';
   }
 
   /** Takes over health, failure, counters and runtime state from the same server before a reload. */
@@ -65,9 +99,46 @@ export class Peer {
     this.requests = before.requests;
     this.failures = before.failures;
     this.healthy = before.healthy;
-    this.adminState = before.adminState;
+    // Runtime admin state stays, unless the config itself changed `drain` for this server (the config wins).
+    this.adminState = before.configDrain === this.configDrain ? before.adminState : (this.configDrain ? 'drain' : 'ready');
     this.currentWeight = before.currentWeight;
+    this.slowStartFrom = before.slowStartFrom;
+    this.probeFails = before.probeFails;
+    this.probePasses = before.probePasses;
+    this.lastProbe = before.lastProbe;
+    this.awaitingFirstProbe = before.awaitingFirstProbe;
+    this.inherited = true;
+    // A weight set through the admin API stays unless the config itself changed this server's weight.
+    if (before.configWeight === this.configWeight) this.weight = before.weight;
     this.effectiveWeight = Math.min(before.effectiveWeight, this.weight);
+  }
+
+  /**
+   * The most weight a policy may give this server now: `weight`, or during slow start a
+   * linear ramp from near 0 (weight/20) to `weight`. Every policy that weighs servers uses this.
+   */
+  currentMaxWeight(now: number): number {
+    if (this.slowStartFrom === 0) return this.weight;
+    const elapsed = now - this.slowStartFrom;
+    if (elapsed >= this.slowStartMs) {
+      this.slowStartFrom = 0; // ramp over: later calls take the fast path
+      return this.weight;
+    }
+    const ramp = elapsed > 0 ? (this.weight * elapsed) / this.slowStartMs : 0;
+    const floor = this.weight / 20;
+    return ramp > floor ? ramp : floor;
+  }
+
+  /** The server came back (health, passive failure over, admin ready): start its slow start, if configured. */
+  markBack(now: number): void {
+    if (this.slowStartMs > 0) this.slowStartFrom = now;
+  }
+
+  /** Sets the weight in use (admin API); the smooth round robin state follows. */
+  setWeight(weight: number): void {
+    const full = this.effectiveWeight >= this.weight;
+    this.weight = weight;
+    if (full || this.effectiveWeight > weight) this.effectiveWeight = weight;
   }
 
   /** nginx's single-server upstream ignores max_fails: only down, maxConns, health and admin state apply. */

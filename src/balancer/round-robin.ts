@@ -15,8 +15,11 @@ export class RoundRobin implements Policy {
       const peer = peers[i]!;
       if (tried !== null && tried.has(peer)) continue;
       if (!peer.canTakeNew(now)) continue;
-      peer.currentWeight += peer.effectiveWeight;
-      total += peer.effectiveWeight;
+      // Slow start caps the effective weight while a server ramps up after coming back.
+      const max = peer.currentMaxWeight(now);
+      const weight = peer.effectiveWeight < max ? peer.effectiveWeight : max;
+      peer.currentWeight += weight;
+      total += weight;
       if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
       if (best === null || peer.currentWeight > best.currentWeight) best = peer;
     }

@@ -89,6 +89,8 @@ export class Upstream {
       peer.checked = now;
       if (peer.maxFails !== 0) {
         peer.effectiveWeight -= Math.floor(peer.weight / peer.maxFails);
+        // Failed now: it comes back when fail_timeout is over, and slow start counts from then.
+        if (peer.fails >= peer.maxFails) peer.markBack(now + peer.failTimeoutMs);
       }
       if (peer.effectiveWeight < 0) peer.effectiveWeight = 0;
     } else if (peer.accessed < peer.checked) {

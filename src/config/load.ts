@@ -6,8 +6,15 @@
 import { readFile } from 'node:fs/promises';
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
+import { dirname, resolve as resolvePath } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { parseHostPort, formatHostPort } from './address.js';
 import { parseDuration, parseSize } from './units.js';
+import {
+  addCidrTo, crossFieldProblems, ListenOverlap, mergeProblems, parseProxyPass, setHeaderProblem, UPSTREAM_NAME, UPSTREAM_NAME_MESSAGE,
+} from './cross-check.js';
+import type { CompiledTemplate } from '../proxy/variables.js';
+import { balanceProblems, normaliseBalance } from './balance.js';
 import {
   validateShape, formatPath,
   type ConfigProblem, type RawConfig, type RawUpstream, type RawLocation,
@@ -30,9 +37,70 @@ export interface UpstreamServerConfig {
   backup: boolean;
   down: boolean;
   maxConns: number;
+  /** nginx Plus slow_start in ms; 0 = off. */
+  slowStartMs: number;
+  /** Keeps its bound sessions, gets no new ones (Peer.adminState 'drain' at start). */
+  drain: boolean;
 }
 
-export type BalanceConfig = { kind: 'round_robin' };
+/** An upstream's session affinity (`sticky`). */
+export interface StickyConfig {
+  mode: 'learn' | 'cookie' | 'hash';
+  /** learn/hash: the backend's session cookie; cookie: the cookie sessionlb sets. */
+  cookie: string;
+  ttlMs: number;
+  idRules: { minLength: number; maxLength: number };
+  /** cookie mode: the signing secret, and where it came from. */
+  cookieKey: string;
+  cookieKeySource: 'config' | 'env' | 'random';
+}
+
+/** Where learned bindings live (`sessionStore`). */
+export interface SessionStoreConfig {
+  type: 'memory' | 'memcached';
+  /** False when the file has no `sessionStore` (the embedded default). */
+  explicit: boolean;
+  /** memcached `host:port` list (as normalised, the ketama ring is built over these names). */
+  servers: string[];
+  keyPrefix: string;
+  timeoutMs: number;
+  hashKey: string;
+  hashKeySource: 'config' | 'env' | 'derived';
+  maxFails: number;
+  failTimeoutMs: number;
+  localCacheEntries: number;
+  localCacheFreshMs: number;
+}
+
+/** An upstream's active health check (`healthCheck`). */
+export interface HealthCheckConfig {
+  type: 'http' | 'tcp';
+  path: string;
+  intervalMs: number;
+  timeoutMs: number;
+  fails: number;
+  passes: number;
+  /** Accepted status ranges, inclusive [low, high] pairs. */
+  status: Array<[number, number]>;
+  /** The `status` text as written (for /status). */
+  statusText: string;
+  body: RegExp | null;
+  /** Header name as written -> value. */
+  headers: Record<string, string>;
+  /** 0 = the server's own port. */
+  port: number;
+  mandatory: boolean;
+}
+
+/** The `balance` policy (nginx's load balancing methods). */
+export type BalanceConfig =
+  | { kind: 'round_robin' }
+  | { kind: 'least_conn' }
+  | { kind: 'ip_hash' }
+  /** `key` is compiled once per config; `consistent` = ketama ring, else nginx's modulo hash. */
+  | { kind: 'hash'; key: CompiledTemplate; consistent: boolean }
+  /** `two` = nginx `random two least_conn`. */
+  | { kind: 'random'; two: boolean };
 
 export interface UpstreamConfig {
   name: string;
@@ -48,6 +116,10 @@ export interface UpstreamConfig {
     timeoutMs: number;
   };
   timeouts: { connectMs: number; sendMs: number; readMs: number };
+  /** Active health checks; null = none (passive only). */
+  healthCheck: HealthCheckConfig | null;
+  /** Session affinity; null = none. */
+  sticky: StickyConfig | null;
   /** True for the implicit upstream made from `proxyPass: "http://host:port"`. */
   implicit: boolean;
 }
@@ -82,6 +154,8 @@ export interface AdminConfig {
   listen: ListenAddress;
   allow: BlockList;
   allowText: string[];
+  /** Bearer token required on the admin API (`admin.token`, else env SESSIONLB_ADMIN_TOKEN); null = none. */
+  token: string | null;
 }
 
 export interface Config {
@@ -91,6 +165,15 @@ export interface Config {
   admin: AdminConfig | null;
   keepaliveTimeoutMs: number;
   shutdownTimeoutMs: number;
+  /** nginx send_timeout: longest pause of a client that does not read the response. */
+  sendTimeoutMs: number;
+  /** Runtime server state (admin API) kept across restarts; null = not kept. */
+  stateFile: string | null;
+  /** Process id file for `sessionlb reload`; null = none. */
+  pidFile: string | null;
+  sessionStore: SessionStoreConfig;
+  /** The access log: false = off; `path` null = stdout. */
+  accessLog: { path: string | null } | false;
 }
 
 export class ConfigError extends Error {
@@ -114,7 +197,19 @@ export const DEFAULTS = {
   clientMaxBodySize: '1m',
   clientKeepaliveTimeout: '75s',
   shutdownTimeout: '30s',
+  clientSendTimeout: '60s',
   adminAllow: ['127.0.0.1/32', '::1/128'],
+  slowStart: '0s',
+  healthCheck: {
+    type: 'http',
+    path: '/',
+    interval: '5s',
+    timeout: '2s',
+    fails: 1,
+    passes: 1,
+    status: '200-399',
+    port: 0,
+  },
 } as const;
 
 /** Reads, parses, validates and normalises a config file. Throws ConfigError listing every problem. */
@@ -137,7 +232,8 @@ export async function loadConfigFile(file: string): Promise<Config> {
 /** Validates and normalises an already-parsed config object (`file` is used in messages). */
 export async function loadConfig(raw: unknown, file = '<config>'): Promise<Config> {
   const shape = validateShape(raw);
-  if (!shape.config) throw new ConfigError(file, shape.problems);
+  // Report cross-field problems (unknown proxyPass upstream, bad addresses) along with the shape ones.
+  if (!shape.config) throw new ConfigError(file, mergeProblems(shape.problems, crossFieldProblems(raw)));
   const problems: ConfigProblem[] = [];
   const config = normalise(shape.config, file, problems);
   if (problems.length === 0) await resolveHostnames(config, problems);
@@ -156,8 +252,8 @@ function ms(text: string | undefined, fallback: string): number {
 function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Config {
   const upstreams = new Map<string, UpstreamConfig>();
   for (const [name, up] of Object.entries(raw.upstreams ?? {})) {
-    if (!/^[A-Za-z0-9_.-]+$/.test(name)) {
-      problem(problems, ['upstreams', name], 'upstream names may contain only letters, digits, "_", "-" and "."');
+    if (!UPSTREAM_NAME.test(name)) {
+      problem(problems, ['upstreams', name], UPSTREAM_NAME_MESSAGE);
       continue;
     }
     upstreams.set(name, normaliseUpstream(name, up, ['upstreams', name], problems));
@@ -166,12 +262,14 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   const globalMaxBody = parseSize(raw.clientMaxBodySize ?? DEFAULTS.clientMaxBodySize);
   const servers: VirtualServerConfig[] = [];
   const defaultsByListen = new Map<string, number>();
+  const overlap = new ListenOverlap();
   raw.servers.forEach((vs, i) => {
     const listen: ListenAddress[] = [];
     vs.listen.forEach((text, j) => {
       const hp = parseHostPort(text, undefined);
       if (typeof hp === 'string') return problem(problems, ['servers', i, 'listen', j], hp);
       listen.push({ host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port) });
+      overlap.add(hp.host, hp.port, ['servers', i, 'listen', j]);
     });
     if (vs.default) {
       for (const l of listen) {
@@ -202,6 +300,8 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     });
   });
 
+  problems.push(...overlap.problems());
+
   let admin: AdminConfig | null = null;
   if (raw.admin) {
     const hp = parseHostPort(raw.admin.listen, undefined, '127.0.0.1');
@@ -218,7 +318,9 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       if (servers.some((s) => s.listen.some((l) => l.key === key))) {
         problem(problems, ['admin', 'listen'], `${key} is also a server listen address`);
       }
-      admin = { listen: { host: hp.host, port: hp.port, key }, allow, allowText };
+      const envToken = process.env.SESSIONLB_ADMIN_TOKEN;
+      const token = raw.admin.token ?? (envToken !== undefined && envToken !== '' ? envToken : null);
+      admin = { listen: { host: hp.host, port: hp.port, key }, allow, allowText, token };
     }
   }
 
@@ -229,10 +331,78 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     admin,
     keepaliveTimeoutMs: ms(raw.keepaliveTimeout, DEFAULTS.clientKeepaliveTimeout),
     shutdownTimeoutMs: ms(raw.shutdownTimeout, DEFAULTS.shutdownTimeout),
+    sendTimeoutMs: ms(raw.sendTimeout, DEFAULTS.clientSendTimeout),
+    // Relative paths are relative to the config file, so `run` and `reload` agree wherever they start.
+    stateFile: raw.stateFile === undefined ? null : resolvePath(dirname(file), raw.stateFile),
+    pidFile: raw.pidFile === undefined ? null : resolvePath(dirname(file), raw.pidFile),
+    sessionStore: normaliseSessionStore(raw.sessionStore, problems),
+    accessLog: raw.accessLog === false ? false : { path: raw.accessLog?.path ?? null },
+  };
+}
+
+/** Parses "200-399" / "200, 204, 301-302" / 200 into inclusive ranges (the schema checked the shape). */
+export function parseStatusRanges(spec: string | number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const part of String(spec).replace(/\s*-\s*/g, '-').split(/[\s,]+/)) {
+    if (part === '') continue;
+    const [lo, hi] = part.split('-').map(Number) as [number, number | undefined];
+    out.push([lo, hi ?? lo]);
+  }
+  return out;
+}
+
+function normaliseHealthCheck(raw: RawUpstream['healthCheck'], path: PropertyKey[], problems: ConfigProblem[]): HealthCheckConfig | null {
+  if (raw === undefined) return null;
+  const d = DEFAULTS.healthCheck;
+  const type = raw.type ?? d.type;
+  const statusSpec = raw.status ?? d.status;
+  const status = parseStatusRanges(statusSpec);
+  status.forEach(([lo, hi]) => {
+    if (hi < lo) problem(problems, [...path, 'status'], `range ${lo}-${hi} is empty (write low-high)`);
+  });
+  let body: RegExp | null = null;
+  if (raw.body !== undefined) {
+    try {
+      body = new RegExp(raw.body);
+    } catch (err) {
+      problem(problems, [...path, 'body'], `is not a valid regular expression: ${(err as Error).message}`);
+    }
+  }
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(raw.headers ?? {})) {
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) problem(problems, [...path, 'headers', name], 'is not a valid header name');
+    else if (/[\r\n\0]/.test(value)) problem(problems, [...path, 'headers', name], 'header values may not contain CR, LF or NUL');
+    else headers[name] = value;
+  }
+  if (type === 'tcp') {
+    for (const key of ['path', 'status', 'body', 'headers'] as const) {
+      if (raw[key] !== undefined) problem(problems, [...path, key], 'applies only to "type": "http"');
+    }
+  }
+  const port = raw.port ?? d.port;
+  if (port > 65535) problem(problems, [...path, 'port'], 'must be a port 1-65535, or 0 for the server\'s own port');
+  const intervalMs = ms(raw.interval, d.interval);
+  const timeoutMs = ms(raw.timeout, d.timeout);
+  if (intervalMs < 10) problem(problems, [...path, 'interval'], 'must be at least "10ms"');
+  if (timeoutMs < 1) problem(problems, [...path, 'timeout'], 'must be at least "1ms"');
+  return {
+    type,
+    path: raw.path ?? d.path,
+    intervalMs,
+    timeoutMs,
+    fails: raw.fails ?? d.fails,
+    passes: raw.passes ?? d.passes,
+    status,
+    statusText: String(statusSpec),
+    body,
+    headers,
+    port,
+    mandatory: raw.mandatory ?? false,
   };
 }
 
 function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], problems: ConfigProblem[]): UpstreamConfig {
+  balanceProblems(up, path, (at, message) => problem(problems, at, message));
   const servers: UpstreamServerConfig[] = [];
   const seen = new Set<string>();
   up.servers.forEach((s, i) => {
@@ -251,6 +421,8 @@ function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], p
       backup: s.backup ?? false,
       down: s.down ?? false,
       maxConns: s.maxConns ?? DEFAULTS.maxConns,
+      slowStartMs: ms(s.slowStart, DEFAULTS.slowStart),
+      drain: s.drain ?? false,
     });
   });
   const onList = up.nextUpstream?.on ?? DEFAULTS.nextUpstreamOn;
@@ -259,7 +431,7 @@ function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], p
   }
   return {
     name,
-    balance: { kind: up.balance ?? 'round_robin' },
+    balance: normaliseBalance(up.balance),
     servers,
     keepalive: up.keepalive ?? DEFAULTS.keepalive,
     keepaliveTimeoutMs: ms(up.keepaliveTimeout, DEFAULTS.keepaliveTimeout),
@@ -273,6 +445,8 @@ function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], p
       sendMs: ms(up.timeouts?.send, DEFAULTS.sendTimeout),
       readMs: ms(up.timeouts?.read, DEFAULTS.readTimeout),
     },
+    healthCheck: normaliseHealthCheck(up.healthCheck, [...path, 'healthCheck'], problems),
+    sticky: normaliseSticky(up.sticky, [...path, 'sticky'], problems),
     implicit: false,
   };
 }
@@ -281,42 +455,29 @@ function normaliseLocation(
   loc: RawLocation, path: PropertyKey[], inheritedMaxBody: number,
   upstreams: Map<string, UpstreamConfig>, problems: ConfigProblem[],
 ): LocationConfig | null {
-  const m = /^http:\/\/([^/?#]+)([^?#]*)$/.exec(loc.proxyPass);
-  if (!m) {
-    problem(problems, [...path, 'proxyPass'], 'must be "http://upstream_name" or "http://host:port" (optionally followed by a URI path)');
+  const target = parseProxyPass(loc.proxyPass, (name) => upstreams.has(name) && !upstreams.get(name)!.implicit);
+  if (target.kind === 'error') {
+    problem(problems, [...path, 'proxyPass'], target.message);
     return null;
   }
-  const target = m[1]!;
-  const uri = m[2]!;
+  const uri = target.uri;
   let upstream: string;
-  if (upstreams.has(target) && !upstreams.get(target)!.implicit) {
-    upstream = target;
-  } else if (/:\d+$/.test(target) || isIP(target.replace(/^\[|\]$/g, '')) !== 0) {
-    const hp = parseHostPort(target, 80);
-    if (typeof hp === 'string') {
-      problem(problems, [...path, 'proxyPass'], hp);
-      return null;
-    }
-    upstream = formatHostPort(hp.host, hp.port);
+  if (target.kind === 'upstream') {
+    upstream = target.name;
+  } else {
+    upstream = target.key;
     if (!upstreams.has(upstream)) {
       upstreams.set(upstream, {
         ...normaliseUpstream(upstream, { servers: [{ address: upstream }] }, [...path, 'proxyPass'], problems),
         implicit: true,
       });
     }
-  } else {
-    problem(problems, [...path, 'proxyPass'], `no upstream named "${target}" (define it under $.upstreams, or use "http://host:port")`);
-    return null;
   }
   const setHeaders = new Map<string, string>();
   for (const [name, value] of Object.entries(loc.proxySetHeader ?? {})) {
-    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) {
-      problem(problems, [...path, 'proxySetHeader', name], 'is not a valid header name');
-    } else if (/[\r\n\0]/.test(value)) {
-      problem(problems, [...path, 'proxySetHeader', name], 'header values may not contain CR, LF or NUL');
-    } else {
-      setHeaders.set(name.toLowerCase(), value);
-    }
+    const bad = setHeaderProblem(name, value);
+    if (bad !== null) problem(problems, [...path, 'proxySetHeader', name], bad);
+    else setHeaders.set(name.toLowerCase(), value);
   }
   return {
     path: loc.path,
@@ -330,14 +491,7 @@ function normaliseLocation(
 
 /** Adds "addr/prefix" (or a bare address) to a BlockList; returns an error message or null. */
 export function addCidr(list: BlockList, cidr: string): string | null {
-  const [addr, prefixText, extra] = cidr.split('/');
-  const family = isIP(addr ?? '');
-  if (!addr || family === 0 || extra !== undefined) return `"${cidr}" is not an address or CIDR such as "10.0.0.0/8"`;
-  const max = family === 4 ? 32 : 128;
-  const prefix = prefixText === undefined ? max : Number(prefixText);
-  if (!/^\d+$/.test(prefixText ?? String(max)) || prefix > max) return `"${cidr}" has an invalid prefix length (0-${max})`;
-  list.addSubnet(addr, prefix, family === 4 ? 'ipv4' : 'ipv6');
-  return null;
+  return addCidrTo(list, cidr);
 }
 
 /** Resolves upstream hostnames (nginx resolves at load and on reload); every address becomes a server. */
@@ -365,4 +519,120 @@ async function resolveHostnames(config: Config, problems: ConfigProblem[]): Prom
     }
     up.servers = expanded;
   }
+}
+
+export const SESSION_DEFAULTS = {
+  cookie: 'PHPSESSID',
+  ownCookie: 'SESSIONLB',
+  ttl: '24m',
+  minIdLength: 22,
+  maxIdLength: 256,
+  keyPrefix: 'sessionlb:',
+  timeout: '50ms',
+  memcachedPort: 11211,
+  maxFails: 5,
+  failTimeout: '5s',
+  localCacheEntries: 100_000,
+  localCacheFresh: '5s',
+} as const;
+
+/** memcached treats an exptime above 30 days as a Unix timestamp. */
+const MAX_TTL_MS = 30 * 24 * 3600 * 1000;
+
+/** One random cookie-signing key per process (used when none is configured), stable across reloads. */
+let processCookieKey: string | null = null;
+
+function normaliseSticky(raw: RawUpstream['sticky'], path: PropertyKey[], problems: ConfigProblem[]): StickyConfig | null {
+  if (raw === undefined) return null;
+  const ttlMs = ms(raw.ttl, SESSION_DEFAULTS.ttl);
+  if (ttlMs < 1000) problem(problems, [...path, 'ttl'], 'must be at least "1s"');
+  if (ttlMs > MAX_TTL_MS) problem(problems, [...path, 'ttl'], 'must be at most "30d" (memcached\'s longest relative expiry)');
+  const minLength = raw.minIdLength ?? SESSION_DEFAULTS.minIdLength;
+  const maxLength = raw.maxIdLength ?? SESSION_DEFAULTS.maxIdLength;
+  if (maxLength > 4096) problem(problems, [...path, 'maxIdLength'], 'must be at most 4096');
+  if (minLength > maxLength) problem(problems, [...path, 'minIdLength'], `must not be greater than maxIdLength (${maxLength})`);
+  if (raw.cookieKey !== undefined && raw.mode !== 'cookie') {
+    problem(problems, [...path, 'cookieKey'], 'applies only to "mode": "cookie"');
+  }
+  let cookieKey = '';
+  let cookieKeySource: StickyConfig['cookieKeySource'] = 'random';
+  if (raw.mode === 'cookie') {
+    const env = process.env.SESSIONLB_COOKIE_KEY;
+    if (raw.cookieKey !== undefined) {
+      cookieKey = raw.cookieKey;
+      cookieKeySource = 'config';
+    } else if (env !== undefined && env !== '') {
+      if (env.length < 16) problem(problems, [...path, 'cookieKey'], 'the SESSIONLB_COOKIE_KEY environment variable must be at least 16 characters');
+      cookieKey = env;
+      cookieKeySource = 'env';
+    } else {
+      cookieKey = processCookieKey ??= randomBytes(32).toString('base64url');
+    }
+  }
+  return {
+    mode: raw.mode,
+    cookie: raw.cookie ?? (raw.mode === 'cookie' ? SESSION_DEFAULTS.ownCookie : SESSION_DEFAULTS.cookie),
+    ttlMs,
+    idRules: { minLength, maxLength },
+    cookieKey,
+    cookieKeySource,
+  };
+}
+
+function normaliseSessionStore(raw: RawConfig['sessionStore'], problems: ConfigProblem[]): SessionStoreConfig {
+  const path = ['sessionStore'];
+  const type = raw?.type ?? 'memory';
+  const keyPrefix = raw?.keyPrefix ?? SESSION_DEFAULTS.keyPrefix;
+  if (!/^[\x21-\x7e]{0,150}$/.test(keyPrefix)) {
+    problem(problems, [...path, 'keyPrefix'], 'must be printable ASCII without spaces, at most 150 characters (memcached keys are at most 250 bytes)');
+  }
+  const servers: string[] = [];
+  if (type === 'memcached') {
+    if (raw?.servers === undefined || raw.servers.length === 0) {
+      problem(problems, [...path, 'servers'], 'must list at least one memcached "host:port" when "type" is "memcached"');
+    } else {
+      raw.servers.forEach((text, i) => {
+        const hp = parseHostPort(text, SESSION_DEFAULTS.memcachedPort);
+        if (typeof hp === 'string') return problem(problems, [...path, 'servers', i], hp);
+        if (isIP(hp.host) === 6) {
+          return problem(problems, [...path, 'servers', i], 'IPv6 addresses are not supported for memcached; use an IPv4 address or a hostname');
+        }
+        const address = `${hp.host}:${hp.port}`;
+        if (servers.includes(address)) problem(problems, [...path, 'servers', i], `duplicate server ${address}`);
+        servers.push(address);
+      });
+    }
+  } else if (raw?.servers !== undefined) {
+    problem(problems, [...path, 'servers'], 'applies only to "type": "memcached"');
+  }
+  const timeoutMs = ms(raw?.timeout, SESSION_DEFAULTS.timeout);
+  if (timeoutMs < 1) problem(problems, [...path, 'timeout'], 'must be at least "1ms"');
+  const env = process.env.SESSIONLB_HASH_KEY;
+  let hashKey: string;
+  let hashKeySource: SessionStoreConfig['hashKeySource'];
+  if (raw?.hashKey !== undefined) {
+    hashKey = raw.hashKey;
+    hashKeySource = 'config';
+  } else if (env !== undefined && env !== '') {
+    if (env.length < 16) problem(problems, [...path, 'hashKey'], 'the SESSIONLB_HASH_KEY environment variable must be at least 16 characters');
+    hashKey = env;
+    hashKeySource = 'env';
+  } else {
+    // Deterministic, so that every instance with the same keyPrefix computes the same keys.
+    hashKey = `sessionlb derived hash key for prefix ${keyPrefix}`;
+    hashKeySource = 'derived';
+  }
+  return {
+    type,
+    explicit: raw !== undefined,
+    servers,
+    keyPrefix,
+    timeoutMs,
+    hashKey,
+    hashKeySource,
+    maxFails: raw?.maxFails ?? SESSION_DEFAULTS.maxFails,
+    failTimeoutMs: ms(raw?.failTimeout, SESSION_DEFAULTS.failTimeout),
+    localCacheEntries: raw?.localCacheEntries ?? SESSION_DEFAULTS.localCacheEntries,
+    localCacheFreshMs: ms(raw?.localCacheFresh, SESSION_DEFAULTS.localCacheFresh),
+  };
 }

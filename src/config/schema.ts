@@ -35,16 +35,108 @@ export const upstreamServerSchema = z.strictObject({
   backup: bool.optional().describe('nginx backup: used only when no primary server is available'),
   down: bool.optional().describe('nginx down: never used'),
   maxConns: intAtLeast(0).optional().describe('nginx max_conns=N (default 0 = unlimited)'),
+  slowStart: duration().optional()
+    .describe('nginx Plus slow_start: after the server comes back, its weight rises linearly from near 0 to `weight` over this time (default "0s" = off)'),
+  drain: bool.optional()
+    .describe('Sessions bound to this server keep going to it, but it gets no new ones (HAProxy drain; also settable through the admin API)'),
 });
 
+export const STICKY_MODES = ['learn', 'cookie', 'hash'] as const;
+
+export const stickySchema = z.strictObject({
+  mode: z.enum(STICKY_MODES, { error: 'must be "learn", "cookie" or "hash"' })
+    .describe('"learn": bind the session cookie the backend sets to the server that set it (in the session store); "cookie": sessionlb sets its own signed cookie naming the server; "hash": consistent hash of the session cookie over the live servers'),
+  cookie: z.string({ error: 'must be a cookie name' }).regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/, { error: 'must be a cookie name (letters, digits and !#$%&\'*+-.^_`|~, at most 128)' }).optional()
+    .describe('learn/hash: the session cookie (default "PHPSESSID"); cookie: the cookie sessionlb sets (default "SESSIONLB")'),
+  ttl: duration().optional().describe('How long a binding lives without requests (default "24m", PHP\'s session.gc_maxlifetime); refreshed while the session is used'),
+  minIdLength: intAtLeast(1).optional().describe('Shortest accepted session id (default 22)'),
+  maxIdLength: intAtLeast(1).optional().describe('Longest accepted session id (default 256)'),
+  cookieKey: z.string({ error: 'must be a string of at least 16 characters' }).min(16, { error: 'must be a string of at least 16 characters' }).optional()
+    .describe('cookie mode: secret that signs the cookie (default: env SESSIONLB_COOKIE_KEY; else a random key per process, so cookies do not survive restarts nor work across instances)'),
+});
+
+export const sessionStoreSchema = z.strictObject({
+  type: z.enum(['memcached', 'memory'], { error: 'must be "memcached" or "memory"' })
+    .describe('"memory": bindings local to this process; "memcached": shared by every sessionlb instance using the same servers'),
+  servers: z.array(z.string({ error: 'must be "host:port"' }), { error: 'must be an array of "host:port"' }).optional()
+    .describe('memcached servers ("host:port", port defaults to 11211); several are spread by ketama consistent hashing; a twemproxy/nutcracker front is one address'),
+  keyPrefix: z.string({ error: 'must be a string' }).optional().describe('Prepended to every memcached key (default "sessionlb:")'),
+  timeout: duration().optional().describe('Longest wait for any memcached call; a request never waits longer (default "50ms")'),
+  hashKey: z.string({ error: 'must be a string of at least 16 characters' }).min(16, { error: 'must be a string of at least 16 characters' }).optional()
+    .describe('Secret for the keyed hash that turns session ids into memcached keys; every instance sharing the store must use the same (default: env SESSIONLB_HASH_KEY, else derived from keyPrefix)'),
+  maxFails: intAtLeast(1).optional().describe('Consecutive failures of one memcached server that open its circuit breaker (default 5)'),
+  failTimeout: duration().optional().describe('How long an open circuit breaker keeps calls away before one probe call (default "5s")'),
+  localCacheEntries: intAtLeast(1).optional().describe('Bindings kept in this process in front of memcached (default 100000)'),
+  localCacheFresh: duration().optional().describe('How long a locally cached binding is used without asking memcached (default "5s")'),
+});
+
+export const BALANCE_FORMS = '"round_robin", "least_conn", "ip_hash", "random", {"hash": "<key>", "consistent": true|false} or {"random": "two", "pick": "least_conn"}';
+
+/** A specific message for a `balance` value none of the forms accepts. */
+function balanceProblem(input: unknown): string {
+  if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
+    const o = input as Record<string, unknown>;
+    if ('hash' in o) {
+      if (typeof o.hash !== 'string' || o.hash === '') return '"hash" must be a key such as "$cookie_PHPSESSID" or "$remote_addr"';
+      if ('consistent' in o && typeof o.consistent !== 'boolean') return '"consistent" must be true or false';
+    }
+    if ('random' in o) {
+      if (o.random !== 'two') return '"random" must be "two" (or write "balance": "random")';
+      if ('pick' in o && o.pick !== 'least_conn') return '"pick" must be "least_conn"';
+    }
+  }
+  return `must be one of ${BALANCE_FORMS}`;
+}
+
 export const balanceSchema = z.union([
-  z.literal('round_robin'),
-], { error: 'must be "round_robin"' }).describe('Balancing policy (default "round_robin": nginx smooth weighted round robin)');
+  z.enum(['round_robin', 'least_conn', 'ip_hash', 'random']),
+  z.strictObject({
+    hash: z.string({ error: 'must be a key such as "$cookie_PHPSESSID" or "$remote_addr"' })
+      .min(1, { error: 'must be a key such as "$cookie_PHPSESSID" or "$remote_addr"' })
+      .describe('nginx `hash KEY`: a template of literal text and $remote_addr, $request_uri, $uri, $args, $host, $arg_NAME, $http_NAME, $cookie_NAME'),
+    consistent: bool.optional()
+      .describe('nginx `hash KEY consistent`: ketama ring (160 points per unit of weight); adding or removing a server remaps only ~1/n of keys (default false: nginx modulo hash)'),
+  }),
+  z.strictObject({
+    random: z.literal('two', { error: 'must be "two" (or write "balance": "random")' }).describe('nginx `random two`: draw two servers, take the one with fewer active requests'),
+    pick: z.literal('least_conn', { error: 'must be "least_conn"' }).optional().describe('how to choose between the two (nginx: least_conn, the default)'),
+  }),
+], { error: (iss) => balanceProblem(iss.input) })
+  .describe('Balancing policy (nginx): "round_robin" (default, smooth weighted round robin), "least_conn", "ip_hash", '
+    + '{"hash": "$cookie_PHPSESSID", "consistent": true}, "random", {"random": "two", "pick": "least_conn"}. '
+    + 'hash, ip_hash and random do not allow backup servers.');
+
+export const HEALTH_CHECK_STATUS_PATTERN = '^\\s*[1-5]\\d\\d(\\s*-\\s*[1-5]\\d\\d)?(\\s*[, ]\\s*[1-5]\\d\\d(\\s*-\\s*[1-5]\\d\\d)?)*\\s*$';
+
+export const healthCheckSchema = z.strictObject({
+  type: z.enum(['http', 'tcp'], { error: 'must be "http" or "tcp"' }).optional()
+    .describe('"http": GET `path` and check `status` (and `body`); "tcp": the connection succeeds (default "http")'),
+  path: z.string({ error: 'must be a path starting with "/"' }).startsWith('/', { error: 'must be a path starting with "/"' }).optional()
+    .describe('http: the request path (default "/")'),
+  interval: duration().optional().describe('time between probes of one server (default "5s"); probes are spread with jitter'),
+  timeout: duration().optional().describe('a probe that takes longer fails (default "2s")'),
+  fails: intAtLeast(1).optional().describe('consecutive failed probes that mark a server unhealthy (default 1)'),
+  passes: intAtLeast(1).optional().describe('consecutive passing probes that bring it back (default 1)'),
+  status: z.union([
+    z.string({ error: 'must be status codes or ranges such as "200-399" or "200, 204, 301-302"' })
+      .regex(new RegExp(HEALTH_CHECK_STATUS_PATTERN), { error: 'must be status codes or ranges such as "200-399" or "200, 204, 301-302"' }),
+    z.number({ error: 'must be status codes or ranges such as "200-399" or "200, 204, 301-302"' }).int().min(100).max(599),
+  ], { error: 'must be status codes or ranges such as "200-399" or "200, 204, 301-302"' }).optional()
+    .describe('http: accepted status codes, a list of codes and ranges (default "200-399")'),
+  body: z.string({ error: 'must be a regular expression' }).optional()
+    .describe('http: a regular expression the first 64 KiB of the body must match'),
+  headers: z.record(z.string(), z.string({ error: 'must be a string' })).optional()
+    .describe('http: request headers (default Host: the server address)'),
+  port: intAtLeast(0).optional().describe('port to probe (default 0 = the server\'s own port)'),
+  mandatory: bool.optional().describe('a server is unhealthy until its first passing probe (at start and when added by reload)'),
+});
 
 export const upstreamSchema = z.strictObject({
   balance: balanceSchema.optional(),
+  healthCheck: healthCheckSchema.optional().describe('active health checks of every server of this upstream'),
+  sticky: stickySchema.optional().describe('Session affinity: send every request of a session to the same server'),
   servers: z.array(upstreamServerSchema, { error: 'must be an array of servers' })
-    .min(1, { error: 'must list at least one server' }),
+    .min(1, { error: 'must list at least one server' }).describe('nginx `server` lines of the upstream'),
   keepalive: intAtLeast(0).optional().describe('nginx keepalive: idle upstream connections kept per server (default 32; 0 = none)'),
   keepaliveTimeout: duration().optional().describe('nginx keepalive_timeout in upstream: idle upstream connection lifetime (default "60s")'),
   nextUpstream: z.strictObject({
@@ -52,49 +144,71 @@ export const upstreamSchema = z.strictObject({
       .optional().describe('nginx proxy_next_upstream (default ["error", "timeout"])'),
     tries: intAtLeast(0).optional().describe('nginx proxy_next_upstream_tries (default 0 = all servers)'),
     timeout: duration().optional().describe('nginx proxy_next_upstream_timeout (default "0s" = unlimited)'),
-  }).optional(),
+  }).optional().describe('When and how often a request moves on to the next server (nginx proxy_next_upstream*)'),
   timeouts: z.strictObject({
     connect: duration().optional().describe('nginx proxy_connect_timeout (default "60s")'),
     send: duration().optional().describe('nginx proxy_send_timeout (default "60s")'),
     read: duration().optional().describe('nginx proxy_read_timeout (default "60s")'),
-  }).optional(),
+  }).optional().describe('Upstream timeouts (nginx proxy_connect/send/read_timeout)'),
 });
 
 export const locationSchema = z.strictObject({
-  path: z.string({ error: 'must be a path starting with "/"' }).startsWith('/', { error: 'must be a path starting with "/"' }),
+  path: z.string({ error: 'must be a path starting with "/"' }).startsWith('/', { error: 'must be a path starting with "/"' })
+    .describe('nginx `location /path`: prefix match, the longest wins (or exact with "exact": true)'),
   exact: bool.optional().describe('nginx `location = /path`'),
   proxyPass: z.string({ error: 'must be "http://upstream_name" or "http://host:port"' })
     .describe('nginx proxy_pass: "http://<upstream name>" or "http://host:port", optionally with a URI that replaces the matched prefix'),
   proxySetHeader: z.record(z.string(), z.string({ error: 'must be a string ("" removes the header)' })).optional()
     .describe('nginx proxy_set_header: overrides request headers sent upstream ("" removes one)'),
-  clientMaxBodySize: size.optional(),
+  clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this location (default: the server\'s)'),
 });
 
 export const virtualServerSchema = z.strictObject({
   listen: z.array(z.string({ error: 'must be "host:port"' }), { error: 'must be an array of "host:port"' })
-    .min(1, { error: 'must list at least one address' }),
+    .min(1, { error: 'must list at least one address' })
+    .describe('nginx listen: "host:port", "[::1]:port" or a bare port (all IPv4 addresses)'),
   serverName: z.array(z.string({ error: 'must be a string' })).optional()
     .describe('nginx server_name: exact names, "*.example.com", "www.example.*", ".example.com"'),
   default: bool.optional().describe('nginx `listen ... default_server`'),
-  locations: z.array(locationSchema, { error: 'must be an array of locations' }),
-  clientMaxBodySize: size.optional(),
+  locations: z.array(locationSchema, { error: 'must be an array of locations' }).describe('nginx `location` blocks'),
+  clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this server (default: the top-level one)'),
 });
 
 export const adminSchema = z.strictObject({
-  listen: z.string({ error: 'must be "host:port"' }),
+  listen: z.string({ error: 'must be "host:port"' }).describe('Admin listener address ("host:port"; a bare port means 127.0.0.1)'),
   allow: z.array(z.string({ error: 'must be a CIDR such as "127.0.0.1/32"' })).optional()
     .describe('Clients allowed on the admin listener (default loopback only)'),
+  token: z.string({ error: 'must be a string of at least 8 characters without spaces' })
+    .regex(/^\S{8,}$/, { error: 'must be a string of at least 8 characters without spaces' }).optional()
+    .describe('Bearer token required on the admin API (Authorization: Bearer TOKEN); default: env SESSIONLB_ADMIN_TOKEN, else none'),
 });
 
 export const configSchema = z.strictObject({
-  $schema: z.string().optional(),
+  $schema: z.string().optional().describe('Path or URL of this JSON Schema (for editors)'),
   servers: z.array(virtualServerSchema, { error: 'must be an array of servers' })
-    .min(1, { error: 'must list at least one server' }),
-  upstreams: z.record(z.string(), upstreamSchema, { error: 'must be an object of named upstreams' }).optional(),
-  admin: adminSchema.optional(),
+    .min(1, { error: 'must list at least one server' }).describe('Virtual servers (nginx `server` blocks)'),
+  upstreams: z.record(z.string(), upstreamSchema, { error: 'must be an object of named upstreams' }).optional()
+    .describe('Named groups of upstream servers (nginx `upstream NAME`), used by proxyPass "http://NAME"'),
+  admin: adminSchema.optional().describe('The admin listener (/healthz and the admin API); none when absent'),
+  sessionStore: sessionStoreSchema.optional()
+    .describe('Where sticky "learn" bindings live (default {"type": "memory"}: local to this process)'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size (default "1m"; "0" = unlimited)'),
   keepaliveTimeout: duration().optional().describe('nginx keepalive_timeout for clients (default "75s")'),
   shutdownTimeout: duration().optional().describe('How long in-flight requests may run after SIGTERM (default "30s")'),
+  sendTimeout: duration().optional()
+    .describe('nginx send_timeout: a client that accepts no response data for this long is disconnected (default "60s")'),
+  accessLog: z.union([
+    z.literal(false),
+    z.strictObject({
+      path: z.string({ error: 'must be a file path' }).min(1, { error: 'must be a file path' }).optional()
+        .describe('File to append JSON lines to (default: stdout)'),
+    }),
+  ], { error: 'must be false or an object such as {"path": "/var/log/sessionlb/access.log"}' }).optional()
+    .describe('nginx-style JSON access log, one object per request: stdout by default, {"path": FILE} for a file, false for none'),
+  stateFile: z.string({ error: 'must be a file path' }).min(1, { error: 'must be a file path' }).optional()
+    .describe('Where runtime server state set through the admin API (drain/maint/weight) is kept across restarts (relative paths: to the config file)'),
+  pidFile: z.string({ error: 'must be a file path' }).min(1, { error: 'must be a file path' }).optional()
+    .describe('Written with the process id at start, removed at stop; `sessionlb reload` signals this pid (like nginx `pid`; relative paths: to the config file)'),
 });
 
 export type RawConfig = z.input<typeof configSchema>;

@@ -13,15 +13,20 @@ function page(status: number): Buffer {
   return body;
 }
 
-/** Answers with an error page unless a response has already started; `close` drops keep-alive. */
-export function sendError(res: ServerResponse, status: number, close = false): void {
+/** Answers with an error page unless a response has already started; `close` drops keep-alive. Returns the body bytes sent (for the access log). */
+export function sendError(res: ServerResponse, status: number, close = false): number {
   if (res.headersSent) {
     res.destroy();
-    return;
+    return 0;
   }
   const body = page(status);
   const headers: string[] = ['Content-Type', 'text/html', 'Content-Length', String(body.length)];
   if (close) headers.push('Connection', 'close');
   res.writeHead(status, headers);
-  res.end(res.req.method === 'HEAD' ? undefined : body);
+  if (res.req.method === 'HEAD') {
+    res.end();
+    return 0;
+  }
+  res.end(body);
+  return body.length;
 }

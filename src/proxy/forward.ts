@@ -4,7 +4,7 @@
  * One object per request; callbacks are methods, not per-request closures.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import type { LocationConfig, NextUpstreamCondition } from '../config/load.js';
 import type { Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
@@ -12,25 +12,47 @@ import type { PickRequest } from '../balancer/policy.js';
 import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from './transport.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
+import { clientAddress } from './client-address.js';
+import { pathForMatching } from './router.js';
 import type { EventLog } from '../observability/log.js';
+import { statusReason, type RouteMetrics } from '../observability/metrics.js';
+import type { Affinity, RebindReason, StickyRequest } from '../sessions/affinity.js';
+import type { CacheLookupResult, LookupWaiter } from '../sessions/local-cache.js';
 
 /** Bodies up to this size are read before the first attempt so that any attempt can replay them (nginx buffers bodies too). */
 export const REPLAYABLE_BODY_LIMIT = 64 * 1024;
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+/** nginx's non-idempotent methods (NGX_HTTP_POST|LOCK|PATCH): not retried once sent unless "non_idempotent". Every other method is retried. */
+const NON_IDEMPOTENT = new Set(['POST', 'PATCH', 'LOCK']);
 
 /** Everything the forwarder needs about where a request goes, resolved once per config. */
 export interface Route {
   readonly location: LocationConfig;
   readonly upstream: Upstream;
   readonly scheme: string;
+  /** Metric cells for this (virtual server, upstream), resolved once per config. */
+  readonly metrics?: RouteMetrics;
+  /** Session affinity of the upstream (`sticky`), resolved once per config; absent/null = none. */
+  readonly affinity?: Affinity | null;
+  /** nginx send_timeout in ms (config `sendTimeout`); absent = nginx's 60s. */
+  readonly sendTimeoutMs?: number;
 }
 
 /** What happened, for the access log and metrics (filled as the request goes). */
 export interface ForwardRecord {
+  /** Where the request went (upstream, location, metric cells). */
+  route: Route;
   upstreamAddrs: string[];
   upstreamStatuses: string[];
   upstreamTimes: string[];
+  /** Final status as logged: the response's, or 499 when the client left before it started. Set when done. */
+  status: number;
+  /** Response body bytes sent to the client (nginx body_bytes_sent). */
+  bodyBytes: number;
+  /** performance.now() when the request arrived. */
+  startedAt: number;
+  /** Session affinity outcome for the access log: `bound`, `learned`, `rebound:<reason>` or `none`. */
+  sticky: string;
 }
 
 export interface ForwardHooks {
@@ -52,8 +74,17 @@ function statusCondition(status: number): NextUpstreamCondition | null {
   }
 }
 
-export class ForwardRequest implements AttemptHandler, PickRequest {
+export class ForwardRequest implements AttemptHandler, PickRequest, StickyRequest, LookupWaiter {
   readonly remoteAddress: string;
+  /** Session affinity state (see sessions/affinity.ts); plain fields, no per-request objects. */
+  private readonly affinity: Affinity | null;
+  stickyId: string | null = null;
+  stickyBound: string | null = null;
+  stickyReason: RebindReason | null = null;
+  stickyRefresh = false;
+  stickyPending = false;
+  /** The first pick is waiting for a session store lookup (bounded by the store's timeout). */
+  private waitingForSticky = false;
   private readonly upstream: Upstream;
   private readonly on: ReadonlySet<NextUpstreamCondition>;
   private readonly startedAt: number;
@@ -69,7 +100,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
   private streamUsed = false;
   private staleRetried = false;
   private finished = false;
-  readonly record: ForwardRecord = { upstreamAddrs: [], upstreamStatuses: [], upstreamTimes: [] };
+  readonly record: ForwardRecord;
 
   constructor(
     readonly req: IncomingMessage,
@@ -77,8 +108,12 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
     private readonly route: Route,
     private readonly hooks: ForwardHooks,
   ) {
-    this.remoteAddress = req.socket.remoteAddress ?? '';
+    this.remoteAddress = clientAddress(req.socket.remoteAddress).address;
+    this.record = {
+      route, upstreamAddrs: [], upstreamStatuses: [], upstreamTimes: [], status: 0, bodyBytes: 0, startedAt: performance.now(), sticky: 'none',
+    };
     this.upstream = route.upstream;
+    this.affinity = route.affinity ?? null;
     this.on = route.upstream.config.nextUpstream.on;
     this.triesLeft = route.upstream.maxTries;
     this.startedAt = Date.now();
@@ -102,26 +137,66 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
         this.respondError(413, true);
         return;
       }
-      if (length > 0) framing = { contentLength: length };
+      framing = { contentLength: length }; // also 0: a POST keeps its "Content-Length: 0" upstream
     }
     this.headers = upstreamRequestHeaders(req.rawHeaders, {
       remoteAddress: this.remoteAddress,
       scheme: this.route.scheme,
       bodyFraming: framing,
       upgrade: null,
+      proxyHost: this.upstream.name,
     }, this.route.location.setHeaders);
+    // Starts the session lookup now, so that a store round trip overlaps with reading the body.
+    if (this.affinity !== null) this.affinity.begin(this, this.headers, Date.now());
 
     if (framing === null) {
       req.resume();
       this.next();
-    } else if (framing !== 'chunked' && framing.contentLength <= REPLAYABLE_BODY_LIMIT) {
+    } else if (framing === 'chunked') {
+      this.bufferChunked(limit);
+    } else if (framing.contentLength <= REPLAYABLE_BODY_LIMIT) {
       this.bufferBody(framing.contentLength);
     } else {
       this.body = req;
-      if (limit !== 0 && framing === 'chunked') this.enforceStreamLimit(limit);
       this.next();
     }
   }
+
+  /**
+   * A chunked body (length unknown): read up to REPLAYABLE_BODY_LIMIT first. One that ends by then
+   * is replayable (retries work as for a small Content-Length body); a longer one streams on,
+   * what was read first included. Still framed chunked upstream.
+   */
+  private bufferChunked(limit: number): void {
+    this.chunks = [];
+    this.bufferedLength = 0;
+    this.streamLimit = limit;
+    this.req.on('data', this.onChunkedData);
+    this.req.on('end', this.onBodyEnd);
+  }
+  private readonly onChunkedData = (chunk: Buffer): void => {
+    this.bufferedLength += chunk.length;
+    if (this.streamLimit !== 0 && this.bufferedLength > this.streamLimit) {
+      this.req.off('data', this.onChunkedData);
+      this.req.off('end', this.onBodyEnd);
+      this.chunks = [];
+      this.hooks.log.warn({ upstream: this.upstream.name, limit: this.streamLimit }, 'client intended to send too large chunked body');
+      this.respondError(413, true);
+      return;
+    }
+    this.chunks.push(chunk);
+    if (this.bufferedLength <= REPLAYABLE_BODY_LIMIT) return;
+    this.req.off('data', this.onChunkedData);
+    this.req.off('end', this.onBodyEnd);
+    const rest = new PassThrough();
+    for (const c of this.chunks) rest.write(c);
+    this.chunks = [];
+    this.streamedBytes = this.bufferedLength;
+    if (this.streamLimit !== 0) this.req.on('data', this.countStreamed);
+    this.req.pipe(rest);
+    this.body = rest;
+    this.next();
+  };
 
   private chunks: Buffer[] = [];
   private bufferBody(length: number): void {
@@ -140,10 +215,6 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
 
   private streamedBytes = 0;
   private streamLimit = 0;
-  private enforceStreamLimit(limit: number): void {
-    this.streamLimit = limit;
-    this.req.on('data', this.countStreamed);
-  }
   private readonly countStreamed = (chunk: Buffer): void => {
     this.streamedBytes += chunk.length;
     if (this.streamedBytes > this.streamLimit) {
@@ -157,6 +228,17 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
   /** Picks the next peer and sends the request there, or answers 502 when no peer is left. */
   private next(): void {
     const now = Date.now();
+    if (this.tried === null && this.affinity !== null) {
+      if (this.stickyPending) {
+        this.waitingForSticky = true;
+        return;
+      }
+      const bound = this.affinity.choose(this, now);
+      if (bound !== null) {
+        this.send(bound, now);
+        return;
+      }
+    }
     const peer = this.upstream.select(this, this.tried, now);
     if (peer === null) {
       this.hooks.log.error({ upstream: this.upstream.name, request: `${this.req.method} ${this.req.url}` },
@@ -165,6 +247,15 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
       return;
     }
     this.send(peer, now);
+  }
+
+  /** A session store lookup finished (LookupWaiter); continues a first pick that waited for it. */
+  onLookup(value: string | null, result: CacheLookupResult): void {
+    this.affinity!.resolved(this, value, result);
+    if (this.waitingForSticky) {
+      this.waitingForSticky = false;
+      if (!this.finished) this.next();
+    }
   }
 
   private send(peer: Peer, now: number): void {
@@ -186,14 +277,16 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
     const limit = this.upstream.config.nextUpstream.timeoutMs;
     if (limit !== 0 && Date.now() - this.startedAt >= limit) return false;
     if (this.streamUsed) return false; // a streamed body cannot be sent twice
-    if (sent && !IDEMPOTENT.has(this.req.method ?? 'GET') && !this.on.has('non_idempotent')) return false;
+    if (sent && NON_IDEMPOTENT.has(this.req.method ?? 'GET') && !this.on.has('non_idempotent')) return false;
     return true;
   }
 
   private endAttempt(status: string, failed: boolean): Peer {
     const peer = this.peer!;
+    const seconds = (Date.now() - this.attemptStartedAt) / 1000;
     this.record.upstreamStatuses.push(status);
-    this.record.upstreamTimes.push(((Date.now() - this.attemptStartedAt) / 1000).toFixed(3));
+    this.record.upstreamTimes.push(seconds.toFixed(3));
+    peer.metrics?.attempt(Number(status), seconds);
     this.upstream.release(peer, failed, Date.now());
     this.peer = null;
     this.attempt = null;
@@ -214,11 +307,13 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
       return;
     }
     this.endAttempt('502', true);
+    peer.metrics?.failure(failure.kind);
     const isTimeout = failure.kind === 'timeout';
     const condition: NextUpstreamCondition = isTimeout ? 'timeout' : failure.kind === 'invalid_header' ? 'invalid_header' : 'error';
     this.hooks.log.error({ upstream: this.upstream.name, server: peer.name, reason: failure.kind, request: `${this.req.method} ${this.req.url}` },
       `upstream ${isTimeout ? 'timed out' : 'failed'}: ${failure.message}`);
     if (this.on.has(condition) && this.mayRetry(failure.requestSent)) {
+      this.route.metrics?.upstream.retry(failure.kind);
       this.next();
       return;
     }
@@ -237,11 +332,15 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
       const failed = status !== 403 && status !== 404;
       const peer = this.peer!;
       this.upstream.release(peer, failed, Date.now());
+      if (failed) peer.metrics?.failure(status === 429 ? 'http_429' : 'http_5xx');
       const now = Date.now();
       const nextPeer = this.upstream.select(this, this.tried, now);
       if (nextPeer !== null) {
+        const seconds = (now - this.attemptStartedAt) / 1000;
         this.record.upstreamStatuses.push(String(status));
-        this.record.upstreamTimes.push(((now - this.attemptStartedAt) / 1000).toFixed(3));
+        this.record.upstreamTimes.push(seconds.toFixed(3));
+        peer.metrics?.attempt(status, seconds);
+        this.route.metrics?.upstream.retry(statusReason(status));
         upstreamRes.body.resume();
         this.send(nextPeer, now);
         return;
@@ -256,22 +355,63 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
   private passResponse(upstreamRes: UpstreamResponse): void {
     const res = this.res;
     this.upstreamRes = upstreamRes;
+    const seconds = (Date.now() - this.attemptStartedAt) / 1000;
     this.record.upstreamStatuses.push(String(upstreamRes.statusCode));
-    this.record.upstreamTimes.push(((Date.now() - this.attemptStartedAt) / 1000).toFixed(3));
+    this.record.upstreamTimes.push(seconds.toFixed(3));
+    this.peer!.metrics?.attempt(upstreamRes.statusCode, seconds);
     try {
-      res.writeHead(upstreamRes.statusCode, upstreamRes.statusMessage || undefined, clientResponseHeaders(upstreamRes.rawHeaders, false));
+      const headers = clientResponseHeaders(upstreamRes.rawHeaders, false);
+      if (this.affinity !== null) {
+        this.affinity.onResponse(this, this.peer!, upstreamRes.rawHeaders, headers, Date.now(), this.route.scheme === 'https');
+      }
+      res.writeHead(upstreamRes.statusCode, upstreamRes.statusMessage || undefined, headers);
     } catch (err) {
       this.hooks.log.error({ upstream: this.upstream.name, server: this.peer!.name, err: (err as Error).message }, 'upstream sent an invalid header');
       upstreamRes.body.destroy();
       this.upstream.release(this.peer!, true, Date.now());
+      this.peer!.metrics?.failure('invalid_header');
       this.peer = null;
       this.respondError(502);
       return;
     }
+    const complete = upstreamRes.completeBody;
+    if (complete !== undefined) {
+      // The whole body came with the head (small responses): no stream plumbing needed.
+      this.record.bodyBytes += complete.length;
+      res.end(complete);
+      this.onUpstreamBodyEnd();
+      return;
+    }
+    upstreamRes.body.on('data', this.countBody);
     upstreamRes.body.on('end', this.onUpstreamBodyEnd);
     upstreamRes.body.on('error', this.onUpstreamBodyError);
+    // pipe() pauses the body while the client is not reading (back-pressure): bound that like nginx's send_timeout.
+    upstreamRes.body.on('pause', this.onResponsePaused);
+    upstreamRes.body.on('resume', this.onResponseResumed);
     upstreamRes.body.pipe(res);
   }
+
+  private sendTimer: NodeJS.Timeout | null = null;
+  private readonly onResponsePaused = (): void => {
+    if (this.sendTimer === null && !this.finished) this.sendTimer = setTimeout(this.onSendTimeout, this.route.sendTimeoutMs ?? 60_000);
+  };
+  private readonly onResponseResumed = (): void => {
+    if (this.sendTimer !== null) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = null;
+    }
+  };
+  private readonly onSendTimeout = (): void => {
+    this.sendTimer = null;
+    if (this.finished) return;
+    this.hooks.log.warn({ upstream: this.upstream.name, client: this.remoteAddress, request: `${this.req.method} ${this.req.url}` },
+      'client timed out while sending response to client');
+    this.res.destroy(); // the close handler stops the upstream side (not a failure of the server)
+  };
+
+  private readonly countBody = (chunk: Buffer): void => {
+    this.record.bodyBytes += chunk.length;
+  };
 
   private readonly onUpstreamBodyEnd = (): void => {
     if (this.peer !== null) {
@@ -285,6 +425,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
       this.hooks.log.error({ upstream: this.upstream.name, server: this.peer.name, err: err.message },
         'upstream prematurely closed connection while reading upstream');
       this.upstream.release(this.peer, true, Date.now());
+      this.peer.metrics?.failure('reset');
       this.peer = null;
     }
     // The status line is gone already: the only honest signal left is a broken connection.
@@ -302,11 +443,13 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
   }
 
   private readonly onClientClose = (): void => {
+    this.onResponseResumed(); // clears a send timer
     if (!this.res.writableFinished) {
       // Client went away (nginx logs 499): stop the upstream side, the peer did nothing wrong.
       this.abortAttempt(false);
     }
     this.finished = true;
+    this.record.status = this.res.headersSent ? this.res.statusCode : 499;
     this.hooks.onDone?.(this.req, this.res, this.record);
   };
 
@@ -317,19 +460,32 @@ export class ForwardRequest implements AttemptHandler, PickRequest {
     }
     if (this.streamUsed || close) {
       // The client may still be sending a body we will not read: close after answering.
-      sendError(this.res, status, true);
+      this.record.bodyBytes = sendError(this.res, status, true);
       return;
     }
-    sendError(this.res, status);
+    this.record.bodyBytes = sendError(this.res, status);
   }
 }
 
 /** nginx proxy_pass with a URI: the matched location prefix is replaced by it. */
 export function rewritePath(url: string, location: LocationConfig): string {
+  if (url.charCodeAt(0) !== 47 /* / */) url = originForm(url);
   if (location.rewritePrefix === null) return url;
   if (location.exact) {
     const q = url.indexOf('?');
     return location.rewritePrefix + (q >= 0 ? url.slice(q) : '');
   }
-  return location.rewritePrefix + url.slice(location.path.length);
+  if (url.startsWith(location.path)) return location.rewritePrefix + url.slice(location.path.length);
+  // The location matched the normalised path (dot segments, %-escapes): replace in that, as nginx does.
+  const q = url.indexOf('?');
+  const normalised = pathForMatching(url) ?? url;
+  return location.rewritePrefix + encodeURI(normalised.slice(location.path.length)) + (q >= 0 ? url.slice(q) : '');
+}
+
+/** An absolute-form target (`http://host/path?q`, sent to proxies) as origin-form (`/path?q`), which is what nginx sends upstream. */
+function originForm(url: string): string {
+  const m = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*([^#]*)/.exec(url);
+  if (m === null) return url;
+  const rest = m[1]!;
+  return rest.length === 0 || rest.charCodeAt(0) !== 47 ? '/' + rest : rest;
 }

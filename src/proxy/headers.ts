@@ -39,6 +39,11 @@ export interface ForwardInfo {
   bodyFraming: { contentLength: number } | 'chunked' | null;
   /** For an upgrade request: the client's Upgrade value to pass on. */
   upgrade: string | null;
+  /**
+   * Host to send when the client sent none (HTTP/1.0): nginx's default `$proxy_host`,
+   * the upstream name or `host:port` of proxyPass. An HTTP/1.1 upstream needs a Host.
+   */
+  proxyHost?: string;
 }
 
 /**
@@ -68,6 +73,8 @@ export function upstreamRequestHeaders(
       case 'x-forwarded-proto':
       case 'x-forwarded-host':
         continue; // replaced by ours
+      case 'expect':
+        continue; // "100-continue" was answered to the client already (node's server does it); the upstream gets the body at once
       case 'host':
         host = rawHeaders[i + 1]!;
         break;
@@ -80,6 +87,7 @@ export function upstreamRequestHeaders(
   out.push('X-Real-IP', remote);
   out.push('X-Forwarded-Proto', info.scheme);
   if (host !== null) out.push('X-Forwarded-Host', host);
+  else if (info.proxyHost !== undefined && !setHeaders.has('host')) out.push('Host', info.proxyHost);
   const framing = info.bodyFraming;
   if (framing === 'chunked') out.push('Transfer-Encoding', 'chunked');
   else if (framing !== null) out.push('Content-Length', String(framing.contentLength));
@@ -120,4 +128,17 @@ export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: 
     out.push(name, rawHeaders[i + 1]!);
   }
   return out;
+}
+
+/** More than one Host header (nginx: 400 "client sent duplicate host header"): which one routes and which one goes upstream would be ambiguous. */
+export function hasDuplicateHost(rawHeaders: readonly string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
 }

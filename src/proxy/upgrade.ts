@@ -11,7 +11,10 @@ import type { Route } from './forward.js';
 import type { AttemptFailure, UpgradeHandler, UpstreamResponse } from './transport.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { rewritePath } from './forward.js';
+import { clientAddress } from './client-address.js';
 import type { EventLog } from '../observability/log.js';
+import type { RebindReason, StickyRequest } from '../sessions/affinity.js';
+import type { CacheLookupResult, LookupWaiter } from '../sessions/local-cache.js';
 
 function writeHead(socket: Duplex, status: number, message: string, flat: readonly string[]): void {
   let head = `HTTP/1.1 ${status} ${message}\r\n`;
@@ -24,10 +27,18 @@ function rawError(socket: Duplex, status: number, message: string): void {
   socket.end(`HTTP/1.1 ${status} ${message}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
 }
 
-export class UpgradeRequest implements UpgradeHandler, PickRequest {
+export class UpgradeRequest implements UpgradeHandler, PickRequest, StickyRequest, LookupWaiter {
   readonly remoteAddress: string;
   private peer: Peer | null = null;
   private tried: Set<Peer> | null = null;
+  /** Session affinity (the upstream's `sticky`): an upgrade goes to the session's server too. */
+  stickyId: string | null = null;
+  stickyBound: string | null = null;
+  stickyReason: RebindReason | null = null;
+  stickyRefresh = false;
+  stickyPending = false;
+  readonly record = { sticky: 'none' };
+  private stickyStarted = false;
 
   constructor(
     readonly req: IncomingMessage,
@@ -36,13 +47,23 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest {
     private readonly route: Route,
     private readonly log: EventLog,
   ) {
-    this.remoteAddress = req.socket.remoteAddress ?? '';
+    this.remoteAddress = clientAddress(req.socket.remoteAddress).address;
     socket.on('error', () => socket.destroy());
   }
 
   start(): void {
     const upstream = this.route.upstream;
-    const peer = upstream.select(this, this.tried, Date.now());
+    const affinity = this.route.affinity ?? null;
+    let peer: Peer | null = null;
+    if (affinity !== null && this.tried === null) {
+      if (!this.stickyStarted) {
+        this.stickyStarted = true;
+        affinity.begin(this, null, Date.now());
+      }
+      if (this.stickyPending) return; // onLookup continues (within the store's timeout)
+      peer = affinity.choose(this, Date.now());
+    }
+    if (peer === null) peer = upstream.select(this, this.tried, Date.now());
     if (peer === null) {
       this.log.error({ upstream: upstream.name }, `no live upstreams while connecting to upstream "${upstream.name}"`);
       rawError(this.socket, 502, 'Bad Gateway');
@@ -55,8 +76,15 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest {
       scheme: this.route.scheme,
       bodyFraming: null,
       upgrade: this.req.headers.upgrade ?? 'websocket',
+      proxyHost: this.route.upstream.name,
     }, this.route.location.setHeaders);
     peer.pool.upgrade({ method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers }, this);
+  }
+
+  /** A session store lookup finished: make the first attempt. */
+  onLookup(value: string | null, result: CacheLookupResult): void {
+    this.route.affinity!.resolved(this, value, result);
+    if (!this.socket.destroyed) this.start();
   }
 
   onUpgraded(res: UpstreamResponse, upstreamSocket: Socket, upstreamHead: Buffer): void {
@@ -78,6 +106,14 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest {
     upstreamSocket.on('error', close);
     upstreamSocket.on('close', close);
     client.on('close', close);
+    // nginx ends the tunnel when either side reaches EOF: pass on what is queued, then close both
+    // (the sockets are half-open capable, so without this a FIN from one side keeps the other open).
+    client.on('end', () => upstreamSocket.end(close));
+    upstreamSocket.on('end', () => client.end(close));
+    if (client.destroyed) {
+      close(); // the client left while the upstream was answering: do not keep the upstream connection open
+      return;
+    }
     upstreamSocket.pipe(client);
     client.pipe(upstreamSocket);
   }
@@ -94,7 +130,8 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest {
   onUpstreamError(failure: AttemptFailure): void {
     this.done(true);
     this.log.error({ upstream: this.route.upstream.name, reason: failure.kind }, `upstream failed during upgrade: ${failure.message}`);
-    if (failure.kind !== 'timeout' && this.tried!.size < this.route.upstream.maxTries) {
+    const condition = failure.kind === 'timeout' ? 'timeout' : failure.kind === 'invalid_header' ? 'invalid_header' : 'error';
+    if (this.route.upstream.config.nextUpstream.on.has(condition) && this.tried!.size < this.route.upstream.maxTries && !this.socket.destroyed) {
       this.start();
       return;
     }

@@ -5,16 +5,25 @@ import { loadConfig } from '../../src/config/load.js';
 import { SessionLB } from '../../src/server.js';
 import { silentLog } from '../../src/observability/log.js';
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
+/** Ports this test process has already handed out: the kernel may offer a just-closed port again. */
+const handedOut = new Set<number>();
+
+/** A port that was free a moment ago on 127.0.0.1, never the same one twice in this process. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen(0, host, () => {
+        const { port } = s.address() as net.AddressInfo;
+        s.close(() => resolve(port));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export interface Backend {

@@ -1,0 +1,244 @@
+/**
+ * Issue 2: the command line as users run it (`node dist/cli.js`): check like nginx -t,
+ * graceful SIGTERM, --help / --version.
+ */
+import http from 'node:http';
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { freePort, startBackend, type Backend } from './helpers/net.js';
+import { canConnect, runCli, startProxyProcess, writeConfig, type RunningChild } from './helpers/child.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanup.length > 0) await cleanup.pop()!().catch(() => undefined);
+});
+
+const good = {
+  servers: [{ listen: ['127.0.0.1:8080'], serverName: ['www.example.com'], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+  upstreams: { backend: { servers: [{ address: '127.0.0.1:8000', weight: 3 }, { address: '127.0.0.1:8001' }] } },
+};
+
+describe('sessionlb check', () => {
+  it('prints "configuration OK" and exits 0 for a good file', async () => {
+    const file = writeConfig(good);
+    const r = await runCli(['check', '--config', file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('configuration OK');
+    expect(r.stderr).toBe('');
+  });
+
+  it('prints every problem as FILE: $.path: message and exits 1', async () => {
+    const file = writeConfig({
+      servers: [{ listen: ['127.0.0.1:8080'], locations: [{ path: '/', proxyPass: 'http://nosuch' }] }],
+      upstreams: {
+        backend: {
+          servers: [{ address: '127.0.0.1:8000' }, { address: '127.0.0.1:8001', weight: 0 }, { address: '127.0.0.1:8002', wieght: 2 }],
+          timeouts: { read: '10 seconds' },
+        },
+      },
+    });
+    const r = await runCli(['check', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).not.toContain('configuration OK');
+    const lines = r.stderr.split('\n');
+    expect(lines).toContain(`${file}: $.upstreams.backend.servers[1].weight: must be an integer >= 1`);
+    expect(lines).toContain(`${file}: $.upstreams.backend.servers[2].wieght: unknown key`);
+    expect(lines).toContain(`${file}: $.upstreams.backend.timeouts.read: must be a duration such as "500ms", "10s" or "1m"`);
+    // The cross-reference problem is reported together with the shape problems.
+    expect(lines.some((l) => l.startsWith(`${file}: $.servers[0].locations[0].proxyPass: no upstream named "nosuch"`))).toBe(true);
+    expect(r.stderr).toContain('test failed (4 problems)');
+  });
+
+  it('reports unreadable files and invalid JSON with exit 1', async () => {
+    const missing = await runCli(['check', '--config', '/nonexistent/sessionlb.json']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('/nonexistent/sessionlb.json: $: cannot read file');
+    const file = writeConfig('{ "servers": [ }');
+    const bad = await runCli(['check', '-c', file]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain(`${file}: $: invalid JSON`);
+  });
+
+  it('run refuses a bad file with the same messages and exit 1', async () => {
+    const file = writeConfig({ servers: [{ listen: ['127.0.0.1:8080'], locations: [] }], upstreams: { b: { servers: [] } } });
+    const r = await runCli(['run', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${file}: $.upstreams.b.servers: must list at least one server`);
+  });
+});
+
+describe('--help, --version, bad usage', () => {
+  it('--version prints the package version', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    const r = await runCli(['--version']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(`sessionlb ${pkg.version}`);
+  });
+
+  it('--help lists the commands', async () => {
+    const r = await runCli(['--help']);
+    expect(r.code).toBe(0);
+    for (const c of ['run', 'check', 'demo', '--config']) expect(r.stdout).toContain(c);
+  });
+
+  it('an unknown command or option exits 2 with the usage', async () => {
+    const r = await runCli(['frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('unknown command "frobnicate"');
+    const o = await runCli(['check', '--nope']);
+    expect(o.code).toBe(2);
+    expect(o.stderr).toContain('unknown option --nope');
+  });
+});
+
+describe('graceful shutdown (SIGTERM)', () => {
+  async function setup(backend: Backend, extra: Record<string, unknown> = {}): Promise<{ proxy: RunningChild; port: number }> {
+    const port = await freePort();
+    const file = writeConfig({
+      servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+      upstreams: { backend: { servers: [{ address: backend.address }] } },
+      ...extra,
+    });
+    const proxy = await startProxyProcess(file, port);
+    cleanup.push(() => proxy.kill());
+    return { proxy, port };
+  }
+
+  function get(port: number, path: string): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      http.get(`http://127.0.0.1:${port}${path}`, { agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => { body += d.toString(); });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('error', reject);
+      }).on('error', reject);
+    });
+  }
+
+  it('a slow request in flight completes, new connections are refused, the process exits 0', async () => {
+    let slowSeen = false;
+    const slow = await startBackend('slow', (req, res) => {
+      req.resume();
+      if (req.url === '/warm') {
+        res.end('warm');
+        return;
+      }
+      slowSeen = true;
+      setTimeout(() => { res.writeHead(200); res.end('finished'); }, 1000);
+    });
+    cleanup.push(() => slow.close());
+    const { proxy, port } = await setup(slow, { keepaliveTimeout: '75s' });
+    // An idle keep-alive client connection must not hold the shutdown for keepaliveTimeout.
+    const idleAgent = new http.Agent({ keepAlive: true });
+    cleanup.push(async () => idleAgent.destroy());
+    await new Promise<void>((resolve, reject) => {
+      http.get(`http://127.0.0.1:${port}/warm`, { agent: idleAgent }, (res) => { res.resume(); res.on('end', resolve); }).on('error', reject);
+    });
+    const t0 = Date.now();
+    const inFlight = get(port, '/slow');
+    while (!slowSeen) await new Promise((r) => setTimeout(r, 10));
+    process.kill(proxy.pid, 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await canConnect(port)).toBe(false);
+    expect(await inFlight).toEqual({ status: 200, body: 'finished' });
+    const exit = await proxy.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+
+  it('shutdownTimeout bounds the wait for a request that never ends; still exits 0', async () => {
+    const hang = await startBackend('hang', (req) => { req.resume(); });
+    cleanup.push(() => hang.close());
+    const { proxy, port } = await setup(hang, { shutdownTimeout: '500ms' });
+    const inFlight = get(port, '/hang').catch((err: Error) => err);
+    while (hang.hits === 0) await new Promise((r) => setTimeout(r, 10));
+    const t0 = Date.now();
+    process.kill(proxy.pid, 'SIGTERM');
+    const exit = await proxy.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(await inFlight).toBeInstanceOf(Error); // the connection was closed on it
+  });
+});
+
+describe('Dockerfile', () => {
+  const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8');
+
+  it('is multi-stage on a Node slim image, runs as "node", and starts the documented command', () => {
+    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:\d+-(bookworm-|trixie-)?slim$/m);
+    expect(dockerfile.match(/^FROM /gm)).toHaveLength(2);
+    expect(dockerfile).toMatch(/npm ci --omit=dev/);
+    expect(dockerfile).toMatch(/^USER node$/m);
+    expect(dockerfile).toMatch(/^EXPOSE /m);
+    expect(dockerfile).toContain('CMD ["node", "dist/cli.js", "run", "--config", "/etc/sessionlb/config.json"]');
+  });
+
+  it('its HEALTHCHECK command (node -e, no curl) passes against a live admin /healthz and fails without one', async () => {
+    const m = /HEALTHCHECK[^\n]*\\\n\s*CMD \["node", "-e", (".*")\]$/m.exec(dockerfile);
+    expect(m).not.toBeNull();
+    const script = JSON.parse(m![1]!) as string;
+    const { spawnSync } = await import('node:child_process');
+    const probe = (url: string): number | null =>
+      spawnSync(process.execPath, ['-e', script], { env: { ...process.env, SESSIONLB_HEALTHCHECK_URL: url }, timeout: 10_000 }).status;
+    const backend = await startBackend('x');
+    cleanup.push(() => backend.close());
+    const port = await freePort();
+    const adminPort = await freePort();
+    const proxy = await startProxyProcess(writeConfig({
+      servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: `http://${backend.address}` }] }],
+      admin: { listen: `127.0.0.1:${adminPort}` },
+    }), port);
+    cleanup.push(() => proxy.kill());
+    expect(probe(`http://127.0.0.1:${adminPort}/healthz`)).toBe(0);
+    expect(probe(`http://127.0.0.1:${adminPort}/nope`)).toBe(1);
+    expect(probe(`http://127.0.0.1:${await freePort()}/healthz`)).toBe(1);
+  });
+});
+
+describe('sessionlb demo', () => {
+  it('starts four backends behind sessionlb, rotating 3:1:1:1, and stops on SIGTERM with exit 0', async (ctx) => {
+    // The demo uses fixed ports (backends 9001-9004, admin 9100); skip rather than fail when something else has them.
+    for (const p of [9001, 9002, 9003, 9004, 9100]) if (await canConnect(p)) ctx.skip();
+    const port = await freePort();
+    const { spawn } = await import('node:child_process');
+    const { CLI } = await import('./helpers/child.js');
+    const child = spawn(process.execPath, [CLI, 'demo', '--port', String(port)], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    cleanup.push(async () => { if (child.exitCode === null) { child.kill('SIGKILL'); await exited; } });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const deadline = Date.now() + 15_000;
+    while (!out.includes('balancer:') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(out).toContain(`http://127.0.0.1:${port}/`);
+    const seq: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await new Promise<string>((resolve, reject) => {
+        http.get(`http://127.0.0.1:${port}/`, { agent: false }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => { body += d.toString(); });
+          res.on('end', () => resolve(body));
+        }).on('error', reject);
+      });
+      seq.push(/^backend-(\d)/.exec(r)?.[1] ?? r);
+    }
+    expect(seq.join(' ')).toBe('1 2 1 3 4 1');
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});
+
+describe('run: listen failures', () => {
+  it('a port already in use is reported in one line and exits 1', async () => {
+    const net = await import('node:net');
+    const blocker = net.createServer();
+    const port = await freePort();
+    await new Promise<void>((resolve) => blocker.listen(port, '127.0.0.1', resolve));
+    cleanup.push(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+    const r = await runCli(['run', '--config', writeConfig({
+      servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://127.0.0.1:9' }] }],
+    })]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`sessionlb: cannot listen on 127.0.0.1:${port}: address already in use`);
+    expect(r.stderr).not.toContain('    at ');
+  });
+});
