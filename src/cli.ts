@@ -11,6 +11,9 @@ import { SessionLB } from './server.js';
 import { createEventLog, type EventLog } from './observability/log.js';
 import { DEMO_BACKEND_PORTS, DEMO_WEIGHTS, demoConfig, startDemoBackend } from './demo.js';
 import { firewallCommand, importNginxCommand } from './cli-tools.js';
+import cluster from 'node:cluster';
+import { ClusterPrimary } from './cluster/primary.js';
+import { runWorker } from './cluster/worker.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_CONFIG = 'config/default.json';
@@ -165,7 +168,7 @@ function writePidFile(file: string, log: EventLog): () => void {
 }
 
 /** `run --watch`: reloads when the file changes. Watches the directory, since editors replace files by renaming. */
-function watchConfig(file: string, lb: SessionLB, log: EventLog): FSWatcher | null {
+function watchConfig(file: string, lb: { reloadFromFile(file: string): Promise<unknown> }, log: EventLog): FSWatcher | null {
   const path = resolve(file);
   const name = basename(path);
   let timer: NodeJS.Timeout | null = null;
@@ -232,6 +235,11 @@ async function serve(config: Config, log: EventLog, onStop?: () => Promise<void>
 
 async function run(args: Args): Promise<void> {
   const log = createEventLog({ pretty: args.pretty });
+  if (cluster.isWorker) {
+    // Forked by the primary below (`workers` > 1): serve the shared listeners.
+    await runWorker(args.config, log, { pretty: args.pretty });
+    return;
+  }
   let config: Config;
   try {
     config = await loadConfigFile(args.config);
@@ -241,6 +249,16 @@ async function run(args: Args): Promise<void> {
       process.exit(1);
     }
     throw err;
+  }
+  if (config.workers > 1) {
+    const primary = new ClusterPrimary(config, log, {
+      file: args.config,
+      pretty: args.pretty,
+      writePidFile,
+      watch: args.watch ? (reloader) => watchConfig(args.config, reloader, log) : null,
+    });
+    await primary.start();
+    return;
   }
   await serve(config, log, undefined, { reloadFile: args.config, watch: args.watch, pretty: args.pretty });
 }
@@ -304,7 +322,8 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
-  if (e.syscall === 'listen' && (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')) {
+  // A cluster worker's listen fails in the primary's bind(): same message.
+  if ((e.syscall === 'listen' || e.syscall === 'bind') && (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')) {
     // Like nginx: "bind() to 127.0.0.1:80 failed (98: Address already in use)" — a clear line, not a stack.
     const what = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : 'address not available';
     process.stderr.write(`sessionlb: cannot listen on ${e.address ?? '?'}:${e.port ?? '?'}: ${what}\n`);

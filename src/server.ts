@@ -100,6 +100,12 @@ export interface SessionLBOptions {
   pretty?: boolean;
   /** Access log to stdout when the config has no `accessLog.path` (the CLI); embedding defaults to none. */
   accessLogToStdout?: boolean;
+  /**
+   * `workers` > 1 (src/cluster/): the `primary` binds no HTTP listener but runs health checks,
+   * the admin listener and the state file; a `worker` serves the listeners only (health and
+   * runtime state come from the primary). Default `single`: everything in this process.
+   */
+  role?: 'single' | 'primary' | 'worker';
 }
 
 export class SessionLB {
@@ -130,9 +136,16 @@ export class SessionLB {
   readonly sessions: SessionManager;
   /** One Affinity per sticky upstream object (a reload makes new upstreams, hence new ones). */
   private readonly affinities = new WeakMap<Upstream, Affinity | null>();
+  /** See SessionLBOptions.role. */
+  readonly role: 'single' | 'primary' | 'worker';
+  /** Called when runtime server state changed (admin API, reload): the cluster primary broadcasts it. */
+  onRuntimeChange: (() => void) | null = null;
+  /** Awaited after a reload from file was applied here, before it counts (the cluster primary: until workers reloaded). Must not throw. */
+  afterReload: (() => Promise<void>) | null = null;
 
   constructor(config: Config, options: SessionLBOptions) {
     this.config = config;
+    this.role = options.role ?? 'single';
     this.log = options.log;
     this.observability = new Observability({
       upstreams: () => this.upstreams.values(),
@@ -156,16 +169,17 @@ export class SessionLB {
   /** Binds every listener and the admin listener. */
   async start(): Promise<void> {
     this.startedAt = Date.now();
-    if (this.config.stateFile !== null) await this.restoreRuntimeState(this.config.stateFile);
+    if (this.config.stateFile !== null && this.role !== 'worker') await this.restoreRuntimeState(this.config.stateFile);
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
-    this.health.sync(this.upstreams);
+    if (this.role !== 'worker') this.health.sync(this.upstreams);
     const routers = this.buildRouters(this.config);
     for (const [key, { host, port, router }] of routers) {
+      if (this.role === 'primary') break;
       const listener = new Listener(key, host, port, router, this);
       await listener.listen();
       this.listeners.set(key, listener);
     }
-    if (this.config.admin) {
+    if (this.config.admin && this.role !== 'worker') {
       this.admin = new AdminServer(this.config.admin, this.log);
       registerAdminApi(this.admin, this);
       this.observability.registerAdmin(this.admin);
@@ -206,7 +220,7 @@ export class SessionLB {
     const fresh: Listener[] = [];
     try {
       for (const [key, { host, port, router }] of routers) {
-        if (this.listeners.has(key)) continue;
+        if (this.listeners.has(key) || this.role === 'primary') continue;
         const listener = new Listener(key, host, port, router, this);
         await listener.listen();
         fresh.push(listener);
@@ -231,7 +245,7 @@ export class SessionLB {
     this.config = config;
     this.upstreams = upstreams;
     this.observability.reconfigure(config);
-    this.health.sync(upstreams);
+    if (this.role !== 'worker') this.health.sync(upstreams);
     for (const l of fresh) this.listeners.set(l.key, l);
     const removed: Listener[] = [];
     for (const [key, l] of this.listeners) {
@@ -267,6 +281,7 @@ export class SessionLB {
           this.log.warn({ file, admin: this.config.admin.listen.key }, 'admin.listen changes take effect only after a restart');
         }
         await this.reload(config);
+        if (this.afterReload !== null) await this.afterReload();
       } catch (err) {
         this.reloads.failure++;
         this.lastReloadFailure = Date.now();
@@ -290,6 +305,8 @@ export class SessionLB {
 
   /** Queues a write of the runtime server state to `stateFile` (when set). */
   saveRuntimeState(): Promise<void> {
+    this.onRuntimeChange?.();
+    if (this.role === 'worker') return Promise.resolve();
     return this.config.stateFile === null ? Promise.resolve() : this.stateWriter.save(this.config.stateFile, this.upstreams);
   }
 

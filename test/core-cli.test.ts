@@ -187,6 +187,7 @@ describe('Dockerfile', () => {
     const proxy = await startProxyProcess(writeConfig({
       servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: `http://${backend.address}` }] }],
       admin: { listen: `127.0.0.1:${adminPort}` },
+      workers: 1, // about the Dockerfile's probe: probed the moment the port listens (test/cluster.test.ts covers workers)
     }), port);
     cleanup.push(() => proxy.kill());
     expect(probe(`http://127.0.0.1:${adminPort}/healthz`)).toBe(0);

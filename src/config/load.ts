@@ -8,6 +8,7 @@ import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { parseHostPort, formatHostPort } from './address.js';
 import { parseDuration, parseSize } from './units.js';
 import {
@@ -174,6 +175,8 @@ export interface Config {
   sessionStore: SessionStoreConfig;
   /** The access log: false = off; `path` null = stdout. */
   accessLog: { path: string | null } | false;
+  /** Worker processes (`workers`, "auto" resolved to the CPU count); 1 = no cluster. */
+  workers: number;
 }
 
 export class ConfigError extends Error {
@@ -337,6 +340,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     pidFile: raw.pidFile === undefined ? null : resolvePath(dirname(file), raw.pidFile),
     sessionStore: normaliseSessionStore(raw.sessionStore, problems),
     accessLog: raw.accessLog === false ? false : { path: raw.accessLog?.path ?? null },
+    workers: raw.workers === undefined || raw.workers === 'auto' ? Math.max(1, availableParallelism()) : raw.workers,
   };
 }
 

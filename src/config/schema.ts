@@ -209,6 +209,12 @@ export const configSchema = z.strictObject({
     .describe('Where runtime server state set through the admin API (drain/maint/weight) is kept across restarts (relative paths: to the config file)'),
   pidFile: z.string({ error: 'must be a file path' }).min(1, { error: 'must be a file path' }).optional()
     .describe('Written with the process id at start, removed at stop; `sessionlb reload` signals this pid (like nginx `pid`; relative paths: to the config file)'),
+  workers: z.union([
+    z.literal('auto'),
+    z.number({ error: 'must be "auto" or an integer >= 1' }).int({ error: 'must be "auto" or an integer >= 1' })
+      .min(1, { error: 'must be "auto" or an integer >= 1' }).max(256, { error: 'must be an integer <= 256' }),
+  ], { error: 'must be "auto" or an integer >= 1' }).optional()
+    .describe('Worker processes sharing the listeners (nginx worker_processes): "auto" (default) = one per CPU, 1 = a single process without node:cluster'),
 });
 
 export type RawConfig = z.input<typeof configSchema>;

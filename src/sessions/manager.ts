@@ -21,6 +21,11 @@ function storeIdentity(c: SessionStoreConfig): string {
 }
 
 export class SessionManager {
+  /**
+   * Set in a cluster worker whose bindings live in the primary (memory store, `workers` > 1):
+   * makes the store a "memory" config uses (src/cluster/ipc-store.ts); a local cache goes in front of it.
+   */
+  static sharedMemoryStore: ((config: SessionStoreConfig) => SessionStore) | null = null;
   store!: SessionStore;
   private source!: BindingSource;
   private identity = '';
@@ -55,6 +60,15 @@ export class SessionManager {
       if (config.hashKeySource === 'derived') {
         this.log.warn('session store: no sessionStore.hashKey nor SESSIONLB_HASH_KEY; memcached keys use a key derived from keyPrefix (ids stay unreadable, but set a secret shared by all instances)');
       }
+    } else if (SessionManager.sharedMemoryStore !== null) {
+      const store = SessionManager.sharedMemoryStore(config);
+      this.store = store;
+      this.source = {
+        kind: 'cached',
+        cache: new LocalCache(store, { entries: config.localCacheEntries, freshMs: config.localCacheFreshMs }),
+      };
+      this.log.info({ timeoutMs: config.timeoutMs },
+        'session store: memory, owned by the primary process; this worker asks it over IPC behind a local cache');
     } else {
       const store = new MemoryStore();
       this.store = store;

@@ -1,0 +1,107 @@
+/**
+ * Messages between the cluster primary and its workers (`workers` > 1), over node:cluster's
+ * IPC channel. Every message of ours has `sl` (its kind); anything else on the channel
+ * (prom-client's, node's own) is not ours and is ignored.
+ *
+ * Primary -> worker: `state` (health and runtime state of every server), `store-res`
+ * (answers to binding-store calls), `reload`, `stop`, `status-req`, `metrics-req`.
+ * Worker -> primary: `hello` (asks for `state` before listening), `listening`, `store`
+ * (binding-store calls, batched per event-loop turn), `reloaded`, `status-res`, `metrics-res`.
+ */
+import type { AdminState, Peer } from '../balancer/peer.js';
+import type { Upstream } from '../balancer/upstream.js';
+
+/** What the primary owns about one server and every worker mirrors. */
+export interface PeerState {
+  u: string;
+  s: string;
+  healthy: boolean;
+  awaitingFirstProbe: boolean;
+  probeFails: number;
+  probePasses: number;
+  lastProbe: { ok: boolean; at: number; detail: string } | null;
+  adminState: AdminState;
+  weight: number;
+}
+
+/** One binding-store call: [id, op, key, value, ttlSeconds]. */
+export type StoreCall = [number, 'get' | 'set' | 'touch' | 'delete', string, string | null, number];
+/** Its answer: [id, result] (get: value or null; touch: found; set/delete: true). */
+export type StoreAnswer = [number, string | null | boolean];
+
+export type ToWorker =
+  | { sl: 'state'; peers: PeerState[] }
+  | { sl: 'store-res'; r: StoreAnswer[] }
+  | { sl: 'reload' }
+  | { sl: 'stop' }
+  | { sl: 'reopen' }
+  | { sl: 'status-req'; id: number }
+  | { sl: 'metrics-req'; id: number };
+
+export type ToPrimary =
+  | { sl: 'hello' }
+  | { sl: 'listening' }
+  | { sl: 'store'; ops: StoreCall[] }
+  | { sl: 'reloaded'; ok: boolean }
+  | { sl: 'status-res'; id: number; doc: unknown }
+  | { sl: 'metrics-res'; id: number; metrics: unknown };
+
+/** Is this one of our messages (an object with a string `sl`)? */
+export function isOurs<T extends { sl: string }>(message: unknown): message is T {
+  return typeof message === 'object' && message !== null && typeof (message as { sl?: unknown }).sl === 'string';
+}
+
+/** The health and runtime state of every server (primary side). */
+export function snapshot(upstreams: Iterable<Upstream>): PeerState[] {
+  const out: PeerState[] = [];
+  for (const up of upstreams) {
+    for (const p of up.all()) {
+      out.push({
+        u: up.name, s: p.name, healthy: p.healthy, awaitingFirstProbe: p.awaitingFirstProbe,
+        probeFails: p.probeFails, probePasses: p.probePasses, lastProbe: p.lastProbe,
+        adminState: p.adminState, weight: p.weight,
+      });
+    }
+  }
+  return out;
+}
+
+/** The state of one server (a probe's result). */
+export function peerState(upstream: string, p: Peer): PeerState {
+  return {
+    u: upstream, s: p.name, healthy: p.healthy, awaitingFirstProbe: p.awaitingFirstProbe,
+    probeFails: p.probeFails, probePasses: p.probePasses, lastProbe: p.lastProbe,
+    adminState: p.adminState, weight: p.weight,
+  };
+}
+
+/**
+ * Applies the primary's view to a worker's servers. A server that comes back (healthy
+ * again, or admin `ready` again) starts its slow start here too, and a passing health check
+ * ends this worker's passive failure, as the checker does in a single process.
+ * Servers this worker does not know (a reload still on its way) are skipped.
+ */
+export function applyStates(upstreams: ReadonlyMap<string, Upstream>, states: readonly PeerState[], now: number): void {
+  for (const st of states) {
+    const peer = upstreams.get(st.u)?.find(st.s);
+    if (peer === undefined) continue;
+    if (st.healthy && !peer.healthy) {
+      peer.fails = 0;
+      peer.markBack(now);
+    } else if (st.healthy && st.lastProbe !== null && st.lastProbe.ok && peer.isFailed(now)
+      && (peer.lastProbe === null || peer.lastProbe.at !== st.lastProbe.at)) {
+      peer.fails = 0;
+      peer.markBack(now);
+    }
+    peer.healthy = st.healthy;
+    peer.awaitingFirstProbe = st.awaitingFirstProbe;
+    peer.probeFails = st.probeFails;
+    peer.probePasses = st.probePasses;
+    peer.lastProbe = st.lastProbe;
+    if (st.adminState !== peer.adminState) {
+      if (st.adminState === 'ready') peer.markBack(now);
+      peer.adminState = st.adminState;
+    }
+    if (st.weight !== peer.weight) peer.setWeight(st.weight);
+  }
+}

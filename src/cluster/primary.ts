@@ -1,0 +1,416 @@
+/**
+ * The cluster primary (`workers` > 1, like nginx's master process): forks the workers that
+ * serve the listeners (node:cluster shares them), and keeps what must exist once:
+ *
+ * - active health checks: probed here only; every result is sent to every worker;
+ * - the admin listener: /healthz, /status (summed over workers), /metrics (prom-client's
+ *   AggregatorRegistry over the workers' registries and this one), runtime changes (PUT),
+ *   applied here and sent to every worker; the stateFile;
+ * - session bindings of the memory store: the MemoryStore lives here, workers reach it
+ *   through IpcStore (src/cluster/ipc-store.ts) with a local cache in front;
+ * - reloads (SIGHUP, --watch, `sessionlb reload` via the pidFile, which holds this pid):
+ *   validated and applied here first, then every worker reloads;
+ * - SIGTERM/SIGINT: every worker drains (shutdownTimeout), then this process exits 0;
+ * - a worker that dies is replaced, with a back-off so that a crash loop does not spin.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import type { FSWatcher } from 'node:fs';
+import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import type { Config } from '../config/load.js';
+import { SessionLB } from '../server.js';
+import { statusDocument } from '../admin/api.js';
+import { sendJson } from '../admin/server.js';
+import { processRegistry } from '../observability/metrics.js';
+import type { EventLog } from '../observability/log.js';
+import { MemoryStore } from '../sessions/memory-store.js';
+import { plausibleValue } from '../sessions/store.js';
+import { isOurs, peerState, snapshot, type StoreAnswer, type StoreCall, type ToPrimary, type ToWorker } from './ipc.js';
+
+export interface PrimaryOptions {
+  /** The config file (reloads read it again). */
+  file: string;
+  pretty: boolean;
+  /** Writes the pidFile; returns its remover. */
+  writePidFile(file: string, log: EventLog): () => void;
+  /** Starts `--watch` (null when not asked for). */
+  watch: ((reloader: { reloadFromFile(file: string): Promise<unknown> }) => FSWatcher | null) | null;
+}
+
+/** How long /status and /metrics wait for workers' answers. */
+const GATHER_TIMEOUT_MS = 2_000;
+/** Longest wait before a dead worker is replaced (crash loop back-off). */
+const MAX_RESPAWN_DELAY_MS = 10_000;
+/** A worker that lived this long resets the back-off. */
+const STABLE_MS = 30_000;
+const MAX_KEY_LENGTH = 2048;
+/** Longest wait for workers to confirm a reload before it counts anyway. */
+const RELOAD_WAIT_MS = 10_000;
+
+interface Gathering {
+  waiting: Set<number>;
+  results: Map<number, unknown>;
+  done: () => void;
+}
+
+function send(worker: Worker, message: ToWorker): void {
+  if (worker.isConnected()) worker.send(message);
+}
+
+export class ClusterPrimary {
+  readonly lb: SessionLB;
+  private stopping = false;
+  private started = false;
+  private readonly forkedAt = new Map<number, number>();
+  /** Consecutive early deaths (a worker that lived less than STABLE_MS). */
+  private crashes = 0;
+  private respawnTimer: NodeJS.Timeout | null = null;
+  private nextGatherId = 1;
+  private readonly gatherings = new Map<number, Gathering>();
+  private watcher: FSWatcher | null = null;
+  private removePidFile: () => void = () => undefined;
+
+  constructor(readonly config: Config, readonly log: EventLog, private readonly options: PrimaryOptions) {
+    this.lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: false, role: 'primary' });
+  }
+
+  /** Starts the admin listener and health checks, then forks the workers and waits until each listens. */
+  async start(): Promise<void> {
+    const lb = this.lb;
+    await lb.start();
+    // Health results: the checker sets the state after onProbe returns; send it once it has.
+    const onProbe = lb.health.onProbe;
+    lb.health.onProbe = (upstream, server, ok, detail) => {
+      onProbe?.(upstream, server, ok, detail);
+      queueMicrotask(() => {
+        const peer = this.lb.upstreams.get(upstream)?.find(server);
+        if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
+      });
+    };
+    lb.afterReload = this.workersReload;
+    lb.onRuntimeChange = () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) }));
+    this.registerAdmin();
+    // The pid file and signals before the workers start: a signal during startup is not fatal.
+    this.removePidFile = this.config.pidFile !== null ? this.options.writePidFile(this.config.pidFile, this.log) : () => undefined;
+    let started: () => void = () => undefined;
+    const ready = new Promise<void>((resolve) => { started = resolve; });
+    process.on('SIGHUP', () => {
+      this.log.info({ file: this.options.file }, 'SIGHUP: reloading the configuration');
+      void ready.then(() => this.reloadFromFile(this.options.file));
+    });
+    process.on('SIGUSR1', () => {
+      this.log.info('SIGUSR1: workers reopen the access log');
+      this.broadcast({ sl: 'reopen' });
+    });
+    process.on('SIGTERM', () => this.stop('SIGTERM'));
+    process.on('SIGINT', () => this.stop('SIGINT'));
+
+    cluster.on('message', this.onMessage);
+    cluster.on('exit', this.onExit);
+    const n = this.config.workers;
+    const forks: Array<Promise<void>> = [];
+    for (let i = 0; i < n; i++) forks.push(this.fork());
+    // A worker that cannot start makes onExit stop everything (exit code 1); wait for that here.
+    await Promise.all(forks).catch(() => new Promise<never>(() => undefined));
+    if (this.stopping) return;
+    this.started = true;
+    started();
+    this.watcher = this.options.watch?.(this) ?? null;
+    this.log.info({ workers: n, pids: this.workers().map((w) => w.process.pid) }, `sessionlb primary ${process.pid}: ${n} workers started`);
+  }
+
+  /** Live workers (cluster.workers may still list a worker when its 'exit' event fires). */
+  workers(): Worker[] {
+    return [...this.live.values()];
+  }
+
+  private readonly live = new Map<number, Worker>();
+  /** Workers that listen (asked by /status and /metrics; one still starting is not waited for). */
+  private readonly listening = new Set<number>();
+
+  private fork(): Promise<void> {
+    const worker = cluster.fork();
+    this.live.set(worker.id, worker);
+    this.forkedAt.set(worker.id, Date.now());
+    return new Promise((resolve, reject) => {
+      const onMessage = (message: unknown): void => {
+        if (isOurs<ToPrimary>(message) && message.sl === 'listening') {
+          worker.off('message', onMessage);
+          worker.off('exit', onExit);
+          resolve();
+        }
+      };
+      const onExit = (code: number | null, signal: string | null): void => {
+        worker.off('message', onMessage);
+        reject(new Error(`worker ${worker.id} exited before listening (code ${code}, signal ${signal})`));
+      };
+      worker.on('message', onMessage);
+      worker.on('exit', onExit);
+    });
+  }
+
+  private broadcast(message: ToWorker): void {
+    for (const w of this.workers()) send(w, message);
+  }
+
+  /**
+   * Validates and applies the file here, then has every worker reload it; counted (reloads in
+   * /status and /metrics) once every listening worker answered (or after RELOAD_WAIT_MS).
+   */
+  reloadFromFile(file: string): Promise<boolean> {
+    return this.lb.reloadFromFile(file);
+  }
+
+  private readonly reloadWaiters = new Map<number, () => void>();
+
+  /** SessionLB.afterReload: every listening worker reloads; resolves when all said so (or in RELOAD_WAIT_MS). */
+  private readonly workersReload = (): Promise<void> => new Promise((resolve) => {
+    const waiting = this.workers().filter((w) => this.listening.has(w.id) && w.isConnected());
+    if (waiting.length === 0) {
+      resolve();
+      return;
+    }
+    let left = waiting.length;
+    const timer = setTimeout(() => {
+      this.log.warn({ workers: [...this.reloadWaiters.keys()] }, 'workers did not confirm the reload in time');
+      this.reloadWaiters.clear();
+      resolve();
+    }, RELOAD_WAIT_MS);
+    for (const w of waiting) {
+      this.reloadWaiters.set(w.id, () => {
+        if (--left === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      send(w, { sl: 'reload' });
+    }
+  });
+
+  private readonly onMessage = (worker: Worker, message: unknown): void => {
+    if (!isOurs<ToPrimary>(message)) return;
+    switch (message.sl) {
+      case 'hello':
+        send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+        return;
+      case 'listening':
+        this.listening.add(worker.id);
+        return;
+      case 'store':
+        this.storeCalls(worker, message.ops);
+        return;
+      case 'reloaded':
+        // Servers the reload added get the current health/runtime state (mandatory checks included).
+        send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+        {
+          const done = this.reloadWaiters.get(worker.id);
+          this.reloadWaiters.delete(worker.id);
+          done?.();
+        }
+        if (!message.ok) this.log.error({ worker: worker.id }, 'a worker could not reload the configuration the primary accepted');
+        return;
+      case 'status-res':
+      case 'metrics-res': {
+        const g = this.gatherings.get(message.id);
+        if (g === undefined || !g.waiting.delete(worker.id)) return;
+        g.results.set(worker.id, message.sl === 'status-res' ? message.doc : message.metrics);
+        if (g.waiting.size === 0) g.done();
+        return;
+      }
+      default:
+        return;
+    }
+  };
+
+  /** Binding-store calls of a worker, answered from the MemoryStore owned here (one answer message per batch). */
+  private storeCalls(worker: Worker, ops: unknown): void {
+    if (!Array.isArray(ops)) return;
+    const store = this.lb.sessions.store;
+    const memory = store instanceof MemoryStore ? store : null;
+    const now = Date.now();
+    const answers: StoreAnswer[] = [];
+    for (const raw of ops as unknown[]) {
+      if (!Array.isArray(raw)) continue;
+      const [id, op, key, value, ttl] = raw as StoreCall;
+      if (typeof id !== 'number') continue;
+      if (memory === null || typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH) {
+        answers.push([id, op === 'get' ? null : false]);
+        continue;
+      }
+      const ttlMs = typeof ttl === 'number' && Number.isFinite(ttl) && ttl > 0 ? ttl * 1000 : 0;
+      switch (op) {
+        case 'get':
+          answers.push([id, memory.getSync(key, now)]);
+          break;
+        case 'set':
+          if (plausibleValue(value) && ttlMs > 0) memory.setSync(key, value, ttlMs, now);
+          answers.push([id, true]);
+          break;
+        case 'touch': {
+          // The memory store answers synchronously: a present key is found and extended.
+          const found = memory.getSync(key, now) !== null;
+          if (found && ttlMs > 0) void memory.touch(key, ttl);
+          answers.push([id, found]);
+          break;
+        }
+        case 'delete':
+          memory.deleteSync(key);
+          answers.push([id, true]);
+          break;
+        default:
+          answers.push([id, false]);
+      }
+    }
+    send(worker, { sl: 'store-res', r: answers });
+  }
+
+  /** Asks every worker; resolves with the answers that came within GATHER_TIMEOUT_MS (worker id -> answer). */
+  private gather(kind: 'status-req' | 'metrics-req'): Promise<Map<number, unknown>> {
+    const id = this.nextGatherId++;
+    return new Promise((resolve) => {
+      const g: Gathering = { waiting: new Set(), results: new Map(), done: () => undefined };
+      const timer = setTimeout(() => g.done(), GATHER_TIMEOUT_MS);
+      g.done = () => {
+        clearTimeout(timer);
+        this.gatherings.delete(id);
+        resolve(g.results);
+      };
+      this.gatherings.set(id, g);
+      for (const w of this.workers()) {
+        if (!w.isConnected() || !this.listening.has(w.id)) continue;
+        g.waiting.add(w.id);
+        w.send({ sl: kind, id } satisfies ToWorker);
+      }
+      if (g.waiting.size === 0) g.done();
+    });
+  }
+
+  /** /status: this process's document (states, health, sessions bound) with the workers' counters summed in. */
+  async status(): Promise<Record<string, unknown>> {
+    const docs = await this.gather('status-req');
+    const doc = statusDocument(this.lb);
+    const workers: Array<Record<string, unknown>> = [];
+    type ServerDoc = Record<string, unknown> & { address: string };
+    type UpDoc = { servers: ServerDoc[]; sticky: Record<string, number> | null };
+    const ups = doc.upstreams as Record<string, UpDoc>;
+    for (const up of Object.values(ups)) {
+      for (const s of up.servers) { s.requests = 0; s.failures = 0; s.active = 0; s.fails = 0; }
+    }
+    for (const w of this.workers()) {
+      const wd = docs.get(w.id) as { upstreams?: Record<string, UpDoc> } | undefined;
+      let requests = 0;
+      for (const [name, wup] of Object.entries(wd?.upstreams ?? {})) {
+        const up = ups[name];
+        for (const ws of wup.servers) {
+          requests += Number(ws.requests) || 0;
+          const s = up?.servers.find((x) => x.address === ws.address);
+          if (s === undefined) continue;
+          for (const k of ['requests', 'failures', 'active', 'fails'] as const) s[k] = (Number(s[k]) || 0) + (Number(ws[k]) || 0);
+        }
+        if (up?.sticky && wup.sticky) {
+          for (const k of ['lookups', 'hits', 'learned', 'rebinds'] as const) up.sticky[k] = (up.sticky[k] ?? 0) + (wup.sticky[k] ?? 0);
+        }
+      }
+      workers.push({ id: w.id, pid: w.process.pid ?? null, answered: wd !== undefined, requests });
+    }
+    doc.workers = workers;
+    return doc;
+  }
+
+  /** /metrics: AggregatorRegistry over the workers' metrics and this process's (health checks, reloads, server state). */
+  async metrics(): Promise<{ text: string; contentType: string }> {
+    const own = await Registry.merge([this.lb.observability.metrics.registry, processRegistry()]).getMetricsAsJSON();
+    const answers = await this.gather('metrics-req');
+    const all: Array<MetricObjectWithValues<MetricValue<string>>[]> = [own];
+    for (const m of answers.values()) if (Array.isArray(m)) all.push(m as MetricObjectWithValues<MetricValue<string>>[]);
+    const registry = AggregatorRegistry.aggregate(all);
+    return { text: await registry.metrics(), contentType: registry.contentType };
+  }
+
+  private registerAdmin(): void {
+    const admin = this.lb.adminServer;
+    if (admin === null) return;
+    // Same paths as a single process; these replace the single-process handlers.
+    // Ready only when every worker listens (a probe that sees 200 may send traffic).
+    admin.route('GET /healthz', (_req, res) => {
+      // Ready as soon as a worker listens (the listener then takes connections), until shutdown.
+      const ok = this.listening.size > 0 && !this.stopping;
+      const text = ok ? 'ok\n' : this.stopping ? 'stopping\n' : 'starting\n';
+      res.writeHead(ok ? 200 : 503, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(text) });
+      res.end(text);
+    }, { public: true });
+    admin.route('GET /status', (_req, res) => {
+      this.status().then((doc) => sendJson(res, 200, doc), (err: unknown) => sendJson(res, 500, { error: (err as Error).message }));
+    });
+    admin.route('GET /metrics', (_req, res) => {
+      this.metrics().then(({ text, contentType }) => {
+        res.writeHead(200, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+        res.end(text);
+      }, (err: unknown) => {
+        res.writeHead(500, { 'Content-Type': 'text/plain' });
+        res.end(`metrics collection failed: ${(err as Error).message}\n`);
+      });
+    });
+  }
+
+  private readonly onExit = (worker: Worker, code: number | null, signal: string | null): void => {
+    const lived = Date.now() - (this.forkedAt.get(worker.id) ?? 0);
+    this.forkedAt.delete(worker.id);
+    this.live.delete(worker.id);
+    this.listening.delete(worker.id);
+    const reloadWaiter = this.reloadWaiters.get(worker.id);
+    this.reloadWaiters.delete(worker.id);
+    reloadWaiter?.();
+    for (const g of this.gatherings.values()) if (g.waiting.delete(worker.id) && g.waiting.size === 0) g.done();
+    if (this.stopping) {
+      if (this.workers().length === 0) this.allStopped?.();
+      return;
+    }
+    if (!this.started) {
+      // A worker that cannot start (it printed why): stop like a single process would.
+      this.log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'a worker failed to start; stopping');
+      this.stop('worker failed to start', 1);
+      return;
+    }
+    this.crashes = lived >= STABLE_MS ? 1 : this.crashes + 1;
+    const delay = Math.min(MAX_RESPAWN_DELAY_MS, this.crashes <= 1 ? 0 : 100 * 2 ** (this.crashes - 2));
+    this.log.error({ worker: worker.id, pid: worker.process.pid, code, signal, livedMs: lived, restartInMs: delay },
+      `worker ${worker.id} (pid ${worker.process.pid}) exited (${signal ?? `code ${code}`}); starting a new one${delay > 0 ? ` in ${delay} ms` : ''}`);
+    this.respawnTimer = setTimeout(() => {
+      this.respawnTimer = null;
+      if (this.stopping) return;
+      this.fork().catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'replacement worker failed'));
+    }, delay);
+  };
+
+  private allStopped: (() => void) | null = null;
+
+  /** Drains every worker (shutdownTimeout), stops here, exits. */
+  stop(signal: string, exitCode = 0): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.respawnTimer !== null) clearTimeout(this.respawnTimer);
+    this.watcher?.close();
+    const timeoutMs = this.config.shutdownTimeoutMs;
+    this.log.info({ signal, timeoutMs, workers: this.workers().length }, 'shutting down: workers finish requests in flight');
+    const workersDone = new Promise<void>((resolve) => {
+      if (this.workers().length === 0) resolve();
+      else this.allStopped = resolve;
+    });
+    this.broadcast({ sl: 'stop' });
+    // A worker that does not finish in time (it closes its own connections at shutdownTimeout) is killed.
+    const killer = setTimeout(() => {
+      for (const w of this.workers()) {
+        this.log.warn({ worker: w.id, pid: w.process.pid }, 'worker did not stop in time; killing it');
+        w.process.kill('SIGKILL');
+      }
+    }, timeoutMs + 5_000);
+    void Promise.all([workersDone, this.lb.stop(timeoutMs)]).then(() => {
+      clearTimeout(killer);
+      this.removePidFile();
+      this.log.info('sessionlb primary stopped');
+      this.log.flush?.();
+      process.exitCode = exitCode;
+      setTimeout(() => process.exit(exitCode), 50).unref();
+    });
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * A cluster worker (`workers` > 1): serves the listeners (node:cluster shares them between
+ * workers), with the primary's view of every server's health and runtime state, and — with
+ * the memory store — the primary's session bindings (IpcStore behind a local cache).
+ * Passive failure accounting (max_fails) stays per worker, as in nginx's workers.
+ */
+import cluster from 'node:cluster';
+import { Registry } from 'prom-client';
+import { loadConfigFile } from '../config/load.js';
+import { SessionLB } from '../server.js';
+import { statusDocument } from '../admin/api.js';
+import { processRegistry } from '../observability/metrics.js';
+import type { EventLog } from '../observability/log.js';
+import { SessionManager } from '../sessions/manager.js';
+import { IpcStore } from './ipc-store.js';
+import { applyStates, isOurs, type PeerState, type ToPrimary, type ToWorker } from './ipc.js';
+
+/** Metrics the primary reports itself (server state from its own view, health probes, reloads): not summed over workers. */
+export const PRIMARY_ONLY_METRICS: ReadonlySet<string> = new Set([
+  'sessionlb_upstream_server_up',
+  'sessionlb_upstream_server_state',
+  'sessionlb_upstream_server_weight',
+  'sessionlb_health_checks_total',
+  'sessionlb_config_reloads_total',
+  'sessionlb_config_last_reload_success_timestamp_seconds',
+]);
+
+function send(message: ToPrimary): boolean {
+  if (process.send === undefined || !process.connected) return false;
+  return process.send(message);
+}
+
+export async function runWorker(configFile: string, baseLog: EventLog, options: { pretty: boolean }): Promise<void> {
+  const id = cluster.worker?.id ?? 0;
+  const log = baseLog.child({ worker: id });
+  const stores = new Set<IpcStore>();
+  let lb: SessionLB | null = null;
+  let gotState: ((states: PeerState[]) => void) | null = null;
+  let stopping = false;
+  const stop = (why: string): void => {
+    if (stopping) return;
+    stopping = true;
+    if (lb === null) {
+      // Still loading the config: nothing to drain.
+      process.exit(0);
+    }
+    log.info({ why, timeoutMs: lb.config.shutdownTimeoutMs }, 'worker shutting down: finishing requests in flight');
+    void lb.stop().then(() => {
+      log.flush?.();
+      setTimeout(() => process.exit(0), 50).unref();
+    });
+  };
+
+  // Listen from the start: a `stop` sent while this worker is still starting must not be lost.
+  // The primary decides about reloads (SIGHUP goes to it); a terminal's signals reach the whole group.
+  process.on('SIGHUP', () => undefined);
+  process.on('SIGUSR1', () => undefined);
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('message', (message: unknown) => {
+    if (!isOurs<ToWorker>(message)) return;
+    if (message.sl === 'stop') {
+      stop('primary');
+      return;
+    }
+    if (lb === null) return;
+    switch (message.sl) {
+      case 'store-res':
+        for (const s of stores) s.answer(message.r);
+        return;
+      case 'state':
+        if (gotState !== null) {
+          gotState(message.peers);
+          gotState = null;
+        } else {
+          applyStates(lb.upstreams, message.peers, Date.now());
+        }
+        return;
+      case 'status-req': {
+        const doc = statusDocument(lb);
+        send({ sl: 'status-res', id: message.id, doc });
+        return;
+      }
+      case 'metrics-req':
+        Registry.merge([lb.observability.metrics.registry, processRegistry()]).getMetricsAsJSON().then(
+          (metrics) => send({ sl: 'metrics-res', id: message.id, metrics: metrics.filter((m) => !PRIMARY_ONLY_METRICS.has(m.name)) }),
+          (err: unknown) => {
+            log.error({ err: (err as Error).message }, 'metrics collection failed');
+            send({ sl: 'metrics-res', id: message.id, metrics: [] });
+          },
+        );
+        return;
+      case 'reload':
+        void lb.reloadFromFile(configFile).then((ok) => send({ sl: 'reloaded', ok }));
+        return;
+      case 'reopen':
+        lb.observability.reopenAccessLog();
+        return;
+    }
+  });
+
+  const config = await loadConfigFile(configFile);
+  SessionManager.sharedMemoryStore = (c) => {
+    const store = new IpcStore(send, c.timeoutMs);
+    stores.add(store);
+    return store;
+  };
+  lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: true, role: 'worker' });
+  if (stopping) return;
+
+  // The primary's view of health and runtime state before this worker takes its first request.
+  const states = await new Promise<PeerState[] | null>((resolve) => {
+    const timer = setTimeout(() => { gotState = null; resolve(null); }, 5_000);
+    gotState = (s) => { clearTimeout(timer); resolve(s); };
+    send({ sl: 'hello' });
+  });
+  if (states !== null) applyStates(lb.upstreams, states, Date.now());
+  else log.warn('no server state from the primary within 5s; starting with every server healthy');
+
+  if (stopping) return; // told to stop while starting
+  await lb.start();
+  send({ sl: 'listening' });
+}
