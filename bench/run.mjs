@@ -11,12 +11,13 @@
  * See bench/README.md for how to read the table.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import http from 'node:http';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PIN, TASKSET, children, killAllNow, startChild, stopChild, which } from './children.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
@@ -36,10 +37,6 @@ const CPU_PROF_DIR = env.BENCH_CPU_PROF ? resolve(env.BENCH_CPU_PROF) : null;
 const WEIGHTS = [3, 1, 1, 1];
 const BIG = 1024 * 1024;
 
-function which(cmd) {
-  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : null;
-}
 function findNginx() {
   if (env.BENCH_NGINX === '0') return null;
   return which('nginx') ?? (existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null);
@@ -47,10 +44,8 @@ function findNginx() {
 const NGINX = findNginx();
 const HAPROXY = env.BENCH_HAPROXY === '0' ? null : which('haproxy') ?? (existsSync('/usr/sbin/haproxy') ? '/usr/sbin/haproxy' : null);
 const WRK = which('wrk');
-const TASKSET = env.BENCH_PIN === '0' ? null : which('taskset');
 const MEMCACHED = which('memcached') ?? (existsSync('/usr/bin/memcached') ? '/usr/bin/memcached' : null);
 const CPUS = os.cpus().length;
-const PIN = TASKSET !== null && CPUS >= 2;
 const PROXY_CPU = '0';
 const LOAD_CPU = '1';
 
@@ -69,26 +64,6 @@ if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
 
 // ---------------------------------------------------------------------------------------------
 // Children: every process we start is recorded and killed by its PID, never by name.
-const children = new Set();
-function startChild(cmd, args, { cpu = null, logFile, extraEnv } = {}) {
-  const fd = logFile ? openSync(logFile, 'a') : 'ignore';
-  const argv = cpu !== null && PIN ? [TASKSET, ['-c', cpu, cmd, ...args]] : [cmd, args];
-  const child = spawn(argv[0], argv[1], { stdio: ['ignore', fd, fd], env: extraEnv ? { ...env, ...extraEnv } : env });
-  if (typeof fd === 'number') closeSync(fd);
-  children.add(child);
-  child.exited = new Promise((res) => child.once('exit', (code, signal) => { children.delete(child); res({ code, signal }); }));
-  return child;
-}
-async function stopChild(child, signal = 'SIGTERM', graceMs = 5000) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  try { process.kill(child.pid, signal); } catch { return; }
-  const t = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, graceMs);
-  await child.exited;
-  clearTimeout(t);
-}
-function killAllNow() {
-  for (const c of children) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
-}
 process.on('SIGINT', () => { killAllNow(); cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { killAllNow(); cleanup(); process.exit(143); });
 
@@ -161,10 +136,10 @@ function cleanup() {
   if (env.BENCH_KEEP_TMP !== '1') rmSync(TMP, { recursive: true, force: true });
 }
 
-function nginxCommon(name) {
+function nginxCommon(name, workers = 1) {
   const t = join(TMP, name);
   mkdirSync(t, { recursive: true, mode: 0o755 });
-  return `worker_processes 1;
+  return `worker_processes ${workers};
 pid ${t}/nginx.pid;
 error_log ${t}/error.log warn;
 events { worker_connections 8192; multi_accept on; }
@@ -250,6 +225,8 @@ const SCENARIOS = [
   { id: 'close', title: '3 Connection: close', path: '/', close: true },
   { id: 'big', title: '4 1 MiB responses', path: '/big', big: true },
   ...POLICIES.map((p) => ({ id: `policy:${p.id}`, title: `1 balance ${p.id}`, path: '/', policy: p })),
+  // Multi-core (issue 7): 2 workers each, not pinned, so they use both cores and share one with wrk and the backends.
+  ...(CPUS >= 2 ? [{ id: 'multi', title: '1 round robin, keep-alive, 2 workers unpinned (shares a core with wrk)', path: '/', multi: true }] : []),
 ].filter((s) => ONLY === null || ONLY.has(s.id) || (s.policy && ONLY.has('policies')));
 
 function luaCookieScript() {
@@ -286,6 +263,7 @@ function sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras) {
     upstreams: { backend: upstream },
     shutdownTimeout: '2s',
     clientMaxBodySize: '1m',
+    workers: 1, // one process pinned to one core (the multi-core line sets 2)
     ...extras,
   };
   if (scenario.sticky) config.sessionStore = { type: 'memcached', servers: [`127.0.0.1:${memcachedPort}`], keyPrefix: 'bench:', timeout: '50ms' };
@@ -323,8 +301,8 @@ function sessionlbConfigFile(port, backendPorts, scenario, memcachedPort) {
   return { ok: true, file };
 }
 
-function nginxProxyConf(port, backendPorts, scenario) {
-  let conf = nginxCommon('nginx-proxy');
+function nginxProxyConf(port, backendPorts, scenario, workers = 1) {
+  let conf = nginxCommon(workers === 1 ? 'nginx-proxy' : 'nginx-workers', workers);
   let balance = '';
   if (scenario.policy) balance = `    ${scenario.policy.nginx}\n`;
   // nginx OSS has no `sticky learn`: the closest equivalent keyed on the session cookie is a consistent hash.
@@ -368,6 +346,7 @@ for (const t of TRANSPORTS) {
     name: label,
     kind: 'sessionlb',
     async start(ctx, scenario) {
+      if (scenario.multi) return { skip: 'n/a' };
       const port = await freePort();
       const cfg = sessionlbConfigFile(port, ctx.backendPorts, scenario, ctx.memcached?.port);
       if (!cfg.ok) return { skip: `sessionlb check rejects the config: ${cfg.reason}` };
@@ -388,6 +367,7 @@ if (NGINX !== null) {
     name: 'nginx',
     kind: 'nginx',
     async start(ctx, scenario) {
+      if (scenario.multi) return { skip: 'n/a' };
       const port = await freePort();
       const file = join(TMP, 'nginx-proxy.conf');
       writeFileSync(file, nginxProxyConf(port, ctx.backendPorts, scenario));
@@ -402,6 +382,7 @@ if (HAPROXY !== null) {
     name: 'haproxy',
     kind: 'haproxy',
     async start(ctx, scenario) {
+      if (scenario.multi) return { skip: 'n/a' };
       const port = await freePort();
       const file = join(TMP, 'haproxy.cfg');
       writeFileSync(file, haproxyConf(port, ctx.backendPorts, scenario));
@@ -416,10 +397,39 @@ PROXIES.push({
   name: 'direct (no proxy)',
   kind: 'direct',
   async start(ctx, scenario) {
-    if (scenario.sticky || scenario.policy) return { skip: 'n/a' };
+    if (scenario.sticky || scenario.policy || scenario.multi) return { skip: 'n/a' };
     return { child: null, pid: null, port: ctx.backendPorts[0] };
   },
 });
+// Multi-core: sessionlb "workers": 2 (node:cluster) vs nginx worker_processes 2, both unpinned (scenario "multi" only).
+PROXIES.push({
+  name: 'sessionlb (2 workers)',
+  kind: 'sessionlb-workers',
+  async start(ctx, scenario) {
+    if (!scenario.multi) return { skip: 'n/a' };
+    const port = await freePort();
+    const file = join(TMP, 'sessionlb-workers.json');
+    writeFileSync(file, JSON.stringify(sessionlbConfig(port, ctx.backendPorts, scenario, undefined, { accessLog: false, workers: 2 }), null, 2));
+    const child = startChild(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'run', '--config', file], { logFile: join(TMP, 'sessionlb-workers.log') });
+    await waitReady(port, scenario.path, child);
+    return { child, pid: child.pid, port };
+  },
+});
+if (NGINX !== null) {
+  PROXIES.push({
+    name: 'nginx (2 workers)',
+    kind: 'nginx-workers',
+    async start(ctx, scenario) {
+      if (!scenario.multi) return { skip: 'n/a' };
+      const port = await freePort();
+      const file = join(TMP, 'nginx-workers.conf');
+      writeFileSync(file, nginxProxyConf(port, ctx.backendPorts, scenario, 2));
+      const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'nginx-workers', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { logFile: join(TMP, 'nginx-workers.log') });
+      await waitReady(port, scenario.path, child);
+      return { child, pid: child.pid, port };
+    },
+  });
+}
 const ACTIVE_PROXIES = PROXIES.filter((p) => PROXY_FILTER === null || PROXY_FILTER.has(p.name) || PROXY_FILTER.has(p.kind));
 
 // ---------------------------------------------------------------------------------------------
@@ -540,7 +550,7 @@ async function main() {
         } catch (err) {
           log(`[run ${run}/${RUNS}] ${scenario.title} | ${proxy.name}: wrk failed: ${err.message}`);
         } finally {
-          if (handle.child) await stopChild(handle.child, proxy.kind === 'nginx' ? 'SIGQUIT' : 'SIGTERM');
+          if (handle.child) await stopChild(handle.child, proxy.kind.startsWith('nginx') ? 'SIGQUIT' : 'SIGTERM');
         }
       }
     }
@@ -567,7 +577,7 @@ async function main() {
         errors: rs.reduce((a, r) => a + r.non2xx + r.socketErrors, 0),
       };
     };
-    const nginx = med('nginx');
+    const nginx = med(scenario.multi ? 'nginx (2 workers)' : 'nginx');
     for (const proxy of ACTIVE_PROXIES) {
       const slot = byProxy.get(proxy.name);
       const m = med(proxy.name);
@@ -597,6 +607,9 @@ async function main() {
     if (big && nbig) notes.push(`${proxy.name}: goal 4 (1 MiB >= 0.80 x nginx MiB/s): ${fmtRatio(big.mibps / nbig.mibps)} (by CPU per response: ${fmtRatio(nbig.cpu / big.cpu)})`);
     if (plain) notes.push(`${proxy.name}: goal 5 (RSS <= 100 MiB at ${CONNECTIONS} connections): ${fmtMiB(plain.rss)} in scenario 1`);
   }
+  const multi = summary.get('multi|sessionlb (2 workers)');
+  const nmulti = summary.get('multi|nginx (2 workers)');
+  if (multi && nmulti) notes.push(`multi-core: sessionlb 2 workers vs nginx 2 workers (unpinned; wrk and the backends share a core with them): ${fmtRatio(multi.rps / nmulti.rps)} x req/s, ${fmtRatio(multi.p99 / nmulti.p99)} x p99`);
   const elapsed = ((Date.now() - started) / 1000).toFixed(0);
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
   process.stdout.write(`Median of ${RUNS} interleaved run(s), ${DURATION}s each, wrk -t1 -c${CONNECTIONS}; backends: ${backends.kind}; ${PIN ? `proxy pinned to CPU ${PROXY_CPU}, load generator and backends to CPU ${LOAD_CPU}` : 'not pinned'}; node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${CPUS}; ${elapsed}s total.\n`);

@@ -152,7 +152,7 @@ export class AccessLog {
       request_time: Math.round(seconds * 1000) / 1000,
       upstream_addr: record === null ? '' : record.upstreamAddrs.join(', '),
       upstream_status: record === null ? '' : record.upstreamStatuses.join(', '),
-      upstream_response_time: record === null ? '' : record.upstreamTimes.join(', '),
+      upstream_response_time: record === null ? '' : formatTimes(record.upstreamTimes),
       upstream_name: upstreamName,
       sticky: record?.sticky ?? 'none',
     });
@@ -186,3 +186,8 @@ export class AccessLog {
   }
 }
 
+/** nginx $upstream_response_time: seconds with millisecond resolution, `"0.001, 0.002"` after retries. */
+function formatTimes(seconds: readonly number[]): string {
+  if (seconds.length === 1) return seconds[0]!.toFixed(3);
+  return seconds.map((t) => t.toFixed(3)).join(', ');
+}

@@ -12,7 +12,7 @@ import type { PickRequest } from '../balancer/policy.js';
 import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from './transport.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
-import { clientAddress } from './client-address.js';
+import { clientAddressString } from './client-address.js';
 import { pathForMatching } from './router.js';
 import type { EventLog } from '../observability/log.js';
 import { statusReason, type RouteMetrics } from '../observability/metrics.js';
@@ -21,6 +21,28 @@ import type { CacheLookupResult, LookupWaiter } from '../sessions/local-cache.js
 
 /** Bodies up to this size are read before the first attempt so that any attempt can replay them (nginx buffers bodies too). */
 export const REPLAYABLE_BODY_LIMIT = 64 * 1024;
+
+/**
+ * Event listeners shared by every request: the ForwardRequest is found through a symbol
+ * property on the emitter (listeners run with `this` = the emitter), so a request allocates
+ * no closures for its listeners (a hot-path rule).
+ */
+const FORWARD = Symbol('sessionlb.forward');
+interface Owned { [FORWARD]?: ForwardRequest }
+function owner(emitter: unknown): ForwardRequest {
+  return (emitter as Owned)[FORWARD]!;
+}
+function resClosed(this: ServerResponse): void { owner(this).onClientClose(); }
+function reqBodyData(this: IncomingMessage, chunk: Buffer): void { owner(this).onBodyData(chunk); }
+function reqChunkedData(this: IncomingMessage, chunk: Buffer): void { owner(this).onChunkedData(chunk); }
+function reqBodyEnd(this: IncomingMessage): void { owner(this).onBodyEnd(); }
+function reqStreamedData(this: IncomingMessage, chunk: Buffer): void { owner(this).countStreamed(chunk); }
+function bodyData(this: Readable, chunk: Buffer): void { owner(this).countBody(chunk); }
+function bodyEnd(this: Readable): void { owner(this).onUpstreamBodyEnd(Date.now()); }
+function bodyError(this: Readable, err: Error): void { owner(this).onUpstreamBodyError(err); }
+function bodyPaused(this: Readable): void { owner(this).onResponsePaused(); }
+function bodyResumed(this: Readable): void { owner(this).clearSendTimer(); }
+function sendTimedOut(r: ForwardRequest): void { r.onSendTimeout(); }
 
 /** nginx's non-idempotent methods (NGX_HTTP_POST|LOCK|PATCH): not retried once sent unless "non_idempotent". Every other method is retried. */
 const NON_IDEMPOTENT = new Set(['POST', 'PATCH', 'LOCK']);
@@ -43,8 +65,10 @@ export interface ForwardRecord {
   /** Where the request went (upstream, location, metric cells). */
   route: Route;
   upstreamAddrs: string[];
-  upstreamStatuses: string[];
-  upstreamTimes: string[];
+  /** Every attempt's status (502 for an attempt that failed without a response). */
+  upstreamStatuses: number[];
+  /** Every attempt's response time in seconds (formatted only by the access log). */
+  upstreamTimes: number[];
   /** Final status as logged: the response's, or 499 when the client left before it started. Set when done. */
   status: number;
   /** Response body bytes sent to the client (nginx body_bytes_sent). */
@@ -88,6 +112,8 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   private readonly upstream: Upstream;
   private readonly on: ReadonlySet<NextUpstreamCondition>;
   private readonly startedAt: number;
+  /** Peers tried so far: the first in `firstTried`, the Set only once there is a second attempt (most requests make one). */
+  private firstTried: Peer | null = null;
   private tried: Set<Peer> | null = null;
   private triesLeft: number;
   private peer: Peer | null = null;
@@ -108,7 +134,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     private readonly route: Route,
     private readonly hooks: ForwardHooks,
   ) {
-    this.remoteAddress = clientAddress(req.socket.remoteAddress).address;
+    this.remoteAddress = clientAddressString(req.socket.remoteAddress);
     this.record = {
       route, upstreamAddrs: [], upstreamStatuses: [], upstreamTimes: [], status: 0, bodyBytes: 0, startedAt: performance.now(), sticky: 'none',
     };
@@ -118,7 +144,8 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     this.triesLeft = route.upstream.maxTries;
     this.startedAt = Date.now();
     this.path = rewritePath(req.url ?? '/', route.location);
-    res.on('close', this.onClientClose);
+    (res as ServerResponse & Owned)[FORWARD] = this;
+    res.on('close', resClosed);
   }
 
   /** Entry point: checks the body size, reads a small body, then makes the first attempt. */
@@ -171,14 +198,16 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     this.chunks = [];
     this.bufferedLength = 0;
     this.streamLimit = limit;
-    this.req.on('data', this.onChunkedData);
-    this.req.on('end', this.onBodyEnd);
+    (this.req as IncomingMessage & Owned)[FORWARD] = this;
+    this.req.on('data', reqChunkedData);
+    this.req.on('end', reqBodyEnd);
   }
-  private readonly onChunkedData = (chunk: Buffer): void => {
+  /** @internal listener (reqChunkedData) */
+  onChunkedData(chunk: Buffer): void {
     this.bufferedLength += chunk.length;
     if (this.streamLimit !== 0 && this.bufferedLength > this.streamLimit) {
-      this.req.off('data', this.onChunkedData);
-      this.req.off('end', this.onBodyEnd);
+      this.req.off('data', reqChunkedData);
+      this.req.off('end', reqBodyEnd);
       this.chunks = [];
       this.hooks.log.warn({ upstream: this.upstream.name, limit: this.streamLimit }, 'client intended to send too large chunked body');
       this.respondError(413, true);
@@ -186,49 +215,53 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     }
     this.chunks.push(chunk);
     if (this.bufferedLength <= REPLAYABLE_BODY_LIMIT) return;
-    this.req.off('data', this.onChunkedData);
-    this.req.off('end', this.onBodyEnd);
+    this.req.off('data', reqChunkedData);
+    this.req.off('end', reqBodyEnd);
     const rest = new PassThrough();
     for (const c of this.chunks) rest.write(c);
     this.chunks = [];
     this.streamedBytes = this.bufferedLength;
-    if (this.streamLimit !== 0) this.req.on('data', this.countStreamed);
+    if (this.streamLimit !== 0) this.req.on('data', reqStreamedData);
     this.req.pipe(rest);
     this.body = rest;
     this.next();
-  };
+  }
 
   private chunks: Buffer[] = [];
   private bufferBody(length: number): void {
     this.chunks = [];
-    this.req.on('data', this.onBodyData);
-    this.req.on('end', this.onBodyEnd);
+    (this.req as IncomingMessage & Owned)[FORWARD] = this;
+    this.req.on('data', reqBodyData);
+    this.req.on('end', reqBodyEnd);
     this.bufferedLength = length;
   }
   private bufferedLength = 0;
-  private readonly onBodyData = (chunk: Buffer): void => { this.chunks.push(chunk); };
-  private readonly onBodyEnd = (): void => {
+  /** @internal listener (reqBodyData) */
+  onBodyData(chunk: Buffer): void { this.chunks.push(chunk); }
+  /** @internal listener (reqBodyEnd) */
+  onBodyEnd(): void {
     this.body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bufferedLength);
     this.chunks = [];
     if (!this.finished) this.next();
-  };
+  }
 
   private streamedBytes = 0;
   private streamLimit = 0;
-  private readonly countStreamed = (chunk: Buffer): void => {
+  /** @internal listener (reqStreamedData) */
+  countStreamed(chunk: Buffer): void {
     this.streamedBytes += chunk.length;
     if (this.streamedBytes > this.streamLimit) {
-      this.req.off('data', this.countStreamed);
+      this.req.off('data', reqStreamedData);
       this.hooks.log.warn({ upstream: this.upstream.name, limit: this.streamLimit }, 'client intended to send too large chunked body');
       this.abortAttempt(false);
       this.respondError(413, true);
     }
-  };
+  }
 
   /** Picks the next peer and sends the request there, or answers 502 when no peer is left. */
   private next(): void {
     const now = Date.now();
-    if (this.tried === null && this.affinity !== null) {
+    if (this.firstTried === null && this.affinity !== null) {
       if (this.stickyPending) {
         this.waitingForSticky = true;
         return;
@@ -239,7 +272,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
         return;
       }
     }
-    const peer = this.upstream.select(this, this.tried, now);
+    const peer = this.upstream.select(this, this.triedPeers(), now);
     if (peer === null) {
       this.hooks.log.error({ upstream: this.upstream.name, request: `${this.req.method} ${this.req.url}` },
         `no live upstreams while connecting to upstream "${this.upstream.name}"`);
@@ -261,7 +294,8 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   private send(peer: Peer, now: number): void {
     this.peer = peer;
     this.triesLeft--;
-    (this.tried ??= new Set()).add(peer);
+    if (this.firstTried === null) this.firstTried = peer;
+    else this.triedPeers()!.add(peer);
     this.attemptStartedAt = now;
     this.record.upstreamAddrs.push(peer.name);
     if (this.body !== null && !Buffer.isBuffer(this.body)) this.streamUsed = true;
@@ -270,6 +304,12 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       this.body,
       this,
     );
+  }
+
+  /** The peers tried so far as a Set (made on the first retry), null before the first attempt. */
+  private triedPeers(): Set<Peer> | null {
+    if (this.tried === null && this.firstTried !== null) this.tried = new Set([this.firstTried]);
+    return this.tried;
   }
 
   private mayRetry(sent: boolean): boolean {
@@ -281,13 +321,14 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     return true;
   }
 
-  private endAttempt(status: string, failed: boolean): Peer {
+  private endAttempt(status: number, failed: boolean): Peer {
     const peer = this.peer!;
-    const seconds = (Date.now() - this.attemptStartedAt) / 1000;
+    const now = Date.now();
+    const seconds = (now - this.attemptStartedAt) / 1000;
     this.record.upstreamStatuses.push(status);
-    this.record.upstreamTimes.push(seconds.toFixed(3));
-    peer.metrics?.attempt(Number(status), seconds);
-    this.upstream.release(peer, failed, Date.now());
+    this.record.upstreamTimes.push(seconds);
+    peer.metrics?.attempt(status, seconds);
+    this.upstream.release(peer, failed, now);
     this.peer = null;
     this.attempt = null;
     return peer;
@@ -306,7 +347,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       this.send(peer, Date.now());
       return;
     }
-    this.endAttempt('502', true);
+    this.endAttempt(502, true);
     peer.metrics?.failure(failure.kind);
     const isTimeout = failure.kind === 'timeout';
     const condition: NextUpstreamCondition = isTimeout ? 'timeout' : failure.kind === 'invalid_header' ? 'invalid_header' : 'error';
@@ -334,11 +375,11 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       this.upstream.release(peer, failed, Date.now());
       if (failed) peer.metrics?.failure(status === 429 ? 'http_429' : 'http_5xx');
       const now = Date.now();
-      const nextPeer = this.upstream.select(this, this.tried, now);
+      const nextPeer = this.upstream.select(this, this.triedPeers(), now);
       if (nextPeer !== null) {
         const seconds = (now - this.attemptStartedAt) / 1000;
-        this.record.upstreamStatuses.push(String(status));
-        this.record.upstreamTimes.push(seconds.toFixed(3));
+        this.record.upstreamStatuses.push(status);
+        this.record.upstreamTimes.push(seconds);
         peer.metrics?.attempt(status, seconds);
         this.route.metrics?.upstream.retry(statusReason(status));
         upstreamRes.body.resume();
@@ -355,14 +396,15 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   private passResponse(upstreamRes: UpstreamResponse): void {
     const res = this.res;
     this.upstreamRes = upstreamRes;
-    const seconds = (Date.now() - this.attemptStartedAt) / 1000;
-    this.record.upstreamStatuses.push(String(upstreamRes.statusCode));
-    this.record.upstreamTimes.push(seconds.toFixed(3));
+    const now = Date.now();
+    const seconds = (now - this.attemptStartedAt) / 1000;
+    this.record.upstreamStatuses.push(upstreamRes.statusCode);
+    this.record.upstreamTimes.push(seconds);
     this.peer!.metrics?.attempt(upstreamRes.statusCode, seconds);
     try {
       const headers = clientResponseHeaders(upstreamRes.rawHeaders, false);
       if (this.affinity !== null) {
-        this.affinity.onResponse(this, this.peer!, upstreamRes.rawHeaders, headers, Date.now(), this.route.scheme === 'https');
+        this.affinity.onResponse(this, this.peer!, upstreamRes.rawHeaders, headers, now, this.route.scheme === 'https');
       }
       res.writeHead(upstreamRes.statusCode, upstreamRes.statusMessage || undefined, headers);
     } catch (err) {
@@ -379,48 +421,56 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       // The whole body came with the head (small responses): no stream plumbing needed.
       this.record.bodyBytes += complete.length;
       res.end(complete);
-      this.onUpstreamBodyEnd();
+      this.onUpstreamBodyEnd(now);
       return;
     }
-    upstreamRes.body.on('data', this.countBody);
-    upstreamRes.body.on('end', this.onUpstreamBodyEnd);
-    upstreamRes.body.on('error', this.onUpstreamBodyError);
+    const body = upstreamRes.body;
+    (body as Readable & Owned)[FORWARD] = this;
+    body.on('data', bodyData);
+    body.on('end', bodyEnd);
+    body.on('error', bodyError);
     // pipe() pauses the body while the client is not reading (back-pressure): bound that like nginx's send_timeout.
-    upstreamRes.body.on('pause', this.onResponsePaused);
-    upstreamRes.body.on('resume', this.onResponseResumed);
-    upstreamRes.body.pipe(res);
+    body.on('pause', bodyPaused);
+    body.on('resume', bodyResumed);
+    body.pipe(res);
   }
 
   private sendTimer: NodeJS.Timeout | null = null;
-  private readonly onResponsePaused = (): void => {
-    if (this.sendTimer === null && !this.finished) this.sendTimer = setTimeout(this.onSendTimeout, this.route.sendTimeoutMs ?? 60_000);
-  };
-  private readonly onResponseResumed = (): void => {
+  /** @internal listener (bodyPaused) */
+  onResponsePaused(): void {
+    if (this.sendTimer === null && !this.finished) this.sendTimer = setTimeout(sendTimedOut, this.route.sendTimeoutMs ?? 60_000, this);
+  }
+  /** @internal listener (bodyResumed); also when the request is over */
+  clearSendTimer(): void {
     if (this.sendTimer !== null) {
       clearTimeout(this.sendTimer);
       this.sendTimer = null;
     }
-  };
-  private readonly onSendTimeout = (): void => {
+  }
+  /** @internal timer (sendTimedOut) */
+  onSendTimeout(): void {
     this.sendTimer = null;
     if (this.finished) return;
     this.hooks.log.warn({ upstream: this.upstream.name, client: this.remoteAddress, request: `${this.req.method} ${this.req.url}` },
       'client timed out while sending response to client');
     this.res.destroy(); // the close handler stops the upstream side (not a failure of the server)
-  };
+  }
 
-  private readonly countBody = (chunk: Buffer): void => {
+  /** @internal listener (bodyData) */
+  countBody(chunk: Buffer): void {
     this.record.bodyBytes += chunk.length;
-  };
+  }
 
-  private readonly onUpstreamBodyEnd = (): void => {
+  /** @internal listener (bodyEnd): the response body is complete, the peer is free. */
+  onUpstreamBodyEnd(now: number): void {
     if (this.peer !== null) {
-      this.upstream.release(this.peer, false, Date.now());
+      this.upstream.release(this.peer, false, now);
       this.peer = null;
     }
-  };
+  }
 
-  private readonly onUpstreamBodyError = (err: Error): void => {
+  /** @internal listener (bodyError) */
+  onUpstreamBodyError(err: Error): void {
     if (this.peer !== null) {
       this.hooks.log.error({ upstream: this.upstream.name, server: this.peer.name, err: err.message },
         'upstream prematurely closed connection while reading upstream');
@@ -430,7 +480,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     }
     // The status line is gone already: the only honest signal left is a broken connection.
     this.res.destroy();
-  };
+  }
 
   private abortAttempt(failed: boolean): void {
     if (this.attempt !== null) this.attempt.abort();
@@ -442,8 +492,9 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     }
   }
 
-  private readonly onClientClose = (): void => {
-    this.onResponseResumed(); // clears a send timer
+  /** @internal listener (resClosed): the response is over (finished, or the connection went away). */
+  onClientClose(): void {
+    this.clearSendTimer();
     if (!this.res.writableFinished) {
       // Client went away (nginx logs 499): stop the upstream side, the peer did nothing wrong.
       this.abortAttempt(false);
@@ -451,7 +502,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     this.finished = true;
     this.record.status = this.res.headersSent ? this.res.statusCode : 499;
     this.hooks.onDone?.(this.req, this.res, this.record);
-  };
+  }
 
   private respondError(status: number, close = false): void {
     if (this.res.headersSent) {

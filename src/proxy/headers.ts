@@ -15,7 +15,7 @@ function connectionTokens(rawHeaders: readonly string[]): Set<string> | null {
   let tokens: Set<string> | null = null;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (name.length === 10 && name.toLowerCase() === 'connection') {
+    if (name.length === 10 && (name.charCodeAt(0) | 0x20) === 99 /* c */ && name.toLowerCase() === 'connection') {
       for (const t of rawHeaders[i + 1]!.split(',')) {
         const token = t.trim().toLowerCase();
         if (token !== '' && token !== 'close' && token !== 'keep-alive') (tokens ??= new Set()).add(token);
@@ -23,6 +23,30 @@ function connectionTokens(rawHeaders: readonly string[]): Set<string> | null {
     }
   }
   return tokens;
+}
+
+/**
+ * False when `name` (an HTTP token, ASCII) cannot be, in any letter case, one of the names the
+ * rules below act on: hop-by-hop ones, `proxy-*`, content-length, x-forwarded-*, x-real-ip,
+ * expect or host. Decided from length and first letter, so most headers (Accept, Cookie,
+ * User-Agent, Content-Type, Date, Server, ...) are copied without being lower-cased.
+ * A false positive only costs the full check; it must never say false for one of them.
+ */
+function mayBeSpecial(name: string): boolean {
+  const c = name.charCodeAt(0) | 0x20; // ASCII letters to lower case
+  if (c === 112 /* p */) return name.length >= 6; // proxy-*
+  switch (name.length) {
+    case 2: return c === 116; // te
+    case 4: return c === 104; // host
+    case 6: return c === 101; // expect
+    case 7: return c === 116 || c === 117; // trailer, upgrade
+    case 9: return c === 120; // x-real-ip
+    case 10: return c === 99 || c === 107; // connection, keep-alive
+    case 14: return c === 99; // content-length
+    case 15: case 16: return c === 120; // x-forwarded-for, x-forwarded-host
+    case 17: return c === 116 || c === 120; // transfer-encoding, x-forwarded-proto
+    default: return false;
+  }
 }
 
 function isHopByHop(lower: string, named: Set<string> | null): boolean {
@@ -59,8 +83,14 @@ export function upstreamRequestHeaders(
   const out: string[] = [];
   let xff: string | null = null;
   let host: string | null = null;
+  // Connection-named headers and proxySetHeader need every name in lower case; otherwise most skip that.
+  const everyName = named !== null || setHeaders.size !== 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
+    if (!everyName && !mayBeSpecial(name)) {
+      out.push(name, rawHeaders[i + 1]!);
+      continue;
+    }
     const lower = name.toLowerCase();
     if (isHopByHop(lower, named)) continue;
     switch (lower) {
@@ -119,6 +149,10 @@ export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: 
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
+    if (named === null && !mayBeSpecial(name)) {
+      out.push(name, rawHeaders[i + 1]!);
+      continue;
+    }
     const lower = name.toLowerCase();
     if (upgrading && (lower === 'connection' || lower === 'upgrade')) {
       out.push(name, rawHeaders[i + 1]!);
@@ -135,7 +169,7 @@ export function hasDuplicateHost(rawHeaders: readonly string[]): boolean {
   let seen = false;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (name.length === 4 && name.toLowerCase() === 'host') {
+    if (name.length === 4 && (name.charCodeAt(0) | 0x20) === 104 /* h */ && name.toLowerCase() === 'host') {
       if (seen) return true;
       seen = true;
     }

@@ -1,0 +1,41 @@
+// Processes the bench scripts start: every one is recorded and killed by its PID, never by name.
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import os from 'node:os';
+
+/** Absolute path of a command on PATH, or null. */
+export function which(cmd) {
+  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : null;
+}
+
+export const TASKSET = process.env.BENCH_PIN === '0' ? null : which('taskset');
+/** Pin proxy and load to different cores (taskset present, 2+ CPUs, BENCH_PIN not 0). */
+export const PIN = TASKSET !== null && os.cpus().length >= 2;
+
+export const children = new Set();
+
+/** Starts a child (on CPU `cpu` when pinning), output appended to `logFile`; `child.exited` resolves with {code, signal}. */
+export function startChild(cmd, args, { cpu = null, logFile, extraEnv } = {}) {
+  const fd = logFile ? openSync(logFile, 'a') : 'ignore';
+  const argv = cpu !== null && PIN ? [TASKSET, ['-c', cpu, cmd, ...args]] : [cmd, args];
+  const child = spawn(argv[0], argv[1], { stdio: ['ignore', fd, fd], env: extraEnv ? { ...process.env, ...extraEnv } : process.env });
+  if (typeof fd === 'number') closeSync(fd);
+  children.add(child);
+  child.exited = new Promise((res) => child.once('exit', (code, signal) => { children.delete(child); res({ code, signal }); }));
+  return child;
+}
+
+/** Signals a child and waits for it; SIGKILL after `graceMs`. */
+export async function stopChild(child, signal = 'SIGTERM', graceMs = 5000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  try { process.kill(child.pid, signal); } catch { return; }
+  const t = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, graceMs);
+  await child.exited;
+  clearTimeout(t);
+}
+
+/** SIGKILLs every child still running (on our own interruption). */
+export function killAllNow() {
+  for (const c of children) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
+}
