@@ -5,25 +5,32 @@ import { loadConfig } from '../../src/config/load.js';
 import { SessionLB } from '../../src/server.js';
 import { silentLog } from '../../src/observability/log.js';
 
-/** Ports this test process has already handed out: the kernel may offer a just-closed port again. */
-const handedOut = new Set<number>();
+/**
+ * Test ports come from a block of their own per vitest worker process, below Linux's ephemeral
+ * range (32768+): two test files running at once can then never be handed the same port (a port
+ * that is merely free *now* could be taken by the other process before our server binds it, and
+ * the test would talk to someone else's server), and no outgoing connection's local port lands on it.
+ */
+const BLOCK_SIZE = 2000;
+const poolId = Number(process.env.VITEST_POOL_ID ?? process.env.VITEST_WORKER_ID ?? '1') || 1;
+const blockStart = 20000 + ((poolId - 1) % 6) * BLOCK_SIZE;
+let nextOffset = Math.floor(Math.random() * BLOCK_SIZE);
 
-/** A port that was free a moment ago on 127.0.0.1, never the same one twice in this process. */
+function bindable(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, host, () => s.close(() => resolve(true)));
+  });
+}
+
+/** A free port on 127.0.0.1 from this process's own block, never the same one twice in this process. */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen(0, host, () => {
-        const { port } = s.address() as net.AddressInfo;
-        s.close(() => resolve(port));
-      });
-    });
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
+  for (let i = 0; i < BLOCK_SIZE; i++) {
+    const port = blockStart + (nextOffset++ % BLOCK_SIZE);
+    if (await bindable(port, host)) return port;
   }
+  throw new Error(`no free port in ${blockStart}-${blockStart + BLOCK_SIZE - 1}`);
 }
 
 export interface Backend {
