@@ -17,7 +17,7 @@ import http from 'node:http';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PIN, TASKSET, children, killAllNow, startChild, stopChild, which } from './children.mjs';
+import { PIN, TASKSET, children, freePort, killAllNow, startChild, stopChild, which } from './lib.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
@@ -67,13 +67,6 @@ if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
 process.on('SIGINT', () => { killAllNow(); cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { killAllNow(); cleanup(); process.exit(143); });
 
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
-  });
-}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Waits until `GET path` on the port answers 200 (the whole chain is up). */

@@ -21,13 +21,13 @@
  * Everything listens on 127.0.0.1; every child is killed by its PID.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import http from 'node:http';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PIN, TASKSET, killAllNow as killAll, startChild, stopChild, which } from './children.mjs';
+import { PIN, TASKSET, freePort, killAllNow as killAll, startChild, stopChild, which } from './lib.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
@@ -52,17 +52,12 @@ if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
   process.exit(2);
 }
 
+const TMP = mkdtempSync(join(os.tmpdir(), 'sessionlb-rss-'));
+const cleanup = () => rmSync(TMP, { recursive: true, force: true });
 process.on('SIGINT', () => { killAll(); cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { killAll(); cleanup(); process.exit(143); });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
-  });
-}
 async function waitReady(port, child, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {

@@ -1,12 +1,23 @@
-// Processes the bench scripts start: every one is recorded and killed by its PID, never by name.
+// Shared by the bench scripts: commands, free ports, and the processes they start (every one is
+// recorded and killed by its PID, never by name).
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 
 /** Absolute path of a command on PATH, or null. */
 export function which(cmd) {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
+}
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
+  });
 }
 
 export const TASKSET = process.env.BENCH_PIN === '0' ? null : which('taskset');
