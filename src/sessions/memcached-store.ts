@@ -173,32 +173,8 @@ export class MemcachedStore implements SessionStore {
   }
 
   private multiGet(node: MemcachedNode, keys: string[], waiters: Map<string, GetWaiter[]>): void {
-    const started = performance.now();
-    let done = false;
-    const fail = (err: Error): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      this.stats.errors.get += keys.length;
-      this.outcome(node, 'get', started, true);
-      for (const k of keys) for (const w of waiters.get(k)!) w.reject(err);
-    };
-    const expire = (): void => fail(new StoreUnavailableError(`memcached ${node.address}: get timed out after ${this.timeoutMs}ms`));
-    // Timers run before I/O in an event-loop turn: after a stall of this process, an answer may
-    // already be waiting in the socket. setImmediate lets it be read first (no false timeout).
-    const timer = setTimeout(() => { setImmediate(expire); }, this.timeoutMs);
-    let request: Promise<MultiRetrievalResponse<unknown>>;
-    try {
-      request = node.client.get<MultiRetrievalResponse<unknown>>(keys);
-    } catch (err) {
-      request = Promise.reject(err);
-    }
-    request.then(
+    this.timed(node, 'get', () => node.client.get<MultiRetrievalResponse<unknown>>(keys)).then(
       (results) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        this.outcome(node, 'get', started, false);
         for (const k of keys) {
           const v = (results as Partial<MultiRetrievalResponse<unknown>> | undefined)?.[k]?.value;
           // Anything that does not look like a server name is ignored (and validated again by the caller).
@@ -206,7 +182,10 @@ export class MemcachedStore implements SessionStore {
           for (const w of waiters.get(k)!) w.resolve(value);
         }
       },
-      (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))),
+      (err: Error) => {
+        this.stats.errors.get += keys.length;
+        for (const k of keys) for (const w of waiters.get(k)!) w.reject(err);
+      },
     );
   }
 
@@ -240,10 +219,6 @@ export class MemcachedStore implements SessionStore {
     for (const node of this.nodes) node.client.shutdown();
   }
 
-  /**
-   * Runs one command on the key's server: checks the key and the breaker, bounds the
-   * wait by `timeout`, counts and reports the outcome.
-   */
   /** The circuit breaker's word on one call (counted either way). */
   private admit(node: MemcachedNode, op: StoreOp): boolean {
     if (node.open) {
@@ -257,44 +232,42 @@ export class MemcachedStore implements SessionStore {
     return true;
   }
 
+  /** Runs one command on the key's server: checks the key and the breaker, then `timed`. */
   private call<T>(op: StoreOp, key: string, run: (node: MemcachedNode) => Promise<T>): Promise<T> {
     if (!KEY_PATTERN.test(key)) return Promise.reject(new Error('invalid memcached key'));
     if (this.closed) return Promise.reject(new StoreUnavailableError('session store closed'));
     const node = this.nodeFor(key);
     if (!this.admit(node, op)) return Promise.reject(new StoreUnavailableError(`memcached ${node.address}: circuit open`));
+    return this.timed(node, op, () => run(node));
+  }
+
+  /** Runs one memcached command on `node`, bounded by `timeout`; counts and reports the outcome (the breaker included). */
+  private timed<T>(node: MemcachedNode, op: StoreOp, run: () => Promise<T>): Promise<T> {
     const started = performance.now();
     return new Promise<T>((resolve, reject) => {
       let done = false;
-      const expire = (): void => {
-        if (done) return;
+      const settle = (failed: boolean): boolean => {
+        if (done) return false;
         done = true;
-        this.outcome(node, op, started, true);
-        reject(new StoreUnavailableError(`memcached ${node.address}: ${op} timed out after ${this.timeoutMs}ms`));
+        clearTimeout(timer);
+        this.outcome(node, op, started, failed);
+        return true;
+      };
+      const expire = (): void => {
+        if (settle(true)) reject(new StoreUnavailableError(`memcached ${node.address}: ${op} timed out after ${this.timeoutMs}ms`));
       };
       // Timers run before I/O in an event-loop turn: after a stall of this process, an answer may
       // already be waiting in the socket. setImmediate lets it be read first (no false timeout).
       const timer = setTimeout(() => { setImmediate(expire); }, this.timeoutMs);
       let pending: Promise<T>;
       try {
-        pending = run(node);
+        pending = run();
       } catch (err) {
         pending = Promise.reject(err);
       }
       pending.then(
-        (value) => {
-          if (done) return;
-          done = true;
-          clearTimeout(timer);
-          this.outcome(node, op, started, false);
-          resolve(value);
-        },
-        (err: unknown) => {
-          if (done) return;
-          done = true;
-          clearTimeout(timer);
-          this.outcome(node, op, started, true);
-          reject(err instanceof Error ? err : new Error(String(err)));
-        },
+        (value) => { if (settle(false)) resolve(value); },
+        (err: unknown) => { if (settle(true)) reject(err instanceof Error ? err : new Error(String(err))); },
       );
     });
   }
