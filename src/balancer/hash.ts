@@ -20,6 +20,7 @@ import type { CompiledTemplate } from '../proxy/variables.js';
 import type { Peer } from './peer.js';
 import type { Policy, PickRequest } from './policy.js';
 import { RoundRobin } from './round-robin.js';
+import { peerAtWeight, totalWeight } from './weights.js';
 
 const MAX_TRIES = 20;
 export const POINTS_PER_WEIGHT = 160;
@@ -73,8 +74,7 @@ export class HashModulo implements Policy {
 
   pick(peers: readonly Peer[], tried: ReadonlySet<Peer> | null, request: PickRequest, now: number): Peer | null {
     if (peers.length < 2) return this.fallback.pick(peers, tried, request, now);
-    let totalWeight = 0;
-    for (let i = 0; i < peers.length; i++) totalWeight += peers[i]!.weight;
+    const total = totalWeight(peers);
     const key = this.key.evaluate(request);
     let sum = 0;
     for (let round = 0; round <= MAX_TRIES; round++) {
@@ -82,10 +82,7 @@ export class HashModulo implements Policy {
         ? crc32Update(CRC32_INIT, key)
         : crc32Update(crc32Update(CRC32_INIT, String(round)), key);
       sum = (sum + ((crc32Final(crc) >>> 16) & 0x7fff)) >>> 0;
-      let w = sum % totalWeight;
-      let p = 0;
-      while (w >= peers[p]!.weight) w -= peers[p++]!.weight;
-      const peer = peers[p]!;
+      const peer = peerAtWeight(peers, sum % total);
       if ((tried === null || !tried.has(peer)) && peer.canTakeNew(now)) return peer;
     }
     return this.fallback.pick(peers, tried, request, now);

@@ -11,6 +11,7 @@
 import type { Peer } from './peer.js';
 import type { Policy, PickRequest } from './policy.js';
 import { RoundRobin } from './round-robin.js';
+import { peerAtWeight, totalWeight } from './weights.js';
 
 const MAX_TRIES = 20;
 
@@ -104,16 +105,12 @@ export class IpHash implements Policy {
 
   pick(peers: readonly Peer[], tried: ReadonlySet<Peer> | null, request: PickRequest, now: number): Peer | null {
     if (peers.length < 2) return this.fallback.pick(peers, tried, request, now);
-    let totalWeight = 0;
-    for (let i = 0; i < peers.length; i++) totalWeight += peers[i]!.weight;
+    const total = totalWeight(peers);
     const len = ipHashKey(request.remoteAddress);
     let hash = 89;
     for (let tries = 0; tries <= MAX_TRIES; tries++) {
       for (let i = 0; i < len; i++) hash = (hash * 113 + KEY[i]!) % 6271;
-      let w = hash % totalWeight;
-      let p = 0;
-      while (w >= peers[p]!.weight) w -= peers[p++]!.weight;
-      const peer = peers[p]!;
+      const peer = peerAtWeight(peers, hash % total);
       if ((tried === null || !tried.has(peer)) && peer.canTakeNew(now)) return peer;
     }
     return this.fallback.pick(peers, tried, request, now);

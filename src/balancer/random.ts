@@ -10,6 +10,7 @@
 import type { Peer } from './peer.js';
 import type { Policy, PickRequest } from './policy.js';
 import { RoundRobin } from './round-robin.js';
+import { peerAtWeight, totalWeight } from './weights.js';
 
 const MAX_TRIES = 20;
 
@@ -28,17 +29,13 @@ export class RandomPolicy implements Policy {
    * Draws a peer with probability weight / total weight (weights are read on every pick:
    * the admin API may change them at runtime). A linear walk: upstreams are small.
    */
-  private draw(peers: readonly Peer[], totalWeight: number): Peer {
-    let x = Math.floor(this.random() * totalWeight);
-    let i = 0;
-    while (i < peers.length - 1 && x >= peers[i]!.weight) x -= peers[i++]!.weight;
-    return peers[i]!;
+  private draw(peers: readonly Peer[], total: number): Peer {
+    return peerAtWeight(peers, Math.floor(this.random() * total));
   }
 
   pick(peers: readonly Peer[], tried: ReadonlySet<Peer> | null, request: PickRequest, now: number): Peer | null {
     if (peers.length < 2) return this.fallback.pick(peers, tried, request, now);
-    let total = 0;
-    for (let i = 0; i < peers.length; i++) total += peers[i]!.weight;
+    const total = totalWeight(peers);
     if (!this.two) {
       for (let tries = 0; tries <= MAX_TRIES; tries++) {
         const peer = this.draw(peers, total);
