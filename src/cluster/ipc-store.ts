@@ -5,7 +5,9 @@
  * memcached), so a fresh binding is answered with no IPC; a lookup the cache cannot answer
  * waits at most `sessionStore.timeout` for the primary.
  *
- * Calls made in the same event-loop turn go to the primary as one message.
+ * Lookups made in the same event-loop turn go to the primary as one message; a write (set,
+ * touch, delete) is sent at once, with any lookups queued before it, so that it reaches the
+ * primary before the response that announced it reaches the client.
  */
 import { StoreStats, type SessionStore, type StoreObserver, type StoreOp } from '../sessions/store.js';
 import type { StoreAnswer, StoreCall, ToPrimary } from './ipc.js';
@@ -65,7 +67,11 @@ export class IpcStore implements SessionStore {
       call.timer = setTimeout(() => this.expire(id), this.timeoutMs);
       this.calls.set(id, call);
       this.queue.push([id, op, key, value, ttlSeconds]);
-      if (!this.flushScheduled) {
+      if (op !== 'get') {
+        // A write goes out now, before the response that carries the new cookie is written to the
+        // client: the client's next request may reach another worker, whose lookup must find it.
+        this.flush();
+      } else if (!this.flushScheduled) {
         this.flushScheduled = true;
         process.nextTick(this.flush);
       }
