@@ -6,7 +6,7 @@ import { readFileSync, watch, writeFileSync, unlinkSync, type FSWatcher } from '
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { basename, dirname, join, resolve } from 'node:path';
-import { ConfigError, loadConfig, loadConfigFile, type Config } from './config/load.js';
+import { ConfigError, loadConfig, loadConfigFile, loadConfigText, readConfigText, type Config } from './config/load.js';
 import { SessionLB } from './server.js';
 import { createEventLog, type EventLog } from './observability/log.js';
 import { DEMO_BACKEND_PORTS, DEMO_WEIGHTS, demoConfig, startDemoBackend } from './demo.js';
@@ -241,8 +241,10 @@ async function run(args: Args): Promise<void> {
     return;
   }
   let config: Config;
+  let text: string;
   try {
-    config = await loadConfigFile(args.config);
+    text = await readConfigText(args.config);
+    config = await loadConfigText(text, args.config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
@@ -253,6 +255,7 @@ async function run(args: Args): Promise<void> {
   if (config.workers > 1) {
     const primary = new ClusterPrimary(config, log, {
       file: args.config,
+      configText: text,
       pretty: args.pretty,
       writePidFile,
       watch: args.watch ? (reloader) => watchConfig(args.config, reloader, log) : null,

@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { ConfigError, loadConfigFile, type Config, type UpstreamConfig } from './config/load.js';
+import { ConfigError, loadConfigText, readConfigText, type Config, type UpstreamConfig } from './config/load.js';
 import { Upstream } from './balancer/upstream.js';
 import { PeerPool } from './proxy/transport.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './proxy/forward.js';
@@ -272,15 +272,33 @@ export class SessionLB {
    * Resolves true when the new config is in use.
    */
   reloadFromFile(file: string = this.config.file): Promise<boolean> {
+    return this.reloadWith(file, null);
+  }
+
+  /** Reloads from the text of config file `file` (a cluster worker: the text the primary validated). */
+  reloadFromText(text: string, file: string = this.config.file): Promise<boolean> {
+    return this.reloadWith(file, text);
+  }
+
+  /**
+   * The text of the config file in use, when it came from a file (the CLI sets it at start;
+   * reloads update it): a cluster primary hands it to workers it starts or reloads.
+   */
+  configText: string | null = null;
+
+  private reloadWith(file: string, givenText: string | null): Promise<boolean> {
     const run = async (): Promise<boolean> => {
       if (this.stopping) return false;
       let config: Config;
+      let text: string;
       try {
-        config = await loadConfigFile(file);
+        text = givenText ?? await readConfigText(file);
+        config = await loadConfigText(text, file);
         if (this.config.admin !== null && config.admin !== null && config.admin.listen.key !== this.config.admin.listen.key) {
           this.log.warn({ file, admin: this.config.admin.listen.key }, 'admin.listen changes take effect only after a restart');
         }
         await this.reload(config);
+        this.configText = text;
         if (this.afterReload !== null) await this.afterReload();
       } catch (err) {
         this.reloads.failure++;

@@ -274,9 +274,12 @@ describe('workers: 2', () => {
     expect(new Set(back.map((r) => r.backend))).toEqual(new Set(['plain-1', 'plain-2']));
   });
 
-  it('a killed worker is replaced and requests keep flowing', async () => {
+  it('a killed worker is replaced and requests keep flowing; the replacement runs the primary\'s config, not the file\'s', async () => {
     const before = await status();
     const victim = before.workers[0]!;
+    // The file changed since the primary loaded it, and was not reloaded (here: a broken edit).
+    // nginx's master forks workers with the configuration it runs; so does ours.
+    writeFileSync(configFile, '{"servers": [');
     process.kill(victim.pid, 'SIGKILL'); // a worker of the primary this file started, by its pid
     await waitFor('a replacement worker', async () => {
       const d = await status();
@@ -288,6 +291,8 @@ describe('workers: 2', () => {
     const after = await status();
     expect(after.pid).toBe(before.pid);
     expect(after.workers.every((w) => w.requests > 0)).toBe(true);
+    expect(stderr).not.toMatch(/invalid JSON/);
+    writeFileSync(configFile, JSON.stringify(configObject));
   });
 
   it('`sessionlb reload` (pidFile = the primary): the primary validates, then every worker reloads', async () => {

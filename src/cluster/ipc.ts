@@ -3,9 +3,11 @@
  * IPC channel. Every message of ours has `sl` (its kind); anything else on the channel
  * (prom-client's, node's own) is not ours and is ignored.
  *
- * Primary -> worker: `state` (health and runtime state of every server), `store-res`
- * (answers to binding-store calls), `reload`, `stop`, `status-req`, `metrics-req`.
- * Worker -> primary: `hello` (asks for `state` before listening), `listening`, `store`
+ * Primary -> worker: `config` (the config text in use), `state` (health and runtime state of
+ * every server), `store-res` (answers to binding-store calls), `reload` (with the new text),
+ * `stop`, `status-req`, `metrics-req`.
+ * Worker -> primary: `config-req` (asks for `config` first), `hello` (asks for `state` before
+ * listening), `listening`, `store`
  * (binding-store calls, batched per event-loop turn), `reloaded`, `status-res`, `metrics-res`.
  */
 import type { AdminState, Peer } from '../balancer/peer.js';
@@ -32,13 +34,17 @@ export type StoreAnswer = [number, string | null | boolean];
 export type ToWorker =
   | { sl: 'state'; peers: PeerState[] }
   | { sl: 'store-res'; r: StoreAnswer[] }
-  | { sl: 'reload' }
+  /** The config file's text the primary runs (answer to `config-req`; workers never read the file). */
+  | { sl: 'config'; text: string | null }
+  /** Reload to this text (what the primary validated and applied). */
+  | { sl: 'reload'; text: string | null }
   | { sl: 'stop' }
   | { sl: 'reopen' }
   | { sl: 'status-req'; id: number }
   | { sl: 'metrics-req'; id: number };
 
 export type ToPrimary =
+  | { sl: 'config-req' }
   | { sl: 'hello' }
   | { sl: 'listening' }
   | { sl: 'store'; ops: StoreCall[] }

@@ -29,6 +29,8 @@ import { isOurs, peerState, snapshot, type StoreAnswer, type StoreCall, type ToP
 export interface PrimaryOptions {
   /** The config file (reloads read it again). */
   file: string;
+  /** Its text as validated at start: what workers load (they never read the file themselves). */
+  configText: string;
   pretty: boolean;
   /** Writes the pidFile; returns its remover. */
   writePidFile(file: string, log: EventLog): () => void;
@@ -71,6 +73,7 @@ export class ClusterPrimary {
 
   constructor(readonly config: Config, readonly log: EventLog, private readonly options: PrimaryOptions) {
     this.lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: false, role: 'primary' });
+    this.lb.configText = options.configText;
   }
 
   /** Starts the admin listener and health checks, then forks the workers and waits until each listens. */
@@ -182,13 +185,16 @@ export class ClusterPrimary {
           resolve();
         }
       });
-      send(w, { sl: 'reload' });
+      send(w, { sl: 'reload', text: this.lb.configText });
     }
   });
 
   private readonly onMessage = (worker: Worker, message: unknown): void => {
     if (!isOurs<ToPrimary>(message)) return;
     switch (message.sl) {
+      case 'config-req':
+        send(worker, { sl: 'config', text: this.lb.configText });
+        return;
       case 'hello':
         send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
         return;

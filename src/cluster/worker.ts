@@ -6,7 +6,7 @@
  */
 import cluster from 'node:cluster';
 import { Registry } from 'prom-client';
-import { loadConfigFile } from '../config/load.js';
+import { loadConfigFile, loadConfigText } from '../config/load.js';
 import { SessionLB } from '../server.js';
 import { statusDocument } from '../admin/api.js';
 import { processRegistry } from '../observability/metrics.js';
@@ -36,6 +36,7 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
   const stores = new Set<IpcStore>();
   let lb: SessionLB | null = null;
   let gotState: ((states: PeerState[]) => void) | null = null;
+  let gotConfig: ((text: string | null) => void) | null = null;
   let stopping = false;
   const stop = (why: string): void => {
     if (stopping) return;
@@ -61,6 +62,11 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
     if (!isOurs<ToWorker>(message)) return;
     if (message.sl === 'stop') {
       stop('primary');
+      return;
+    }
+    if (message.sl === 'config') {
+      gotConfig?.(message.text);
+      gotConfig = null;
       return;
     }
     if (lb === null) return;
@@ -91,7 +97,8 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
         );
         return;
       case 'reload':
-        void lb.reloadFromFile(configFile).then((ok) => send({ sl: 'reloaded', ok }));
+        void (message.text === null ? lb.reloadFromFile(configFile) : lb.reloadFromText(message.text, configFile))
+          .then((ok) => send({ sl: 'reloaded', ok }));
         return;
       case 'reopen':
         lb.observability.reopenAccessLog();
@@ -99,7 +106,16 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
     }
   });
 
-  const config = await loadConfigFile(configFile);
+  // The config the primary runs, as text: the file may have changed since (an edit not yet
+  // reloaded, or one that failed to load) and a replacement worker must not pick that up.
+  const text = await new Promise<string | null>((resolve) => {
+    const timer = setTimeout(() => { gotConfig = null; resolve(null); }, 5_000);
+    gotConfig = (t) => { clearTimeout(timer); resolve(t); };
+    send({ sl: 'config-req' });
+  });
+  if (stopping) return;
+  if (text === null) log.warn({ file: configFile }, 'no config from the primary within 5s; reading the file');
+  const config = text === null ? await loadConfigFile(configFile) : await loadConfigText(text, configFile);
   SessionManager.sharedMemoryStore = (c) => {
     const store = new IpcStore(send, c.timeoutMs);
     stores.add(store);

@@ -217,12 +217,24 @@ export const DEFAULTS = {
 
 /** Reads, parses, validates and normalises a config file. Throws ConfigError listing every problem. */
 export async function loadConfigFile(file: string): Promise<Config> {
-  let text: string;
+  return loadConfigText(await readConfigText(file), file);
+}
+
+/** A config file's text; ConfigError when it cannot be read. */
+export async function readConfigText(file: string): Promise<string> {
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (err) {
     throw new ConfigError(file, [{ path: '$', message: `cannot read file: ${(err as Error).message}` }]);
   }
+}
+
+/**
+ * Parses, validates and normalises the text of config file `file` (relative paths in it are
+ * relative to `file`'s directory). Cluster workers load the text the primary validated, not
+ * whatever the file holds by the time they start.
+ */
+export async function loadConfigText(text: string, file: string): Promise<Config> {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
