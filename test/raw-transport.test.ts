@@ -313,6 +313,57 @@ describe('raw transport through sessionlb', () => {
     expect(slow.connections).toBe(8);
   });
 
+  it('bodies stay byte-exact with many responses in flight, slow and fast clients, small and streamed (reads share one buffer)', async () => {
+    // Every upstream connection reads into one shared buffer; any byte kept past its read must be
+    // copied out. Overlapping responses of different sizes to clients that stall make later
+    // reads land while earlier bodies still wait in the proxy: a missed copy shows as corruption.
+    const pattern = (seed: number, size: number): Buffer => {
+      const b = Buffer.allocUnsafe(size);
+      let x = seed * 2654435761 >>> 0;
+      for (let i = 0; i < size; i++) {
+        x = (x * 1103515245 + 12345) >>> 0;
+        b[i] = x >>> 24;
+      }
+      return b;
+    };
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      const u = new URL(req.url ?? '/', 'http://x');
+      const body = pattern(Number(u.searchParams.get('seed')), Number(u.searchParams.get('size')));
+      req.resume();
+      res.writeHead(200, { 'Content-Length': body.length });
+      // Large bodies in pieces, so that heads and body parts of several connections interleave.
+      if (body.length < 4096) res.end(body);
+      else {
+        const cut = Math.floor(body.length / 3);
+        res.write(body.subarray(0, cut));
+        setImmediate(() => res.end(body.subarray(cut)));
+      }
+    };
+    const backends = await Promise.all([0, 1, 2].map((i) => backend(`blob-${i}`, handler)));
+    const lb = await lbWith({ upstreams: { backend: { servers: backends.map((b) => ({ address: b.address })) } } });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+    cleanup.push(async () => agent.destroy());
+    // `stall` ms without reading after the first chunk: the kernel buffers fill up (12 MiB is more
+    // than loopback buffers hold), the proxy must keep body bytes while other reads go on.
+    const fetchOne = (seed: number, size: number, stall: number): Promise<boolean> => new Promise((resolve, reject) => {
+      const req = http.get(`${lb.url}/blob?seed=${seed}&size=${size}`, { agent }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => {
+          if (chunks.length === 0 && stall > 0) { res.pause(); setTimeout(() => res.resume(), stall); }
+          chunks.push(c);
+        });
+        res.on('end', () => resolve(res.statusCode === 200 && Buffer.concat(chunks).equals(pattern(seed, size))));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+    });
+    const sizes = [10, 700, 3000, 20_000, 70_000, 300_000];
+    const stalled = [0, 1, 2, 3].map((seed) => fetchOne(seed, 12 * 1024 * 1024, 400));
+    const others = Array.from({ length: 120 }, (_, i) => fetchOne(100 + i, sizes[i % sizes.length]!, 0));
+    const results = await Promise.all([...stalled, ...others]);
+    expect(results.filter((ok) => !ok).length).toBe(0);
+  }, 30_000);
+
   it('closes idle upstream connections after keepaliveTimeout', async () => {
     const srv = await rawServer((_n, _conn, socket) => { socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'); });
     const lb = await lbWith({ upstreams: { backend: { servers: [{ address: srv.address }], keepaliveTimeout: '200ms' } } });

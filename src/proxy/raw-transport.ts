@@ -21,6 +21,12 @@ import {
 } from './http1-response-parser.js';
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * The one read buffer of every pooled upstream connection (net `onread`): node reads into it
+ * instead of allocating a Buffer per read, and calls `onRead` synchronously, so a read is parsed
+ * before the next one overwrites it. What outlives a read (body bytes) is copied out first.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 /** Bytes of response body buffered per response before the upstream socket is paused. */
 const BODY_HIGH_WATER_MARK = 64 * 1024;
@@ -160,13 +166,20 @@ export class UpstreamConnection implements ResponseParserHandler {
   private pendingFirst: Buffer | null = null;
   private pendingMore: Buffer[] | null = null;
 
-  constructor(private readonly pool: RawPeerPool) {
+  /**
+   * `upgrade`: this connection carries an upgrade request and leaves the pool after a 101, as a
+   * stream the tunnel pipes; its reads come as 'data' events. Every other connection reads into
+   * READ_BUFFER.
+   */
+  constructor(private readonly pool: RawPeerPool, private readonly upgrade: boolean) {
     this.parser = new Http1ResponseParser(this);
-    const socket = net.connect({ host: pool.host, port: pool.port });
+    const socket = upgrade
+      ? net.connect({ host: pool.host, port: pool.port })
+      : net.connect({ host: pool.host, port: pool.port, onread: { buffer: READ_BUFFER, callback: this.onRead } });
     this.socket = socket;
     socket.setNoDelay(true);
     socket.on('connect', this.onConnect);
-    socket.on('data', this.onData);
+    if (upgrade) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
@@ -311,6 +324,11 @@ export class UpstreamConnection implements ResponseParserHandler {
     this.fail('timeout', this.attempt.requestWritten ? 'upstream timed out while reading response' : 'upstream timed out while sending request');
   };
 
+  private readonly onRead = (nread: number): boolean => {
+    this.onData(READ_BUFFER.subarray(0, nread));
+    return true; // pausing is explicit (pauseBody)
+  };
+
   private readonly onData = (data: Buffer): void => {
     const a = this.attempt;
     if (a === null) {
@@ -383,6 +401,7 @@ export class UpstreamConnection implements ResponseParserHandler {
   }
 
   onResponseBody(chunk: Buffer): void {
+    if (!this.upgrade) chunk = Buffer.from(chunk); // out of READ_BUFFER: it outlives this read
     if (this.headPending) {
       if (this.pendingFirst === null) this.pendingFirst = chunk;
       else (this.pendingMore ??= []).push(chunk);
@@ -581,7 +600,7 @@ export class RawPeerPool {
     // Upgrades get their own connection: it leaves the pool after a 101.
     let conn = upgrade === null ? this.idleList.pop() : undefined;
     while (conn !== undefined && conn.closed) conn = this.idleList.pop();
-    if (conn === undefined) conn = new UpstreamConnection(this);
+    if (conn === undefined) conn = new UpstreamConnection(this, upgrade !== null);
     else conn.idle = false;
     conn.assign(attempt);
     return attempt;
