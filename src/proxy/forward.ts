@@ -12,6 +12,7 @@ import type { PickRequest } from '../balancer/policy.js';
 import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from './transport.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
+import { endWithBody } from './whole-response.js';
 import { clientAddressString } from './client-address.js';
 import { pathForMatching } from './router.js';
 import type { EventLog } from '../observability/log.js';
@@ -420,7 +421,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     if (complete !== undefined) {
       // The whole body came with the head (small responses): no stream plumbing needed.
       this.record.bodyBytes += complete.length;
-      res.end(complete);
+      endWithBody(res, complete);
       this.onUpstreamBodyEnd(now);
       return;
     }
