@@ -42,6 +42,22 @@ function findNginx() {
   return which('nginx') ?? (existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null);
 }
 const NGINX = findNginx();
+/**
+ * nginx's stream module: built in, or a dynamic module to load (Debian: libnginx-mod-stream);
+ * { load: null } when built in, null when missing (scenario 6 then has no nginx line).
+ */
+function findNginxStream() {
+  if (NGINX === null) return null;
+  const v = spawnSync(NGINX, ['-V'], { encoding: 'utf8' });
+  const flags = `${v.stdout}${v.stderr}`;
+  if (/--with-stream(?!\S)/.test(flags) && !/--with-stream=dynamic/.test(flags)) return { load: null };
+  for (const dir of ['/usr/lib/nginx/modules', '/usr/share/nginx/modules', '/usr/lib64/nginx/modules', '/etc/nginx/modules']) {
+    const file = join(dir, 'ngx_stream_module.so');
+    if (existsSync(file)) return { load: file };
+  }
+  return null;
+}
+const NGINX_STREAM = findNginxStream();
 const HAPROXY = env.BENCH_HAPROXY === '0' ? null : which('haproxy') ?? (existsSync('/usr/sbin/haproxy') ? '/usr/sbin/haproxy' : null);
 const WRK = which('wrk');
 const MEMCACHED = which('memcached') ?? (existsSync('/usr/bin/memcached') ? '/usr/bin/memcached' : null);
@@ -220,6 +236,8 @@ const SCENARIOS = [
   ...POLICIES.map((p) => ({ id: `policy:${p.id}`, title: `1 balance ${p.id}`, path: '/', policy: p })),
   // Multi-core (issue 7): 2 workers each, not pinned, so they use both cores and share one with wrk and the backends.
   ...(CPUS >= 2 ? [{ id: 'multi', title: '1 round robin, keep-alive, 2 workers unpinned (shares a core with wrk)', path: '/', multi: true }] : []),
+  // Goal 6: L4 (TCP) proxying, sessionlb `streams` vs nginx `stream {}`; wrk's keep-alive connections each stay on one backend.
+  { id: 'stream', title: '6 L4 stream (TCP), keep-alive HTTP through it', path: '/', stream: true },
 ].filter((s) => ONLY === null || ONLY.has(s.id) || (s.policy && ONLY.has('policies')));
 
 function luaCookieScript() {
@@ -249,6 +267,15 @@ function sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras) {
     servers: backendPorts.map((p, i) => ({ address: `127.0.0.1:${p}`, weight: WEIGHTS[i] })),
     keepalive: CONNECTIONS,
   };
+  if (scenario.stream) {
+    return {
+      streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: 'backend' }],
+      upstreams: { backend: { servers: upstream.servers } },
+      shutdownTimeout: '2s',
+      workers: 1,
+      ...extras,
+    };
+  }
   if (scenario.policy) upstream.balance = scenario.policy.balance;
   if (scenario.sticky) upstream.sticky = { mode: 'learn', cookie: 'PHPSESSID', ttl: '24m' };
   const config = {
@@ -307,11 +334,40 @@ function nginxProxyConf(port, backendPorts, scenario, workers = 1) {
   return conf;
 }
 
+/** nginx `stream {}` (scenario 6): the same weights, 1 worker, no log. */
+function nginxStreamConf(port, backendPorts) {
+  const t = join(TMP, 'nginx-stream');
+  mkdirSync(t, { recursive: true, mode: 0o755 });
+  let conf = NGINX_STREAM.load === null ? '' : `load_module ${NGINX_STREAM.load};\n`;
+  conf += `worker_processes 1;\npid ${t}/nginx.pid;\nerror_log ${t}/error.log warn;\nevents { worker_connections 8192; multi_accept on; }\n`;
+  conf += 'stream {\n  upstream backend {\n';
+  backendPorts.forEach((p, i) => { conf += `    server 127.0.0.1:${p}${WEIGHTS[i] !== 1 ? ` weight=${WEIGHTS[i]}` : ''};\n`; });
+  conf += `  }\n  server {\n    listen 127.0.0.1:${port} backlog=4096;\n    proxy_pass backend;\n  }\n}\n`;
+  return conf;
+}
+
 function haproxyConf(port, backendPorts, scenario) {
   let balance = 'balance roundrobin';
   if (scenario.policy) balance = scenario.policy.haproxy;
   let stick = '';
   if (scenario.sticky) stick = `  stick-table type string len 64 size 100k expire 24m\n  stick on req.cook(PHPSESSID)\n`;
+  if (scenario.stream) {
+    return `global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode tcp
+  timeout connect 60s
+  timeout client 10m
+  timeout server 10m
+frontend fe
+  bind 127.0.0.1:${port}
+  default_backend be
+backend be
+  balance roundrobin
+${backendPorts.map((p, i) => `  server s${i + 1} 127.0.0.1:${p} weight ${WEIGHTS[i]}`).join('\n')}
+`;
+  }
   return `global
   nbthread 1
   maxconn 20000
@@ -361,9 +417,10 @@ if (NGINX !== null) {
     kind: 'nginx',
     async start(ctx, scenario) {
       if (scenario.multi) return { skip: 'n/a' };
+      if (scenario.stream && NGINX_STREAM === null) return { skip: 'nginx has no stream module (Debian: apt-get install libnginx-mod-stream)' };
       const port = await freePort();
       const file = join(TMP, 'nginx-proxy.conf');
-      writeFileSync(file, nginxProxyConf(port, ctx.backendPorts, scenario));
+      writeFileSync(file, scenario.stream ? nginxStreamConf(port, ctx.backendPorts) : nginxProxyConf(port, ctx.backendPorts, scenario));
       const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'nginx-proxy', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { cpu: PROXY_CPU, logFile: join(TMP, 'nginx-proxy.log') });
       await waitReady(port, scenario.path, child);
       return { child, pid: child.pid, port };
@@ -599,6 +656,9 @@ async function main() {
     const nbig = summary.get('big|nginx');
     if (big && nbig) notes.push(`${proxy.name}: goal 4 (1 MiB >= 0.80 x nginx MiB/s): ${fmtRatio(big.mibps / nbig.mibps)} (by CPU per response: ${fmtRatio(nbig.cpu / big.cpu)})`);
     if (plain) notes.push(`${proxy.name}: goal 5 (RSS <= 100 MiB at ${CONNECTIONS} connections): ${fmtMiB(plain.rss)} in scenario 1`);
+    const stream = summary.get(`stream|${proxy.name}`);
+    const nstream = summary.get('stream|nginx');
+    if (stream && nstream) notes.push(`${proxy.name}: goal 6 (L4 stream >= 0.85 x nginx stream req/s): ${fmtRatio(stream.rps / nstream.rps)} (by CPU per request: ${fmtRatio(nstream.cpu / stream.cpu)}), ${fmtRatio(stream.p99 / nstream.p99)} x p99`);
   }
   const multi = summary.get('multi|sessionlb (2 workers)');
   const nmulti = summary.get('multi|nginx (2 workers)');

@@ -22,6 +22,7 @@ import type { EventLog } from './observability/log.js';
 import { Observability } from './observability/observability.js';
 import { SessionManager } from './sessions/manager.js';
 import type { Affinity } from './sessions/affinity.js';
+import { StreamProxies, type StreamPlan } from './proxy/stream-listener.js';
 
 class Listener {
   readonly server: http.Server;
@@ -142,6 +143,8 @@ export class SessionLB {
   onRuntimeChange: (() => void) | null = null;
   /** Awaited after a reload from file was applied here, before it counts (the cluster primary: until workers reloaded). Must not throw. */
   afterReload: (() => Promise<void>) | null = null;
+  /** TCP (L4) proxies of `streams` (the cluster primary binds none of them). */
+  readonly streams: StreamProxies;
 
   constructor(config: Config, options: SessionLBOptions) {
     this.config = config;
@@ -164,6 +167,7 @@ export class SessionLB {
       (this.upstreams.get(upstream)?.config.sticky?.mode === 'learn' ? this.sessions.boundCount(upstream, server) : null);
     this.sessions.storeObserver = this.observability.metrics.store;
     this.upstreams = this.buildUpstreams(config, new Map());
+    this.streams = new StreamProxies(options.log, () => this.observability.accessLog, this.observability.metrics.registry, this.role !== 'primary');
   }
 
   /** Binds every listener and the admin listener. */
@@ -179,13 +183,14 @@ export class SessionLB {
       await listener.listen();
       this.listeners.set(key, listener);
     }
+    await this.streams.start(this.config, this.upstreams);
     if (this.config.admin && this.role !== 'worker') {
       this.admin = new AdminServer(this.config.admin, this.log);
       registerAdminApi(this.admin, this);
       this.observability.registerAdmin(this.admin);
       await this.admin.listen();
     }
-    this.log.info({ listen: [...this.listeners.keys()], admin: this.config.admin?.listen.key ?? null }, 'sessionlb started');
+    this.log.info({ listen: [...this.listeners.keys()], streams: [...this.streams.addresses().keys()], admin: this.config.admin?.listen.key ?? null }, 'sessionlb started');
   }
 
   /** The admin listener, for later features to add routes (metrics, status, runtime API). */
@@ -198,7 +203,7 @@ export class SessionLB {
     const counts = await Promise.all([...this.listeners.values()].map((l) => new Promise<number>((resolve) => {
       l.server.getConnections((err, n) => resolve(err ? 0 : n));
     })));
-    return counts.reduce((a, b) => a + b, 0);
+    return counts.reduce((a, b) => a + b, this.streams.sessionCount());
   }
 
   /** Listening addresses, `host:port` -> bound port (useful when tests ask for port 0). */
@@ -218,6 +223,7 @@ export class SessionLB {
     const previousPools = new Set(this.pools.values());
     const routers = this.buildRouters(config, upstreams);
     const fresh: Listener[] = [];
+    let streamPlan: StreamPlan;
     try {
       for (const [key, { host, port, router }] of routers) {
         if (this.listeners.has(key) || this.role === 'primary') continue;
@@ -225,11 +231,12 @@ export class SessionLB {
         await listener.listen();
         fresh.push(listener);
       }
+      streamPlan = await this.streams.prepare(config, upstreams);
     } catch (err) {
       for (const l of fresh) l.server.close();
       throw err;
     }
-    if (fresh.length > 0) {
+    if (fresh.length > 0 || streamPlan.fresh.length > 0) {
       // Binding took time and requests went on: take the remaining servers' state again, as of the switch.
       for (const [name, up] of upstreams) {
         const before = this.upstreams.get(name);
@@ -247,6 +254,7 @@ export class SessionLB {
     this.observability.reconfigure(config);
     if (this.role !== 'worker') this.health.sync(upstreams);
     for (const l of fresh) this.listeners.set(l.key, l);
+    this.streams.commit(streamPlan);
     const removed: Listener[] = [];
     for (const [key, l] of this.listeners) {
       const r = routers.get(key);
@@ -341,6 +349,7 @@ export class SessionLB {
   async stop(timeoutMs = this.config.shutdownTimeoutMs): Promise<void> {
     this.stopping = true;
     this.health.stop();
+    const streamsStopped = this.streams.stop(timeoutMs);
     const closed = [...this.listeners.values()].map((l) => new Promise<void>((resolve) => {
       l.server.close(() => resolve());
       l.server.closeIdleConnections();
@@ -358,6 +367,7 @@ export class SessionLB {
       this.log.warn({ timeoutMs }, 'shutdown timeout reached; closing remaining connections');
       for (const l of this.listeners.values()) l.server.closeAllConnections();
     }
+    await streamsStopped;
     for (const pool of this.pools.values()) pool.closeIdle();
     await this.stateWriter.flush();
     if (this.admin) await this.admin.close();

@@ -301,10 +301,11 @@ describe('JSON Schema', () => {
     const schema = JSON.parse(configJsonSchemaText()) as {
       additionalProperties: boolean;
       properties: Record<string, unknown>;
-      required: string[];
+      anyOf: unknown;
     };
     expect(schema.additionalProperties).toBe(false);
-    expect(schema.required).toContain('servers');
+    // `servers` is required unless the file has `streams` (TCP proxies only).
+    expect(schema.anyOf).toEqual([{ required: ['servers'] }, { required: ['streams'] }]);
     for (const key of ['servers', 'upstreams', 'admin', 'clientMaxBodySize', 'keepaliveTimeout', 'shutdownTimeout', 'sendTimeout']) {
       expect(schema.properties, key).toHaveProperty(key);
     }
@@ -346,7 +347,7 @@ describe('config files shipped in config/', () => {
   it.each(examples)('examples/%s loads', async (name) => {
     const path = new URL(name, dir).pathname;
     const config = await loadConfigFile(path);
-    expect(config.servers.length).toBeGreaterThan(0);
+    expect(config.servers.length + config.streams.length).toBeGreaterThan(0);
   });
 
   it('default.json loads and is the demo setup (weights 3:1:1:1)', async () => {

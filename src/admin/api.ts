@@ -91,6 +91,13 @@ export function statusDocument(lb: SessionLB, now = Date.now()): Record<string, 
       lastFailure: iso(lb.lastReloadFailure),
     },
     upstreams,
+    // TCP proxies (`streams`); open sessions are in sessionlb_stream_active_sessions.
+    streams: lb.config.streams.map((st) => ({
+      listen: st.listen.map((l) => l.key),
+      upstream: st.upstream,
+      proxyConnectTimeoutMs: st.connectTimeoutMs,
+      proxyTimeoutMs: st.timeoutMs,
+    })),
   };
 }
 

@@ -8,6 +8,7 @@ import { BlockList, isIP } from 'node:net';
 import { parseHostPort, formatHostPort } from './address.js';
 import { formatPath, type ConfigProblem } from './schema.js';
 import { balanceProblems } from './balance.js';
+import { streamProblems } from './streams.js';
 
 export const UPSTREAM_NAME = /^[A-Za-z0-9_.-]+$/;
 export const UPSTREAM_NAME_MESSAGE = 'upstream names may contain only letters, digits, "_", "-" and "."';
@@ -134,6 +135,7 @@ export function crossFieldProblems(raw: unknown): ConfigProblem[] {
       if (err) add(['admin', 'allow', j], err);
     });
   }
+  streamProblems(raw, add);
   return problems;
 }
 

@@ -30,6 +30,8 @@ function dropNonStandardFormats(node: unknown): void {
 export function configJsonSchema(): Record<string, unknown> {
   const schema = z.toJSONSchema(configSchema, { io: 'input', target: 'draft-2020-12', unrepresentable: 'any' }) as Record<string, unknown>;
   dropNonStandardFormats(schema);
+  // zod cannot say it: `servers` is required unless the file has `streams` (TCP proxies only).
+  schema.anyOf = [{ required: ['servers'] }, { required: ['streams'] }];
   return {
     $schema: schema.$schema,
     title: 'sessionlb configuration',

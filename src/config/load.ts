@@ -16,6 +16,7 @@ import {
 } from './cross-check.js';
 import type { CompiledTemplate } from '../proxy/variables.js';
 import { balanceProblems, normaliseBalance } from './balance.js';
+import { normaliseStreams, streamProblems, type StreamConfig } from './streams.js';
 import {
   validateShape, formatPath,
   type ConfigProblem, type RawConfig, type RawUpstream, type RawLocation,
@@ -162,6 +163,8 @@ export interface AdminConfig {
 export interface Config {
   file: string;
   servers: VirtualServerConfig[];
+  /** TCP (L4) proxies (`streams`, nginx `stream {}`); [] when none. */
+  streams: StreamConfig[];
   upstreams: Map<string, UpstreamConfig>;
   admin: AdminConfig | null;
   keepaliveTimeoutMs: number;
@@ -278,7 +281,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   const servers: VirtualServerConfig[] = [];
   const defaultsByListen = new Map<string, number>();
   const overlap = new ListenOverlap();
-  raw.servers.forEach((vs, i) => {
+  (raw.servers ?? []).forEach((vs, i) => {
     const listen: ListenAddress[] = [];
     vs.listen.forEach((text, j) => {
       const hp = parseHostPort(text, undefined);
@@ -339,9 +342,18 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     }
   }
 
+  streamProblems(raw, (at, message) => problem(problems, at, message));
+  const streams = normaliseStreams(raw, (name) => upstreams.has(name) && !upstreams.get(name)!.implicit, (key, at) => {
+    if (!upstreams.has(key)) {
+      upstreams.set(key, { ...normaliseUpstream(key, { servers: [{ address: key }] }, at, problems), implicit: true });
+    }
+    return key;
+  });
+
   return {
     file,
     servers,
+    streams,
     upstreams,
     admin,
     keepaliveTimeoutMs: ms(raw.keepaliveTimeout, DEFAULTS.clientKeepaliveTimeout),

@@ -15,7 +15,7 @@ import { parseHostPort, formatHostPort } from './address.js';
 import { parseDuration, parseSize } from './units.js';
 import {
   NEXT_UPSTREAM_CONDITIONS,
-  type RawConfig, type RawLocation, type RawUpstream, type RawUpstreamServer, type RawVirtualServer,
+  type RawConfig, type RawLocation, type RawStream, type RawUpstream, type RawUpstreamServer, type RawVirtualServer,
 } from './schema.js';
 export interface NginxDirective {
   name: string;
@@ -287,6 +287,11 @@ function nginxDuration(text: string): string | null {
   return Number.isNaN(parseDuration(compact)) ? null : compact;
 }
 
+/** The proxy_* directives of nginx's stream module that `streams` has. */
+const STREAM_PROXY_DIRECTIVES = new Set([
+  'proxy_connect_timeout', 'proxy_timeout', 'proxy_next_upstream', 'proxy_next_upstream_tries', 'proxy_next_upstream_timeout', 'proxy_half_close',
+]);
+
 function nginxSize(text: string): string | null {
   return Number.isNaN(parseSize(text)) ? null : text;
 }
@@ -304,7 +309,7 @@ class Converter {
   private readonly upstreams = new Map<string, Upstream>();
   private readonly upstreamLines = new Map<string, number>();
   private readonly usages: Usage[] = [];
-  private readonly top: Mutable<RawConfig> = { servers: [] };
+  private readonly top: Mutable<RawConfig> & { servers: RawVirtualServer[] } = { servers: [] };
   private hostNoteGiven = false;
   private readonly headerWarned = new Set<number>();
 
@@ -323,8 +328,10 @@ class Converter {
   convert(tree: NginxDirective[]): RawConfig {
     // nginx.conf has `http { ... }`; a conf.d file has its upstream/server blocks at the top.
     const http: NginxDirective[] = [];
+    const streamBlocks: NginxDirective[] = [];
     for (const d of tree) {
       if (d.name === 'http' && d.block !== null) http.push(...d.block);
+      else if (d.name === 'stream' && d.block !== null) streamBlocks.push(d);
       else if (d.name === 'events' || d.name === 'stream' || d.name === 'mail') {
         this.warn(d.line, `"${d.name}" block ignored (sessionlb is an HTTP load balancer; it has no ${d.name === 'events' ? 'worker settings' : `${d.name} proxy`})`);
       } else if (MAIN_CONTEXT.has(d.name)) {
@@ -366,7 +373,10 @@ class Converter {
       }
     }
     this.applyUsages();
-    const out: Mutable<RawConfig> = { servers: this.top.servers };
+    // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
+    for (const d of streamBlocks) this.stream(d);
+    const out: Mutable<RawConfig> = this.top.servers.length === 0 && this.streams.length > 0 ? {} : { servers: this.top.servers };
+    if (this.streams.length > 0) out.streams = this.streams;
     if (this.upstreams.size > 0) {
       // Keys in the order the README documents them.
       const order = ['balance', 'sticky', 'healthCheck', 'servers', 'keepalive', 'keepaliveTimeout', 'nextUpstream', 'timeouts'] as const;
@@ -379,6 +389,115 @@ class Converter {
     if (this.top.keepaliveTimeout !== undefined) out.keepaliveTimeout = this.top.keepaliveTimeout;
     if (this.top.accessLog !== undefined) out.accessLog = this.top.accessLog;
     return out;
+  }
+
+  // ---- stream { } (TCP proxies) ----
+
+  private readonly streams: RawStream[] = [];
+
+  /** nginx `stream { upstream ...; server { listen; proxy_pass; ... } }` -> `streams` and `upstreams`. */
+  private stream(d: NginxDirective): void {
+    const block = d.block!;
+    for (const item of block) {
+      if (item.name !== 'upstream') continue;
+      const name = item.args[0];
+      if (name !== undefined && this.upstreams.has(name)) {
+        this.error(item.line, `stream upstream "${name}" has the name of the http upstream on line ${this.upstreamLines.get(name)}: sessionlb has one set of upstream names; rename one`);
+        continue;
+      }
+      this.upstream(item);
+    }
+    const defaults: Partial<Mutable<RawStream>> = {};
+    for (const item of block) this.streamProxyDirective(item, defaults);
+    this.notes.push({ line: d.line, message: 'sessionlb streams always pass a half-close on (nginx "proxy_half_close on"; nginx\'s default is off): the session ends when both sides have closed' });
+    for (const item of block) {
+      if (item.name === 'upstream' || STREAM_PROXY_DIRECTIVES.has(item.name)) continue;
+      if (item.name === 'server' && item.block !== null) this.streamServer(item, defaults);
+      else if (item.name === 'include') this.include(item);
+      else this.unsupported(item, 'in stream');
+    }
+  }
+
+  private streamServer(d: NginxDirective, defaults: Partial<Mutable<RawStream>>): void {
+    const listen: string[] = [];
+    let proxyPass: string | null = null;
+    const own: Partial<Mutable<RawStream>> = {};
+    for (const item of d.block!) {
+      if (this.streamProxyDirective(item, own)) continue;
+      switch (item.name) {
+        case 'listen': {
+          const a = this.oneArg(item);
+          if (a === null) break;
+          const params = item.args.slice(1);
+          if (params.includes('udp')) {
+            this.error(item.line, `"listen ${item.args.join(' ')}": UDP is not supported by sessionlb (TCP only)`);
+            break;
+          }
+          if (params.includes('ssl')) {
+            this.error(item.line, `"listen ${item.args.join(' ')}": TLS termination is not supported by sessionlb's streams (proxy the TLS bytes without "ssl")`);
+            break;
+          }
+          if (params.length > 0) this.warn(item.line, `"listen": parameters "${params.join(' ')}" are not supported by sessionlb; ignored`);
+          const hp = parseHostPort(a, undefined);
+          if (typeof hp === 'string') this.error(item.line, `"listen ${a}": ${hp}`);
+          else listen.push(/^\d+$/.test(a) ? a : formatHostPort(hp.host, hp.port));
+          break;
+        }
+        case 'proxy_pass': {
+          const a = this.oneArg(item);
+          if (a === null) break;
+          if (a.includes('$')) this.error(item.line, `"proxy_pass ${a}": variables are not supported by sessionlb; name an upstream or write host:port`);
+          else if (a.startsWith('unix:')) this.error(item.line, `"proxy_pass ${a}": unix sockets are not supported by sessionlb (use host:port)`);
+          else proxyPass = a;
+          break;
+        }
+        case 'include':
+          this.include(item);
+          break;
+        default:
+          this.unsupported(item, 'in a stream server');
+      }
+    }
+    if (listen.length === 0 || proxyPass === null) {
+      this.error(d.line, `stream server without ${listen.length === 0 ? '"listen"' : '"proxy_pass"'}: not converted`);
+      return;
+    }
+    const out: Mutable<RawStream> = { listen, proxyPass };
+    for (const key of ['proxyConnectTimeout', 'proxyTimeout', 'nextUpstream', 'nextUpstreamTries', 'nextUpstreamTimeout'] as const) {
+      const v = own[key] ?? defaults[key];
+      // Each key keeps its own type; the loop only copies.
+      if (v !== undefined) (out as Record<string, unknown>)[key] = v;
+    }
+    this.streams.push(out);
+  }
+
+  /** proxy_* of nginx's stream module (stream or server level); true when `d` was one. */
+  private streamProxyDirective(d: NginxDirective, into: Partial<Mutable<RawStream>>): boolean {
+    if (!STREAM_PROXY_DIRECTIVES.has(d.name)) return false;
+    const a = this.oneArg(d);
+    if (a === null) return true;
+    const time = (set: (v: string) => void): void => {
+      const v = nginxDuration(a);
+      if (v === null) this.error(d.line, `"${d.name}": "${a}" is not a time such as "10s"`);
+      else set(v);
+    };
+    switch (d.name) {
+      case 'proxy_connect_timeout': time((v) => { into.proxyConnectTimeout = v; }); break;
+      case 'proxy_timeout': time((v) => { into.proxyTimeout = v; }); break;
+      case 'proxy_next_upstream_timeout': time((v) => { into.nextUpstreamTimeout = v; }); break;
+      case 'proxy_next_upstream':
+        if (a === 'on' || a === 'off') into.nextUpstream = a === 'on';
+        else this.error(d.line, `"proxy_next_upstream": "${a}" must be "on" or "off" in a stream`);
+        break;
+      case 'proxy_next_upstream_tries':
+        if (isInt(a)) into.nextUpstreamTries = Number(a);
+        else this.error(d.line, `"proxy_next_upstream_tries": "${a}" is not a number`);
+        break;
+      case 'proxy_half_close':
+        if (a !== 'on') this.warn(d.line, `"proxy_half_close ${a}": sessionlb always passes half-closes on (as "proxy_half_close on")`);
+        break;
+    }
+    return true;
   }
 
   private include(d: NginxDirective): void {

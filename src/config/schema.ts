@@ -174,6 +174,20 @@ export const virtualServerSchema = z.strictObject({
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this server (default: the top-level one)'),
 });
 
+export const streamSchema = z.strictObject({
+  listen: z.array(z.string({ error: 'must be "host:port"' }), { error: 'must be an array of "host:port"' })
+    .min(1, { error: 'must list at least one address' })
+    .describe('nginx stream `listen`: "host:port", "[::1]:port" or a bare port (all IPv4 addresses)'),
+  proxyPass: z.string({ error: 'must be an upstream name or "host:port"' }).min(1, { error: 'must be an upstream name or "host:port"' })
+    .describe('nginx stream proxy_pass: the name of an upstream in $.upstreams ("pg") or one "host:port" (no "http://": the bytes pass unchanged)'),
+  proxyConnectTimeout: duration().optional().describe('nginx proxy_connect_timeout: longest wait for a connection to a server (default "60s")'),
+  proxyTimeout: duration().optional()
+    .describe('nginx proxy_timeout: the session is closed when nothing was read or written on either connection for this long (default "10m"; "0s" = never)'),
+  nextUpstream: bool.optional().describe('nginx proxy_next_upstream on|off: a failed connection attempt moves on to the next server (default true)'),
+  nextUpstreamTries: intAtLeast(0).optional().describe('nginx proxy_next_upstream_tries (default 0 = every server once)'),
+  nextUpstreamTimeout: duration().optional().describe('nginx proxy_next_upstream_timeout (default "0s" = unlimited)'),
+});
+
 export const adminSchema = z.strictObject({
   listen: z.string({ error: 'must be "host:port"' }).describe('Admin listener address ("host:port"; a bare port means 127.0.0.1)'),
   allow: z.array(z.string({ error: 'must be a CIDR such as "127.0.0.1/32"' })).optional()
@@ -186,7 +200,10 @@ export const adminSchema = z.strictObject({
 export const configSchema = z.strictObject({
   $schema: z.string().optional().describe('Path or URL of this JSON Schema (for editors)'),
   servers: z.array(virtualServerSchema, { error: 'must be an array of servers' })
-    .min(1, { error: 'must list at least one server' }).describe('Virtual servers (nginx `server` blocks)'),
+    .min(1, { error: 'must list at least one server' }).optional()
+    .describe('Virtual servers (nginx `server` blocks); required unless the file has `streams`'),
+  streams: z.array(streamSchema, { error: 'must be an array of streams' }).optional()
+    .describe('TCP (L4) proxies (nginx `stream { server { ... } }`): each listen address passes connections to an upstream'),
   upstreams: z.record(z.string(), upstreamSchema, { error: 'must be an object of named upstreams' }).optional()
     .describe('Named groups of upstream servers (nginx `upstream NAME`), used by proxyPass "http://NAME"'),
   admin: adminSchema.optional().describe('The admin listener (/healthz and the admin API); none when absent'),
@@ -222,6 +239,7 @@ export type RawUpstream = z.input<typeof upstreamSchema>;
 export type RawUpstreamServer = z.input<typeof upstreamServerSchema>;
 export type RawVirtualServer = z.input<typeof virtualServerSchema>;
 export type RawLocation = z.input<typeof locationSchema>;
+export type RawStream = z.input<typeof streamSchema>;
 
 /** One validation problem: a JSONPath-like location (`$.upstreams.backend.servers[1].weight`) and what is wrong. */
 export interface ConfigProblem {

@@ -41,6 +41,30 @@ export interface AccessLogEntry {
   sticky: string;
 }
 
+/** One access log line of a TCP session (`streams`), with nginx stream's variable names. */
+export interface StreamLogEntry {
+  remote_addr: string;
+  remote_port: number;
+  /** The listen address that took the connection. */
+  server_addr: string;
+  server_port: number;
+  protocol: 'TCP';
+  /** 200 passed, 502 no server could be connected (nginx stream $status). */
+  status: number;
+  /** Bytes sent to / received from the client. */
+  bytes_sent: number;
+  bytes_received: number;
+  /** Seconds, millisecond resolution (nginx $session_time). */
+  session_time: number;
+  /** Every server tried, `"a, b"` like nginx; "" when none was. */
+  upstream_addr: string;
+  upstream_bytes_sent: number;
+  upstream_bytes_received: number;
+  /** Per attempt, seconds; "-" for an attempt that did not connect (nginx $upstream_connect_time). */
+  upstream_connect_time: string;
+  upstream_name: string;
+}
+
 const PRETTY_FORMAT = '{remote_addr} "{request_method} {request_uri} {server_protocol}" {status} {body_bytes_sent} {request_time}s'
   + ' upstream={upstream_name} addr="{upstream_addr}" status="{upstream_status}" time="{upstream_response_time}" sticky={sticky}';
 
@@ -156,6 +180,11 @@ export class AccessLog {
       upstream_name: upstreamName,
       sticky: record?.sticky ?? 'none',
     });
+  }
+
+  /** Logs one finished TCP session of a stream (fields named after nginx stream's log variables). */
+  writeStream(entry: StreamLogEntry): void {
+    this.logger.info(entry);
   }
 
   /** Reopens the log file (SIGUSR1, after log rotation); false when there is none to reopen. */

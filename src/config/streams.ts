@@ -1,0 +1,205 @@
+/**
+ * `streams`: TCP (L4) proxies, nginx's `stream { server { listen ...; proxy_pass ...; } }`.
+ * The rules work on raw JSON (like cross-check.ts) so that `check` reports them even when
+ * the shape of another part of the file is wrong; `normaliseStreams` builds the runtime
+ * form of a file that passed them.
+ *
+ * nginx's stream module shares the upstream concepts of the http one (weights, backup, down,
+ * max_fails/fail_timeout, max_conns, hash, least_conn, random) but has no `ip_hash` and no
+ * HTTP variables, and sessionlb's `sticky` modes read HTTP cookies: an upstream a stream
+ * uses may have none of these.
+ */
+import { isIP } from 'node:net';
+import { formatHostPort, parseHostPort } from './address.js';
+import { formatPath, type ConfigProblem, type RawConfig } from './schema.js';
+import { DURATION_PATTERN, parseDuration } from './units.js';
+import { compileTemplate } from '../proxy/variables.js';
+import type { ListenAddress } from './load.js';
+
+/** One `streams[]` entry, normalised. */
+export interface StreamConfig {
+  index: number;
+  listen: ListenAddress[];
+  /** The upstream's name: a named one, or the implicit `host:port` one. */
+  upstream: string;
+  /** nginx proxy_connect_timeout. */
+  connectTimeoutMs: number;
+  /** nginx proxy_timeout: idle time on both connections that ends the session; 0 = never. */
+  timeoutMs: number;
+  /** nginx proxy_next_upstream on|off. */
+  nextUpstream: boolean;
+  /** nginx proxy_next_upstream_tries; 0 = every server once. */
+  nextUpstreamTries: number;
+  /** nginx proxy_next_upstream_timeout; 0 = unlimited. */
+  nextUpstreamTimeoutMs: number;
+}
+
+export const STREAM_DEFAULTS = {
+  proxyConnectTimeout: '60s',
+  proxyTimeout: '10m',
+  nextUpstream: true,
+  nextUpstreamTries: 0,
+  nextUpstreamTimeout: '0s',
+} as const;
+
+/** Variables a stream's hash key may use (nginx stream has no request, hence no HTTP variables). */
+const STREAM_VARIABLES = new Set(['remote_addr']);
+
+export type StreamTarget =
+  | { kind: 'upstream'; name: string }
+  | { kind: 'address'; host: string; port: number; key: string }
+  | { kind: 'error'; message: string };
+
+/** nginx stream `proxy_pass`: an upstream name or `host:port` (the port is required). */
+export function parseStreamProxyPass(text: string, isUpstream: (name: string) => boolean): StreamTarget {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
+    return { kind: 'error', message: 'a stream passes bytes, not HTTP: write the upstream name ("pg") or "host:port", without a scheme' };
+  }
+  if (isUpstream(text)) return { kind: 'upstream', name: text };
+  if (/:\d+$/.test(text)) {
+    const hp = parseHostPort(text, undefined);
+    if (typeof hp === 'string') return { kind: 'error', message: hp };
+    return { kind: 'address', host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port) };
+  }
+  return { kind: 'error', message: `no upstream named "${text}" (define it under $.upstreams, or use "host:port")` };
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const DURATION = new RegExp(DURATION_PATTERN);
+function durationMs(v: unknown): number | null {
+  return typeof v === 'string' && DURATION.test(v) ? parseDuration(v) : null;
+}
+
+/**
+ * Every problem of `streams` and of what it refers to, on the raw JSON (shape not assumed):
+ * listen addresses (parse, duplicates, clashes with HTTP and admin listeners), proxyPass,
+ * and the upstream features a stream cannot use (ip_hash, HTTP variables, sticky).
+ * Also the rule that a file needs `servers` or `streams`.
+ */
+export function streamProblems(raw: unknown, add: (path: PropertyKey[], message: string) => void): void {
+  if (!isObject(raw)) return;
+  const streams = raw.streams;
+  const hasStreams = Array.isArray(streams) && streams.length > 0;
+  if (raw.servers === undefined && !hasStreams) add(['servers'], 'is required');
+  if (!Array.isArray(streams)) return;
+
+  // Every listen address of the file, to find clashes with a stream's.
+  const taken = new Map<string, string>();
+  const all: { host: string; port: number; where: string; stream: boolean; path: PropertyKey[] }[] = [];
+  if (Array.isArray(raw.servers)) {
+    raw.servers.forEach((vs: unknown, i: number) => {
+      if (!isObject(vs) || !Array.isArray(vs.listen)) return;
+      vs.listen.forEach((text: unknown, j: number) => {
+        if (typeof text !== 'string') return;
+        const hp = parseHostPort(text, undefined);
+        if (typeof hp === 'string') return;
+        const key = formatHostPort(hp.host, hp.port);
+        if (!taken.has(key)) taken.set(key, `$.servers[${i}]`);
+        all.push({ host: hp.host, port: hp.port, where: formatPath(['servers', i, 'listen', j]), stream: false, path: ['servers', i, 'listen', j] });
+      });
+    });
+  }
+  if (isObject(raw.admin) && typeof raw.admin.listen === 'string') {
+    const hp = parseHostPort(raw.admin.listen, undefined, '127.0.0.1');
+    if (typeof hp !== 'string') taken.set(formatHostPort(hp.host, hp.port), '$.admin.listen');
+  }
+
+  const upstreams = isObject(raw.upstreams) ? raw.upstreams : null;
+  const namesKnown = raw.upstreams === undefined || upstreams !== null;
+  const reported = new Set<string>();
+  streams.forEach((st: unknown, i: number) => {
+    if (!isObject(st)) return;
+    if (Array.isArray(st.listen)) {
+      st.listen.forEach((text: unknown, j: number) => {
+        if (typeof text !== 'string') return;
+        const hp = parseHostPort(text, undefined);
+        if (typeof hp === 'string') return add(['streams', i, 'listen', j], hp);
+        const key = formatHostPort(hp.host, hp.port);
+        const other = taken.get(key);
+        if (other !== undefined) {
+          add(['streams', i, 'listen', j], `${key} is already a listen address of ${other}`);
+        } else {
+          taken.set(key, `$.streams[${i}]`);
+        }
+        all.push({ host: hp.host, port: hp.port, where: formatPath(['streams', i, 'listen', j]), stream: true, path: ['streams', i, 'listen', j] });
+      });
+    }
+    const connect = durationMs(st.proxyConnectTimeout);
+    if (connect !== null && connect < 1) add(['streams', i, 'proxyConnectTimeout'], 'must be at least "1ms"');
+    if (typeof st.proxyPass !== 'string' || st.proxyPass === '') return;
+    const target = parseStreamProxyPass(st.proxyPass, (n) => !namesKnown || (upstreams !== null && Object.hasOwn(upstreams, n)));
+    if (target.kind === 'error') return add(['streams', i, 'proxyPass'], target.message);
+    if (target.kind !== 'upstream' || upstreams === null || reported.has(target.name)) return;
+    const up = upstreams[target.name];
+    if (!isObject(up)) return;
+    reported.add(target.name);
+    const user = `$.streams[${i}]`;
+    if (up.balance === 'ip_hash') {
+      add(['upstreams', target.name, 'balance'],
+        `"ip_hash" cannot be used by a stream (${user} uses this upstream; nginx's stream module has no ip_hash): use {"hash": "$remote_addr"}`);
+    }
+    if (isObject(up.balance) && typeof up.balance.hash === 'string') {
+      const key = compileTemplate(up.balance.hash);
+      if (typeof key !== 'string') {
+        const http = key.variables.filter((v) => !STREAM_VARIABLES.has(v));
+        if (http.length > 0) {
+          add(['upstreams', target.name, 'balance', 'hash'],
+            `${http.map((v) => `$${v}`).join(', ')} ${http.length === 1 ? 'is an HTTP variable' : 'are HTTP variables'}, but ${user} uses this upstream: a stream's hash key may use only $remote_addr`);
+        }
+      }
+    }
+    if (up.sticky !== undefined) {
+      add(['upstreams', target.name, 'sticky'],
+        `sticky sessions are HTTP-only, but ${user} uses this upstream: give the stream an upstream of its own (same servers), or use "balance": {"hash": "$remote_addr", "consistent": true}`);
+    }
+  });
+
+  // A wildcard and a specific address on one port cannot both be bound (see ListenOverlap).
+  for (const w of all) {
+    if (w.host !== '0.0.0.0' && w.host !== '::') continue;
+    const family = w.host === '::' ? 6 : 4;
+    for (const s of all) {
+      if (s.port !== w.port || s.host === w.host || isIP(s.host) !== family || (!s.stream && !w.stream)) continue;
+      add(s.path, `${formatHostPort(s.host, s.port)} cannot be bound together with ${formatHostPort(w.host, w.port)} (${w.where}); use the same address`);
+    }
+  }
+}
+
+/**
+ * The runtime form of `streams` (its problems were reported by streamProblems). `implicit`
+ * makes the one-server upstream for a `host:port` proxyPass and returns its name.
+ */
+export function normaliseStreams(raw: RawConfig, isUpstream: (name: string) => boolean, implicit: (key: string, path: PropertyKey[]) => string): StreamConfig[] {
+  const out: StreamConfig[] = [];
+  (raw.streams ?? []).forEach((st, i) => {
+    const listen: ListenAddress[] = [];
+    for (const text of st.listen) {
+      const hp = parseHostPort(text, undefined);
+      if (typeof hp !== 'string') listen.push({ host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port) });
+    }
+    const target = parseStreamProxyPass(st.proxyPass, isUpstream);
+    if (target.kind === 'error') return;
+    const upstream = target.kind === 'upstream' ? target.name : implicit(target.key, ['streams', i, 'proxyPass']);
+    out.push({
+      index: i,
+      listen,
+      upstream,
+      connectTimeoutMs: parseDuration(st.proxyConnectTimeout ?? STREAM_DEFAULTS.proxyConnectTimeout),
+      timeoutMs: parseDuration(st.proxyTimeout ?? STREAM_DEFAULTS.proxyTimeout),
+      nextUpstream: st.nextUpstream ?? STREAM_DEFAULTS.nextUpstream,
+      nextUpstreamTries: st.nextUpstreamTries ?? STREAM_DEFAULTS.nextUpstreamTries,
+      nextUpstreamTimeoutMs: parseDuration(st.nextUpstreamTimeout ?? STREAM_DEFAULTS.nextUpstreamTimeout),
+    });
+  });
+  return out;
+}
+
+/** Problems of `streams` as ConfigProblems (for load.ts). */
+export function streamConfigProblems(raw: unknown): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  streamProblems(raw, (path, message) => { out.push({ path: formatPath(path), message }); });
+  return out;
+}

@@ -1,0 +1,198 @@
+/**
+ * The listeners of `streams` (TCP, nginx `stream {}`): one net.Server per listen address,
+ * bound at start, added and removed on reload like the HTTP listeners (sessions on a removed
+ * listener run on until they end), closed gracefully at stop. With `workers` > 1 every
+ * worker binds them (node:cluster shares the socket) and the primary binds none.
+ */
+import net from 'node:net';
+import type { Config } from '../config/load.js';
+import type { Upstream } from '../balancer/upstream.js';
+import type { EventLog } from '../observability/log.js';
+import type { AccessLog } from '../observability/access-log.js';
+import { StreamMetrics } from '../observability/stream-metrics.js';
+import type { Registry } from 'prom-client';
+import { TcpSession, type StreamRoute, type StreamSessionOwner } from './tcp-proxy.js';
+
+export class StreamListener implements StreamSessionOwner {
+  readonly server: net.Server;
+  readonly sessions = new Set<TcpSession>();
+
+  constructor(readonly key: string, readonly host: string, readonly port: number, public route: StreamRoute, private readonly proxies: StreamProxies) {
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, this.onConnection);
+  }
+
+  get log(): EventLog {
+    return this.proxies.log;
+  }
+
+  accessLog(): AccessLog | null {
+    return this.proxies.accessLog();
+  }
+
+  private readonly onConnection = (socket: net.Socket): void => {
+    const session = new TcpSession(socket, this.route, this);
+    this.sessions.add(session);
+    session.start();
+  };
+
+  private readonly onServerError = (err: Error): void => {
+    this.proxies.log.error({ listen: this.key, err: err.message }, 'stream listener error');
+  };
+
+  sessionDone(session: TcpSession): void {
+    this.sessions.delete(session);
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      // As the HTTP listeners: "[::]:port" binds IPv6 only, so "0.0.0.0:port" can be listed too.
+      this.server.listen({ port: this.port, host: this.host, ipv6Only: this.host.includes(':'), backlog: 511 }, () => {
+        this.server.off('error', reject);
+        // A failed accept (EMFILE) is reported on the server; it must not crash the process.
+        this.server.on('error', this.onServerError);
+        resolve();
+      });
+    });
+  }
+
+  /** Stops accepting; resolves when every session on it is over. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) {
+        if (this.sessions.size === 0) resolve();
+        else this.server.once('close', () => resolve());
+        return;
+      }
+      this.server.close(() => resolve());
+    });
+  }
+}
+
+/** Listeners bound for a config not yet switched to (see SessionLB.reload). */
+export interface StreamPlan {
+  routes: Map<string, { host: string; port: number; route: StreamRoute }>;
+  fresh: StreamListener[];
+}
+
+export class StreamProxies {
+  private readonly listeners = new Map<string, StreamListener>();
+  /** Listeners a reload removed: closed, waiting for their sessions to end. */
+  private readonly draining = new Set<StreamListener>();
+  readonly metrics: StreamMetrics;
+
+  constructor(
+    readonly log: EventLog,
+    readonly accessLog: () => AccessLog | null,
+    registry: Registry,
+    /** 'primary' (cluster): the workers bind the listeners, this process none. */
+    private readonly bind: boolean,
+  ) {
+    this.metrics = new StreamMetrics(registry, () => this.activeByListen());
+  }
+
+  /** Routes of a config: listen key -> where its connections go. */
+  private routes(config: Config, upstreams: Map<string, Upstream>): Map<string, { host: string; port: number; route: StreamRoute }> {
+    const out = new Map<string, { host: string; port: number; route: StreamRoute }>();
+    for (const stream of config.streams) {
+      const upstream = upstreams.get(stream.upstream)!;
+      const servers = upstream.primary.length + upstream.backup.length;
+      const maxTries = stream.nextUpstreamTries === 0 ? servers : Math.min(servers, stream.nextUpstreamTries);
+      for (const l of stream.listen) {
+        out.set(l.key, {
+          host: l.host,
+          port: l.port,
+          route: { stream, listen: l.key, upstream, maxTries, metrics: this.metrics.route(l.key, upstream.name) },
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Binds every stream listener of the config (start). */
+  async start(config: Config, upstreams: Map<string, Upstream>): Promise<void> {
+    const plan = await this.prepare(config, upstreams);
+    this.commit(plan);
+  }
+
+  /** Binds the listeners the config adds; nothing changes for running ones until commit(). Throws (having closed what it bound) when one cannot be bound. */
+  async prepare(config: Config, upstreams: Map<string, Upstream>): Promise<StreamPlan> {
+    const routes = this.routes(config, upstreams);
+    const fresh: StreamListener[] = [];
+    if (!this.bind) return { routes, fresh };
+    try {
+      for (const [key, { host, port, route }] of routes) {
+        if (this.listeners.has(key)) continue;
+        const l = new StreamListener(key, host, port, route, this);
+        await l.listen();
+        fresh.push(l);
+      }
+    } catch (err) {
+      this.abort({ routes, fresh });
+      throw err;
+    }
+    return { routes, fresh };
+  }
+
+  /** Undoes prepare() (a later step of the reload failed). */
+  abort(plan: StreamPlan): void {
+    for (const l of plan.fresh) l.server.close();
+  }
+
+  /** Switches to the plan's routes (synchronous): new listeners in, removed ones closed (their sessions go on). */
+  commit(plan: StreamPlan): void {
+    for (const l of plan.fresh) this.listeners.set(l.key, l);
+    for (const [key, l] of this.listeners) {
+      const r = plan.routes.get(key);
+      if (r !== undefined) {
+        l.route = r.route;
+        continue;
+      }
+      this.listeners.delete(key);
+      this.draining.add(l);
+      void l.close().then(() => this.draining.delete(l));
+    }
+  }
+
+  /** Listening addresses, `host:port` -> bound port. */
+  addresses(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [key, l] of this.listeners) out.set(key, (l.server.address() as net.AddressInfo).port);
+    return out;
+  }
+
+  /** Open sessions on every listener, removed ones included. */
+  sessionCount(): number {
+    let n = 0;
+    for (const l of this.listeners.values()) n += l.sessions.size;
+    for (const l of this.draining) n += l.sessions.size;
+    return n;
+  }
+
+  private *activeByListen(): Iterable<[string, number]> {
+    const counts = new Map<string, number>();
+    for (const l of [...this.listeners.values(), ...this.draining]) counts.set(l.key, (counts.get(l.key) ?? 0) + l.sessions.size);
+    yield* counts;
+  }
+
+  /** Stops accepting, lets sessions run up to `timeoutMs`, then closes the rest. */
+  async stop(timeoutMs: number): Promise<void> {
+    const all = [...this.listeners.values(), ...this.draining];
+    this.listeners.clear();
+    if (all.length === 0) return;
+    const closed = Promise.all(all.map((l) => l.close()));
+    let timer: NodeJS.Timeout | undefined;
+    const expired = await Promise.race([
+      closed.then(() => false),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), timeoutMs); }),
+    ]);
+    clearTimeout(timer);
+    if (expired) {
+      const n = all.reduce((a, l) => a + l.sessions.size, 0);
+      this.log.warn({ timeoutMs, sessions: n }, 'shutdown timeout reached; closing remaining stream sessions');
+      for (const l of all) for (const s of l.sessions) s.destroy();
+      await closed;
+    }
+    this.draining.clear();
+  }
+}
