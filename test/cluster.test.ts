@@ -295,6 +295,26 @@ describe('workers: 2', () => {
     writeFileSync(configFile, JSON.stringify(configObject));
   });
 
+  it('workers that keep dying young are replaced with a growing delay (crash-loop back-off), then serve again', async () => {
+    // The previous test's replacement is seconds old: each death of a young worker doubles the wait.
+    const delays: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const d = await status();
+      const youngest = d.workers.reduce((a, b) => (b.id > a.id ? b : a));
+      process.kill(youngest.pid, 'SIGKILL'); // a worker of the primary this file started, by its pid
+      await waitFor(`worker ${youngest.id} replaced`, async () => {
+        const now = await status();
+        return now.workers.length === 2 && now.workers.every((w) => w.answered) && !now.workers.some((w) => w.pid === youngest.pid);
+      });
+      const line = new RegExp(`worker ${youngest.id} \\(pid ${youngest.pid}\\) exited \\([^)]*\\); starting a new one( in (\\d+) ms)?`).exec(stderr);
+      expect(line, `the log line for worker ${youngest.id}`).not.toBeNull();
+      delays.push(line![2] ?? '0');
+    }
+    expect(delays.map(Number)).toEqual([100, 200]);
+    const res = await spread('/', 20);
+    expect(res.every((r) => r.status === 200)).toBe(true);
+  });
+
   it('`sessionlb reload` (pidFile = the primary): the primary validates, then every worker reloads', async () => {
     const pidFile = join(dirname(configFile), 'sessionlb.pid');
     expect(Number(readFileSync(pidFile, 'utf8').trim())).toBe(proc.pid);
