@@ -16,7 +16,9 @@ function connectionTokens(rawHeaders: readonly string[]): Set<string> | null {
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     if (name.length === 10 && (name.charCodeAt(0) | 0x20) === 99 /* c */ && name.toLowerCase() === 'connection') {
-      for (const t of rawHeaders[i + 1]!.split(',')) {
+      const value = rawHeaders[i + 1]!;
+      if (value === 'keep-alive' || value === 'close') continue; // the usual values: nothing named
+      for (const t of value.split(',')) {
         const token = t.trim().toLowerCase();
         if (token !== '' && token !== 'close' && token !== 'keep-alive') (tokens ??= new Set()).add(token);
       }
