@@ -310,6 +310,24 @@ describe('streams: piping', () => {
     expect(reply).toBe('got 1024 bytes from counter');
   });
 
+  it('a client that connects and closes at once (a TCP health check) leaves nothing open: its FIN reaches the server', async () => {
+    // The FIN arrives while the proxy is still connecting upstream; node emits the client's 'end'
+    // before the session listens for it. Lost, it left both connections open until proxyTimeout.
+    const counter = await tcpBackend('counter', 'count');
+    const port = await freePort();
+    const { lb } = await startStreamLB({ streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: counter.address }] });
+    const replies = await Promise.all(Array.from({ length: 20 }, () => new Promise<string>((resolve, reject) => {
+      const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => s.end());
+      let out = '';
+      s.setEncoding('utf8');
+      s.on('data', (d: string) => { out += d; });
+      s.on('end', () => { s.end(); resolve(out); });
+      s.on('error', reject);
+    })));
+    expect(replies).toEqual(Array(20).fill('got 0 bytes from counter'));
+    expect(await waitFor(() => lb.streams.sessionCount() === 0, 5000)).toBe(true);
+  }, 15_000);
+
   it('passes 50 MiB each way with back-pressure (a slow reader does not make the proxy buffer it)', async () => {
     const echo = await tcpBackend('echo', 'echo');
     const port = await freePort();

@@ -252,6 +252,10 @@ export class TcpSession implements PickRequest {
     c.on('drain', clientDrained);
     up.on('end', upstreamEnded);
     up.on('drain', upstreamDrained);
+    // A client that sent its FIN (and nothing left unread) while we were connecting has had its
+    // 'end' already: node reads the EOF and emits 'end' with nobody consuming. Pass it on now,
+    // or both connections would wait for each other until proxyTimeout.
+    if (c.readableEnded) up.end();
     const timeout = this.route.stream.timeoutMs;
     if (timeout > 0) {
       this.idleSince = Date.now();
