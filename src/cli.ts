@@ -14,6 +14,7 @@ import { firewallCommand, importNginxCommand } from './cli-tools.js';
 import cluster from 'node:cluster';
 import { ClusterPrimary } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
+import { tuneHeapGrowth } from './heap-tuning.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_CONFIG = 'config/default.json';
@@ -234,6 +235,7 @@ async function serve(config: Config, log: EventLog, onStop?: () => Promise<void>
 }
 
 async function run(args: Args): Promise<void> {
+  tuneHeapGrowth(); // primary and workers: a bounded heap growth factor (src/heap-tuning.ts)
   const log = createEventLog({ pretty: args.pretty });
   if (cluster.isWorker) {
     // Forked by the primary below (`workers` > 1): serve the shared listeners.

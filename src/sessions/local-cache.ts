@@ -12,7 +12,7 @@
  * - A binding the store lost (memcached restarted or evicted it) while this process still
  *   uses it is written back instead of moving the session.
  */
-import type { SessionStore } from './store.js';
+import { flatCopy, type SessionStore } from './store.js';
 
 /** A bounded least-recently-used map (Map keeps insertion order: the first key is the oldest). */
 export class Lru<V> {
@@ -202,7 +202,7 @@ export class LocalCache {
       } else {
         // Written (or touched) by another instance: refresh it from here in ttl/4 like our own. Should it
         // expire in memcached before that, this process still routes by its entry and writes it back.
-        this.lru.set(key, new Entry(value, now + this.freshMs, now + p.ttlMs / 4, now + p.ttlMs, p.ttlMs, p.storeKey));
+        this.lru.set(flatCopy(key), new Entry(value, now + this.freshMs, now + p.ttlMs / 4, now + p.ttlMs, p.ttlMs, flatCopy(p.storeKey)));
       }
     } else {
       const known = this.lru.peek(key);
@@ -251,8 +251,8 @@ export class LocalCache {
       entry.movedAt = now;
       this.lru.touch(key, entry);
     } else {
-      entry = new Entry(value, now + this.freshMs, now + ttlMs / 4, now + ttlMs, ttlMs, this.toStoreKey(key), now);
-      this.lru.set(key, entry);
+      entry = new Entry(value, now + this.freshMs, now + ttlMs / 4, now + ttlMs, ttlMs, flatCopy(this.toStoreKey(key)), now);
+      this.lru.set(flatCopy(key), entry);
     }
     this.store.set(entry.storeKey, value, Math.max(1, Math.ceil(ttlMs / 1000))).catch(ignore);
   }

@@ -58,6 +58,15 @@ export function localKey(upstream: string, id: string): string {
 }
 
 /**
+ * A flat copy of a string that shares no memory with it. A key built by the proxy is a cons
+ * string over a slice of the request's Cookie header: kept as it is, a binding would hold the
+ * whole header too (~145 bytes per key instead of ~56). Used once per new binding, never per lookup.
+ */
+export function flatCopy(s: string): string {
+  return JSON.parse(JSON.stringify(s)) as string;
+}
+
+/**
  * Turns a local key (upstream NUL session id) into a memcached key: `keyPrefix` +
  * base64url(HMAC-SHA256(hashKey, upstream NUL id)), 43 characters. The raw id never leaves
  * the process; the upstream name keeps two sticky upstreams with the same cookie apart.

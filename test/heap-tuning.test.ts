@@ -1,0 +1,16 @@
+/**
+ * `sessionlb run` bounds V8's heap growth factor (src/heap-tuning.ts, issue 7 goal 5) unless
+ * node was started with its own `--heap-growing-percent`. Its effect on RSS is a benchmark
+ * (bench/sessions-rss.mjs, bench/README.md goal 5), not a test: GC timing varies run to run.
+ */
+import { describe, expect, it } from 'vitest';
+import { HEAP_GROWING_PERCENT, tuneHeapGrowth } from '../src/heap-tuning.js';
+
+describe('heap growth tuning', () => {
+  it('leaves a --heap-growing-percent given on node\'s command line alone, sets it otherwise', () => {
+    expect(tuneHeapGrowth(['--heap-growing-percent=0'])).toBe(false);
+    expect(tuneHeapGrowth(['--inspect', '--heap_growing_percent=50'])).toBe(false);
+    expect(tuneHeapGrowth(['--max-semi-space-size=4'])).toBe(true);
+    expect(HEAP_GROWING_PERCENT).toBeGreaterThan(0);
+  });
+});
