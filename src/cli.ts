@@ -234,12 +234,20 @@ async function serve(config: Config, log: EventLog, onStop?: () => Promise<void>
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+/**
+ * With the memcached store, a bounded heap growth factor (src/heap-tuning.ts): every store
+ * miss promotes a little garbage and V8 would let the heap reach 3-4x the live data. Not for
+ * other configs: it costs large responses ~10-15% CPU (more full GCs; bench/README.md).
+ */
+function tuneHeapFor(config: Config): void {
+  if (config.sessionStore.type === 'memcached') tuneHeapGrowth();
+}
+
 async function run(args: Args): Promise<void> {
-  tuneHeapGrowth(); // primary and workers: a bounded heap growth factor (src/heap-tuning.ts)
   const log = createEventLog({ pretty: args.pretty });
   if (cluster.isWorker) {
     // Forked by the primary below (`workers` > 1): serve the shared listeners.
-    await runWorker(args.config, log, { pretty: args.pretty });
+    await runWorker(args.config, log, { pretty: args.pretty, onConfig: tuneHeapFor });
     return;
   }
   let config: Config;
@@ -254,6 +262,7 @@ async function run(args: Args): Promise<void> {
     }
     throw err;
   }
+  tuneHeapFor(config);
   if (config.workers > 1) {
     const primary = new ClusterPrimary(config, log, {
       file: args.config,

@@ -11,6 +11,10 @@
  * bench/README.md, goal 5). Unlike a cap such as `--max-old-space-size`, it never turns growth
  * of live data into an out-of-memory crash.
  *
+ * Applied only when the config uses the memcached store (src/cli.ts tuneHeapFor): the memory
+ * store keeps its bindings outside the JS heap, and the bounded factor costs large responses
+ * ~10-15% CPU (more full GCs while 64 KiB body chunks are in flight).
+ *
  * `--heap-growing-percent` is read by V8 at every full GC, so setting it at startup works
  * (it is not accepted in NODE_OPTIONS). A value given on node's command line wins
  * (`node --heap-growing-percent=0 dist/cli.js run ...` restores V8's own heuristics).

@@ -6,7 +6,7 @@
  */
 import cluster from 'node:cluster';
 import { Registry } from 'prom-client';
-import { loadConfigFile, loadConfigText } from '../config/load.js';
+import { loadConfigFile, loadConfigText, type Config } from '../config/load.js';
 import { SessionLB } from '../server.js';
 import { statusDocument } from '../admin/api.js';
 import { processRegistry } from '../observability/metrics.js';
@@ -30,7 +30,7 @@ function send(message: ToPrimary): boolean {
   return process.send(message);
 }
 
-export async function runWorker(configFile: string, baseLog: EventLog, options: { pretty: boolean }): Promise<void> {
+export async function runWorker(configFile: string, baseLog: EventLog, options: { pretty: boolean; onConfig?: (config: Config) => void }): Promise<void> {
   const id = cluster.worker?.id ?? 0;
   const log = baseLog.child({ worker: id });
   const stores = new Set<IpcStore>();
@@ -116,6 +116,7 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
   if (stopping) return;
   if (text === null) log.warn({ file: configFile }, 'no config from the primary within 5s; reading the file');
   const config = text === null ? await loadConfigFile(configFile) : await loadConfigText(text, configFile);
+  options.onConfig?.(config);
   SessionManager.sharedMemoryStore = (c) => {
     const store = new IpcStore(send, c.timeoutMs);
     stores.add(store);
