@@ -206,19 +206,7 @@ export class TcpSession implements PickRequest {
 
   /** A connection attempt failed: counts toward max_fails, then the next server (proxy_next_upstream) or 502. */
   private failAttempt(kind: FailureKind, message: string): void {
-    if (this.connectTimer !== null) {
-      clearTimeout(this.connectTimer);
-      this.connectTimer = null;
-    }
-    const socket = this.upstreamSocket!;
-    socket.off('connect', upstreamConnected);
-    socket.off('close', upstreamClosed);
-    socket.off('error', upstreamError);
-    socket.on('error', ignoreError);
-    socket.destroy();
-    this.upstreamSocket = null;
-    const peer = this.peer!;
-    this.peer = null;
+    const peer = this.dropAttempt();
     const now = Date.now();
     this.route.upstream.release(peer, true, now);
     peer.metrics?.failure(kind);
@@ -234,6 +222,24 @@ export class TcpSession implements PickRequest {
       return;
     }
     this.giveUp();
+  }
+
+  /** Abandons the connection attempt in progress (its timer, listeners and socket); returns its server, not yet released. */
+  private dropAttempt(): Peer {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+    const socket = this.upstreamSocket!;
+    socket.off('connect', upstreamConnected);
+    socket.off('close', upstreamClosed);
+    socket.off('error', upstreamError);
+    socket.on('error', ignoreError);
+    socket.destroy();
+    this.upstreamSocket = null;
+    const peer = this.peer!;
+    this.peer = null;
+    return peer;
   }
 
   /** @internal listener (upstreamConnected): pass bytes both ways from now on. */
@@ -289,19 +295,7 @@ export class TcpSession implements PickRequest {
     switch (this.state) {
       case State.Connecting: {
         // The client left before the server answered: not the server's fault.
-        if (this.connectTimer !== null) {
-          clearTimeout(this.connectTimer);
-          this.connectTimer = null;
-        }
-        const socket = this.upstreamSocket!;
-        socket.off('close', upstreamClosed);
-        socket.off('connect', upstreamConnected);
-        socket.off('error', upstreamError);
-        socket.on('error', ignoreError);
-        socket.destroy();
-        this.upstreamSocket = null;
-        this.route.upstream.release(this.peer!, false, Date.now());
-        this.peer = null;
+        this.route.upstream.release(this.dropAttempt(), false, Date.now());
         this.state = State.Done;
         this.finish();
         return;
