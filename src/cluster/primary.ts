@@ -54,8 +54,15 @@ interface Gathering {
   done: () => void;
 }
 
+/**
+ * A write to a worker that just died fails (EPIPE) after isConnected() said yes. Without a
+ * callback node emits that as an 'error' event on the worker, which would kill the primary;
+ * its 'exit' is handled on its own (onExit).
+ */
+function ignoreSendError(): void { /* the worker is gone or going: onExit replaces it */ }
+
 function send(worker: Worker, message: ToWorker): void {
-  if (worker.isConnected()) worker.send(message);
+  if (worker.isConnected()) worker.send(message, undefined, undefined, ignoreSendError);
 }
 
 export class ClusterPrimary {
@@ -132,6 +139,8 @@ export class ClusterPrimary {
 
   private fork(): Promise<void> {
     const worker = cluster.fork();
+    // Errors of the IPC channel (a write racing the worker's death) must not kill the primary.
+    worker.on('error', (err: Error) => this.log.warn({ worker: worker.id, err: err.message }, 'worker channel error'));
     this.live.set(worker.id, worker);
     this.forkedAt.set(worker.id, Date.now());
     return new Promise((resolve, reject) => {
@@ -284,7 +293,7 @@ export class ClusterPrimary {
       for (const w of this.workers()) {
         if (!w.isConnected() || !this.listening.has(w.id)) continue;
         g.waiting.add(w.id);
-        w.send({ sl: kind, id } satisfies ToWorker);
+        w.send({ sl: kind, id } satisfies ToWorker, undefined, undefined, ignoreSendError);
       }
       if (g.waiting.size === 0) g.done();
     });
