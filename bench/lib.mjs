@@ -50,3 +50,27 @@ export async function stopChild(child, signal = 'SIGTERM', graceMs = 5000) {
 export function killAllNow() {
   for (const c of children) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
 }
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Starts `memcached` (path `cmd`) on a free loopback port with `memoryMiB` of cache, on CPU `cpu`
+ * when pinning, log appended to `logFile`; resolves {port, child} once it accepts connections
+ * (5 s at most).
+ */
+export async function startMemcached(cmd, { memoryMiB, cpu, logFile }) {
+  const port = await freePort();
+  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '1', '-m', String(memoryMiB), '-c', '1024'];
+  if (process.getuid?.() === 0) args.push('-u', 'nobody');
+  const child = startChild(cmd, args, { cpu, logFile });
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    const ok = await new Promise((res) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); res(true); });
+      s.on('error', () => res(false));
+    });
+    if (ok) return { port, child };
+    await sleep(50);
+  }
+  throw new Error('memcached did not start');
+}

@@ -12,12 +12,11 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import http from 'node:http';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PIN, TASKSET, children, freePort, killAllNow, startChild, stopChild, which } from './lib.mjs';
+import { PIN, TASKSET, children, freePort, killAllNow, startChild, startMemcached, stopChild, which } from './lib.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
@@ -198,22 +197,9 @@ for (const [i, p] of ${JSON.stringify(ports)}.entries()) {
   return { kind: 'node:http (nginx not installed)', child };
 }
 
-async function startMemcached() {
+function startBenchMemcached() {
   if (MEMCACHED === null) return null;
-  const port = await freePort();
-  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '1', '-m', '64', '-c', '1024'];
-  if (process.getuid?.() === 0) args.push('-u', 'nobody');
-  const child = startChild(MEMCACHED, args, { cpu: LOAD_CPU, logFile: join(TMP, 'memcached.log') });
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    const ok = await new Promise((res) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); res(true); });
-      s.on('error', () => res(false));
-    });
-    if (ok) return { port, child };
-    await sleep(50);
-  }
-  throw new Error('memcached did not start');
+  return startMemcached(MEMCACHED, { memoryMiB: 64, cpu: LOAD_CPU, logFile: join(TMP, 'memcached.log') });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,7 +539,7 @@ async function main() {
   for (let i = 0; i < 4; i++) backendPorts.push(await freePort());
   const backends = await startBackends(backendPorts);
   const needsMemcached = SCENARIOS.some((s) => s.sticky);
-  const memcached = needsMemcached ? await startMemcached() : null;
+  const memcached = needsMemcached ? await startBenchMemcached() : null;
   const ctx = { backendPorts, memcached, run: 0 };
 
   log(`bench: ${RUNS} run(s) x ${DURATION}s (+${WARMUP}s warm-up) per scenario and proxy, wrk -t1 -c${CONNECTIONS}`);

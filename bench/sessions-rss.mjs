@@ -22,12 +22,11 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import net from 'node:net';
 import http from 'node:http';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PIN, TASKSET, freePort, killAllNow as killAll, startChild, stopChild, which } from './lib.mjs';
+import { PIN, TASKSET, freePort, killAllNow as killAll, startChild, startMemcached, stopChild, which } from './lib.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
@@ -96,21 +95,9 @@ for (const [i, p] of ${JSON.stringify(ports)}.entries()) {
   return startChild(process.execPath, [join(TMP, 'backends.cjs')], { cpu: '1', logFile: join(TMP, 'backends.log') });
 }
 
-async function startMemcached() {
-  const port = await freePort();
+function startRssMemcached() {
   // Enough memory for a million small bindings (memcached is not what is measured).
-  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '1', '-m', '512', '-c', '1024'];
-  if (process.getuid?.() === 0) args.push('-u', 'nobody');
-  const child = startChild(MEMCACHED, args, { cpu: '1', logFile: join(TMP, 'memcached.log') });
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise((res) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); res(true); });
-      s.on('error', () => res(false));
-    });
-    if (ok) return { port, child };
-    await sleep(50);
-  }
-  throw new Error('memcached did not start');
+  return startMemcached(MEMCACHED, { memoryMiB: 512, cpu: '1', logFile: join(TMP, 'memcached.log') });
 }
 
 /** wrk Lua: request i carries PHPSESSID=rss<26 digits of START+i> (a valid PHP id: 29 chars of [a-z0-9]). */
@@ -141,7 +128,7 @@ function checkAccepts(file) {
 }
 
 async function measure(store, backendPorts) {
-  const memcached = store === 'memcached' ? await startMemcached() : null;
+  const memcached = store === 'memcached' ? await startRssMemcached() : null;
   const port = await freePort();
   const config = {
     servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
