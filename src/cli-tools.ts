@@ -3,9 +3,24 @@
  * `firewall` (iptables rules for the memcached hosts). Both only read files and print text.
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { ConfigError, loadConfig, loadConfigFile, type Config } from './config/load.js';
+import { ConfigError, loadConfig, loadConfigFile } from './config/load.js';
 import { formatConfigJson, formatDiagnostic, importNginx, NginxSyntaxError } from './config/nginx-import.js';
 import { firewallPlan, firewallScript } from './firewall.js';
+
+/**
+ * Runs `load`. An invalid configuration (ConfigError) is printed to stderr, problem by problem,
+ * followed by `failed(err)` when given, and gives null; any other error propagates.
+ */
+export async function loadOrReport<T>(load: () => Promise<T>, failed?: (err: ConfigError) => string): Promise<T | null> {
+  try {
+    return await load();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.message}\n`);
+    if (failed !== undefined) process.stderr.write(`${failed(err)}\n`);
+    return null;
+  }
+}
 
 /** `sessionlb import-nginx FILE [--out OUT]`: exit 0 with the JSON (warnings on stderr), or 1. */
 export async function importNginxCommand(file: string, out: string | null): Promise<number> {
@@ -38,15 +53,9 @@ export async function importNginxCommand(file: string, out: string | null): Prom
   }
   // The result must be a configuration sessionlb accepts, exactly as `check` would see it.
   const label = out ?? `${file} (converted)`;
-  try {
-    await loadConfig(JSON.parse(JSON.stringify(result.config)), label);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\nsessionlb: the configuration converted from ${file} is not valid (above); nothing written\n`);
-      return 1;
-    }
-    throw err;
-  }
+  const valid = await loadOrReport(() => loadConfig(JSON.parse(JSON.stringify(result.config)), label),
+    () => `sessionlb: the configuration converted from ${file} is not valid (above); nothing written`);
+  if (valid === null) return 1;
   const json = formatConfigJson(result.config);
   if (out === null) {
     process.stdout.write(json);
@@ -64,16 +73,8 @@ export async function firewallCommand(configFile: string, port: number | undefin
     process.stderr.write('sessionlb: --port must be a port number 1-65535\n');
     return 2;
   }
-  let config: Config;
-  try {
-    config = await loadConfigFile(configFile);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      return 1;
-    }
-    throw err;
-  }
+  const config = await loadOrReport(() => loadConfigFile(configFile));
+  if (config === null) return 1;
   let plan: ReturnType<typeof firewallPlan>;
   try {
     plan = firewallPlan(config, { port, balancers, source: configFile });

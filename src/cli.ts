@@ -6,11 +6,11 @@ import { readFileSync, watch, writeFileSync, unlinkSync, type FSWatcher } from '
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { basename, dirname, join, resolve } from 'node:path';
-import { ConfigError, loadConfig, loadConfigFile, loadConfigText, readConfigText, type Config } from './config/load.js';
+import { loadConfig, loadConfigFile, loadConfigText, readConfigText, type Config } from './config/load.js';
 import { SessionLB } from './server.js';
 import { createEventLog, type EventLog } from './observability/log.js';
 import { DEMO_BACKEND_PORTS, DEMO_WEIGHTS, demoConfig, startDemoBackend } from './demo.js';
-import { firewallCommand, importNginxCommand } from './cli-tools.js';
+import { firewallCommand, importNginxCommand, loadOrReport } from './cli-tools.js';
 import cluster from 'node:cluster';
 import { ClusterPrimary } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
@@ -97,33 +97,18 @@ function version(): string {
 }
 
 async function check(file: string): Promise<number> {
-  try {
-    await loadConfigFile(file);
-    process.stdout.write(`sessionlb: the configuration file ${file} syntax is ok\nconfiguration OK\n`);
-    return 0;
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.stderr.write(`sessionlb: configuration file ${file} test failed (${err.problems.length} problem${err.problems.length === 1 ? '' : 's'})\n`);
-      return 1;
-    }
-    throw err;
-  }
+  const config = await loadOrReport(() => loadConfigFile(file),
+    (err) => `sessionlb: configuration file ${file} test failed (${err.problems.length} problem${err.problems.length === 1 ? '' : 's'})`);
+  if (config === null) return 1;
+  process.stdout.write(`sessionlb: the configuration file ${file} syntax is ok\nconfiguration OK\n`);
+  return 0;
 }
 
 /** `sessionlb reload`: validates the file like `check`, then signals the running process through its pidFile. */
 async function reloadCommand(file: string): Promise<number> {
-  let config: Config;
-  try {
-    config = await loadConfigFile(file);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.stderr.write(`sessionlb: configuration file ${file} test failed; the running process was not signalled\n`);
-      return 1;
-    }
-    throw err;
-  }
+  const config = await loadOrReport(() => loadConfigFile(file),
+    () => `sessionlb: configuration file ${file} test failed; the running process was not signalled`);
+  if (config === null) return 1;
   if (config.pidFile === null) {
     process.stderr.write(`sessionlb: ${file} has no "pidFile"; set one (and restart) to use "sessionlb reload", or send SIGHUP yourself\n`);
     return 1;
@@ -250,18 +235,12 @@ async function run(args: Args): Promise<void> {
     await runWorker(args.config, log, { pretty: args.pretty, onConfig: tuneHeapFor });
     return;
   }
-  let config: Config;
-  let text: string;
-  try {
-    text = await readConfigText(args.config);
-    config = await loadConfigText(text, args.config);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(1);
-    }
-    throw err;
-  }
+  const loaded = await loadOrReport(async () => {
+    const text = await readConfigText(args.config);
+    return { text, config: await loadConfigText(text, args.config) };
+  });
+  if (loaded === null) process.exit(1);
+  const { text, config } = loaded;
   tuneHeapFor(config);
   if (config.workers > 1) {
     const primary = new ClusterPrimary(config, log, {
