@@ -567,6 +567,18 @@ export const SESSION_DEFAULTS = {
 /** memcached treats an exptime above 30 days as a Unix timestamp. */
 const MAX_TTL_MS = 30 * 24 * 3600 * 1000;
 
+/**
+ * A secret key from the config (`value`), else from environment variable `envName` (at least 16
+ * characters, a problem at `at` otherwise), else null (the caller's fallback applies).
+ */
+function givenKey(value: string | undefined, envName: string, at: PropertyKey[], problems: ConfigProblem[]): { key: string; source: 'config' | 'env' } | null {
+  if (value !== undefined) return { key: value, source: 'config' };
+  const env = process.env[envName];
+  if (env === undefined || env === '') return null;
+  if (env.length < 16) problem(problems, at, `the ${envName} environment variable must be at least 16 characters`);
+  return { key: env, source: 'env' };
+}
+
 /** One random cookie-signing key per process (used when none is configured), stable across reloads. */
 let processCookieKey: string | null = null;
 
@@ -585,17 +597,9 @@ function normaliseSticky(raw: RawUpstream['sticky'], path: PropertyKey[], proble
   let cookieKey = '';
   let cookieKeySource: StickyConfig['cookieKeySource'] = 'random';
   if (raw.mode === 'cookie') {
-    const env = process.env.SESSIONLB_COOKIE_KEY;
-    if (raw.cookieKey !== undefined) {
-      cookieKey = raw.cookieKey;
-      cookieKeySource = 'config';
-    } else if (env !== undefined && env !== '') {
-      if (env.length < 16) problem(problems, [...path, 'cookieKey'], 'the SESSIONLB_COOKIE_KEY environment variable must be at least 16 characters');
-      cookieKey = env;
-      cookieKeySource = 'env';
-    } else {
-      cookieKey = processCookieKey ??= randomBytes(32).toString('base64url');
-    }
+    const given = givenKey(raw.cookieKey, 'SESSIONLB_COOKIE_KEY', [...path, 'cookieKey'], problems);
+    cookieKey = given?.key ?? (processCookieKey ??= randomBytes(32).toString('base64url'));
+    cookieKeySource = given?.source ?? 'random';
   }
   return {
     mode: raw.mode,
@@ -635,21 +639,10 @@ function normaliseSessionStore(raw: RawConfig['sessionStore'], problems: ConfigP
   }
   const timeoutMs = ms(raw?.timeout, SESSION_DEFAULTS.timeout);
   if (timeoutMs < 1) problem(problems, [...path, 'timeout'], 'must be at least "1ms"');
-  const env = process.env.SESSIONLB_HASH_KEY;
-  let hashKey: string;
-  let hashKeySource: SessionStoreConfig['hashKeySource'];
-  if (raw?.hashKey !== undefined) {
-    hashKey = raw.hashKey;
-    hashKeySource = 'config';
-  } else if (env !== undefined && env !== '') {
-    if (env.length < 16) problem(problems, [...path, 'hashKey'], 'the SESSIONLB_HASH_KEY environment variable must be at least 16 characters');
-    hashKey = env;
-    hashKeySource = 'env';
-  } else {
-    // Deterministic, so that every instance with the same keyPrefix computes the same keys.
-    hashKey = `sessionlb derived hash key for prefix ${keyPrefix}`;
-    hashKeySource = 'derived';
-  }
+  const given = givenKey(raw?.hashKey, 'SESSIONLB_HASH_KEY', [...path, 'hashKey'], problems);
+  // Without one: deterministic, so that every instance with the same keyPrefix computes the same keys.
+  const hashKey = given?.key ?? `sessionlb derived hash key for prefix ${keyPrefix}`;
+  const hashKeySource: SessionStoreConfig['hashKeySource'] = given?.source ?? 'derived';
   return {
     type,
     explicit: raw !== undefined,
