@@ -12,6 +12,7 @@ import net from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { freePort, request } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
+import { waitFor } from './helpers/capture-log.js';
 
 const FIELDS = [
   'time', 'remote_addr', 'request_method', 'request_uri', 'server_protocol', 'status', 'body_bytes_sent',
@@ -183,15 +184,6 @@ function runCli(config: string, args: string[] = []): { child: ChildProcess; out
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   cleanup.push(async () => { if (child.exitCode === null) child.kill('SIGKILL'); });
   return { child, out: () => out, exited };
-}
-
-async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<boolean> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return false;
 }
 
 describe('access log from the CLI (dist/cli.js)', () => {

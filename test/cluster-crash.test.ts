@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, request, startBackend, type Backend } from './helpers/net.js';
 import { CLI, canConnect, writeConfig } from './helpers/child.js';
+import { waitFor } from './helpers/capture-log.js';
 
 let proc: ChildProcess | undefined;
 let backend: Backend | undefined;
@@ -18,15 +19,6 @@ afterAll(async () => {
   if (proc !== undefined && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); // the process this file started
   await backend?.close();
 });
-
-async function until(check: () => Promise<boolean>, timeoutMs = 15_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  return false;
-}
 
 describe('cluster primary', () => {
   it('stays up when workers die while it is messaging them (status and metrics right after each kill)', async () => {
@@ -51,7 +43,7 @@ describe('cluster primary', () => {
       return r?.status === 200 ? JSON.parse(r.body) as Doc : null;
     };
     const twoAnswering = async (): Promise<boolean> => ((await status())?.workers.filter((w) => w.answered).length ?? 0) === 2;
-    expect(await until(async () => (await canConnect(port)) && twoAnswering())).toBe(true);
+    expect(await waitFor(async () => (await canConnect(port)) && twoAnswering(), 15_000)).toBe(true);
 
     for (let i = 0; i < 6; i++) {
       const doc = await status();
@@ -60,7 +52,7 @@ describe('cluster primary', () => {
       // At once: the primary writes to every worker it still believes connected.
       await Promise.all(Array.from({ length: 4 }, (_, k) => request(`${admin}/${k % 2 === 0 ? 'status' : 'metrics'}`).catch(() => null)));
       expect(proc.exitCode, `primary exited after kill ${i + 1}: ${stderr.slice(-500)}`).toBeNull();
-      expect(await until(twoAnswering), stderr.slice(-500)).toBe(true);
+      expect(await waitFor(twoAnswering, 15_000), stderr.slice(-500)).toBe(true);
     }
     expect(stderr).not.toMatch(/EPIPE/);
     expect((await request(`http://127.0.0.1:${port}/`)).status).toBe(200);
