@@ -9,6 +9,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PeerPool, type AttemptFailure, type AttemptHandler, type PoolOptions, type UpstreamResponse } from '../src/proxy/transport.js';
+import { bodyChunkStats } from '../src/proxy/body-chunks.js';
 import { freePort, request, startBackend, startLB, type Backend, type RunningLB } from './helpers/net.js';
 
 const previous = process.env.SESSIONLB_UPSTREAM_TRANSPORT;
@@ -313,7 +314,7 @@ describe('raw transport through sessionlb', () => {
     expect(slow.connections).toBe(8);
   });
 
-  it('bodies stay byte-exact with many responses in flight, slow and fast clients, small and streamed (reads share one buffer)', async () => {
+  it('bodies stay byte-exact with many responses in flight, slow and fast clients, small and streamed (reads share one buffer, copies reuse buffers)', async () => {
     // Every upstream connection reads into one shared buffer; any byte kept past its read must be
     // copied out. Overlapping responses of different sizes to clients that stall make later
     // reads land while earlier bodies still wait in the proxy: a missed copy shows as corruption.
@@ -358,10 +359,13 @@ describe('raw transport through sessionlb', () => {
       req.on('error', reject);
     });
     const sizes = [10, 700, 3000, 20_000, 70_000, 300_000];
+    const reusedBefore = bodyChunkStats.reused;
     const stalled = [0, 1, 2, 3].map((seed) => fetchOne(seed, 12 * 1024 * 1024, 400));
     const others = Array.from({ length: 120 }, (_, i) => fetchOne(100 + i, sizes[i % sizes.length]!, 0));
     const results = await Promise.all([...stalled, ...others]);
     expect(results.filter((ok) => !ok).length).toBe(0);
+    // Copies went into recycled buffers (body-chunks.ts) while the stalled bodies still held theirs.
+    expect(bodyChunkStats.reused).toBeGreaterThan(reusedBefore);
   }, 30_000);
 
   it('closes idle upstream connections after keepaliveTimeout', async () => {

@@ -13,6 +13,7 @@ import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from '
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
 import { endWithBody } from './whole-response.js';
+import { release } from './body-chunks.js';
 import { clientAddressString } from './client-address.js';
 import { pathForMatching } from './router.js';
 import type { EventLog } from '../observability/log.js';
@@ -38,8 +39,9 @@ function reqBodyData(this: IncomingMessage, chunk: Buffer): void { owner(this).o
 function reqChunkedData(this: IncomingMessage, chunk: Buffer): void { owner(this).onChunkedData(chunk); }
 function reqBodyEnd(this: IncomingMessage): void { owner(this).onBodyEnd(); }
 function reqStreamedData(this: IncomingMessage, chunk: Buffer): void { owner(this).countStreamed(chunk); }
-function bodyData(this: Readable, chunk: Buffer): void { owner(this).countBody(chunk); }
-function bodyEnd(this: Readable): void { owner(this).onUpstreamBodyEnd(Date.now()); }
+function bodyData(this: Readable, chunk: Buffer): void { owner(this).onBodyChunk(chunk); }
+function bodyEnd(this: Readable): void { owner(this).onStreamedBodyEnd(); }
+function resDrain(this: ServerResponse): void { owner(this).onClientDrain(); }
 function bodyError(this: Readable, err: Error): void { owner(this).onUpstreamBodyError(err); }
 function bodyPaused(this: Readable): void { owner(this).onResponsePaused(); }
 function bodyResumed(this: Readable): void { owner(this).clearSendTimer(); }
@@ -433,7 +435,9 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     // pipe() pauses the body while the client is not reading (back-pressure): bound that like nginx's send_timeout.
     body.on('pause', bodyPaused);
     body.on('resume', bodyResumed);
-    body.pipe(res);
+    // What pipe() does (write, pause on a full socket, resume on drain, end), plus giving each
+    // chunk back to the pool once the socket has written it (body-chunks.ts).
+    res.on('drain', resDrain);
   }
 
   private sendTimer: NodeJS.Timeout | null = null;
@@ -457,9 +461,23 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     this.res.destroy(); // the close handler stops the upstream side (not a failure of the server)
   }
 
-  /** @internal listener (bodyData) */
-  countBody(chunk: Buffer): void {
+  /** @internal listener (bodyData): one chunk of a streamed body, to the client. */
+  onBodyChunk(chunk: Buffer): void {
     this.record.bodyBytes += chunk.length;
+    // One closure per chunk (up to 64 KiB): the write callback is the only sign the socket is done with it.
+    if (!this.res.write(chunk, (err) => { if (err == null) release(chunk); })) this.upstreamRes!.body.pause();
+  }
+
+  /** @internal listener (resDrain): the client socket took what was queued. */
+  onClientDrain(): void {
+    const upstreamRes = this.upstreamRes;
+    if (upstreamRes !== null && !this.finished) upstreamRes.body.resume();
+  }
+
+  /** @internal listener (bodyEnd) */
+  onStreamedBodyEnd(): void {
+    this.onUpstreamBodyEnd(Date.now());
+    this.res.end();
   }
 
   /** @internal listener (bodyEnd): the response body is complete, the peer is free. */

@@ -19,6 +19,7 @@ import type {
 import {
   Http1ResponseParser, ResponseParseError, type ResponseParserHandler,
 } from './http1-response-parser.js';
+import { copyOut } from './body-chunks.js';
 
 const EMPTY = Buffer.alloc(0);
 /**
@@ -401,7 +402,7 @@ export class UpstreamConnection implements ResponseParserHandler {
   }
 
   onResponseBody(chunk: Buffer): void {
-    if (!this.upgrade) chunk = Buffer.from(chunk); // out of READ_BUFFER: it outlives this read
+    if (!this.upgrade) chunk = copyOut(chunk); // out of READ_BUFFER: it outlives this read
     if (this.headPending) {
       if (this.pendingFirst === null) this.pendingFirst = chunk;
       else (this.pendingMore ??= []).push(chunk);
