@@ -30,4 +30,4 @@ EXPOSE 8080 9100
 ENV SESSIONLB_HEALTHCHECK_URL=http://127.0.0.1:9100/healthz
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["node", "-e", "require('http').get(process.env.SESSIONLB_HEALTHCHECK_URL, { timeout: 2000 }, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1)).on('timeout', () => process.exit(1))"]
-CMD ["node", "dist/cli.js", "run", "--config", "/etc/sessionlb/config.json"]
+CMD ["node", "--max-semi-space-size=8", "dist/cli.js", "run", "--config", "/etc/sessionlb/config.json"]

@@ -76,6 +76,8 @@ if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
   log('bench: dist/cli.js is missing; run `npm run build` first (npm run bench does).');
   process.exit(2);
 }
+/** sessionlb runs as `npm start` and the Dockerfile run it (src/heap-tuning.ts). */
+const { YOUNG_GENERATION_FLAG } = await import('../dist/heap-tuning.js');
 
 // ---------------------------------------------------------------------------------------------
 // Children: every process we start is recorded and killed by its PID, never by name.
@@ -390,7 +392,7 @@ for (const t of TRANSPORTS) {
         mkdirSync(CPU_PROF_DIR, { recursive: true });
         args.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`, `--cpu-prof-name=${scenario.id.replace(/[^a-z0-9]+/gi, '_')}-${t || 'default'}-run${ctx.run}.cpuprofile`);
       }
-      args.push(join(ROOT, 'dist', 'cli.js'), 'run', '--config', cfg.file);
+      args.push(YOUNG_GENERATION_FLAG, join(ROOT, 'dist', 'cli.js'), 'run', '--config', cfg.file);
       const child = startChild(process.execPath, args, { cpu: PROXY_CPU, logFile: join(TMP, 'sessionlb.log'), extraEnv: t === '' ? undefined : { SESSIONLB_UPSTREAM_TRANSPORT: t } });
       await waitReady(port, scenario.path, child);
       return { child, pid: child.pid, port };
@@ -446,7 +448,7 @@ PROXIES.push({
     const port = await freePort();
     const file = join(TMP, 'sessionlb-workers.json');
     writeFileSync(file, JSON.stringify(sessionlbConfig(port, ctx.backendPorts, scenario, undefined, { accessLog: false, workers: 2 }), null, 2));
-    const child = startChild(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'run', '--config', file], { logFile: join(TMP, 'sessionlb-workers.log') });
+    const child = startChild(process.execPath, [YOUNG_GENERATION_FLAG, join(ROOT, 'dist', 'cli.js'), 'run', '--config', file], { logFile: join(TMP, 'sessionlb-workers.log') });
     await waitReady(port, scenario.path, child);
     return { child, pid: child.pid, port };
   },

@@ -36,7 +36,7 @@ const STORES = (env.RSS_STORES ?? 'memory,memcached').split(',').map((s) => s.tr
 const CHUNK = int(env.RSS_CHUNK, 10);
 const CONNECTIONS = int(env.RSS_CONNECTIONS, 64);
 const MAX_SECONDS = int(env.RSS_MAX_SECONDS, 600);
-const NODE_ARGS = (env.RSS_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const NODE_ARGS = (env.RSS_NODE_ARGS ?? '--max-semi-space-size=8').split(' ').filter(Boolean); // as npm start runs it
 
 const WRK = which('wrk');
 const NGINX = which('nginx') ?? (existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null);

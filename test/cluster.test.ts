@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, request, startBackend, type Backend, type BackendHandler } from './helpers/net.js';
 import { phpHandler } from './helpers/php.js';
 import { CLI, canConnect, runCli, writeConfig } from './helpers/child.js';
+import { YOUNG_GENERATION_FLAG } from '../src/heap-tuning.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -172,6 +173,13 @@ describe('workers: 2', () => {
     // /status sums the workers' counters: 40 more requests over the two plain servers.
     const sum = (d: StatusDoc): number => d.upstreams.plain!.servers.reduce((a, s) => a + s.requests, 0);
     expect(sum(after) - sum(before)).toBe(40);
+  });
+
+  it('workers run with the bounded young generation (src/heap-tuning.ts) the primary was started without', async () => {
+    const d = await status();
+    const args = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(args(d.pid)).not.toContain(YOUNG_GENERATION_FLAG);
+    for (const w of d.workers) expect(args(w.pid)).toContain(YOUNG_GENERATION_FLAG);
   });
 
   it('sticky learn with the memory store: 50 sessions x 10 requests stay on the creating backend across workers', async () => {

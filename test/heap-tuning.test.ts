@@ -4,7 +4,7 @@
  * (bench/sessions-rss.mjs, bench/README.md goal 5), not a test: GC timing varies run to run.
  */
 import { describe, expect, it } from 'vitest';
-import { HEAP_GROWING_PERCENT, tuneHeapGrowth } from '../src/heap-tuning.js';
+import { HEAP_GROWING_PERCENT, YOUNG_GENERATION_FLAG, tuneHeapGrowth, workerExecArgv } from '../src/heap-tuning.js';
 
 describe('heap growth tuning', () => {
   it('leaves a --heap-growing-percent given on node\'s command line alone, sets it otherwise', () => {
@@ -12,5 +12,12 @@ describe('heap growth tuning', () => {
     expect(tuneHeapGrowth(['--inspect', '--heap_growing_percent=50'])).toBe(false);
     expect(tuneHeapGrowth(['--max-semi-space-size=4'])).toBe(true);
     expect(HEAP_GROWING_PERCENT).toBeGreaterThan(0);
+  });
+
+  it('cluster workers get the bounded young generation unless node was given a semi-space size', () => {
+    expect(workerExecArgv([])).toEqual([YOUNG_GENERATION_FLAG]);
+    expect(workerExecArgv(['--inspect'])).toEqual(['--inspect', YOUNG_GENERATION_FLAG]);
+    expect(workerExecArgv(['--max-semi-space-size=32'])).toEqual(['--max-semi-space-size=32']);
+    expect(workerExecArgv(['--max_semi_space_size=2'])).toEqual(['--max_semi_space_size=2']);
   });
 });

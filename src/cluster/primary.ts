@@ -25,6 +25,7 @@ import type { EventLog } from '../observability/log.js';
 import { MemoryStore } from '../sessions/memory-store.js';
 import { plausibleValue } from '../sessions/store.js';
 import { isOurs, peerState, snapshot, type StoreAnswer, type StoreCall, type ToPrimary, type ToWorker } from './ipc.js';
+import { workerExecArgv } from '../heap-tuning.js';
 
 export interface PrimaryOptions {
   /** The config file (reloads read it again). */
@@ -116,6 +117,7 @@ export class ClusterPrimary {
 
     cluster.on('message', this.onMessage);
     cluster.on('exit', this.onExit);
+    cluster.setupPrimary({ execArgv: workerExecArgv() });
     const n = this.config.workers;
     const forks: Array<Promise<void>> = [];
     for (let i = 0; i < n; i++) forks.push(this.fork());
