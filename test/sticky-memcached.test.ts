@@ -263,7 +263,7 @@ describe.skipIf(!HAVE_MEMCACHED)('sticky learn with memcached', () => {
     });
     expect((await m.keys()).length).toBeGreaterThan(0); // writes flow again (new bindings, repaired ones)
 
-    m.pause();
+    await m.pause();
     let hung = { failed: -1, moved: -1, maxMs: -1 };
     try {
       hung = await phase(3);
@@ -352,7 +352,7 @@ describe.skipIf(!HAVE_MEMCACHED)('memcached store', () => {
     try {
       await store.set('k', '10.0.0.1:80', 60);
       expect(await store.get('k')).toBe('10.0.0.1:80');
-      m.pause();
+      await m.pause();
       const times: number[] = [];
       for (let i = 0; i < 6; i++) {
         const t = performance.now();

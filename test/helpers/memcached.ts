@@ -4,7 +4,7 @@
  * skip with a clear message when the binaries are missing (.ci/run installs them).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -62,6 +62,21 @@ export function memcachedCommand(port: number, command: string, terminator = 'EN
   });
 }
 
+/** Linux: every thread of `pid` in state T (stopped); elsewhere (no /proc) true after the caller's first wait. */
+function allThreadsStopped(pid: number): boolean {
+  const tasks = `/proc/${pid}/task`;
+  if (!existsSync(tasks)) return true;
+  return readdirSync(tasks).every((tid) => {
+    try {
+      // "tid (comm) S ...": the state follows the last ')' (comm may contain spaces or parentheses).
+      const stat = readFileSync(`${tasks}/${tid}/stat`, 'utf8');
+      return /^[Tt]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+    } catch {
+      return true; // the thread is gone
+    }
+  });
+}
+
 export class MemcachedProcess {
   proc: ChildProcess | null = null;
 
@@ -99,8 +114,19 @@ export class MemcachedProcess {
   }
 
   /** SIGSTOP: the server keeps its socket (connections are accepted by the kernel) but answers nothing. */
-  pause(): void {
-    process.kill(this.proc!.pid!, 'SIGSTOP');
+  /**
+   * SIGSTOP, then waits until every thread has stopped. The stop is asynchronous for a
+   * multi-threaded process: a worker thread can still answer a command sent right after
+   * kill() returns (seen in ~1 of 5 runs of the "hanging server" test).
+   */
+  async pause(): Promise<void> {
+    const pid = this.proc!.pid!;
+    process.kill(pid, 'SIGSTOP');
+    const deadline = Date.now() + 2000;
+    while (!allThreadsStopped(pid)) {
+      if (Date.now() > deadline) throw new Error(`memcached (pid ${pid}) did not stop within 2 s of SIGSTOP`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
   }
 
   resume(): void {
