@@ -432,7 +432,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     body.on('data', bodyData);
     body.on('end', bodyEnd);
     body.on('error', bodyError);
-    // pipe() pauses the body while the client is not reading (back-pressure): bound that like nginx's send_timeout.
+    // The body is paused while the client is not reading (back-pressure): bound that like nginx's send_timeout.
     body.on('pause', bodyPaused);
     body.on('resume', bodyResumed);
     // What pipe() does (write, pause on a full socket, resume on drain, end), plus giving each

@@ -402,7 +402,10 @@ export class UpstreamConnection implements ResponseParserHandler {
   }
 
   onResponseBody(chunk: Buffer): void {
-    if (!this.upgrade) chunk = copyOut(chunk); // out of READ_BUFFER: it outlives this read
+    // Out of READ_BUFFER: it outlives this read. While the head is pending the body may complete in
+    // this read and be handed over whole (never written back to the pool): an exact-size copy then;
+    // later reads of a streamed body go into recycled buffers (body-chunks.ts).
+    if (!this.upgrade) chunk = this.headPending ? Buffer.from(chunk) : copyOut(chunk);
     if (this.headPending) {
       if (this.pendingFirst === null) this.pendingFirst = chunk;
       else (this.pendingMore ??= []).push(chunk);
