@@ -76,7 +76,7 @@ function parseResponses(data: Buffer, heads: string[]): Array<{ head: string; bo
     at = end + 4;
     const status = Number(head.split(' ')[1]);
     const length = /\r\ncontent-length: (\d+)/i.exec(head);
-    let body = Buffer.alloc(0);
+    let body: Buffer = Buffer.alloc(0);
     if (method === 'HEAD' || status === 204 || status === 304) {
       // no body
     } else if (length !== null) {
