@@ -131,6 +131,19 @@ describe('a whole small response in one write', () => {
     for (const [i, r] of responses.entries()) expect(r.head, `response ${i}`).toMatch(/^HTTP\/1\.1 \d{3} [^\r\n]*\r\n/);
   });
 
+  it('a chunked upstream body that came whole is sent with Content-Length in one write; HEAD gets no invented length', async () => {
+    const before = wholeResponseStats.single;
+    const [r] = parseResponses(await exchange('GET /chunked?x HTTP/1.1\r\nHost: x\r\n\r\n'), ['GET']);
+    expect(r!.head).toMatch(/\r\nContent-Length: 10(\r\n|$)/i); // "chunked ?x"
+    expect(r!.head).not.toMatch(/transfer-encoding/i);
+    expect(r!.body.toString()).toBe('chunked ?x');
+    expect(wholeResponseStats.single).toBe(before + 1);
+    // HEAD: the upstream answers with chunked framing and no body; a Content-Length of 0 would be a lie about the GET.
+    const [h] = parseResponses(await exchange('HEAD /chunked?x HTTP/1.1\r\nHost: x\r\n\r\n'), ['HEAD']);
+    expect(h!.head).toMatch(/^HTTP\/1\.1 200 /);
+    expect(h!.head).not.toMatch(/content-length/i);
+  });
+
   it('an HTTP/1.0 client gets Connection: close and the connection ends after the body', async () => {
     const data = await exchange('GET /h HTTP/1.0\r\n\r\n', 5000);
     const [r] = parseResponses(data, ['GET']);

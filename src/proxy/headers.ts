@@ -178,3 +178,12 @@ export function hasDuplicateHost(rawHeaders: readonly string[]): boolean {
   }
   return false;
 }
+
+/** Whether a flat header list has a Content-Length field (any letter case). */
+export function hasContentLength(flat: readonly string[]): boolean {
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i]!;
+    if (name.length === 14 && (name.charCodeAt(0) | 0x20) === 99 /* c */ && name.toLowerCase() === 'content-length') return true;
+  }
+  return false;
+}
