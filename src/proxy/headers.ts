@@ -10,12 +10,22 @@ const HOP_BY_HOP = new Set([
   'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
 ]);
 
+/**
+ * `s` equals `lower` ignoring ASCII letter case (`lower` in lower case, starting with a letter):
+ * header names and the few token values the proxy acts on. Length and first letter are compared
+ * before any lower-casing, so other fields cost no allocation.
+ */
+export function equalsLower(s: string, lower: string): boolean {
+  return s.length === lower.length
+    && (s === lower || ((s.charCodeAt(0) | 0x20) === lower.charCodeAt(0) && s.toLowerCase() === lower));
+}
+
 /** Names listed in a Connection header value, lower case; null when there are none to add. */
 function connectionTokens(rawHeaders: readonly string[]): Set<string> | null {
   let tokens: Set<string> | null = null;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (name.length === 10 && (name.charCodeAt(0) | 0x20) === 99 /* c */ && name.toLowerCase() === 'connection') {
+    if (equalsLower(name, 'connection')) {
       const value = rawHeaders[i + 1]!;
       if (value === 'keep-alive' || value === 'close') continue; // the usual values: nothing named
       for (const t of value.split(',')) {
@@ -170,8 +180,7 @@ export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: 
 export function hasDuplicateHost(rawHeaders: readonly string[]): boolean {
   let seen = false;
   for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!;
-    if (name.length === 4 && (name.charCodeAt(0) | 0x20) === 104 /* h */ && name.toLowerCase() === 'host') {
+    if (equalsLower(rawHeaders[i]!, 'host')) {
       if (seen) return true;
       seen = true;
     }
@@ -181,9 +190,6 @@ export function hasDuplicateHost(rawHeaders: readonly string[]): boolean {
 
 /** Whether a flat header list has a Content-Length field (any letter case). */
 export function hasContentLength(flat: readonly string[]): boolean {
-  for (let i = 0; i < flat.length; i += 2) {
-    const name = flat[i]!;
-    if (name.length === 14 && (name.charCodeAt(0) | 0x20) === 99 /* c */ && name.toLowerCase() === 'content-length') return true;
-  }
+  for (let i = 0; i < flat.length; i += 2) if (equalsLower(flat[i]!, 'content-length')) return true;
   return false;
 }

@@ -21,6 +21,7 @@
  * consumes bytes and calls the handler's methods; the transport applies back-pressure by
  * pausing its socket. Errors are thrown as `ResponseParseError` (only on bad input).
  */
+import { equalsLower } from './headers.js';
 
 export interface ResponseParserLimits {
   /** Bytes in the status line plus header block (and separately the trailer block). */
@@ -131,10 +132,6 @@ function fail(code: ResponseParseErrorCode, message: string): never {
   throw new ResponseParseError(code, message);
 }
 
-/** ASCII case-insensitive comparison against a lower-case literal. */
-function equalsLower(s: string, lower: string): boolean {
-  return s.length === lower.length && (s === lower || s.toLowerCase() === lower);
-}
 
 export class Http1ResponseParser {
   // The final response's head, valid from onResponseHead until the next `reset`.

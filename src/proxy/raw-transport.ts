@@ -20,6 +20,7 @@ import {
   Http1ResponseParser, ResponseParseError, type ResponseParserHandler,
 } from './http1-response-parser.js';
 import { copyOut } from './body-chunks.js';
+import { equalsLower } from './headers.js';
 
 const EMPTY = Buffer.alloc(0);
 /**
@@ -52,7 +53,7 @@ function serializeHead(head: RequestHead): { text: string; chunked: boolean } {
     const name = h[i]!;
     const value = h[i + 1]!;
     if (UNSAFE_VALUE.test(value) || !TOKEN.test(name)) throw new InvalidRequestError(`invalid header ${JSON.stringify(name)}`);
-    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding' && value.toLowerCase().includes('chunked')) chunked = true;
+    if (equalsLower(name, 'transfer-encoding') && value.toLowerCase().includes('chunked')) chunked = true;
     text += `${name}: ${value}\r\n`;
   }
   return { text: `${text}\r\n`, chunked };

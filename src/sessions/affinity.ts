@@ -25,6 +25,7 @@ import type { Upstream } from '../balancer/upstream.js';
 import type { PickRequest } from '../balancer/policy.js';
 import { ConsistentHash } from '../balancer/hash.js';
 import type { CompiledTemplate, VariableSource } from '../proxy/variables.js';
+import { equalsLower } from '../proxy/headers.js';
 import { findCookie, parseSetCookie, sessionIdFromCookieHeader, type SessionIdRules } from './session-id.js';
 import { CookieSigner, ownCookieHeader, stripCookie } from './signed-cookie.js';
 import type { CacheLookupResult, LocalCache } from './local-cache.js';
@@ -304,7 +305,7 @@ export class Affinity {
     let newIdSet = false;
     for (let i = 0; i < upstreamHeaders.length; i += 2) {
       const name = upstreamHeaders[i]!;
-      if (name.length !== 10 || name.toLowerCase() !== 'set-cookie') continue;
+      if (!equalsLower(name, 'set-cookie')) continue;
       const effect = parseSetCookie(upstreamHeaders[i + 1]!, this.cookie, this.rules, now);
       if (effect === null) continue;
       if (effect.kind === 'invalid') {
@@ -370,8 +371,7 @@ export class Affinity {
 /** HAProxy `nocache`: a response that sets the affinity cookie must not be stored by shared caches. */
 function noCache(headers: string[]): void {
   for (let i = 0; i < headers.length; i += 2) {
-    const h = headers[i]!;
-    if (h.length !== 13 || h.toLowerCase() !== 'cache-control') continue;
+    if (!equalsLower(headers[i]!, 'cache-control')) continue;
     const v = headers[i + 1]!.toLowerCase();
     if (v.includes('private') || v.includes('no-store') || v.includes('no-cache')) return;
     const kept = v.split(',').map((s) => s.trim()).filter((s) => s !== '' && s !== 'public' && !s.startsWith('s-maxage'));
