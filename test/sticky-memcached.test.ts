@@ -114,6 +114,8 @@ describe.skipIf(!HAVE_MEMCACHED)('sticky learn with memcached', () => {
     const lbB = await startLB({ sessionStore: { ...store, servers: [m2.address, m1.address] }, upstreams: stickyUpstream(bs) });
     lbs.push(lbA, lbB);
     const direct = await createSessions(lbA.url, 100, a);
+    // Bindings are written without waiting (the response does not wait for memcached): let them land.
+    await waitFor(async () => (await m1.keys()).length + (await m2.keys()).length >= 100);
     const k1 = await m1.keys();
     const k2 = await m2.keys();
     expect(k1.length + k2.length).toBe(100);
@@ -142,6 +144,9 @@ describe.skipIf(!HAVE_MEMCACHED)('sticky learn with memcached', () => {
     const lbD = await startLB({ sessionStore: viaProxy, upstreams });
     lbs.push(lbC, lbD);
     const proxied = await createSessions(lbC.url, 100, a);
+    // Bindings are written without waiting, here through one more hop: let them land.
+    const ncCount = async (): Promise<number> => [...await m1.keys(), ...await m2.keys()].filter((k) => k.startsWith('nc:')).length;
+    await waitFor(async () => (await ncCount()) >= 100);
     const ncKeys1 = (await m1.keys()).filter((k) => k.startsWith('nc:'));
     const ncKeys2 = (await m2.keys()).filter((k) => k.startsWith('nc:'));
     expect(ncKeys1.length + ncKeys2.length).toBe(100); // nutcracker spread them (its own ketama)
@@ -158,7 +163,7 @@ describe.skipIf(!HAVE_MEMCACHED)('sticky learn with memcached', () => {
     await waitFor(async () => Number((await m1.stats()).cmd_touch) + Number((await m2.stats()).cmd_touch) >= 100);
     // Logging out (PHP deletes the cookie) deletes the binding.
     await pool(proxied.clients.slice(0, 10), 5, async (c) => { await c.get(`${lbD.url}/logout`); });
-    await waitFor(async () => [...await m1.keys(), ...await m2.keys()].filter((k) => k.startsWith('nc:')).length === 90);
+    await waitFor(async () => (await ncCount()) === 90);
     for (const l of [lbC, lbD]) {
       expect(l.lb.sessions.store.stats.errors).toEqual({ get: 0, set: 0, touch: 0, delete: 0 });
       expect(l.lb.sessions.store.circuitOpen()).toBe(0);
