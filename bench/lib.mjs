@@ -1,14 +1,25 @@
 // Shared by the bench scripts: commands, free ports, and the processes they start (every one is
 // recorded and killed by its PID, never by name).
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository (bench/..). */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Absolute path of a command on PATH, or null. */
 export function which(cmd) {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
+}
+
+/** `which(cmd)`, else `fallback` when that file exists (Debian puts nginx in /usr/sbin, not on every PATH), else null. */
+export function whichOr(cmd, fallback) {
+  return which(cmd) ?? (existsSync(fallback) ? fallback : null);
 }
 
 /** A port that was free a moment ago on 127.0.0.1. */
@@ -26,10 +37,15 @@ export const PIN = TASKSET !== null && os.cpus().length >= 2;
 
 export const children = new Set();
 
+/** [command, args] that run `cmd args` on CPU `cpu` when pinning (taskset), else as they are. */
+export function pinnedArgv(cmd, args, cpu) {
+  return cpu !== null && PIN ? [TASKSET, ['-c', cpu, cmd, ...args]] : [cmd, args];
+}
+
 /** Starts a child (on CPU `cpu` when pinning), output appended to `logFile`; `child.exited` resolves with {code, signal}. */
 export function startChild(cmd, args, { cpu = null, logFile, extraEnv } = {}) {
   const fd = logFile ? openSync(logFile, 'a') : 'ignore';
-  const argv = cpu !== null && PIN ? [TASKSET, ['-c', cpu, cmd, ...args]] : [cmd, args];
+  const argv = pinnedArgv(cmd, args, cpu);
   const child = spawn(argv[0], argv[1], { stdio: ['ignore', fd, fd], env: extraEnv ? { ...process.env, ...extraEnv } : process.env });
   if (typeof fd === 'number') closeSync(fd);
   children.add(child);
@@ -73,4 +89,28 @@ export async function startMemcached(cmd, { memoryMiB, cpu, logFile }) {
     await sleep(50);
   }
   throw new Error('memcached did not start');
+}
+
+/** Waits until `GET path` on the port answers 200 (the whole chain is up); throws when `child` exits first or after `timeoutMs`. */
+export async function waitReady(port, { path = '/', child = null, headers = {}, timeoutMs = 15_000 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (child !== null && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`process exited early (${child.exitCode ?? child.signalCode})`);
+    const status = await new Promise((res) => {
+      const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 1000, headers }, (r) => { r.resume(); r.on('end', () => res(r.statusCode)); });
+      req.on('error', (e) => res(e.message));
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+    });
+    if (status === 200) return;
+    last = String(status);
+    await sleep(100);
+  }
+  throw new Error(`port ${port} not ready: ${last}`);
+}
+
+/** `sessionlb check --config file` with the built CLI: {ok, output}. */
+export function sessionlbCheck(file) {
+  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'check', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+  return { ok: r.status === 0, output: `${r.stdout}${r.stderr}`.trim() };
 }

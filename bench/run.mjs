@@ -12,13 +12,12 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { PIN, TASKSET, children, freePort, killAllNow, startChild, startMemcached, stopChild, which } from './lib.mjs';
+import { join, resolve } from 'node:path';
+import {
+  PIN, ROOT, TASKSET, children, freePort, killAllNow, pinnedArgv, sessionlbCheck, startChild, startMemcached, stopChild, waitReady, which, whichOr,
+} from './lib.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
 const int = (v, d) => (v === undefined || v === '' ? d : Math.max(0, Math.trunc(Number(v))));
 const QUICK = env.BENCH_QUICK === '1';
@@ -38,7 +37,7 @@ const BIG = 1024 * 1024;
 
 function findNginx() {
   if (env.BENCH_NGINX === '0') return null;
-  return which('nginx') ?? (existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null);
+  return whichOr('nginx', '/usr/sbin/nginx');
 }
 const NGINX = findNginx();
 /**
@@ -57,9 +56,9 @@ function findNginxStream() {
   return null;
 }
 const NGINX_STREAM = findNginxStream();
-const HAPROXY = env.BENCH_HAPROXY === '0' ? null : which('haproxy') ?? (existsSync('/usr/sbin/haproxy') ? '/usr/sbin/haproxy' : null);
+const HAPROXY = env.BENCH_HAPROXY === '0' ? null : whichOr('haproxy', '/usr/sbin/haproxy');
 const WRK = which('wrk');
-const MEMCACHED = which('memcached') ?? (existsSync('/usr/bin/memcached') ? '/usr/bin/memcached' : null);
+const MEMCACHED = whichOr('memcached', '/usr/bin/memcached');
 const CPUS = os.cpus().length;
 const PROXY_CPU = '0';
 const LOAD_CPU = '1';
@@ -86,23 +85,8 @@ process.on('SIGTERM', () => { killAllNow(); cleanup(); process.exit(143); });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits until `GET path` on the port answers 200 (the whole chain is up). */
-async function waitReady(port, path = '/', child = null, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    if (child !== null && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`process exited early (${child.exitCode ?? child.signalCode})`);
-    const status = await new Promise((res) => {
-      const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 1000, headers: { Cookie: 'PHPSESSID=benchwarmupsession0000000001' } }, (r) => { r.resume(); r.on('end', () => res(r.statusCode)); });
-      req.on('error', (e) => res(e.message));
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-    });
-    if (status === 200) return;
-    last = String(status);
-    await sleep(100);
-  }
-  throw new Error(`port ${port} not ready: ${last}`);
-}
+/** Ready when `GET path` answers 200; the warm-up request carries a session cookie (the sticky scenario's proxies learn it). */
+const ready = (port, path, child) => waitReady(port, { path, child, headers: { Cookie: 'PHPSESSID=benchwarmupsession0000000001' } });
 
 /** Peak resident set (VmHWM) of a process and its children (nginx master + worker), in MiB. */
 function peakRssMiB(pid) {
@@ -176,7 +160,7 @@ async function startBackends(ports) {
     const file = join(TMP, 'backends.conf');
     writeFileSync(file, conf);
     const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'backends', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { cpu: LOAD_CPU, logFile: join(TMP, 'backends.log') });
-    for (const p of ports) await waitReady(p, '/', child);
+    for (const p of ports) await ready(p, '/', child);
     return { kind: 'nginx (return 200, 1 worker)', child };
   }
   // Fallback: one node:http process serving the four ports.
@@ -195,7 +179,7 @@ for (const [i, p] of ${JSON.stringify(ports)}.entries()) {
   const file = join(TMP, 'backends.cjs');
   writeFileSync(file, script);
   const child = startChild(process.execPath, [file], { cpu: LOAD_CPU, logFile: join(TMP, 'backends.log') });
-  for (const p of ports) await waitReady(p, '/', child);
+  for (const p of ports) await ready(p, '/', child);
   return { kind: 'node:http (nginx not installed)', child };
 }
 
@@ -271,16 +255,11 @@ function sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras) {
     upstreams: { backend: upstream },
     shutdownTimeout: '2s',
     clientMaxBodySize: '1m',
-    workers: 1, // one process pinned to one core (the multi-core line sets 2)
+    workers: scenario.multi ? 2 : 1, // one process pinned to one core; the multi-core line: 2 (node:cluster)
     ...extras,
   };
   if (scenario.sticky) config.sessionStore = { type: 'memcached', servers: [`127.0.0.1:${memcachedPort}`], keyPrefix: 'bench:', timeout: '50ms' };
   return config;
-}
-
-function checkConfig(file) {
-  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'check', '--config', file], { encoding: 'utf8', timeout: 30_000 });
-  return { ok: r.status === 0, output: `${r.stdout}${r.stderr}`.trim() };
 }
 
 const checked = new Map();
@@ -297,11 +276,11 @@ function sessionlbConfigFile(port, backendPorts, scenario, memcachedPort) {
   const write = () => writeFileSync(file, JSON.stringify(sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras), null, 2));
   write();
   if (cached === undefined) {
-    let r = checkConfig(file);
+    let r = sessionlbCheck(file);
     if (!r.ok && /accessLog/.test(r.output)) {
       extras = {}; // before the observability work lands: no access log key (and no access log)
       write();
-      r = checkConfig(file);
+      r = sessionlbCheck(file);
     }
     checked.set(key, { ok: r.ok, extras, reason: r.ok ? null : r.output.split('\n').filter((l) => /\$\./.test(l)).map((l) => l.replace(/^.*?: (?=\$)/, '')).join('; ') || r.output });
     if (!r.ok) return checked.get(key);
@@ -377,28 +356,38 @@ ${stick}${backendPorts.map((p, i) => `  server s${i + 1} 127.0.0.1:${p} weight $
 
 /** Each returns { child, pid, port } started and ready, or { skip: reason }. */
 const PROXIES = [];
-for (const t of TRANSPORTS) {
-  const label = t === '' ? 'sessionlb' : `sessionlb (${t})`;
-  PROXIES.push({
-    name: label,
-    kind: 'sessionlb',
+/**
+ * sessionlb as `npm start` runs it: one process pinned to the proxy core (once per upstream
+ * `transport`), or `multi`: "workers": 2, unpinned, for the multi-core scenario only. Either way
+ * the config passes `sessionlb check` first (sessionlbConfigFile).
+ */
+function sessionlbProxy(name, kind, { transport = '', multi = false }) {
+  return {
+    name,
+    kind,
     async start(ctx, scenario) {
-      if (scenario.multi) return { skip: 'n/a' };
+      if (Boolean(scenario.multi) !== multi) return { skip: 'n/a' };
       const port = await freePort();
       const cfg = sessionlbConfigFile(port, ctx.backendPorts, scenario, ctx.memcached?.port);
       if (!cfg.ok) return { skip: `sessionlb check rejects the config: ${cfg.reason}` };
       const args = [];
-      if (CPU_PROF_DIR !== null) {
+      // Profiles of the single process only (cluster workers would inherit --cpu-prof and its file name).
+      if (CPU_PROF_DIR !== null && !multi) {
         mkdirSync(CPU_PROF_DIR, { recursive: true });
-        args.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`, `--cpu-prof-name=${scenario.id.replace(/[^a-z0-9]+/gi, '_')}-${t || 'default'}-run${ctx.run}.cpuprofile`);
+        args.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`, `--cpu-prof-name=${scenario.id.replace(/[^a-z0-9]+/gi, '_')}-${transport || 'default'}-run${ctx.run}.cpuprofile`);
       }
       args.push(YOUNG_GENERATION_FLAG, join(ROOT, 'dist', 'cli.js'), 'run', '--config', cfg.file);
-      const child = startChild(process.execPath, args, { cpu: PROXY_CPU, logFile: join(TMP, 'sessionlb.log'), extraEnv: t === '' ? undefined : { SESSIONLB_UPSTREAM_TRANSPORT: t } });
-      await waitReady(port, scenario.path, child);
+      const child = startChild(process.execPath, args, {
+        cpu: multi ? null : PROXY_CPU,
+        logFile: join(TMP, multi ? 'sessionlb-workers.log' : 'sessionlb.log'),
+        extraEnv: transport === '' ? undefined : { SESSIONLB_UPSTREAM_TRANSPORT: transport },
+      });
+      await ready(port, scenario.path, child);
       return { child, pid: child.pid, port };
     },
-  });
+  };
 }
+for (const t of TRANSPORTS) PROXIES.push(sessionlbProxy(t === '' ? 'sessionlb' : `sessionlb (${t})`, 'sessionlb', { transport: t }));
 if (NGINX !== null) {
   PROXIES.push({
     name: 'nginx',
@@ -410,7 +399,7 @@ if (NGINX !== null) {
       const file = join(TMP, 'nginx-proxy.conf');
       writeFileSync(file, scenario.stream ? nginxStreamConf(port, ctx.backendPorts) : nginxProxyConf(port, ctx.backendPorts, scenario));
       const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'nginx-proxy', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { cpu: PROXY_CPU, logFile: join(TMP, 'nginx-proxy.log') });
-      await waitReady(port, scenario.path, child);
+      await ready(port, scenario.path, child);
       return { child, pid: child.pid, port };
     },
   });
@@ -425,7 +414,7 @@ if (HAPROXY !== null) {
       const file = join(TMP, 'haproxy.cfg');
       writeFileSync(file, haproxyConf(port, ctx.backendPorts, scenario));
       const child = startChild(HAPROXY, ['-db', '-f', file], { cpu: PROXY_CPU, logFile: join(TMP, 'haproxy.log') });
-      await waitReady(port, scenario.path, child);
+      await ready(port, scenario.path, child);
       return { child, pid: child.pid, port };
     },
   });
@@ -440,19 +429,7 @@ PROXIES.push({
   },
 });
 // Multi-core: sessionlb "workers": 2 (node:cluster) vs nginx worker_processes 2, both unpinned (scenario "multi" only).
-PROXIES.push({
-  name: 'sessionlb (2 workers)',
-  kind: 'sessionlb-workers',
-  async start(ctx, scenario) {
-    if (!scenario.multi) return { skip: 'n/a' };
-    const port = await freePort();
-    const file = join(TMP, 'sessionlb-workers.json');
-    writeFileSync(file, JSON.stringify(sessionlbConfig(port, ctx.backendPorts, scenario, undefined, { accessLog: false, workers: 2 }), null, 2));
-    const child = startChild(process.execPath, [YOUNG_GENERATION_FLAG, join(ROOT, 'dist', 'cli.js'), 'run', '--config', file], { logFile: join(TMP, 'sessionlb-workers.log') });
-    await waitReady(port, scenario.path, child);
-    return { child, pid: child.pid, port };
-  },
-});
+PROXIES.push(sessionlbProxy('sessionlb (2 workers)', 'sessionlb-workers', { multi: true }));
 if (NGINX !== null) {
   PROXIES.push({
     name: 'nginx (2 workers)',
@@ -463,7 +440,7 @@ if (NGINX !== null) {
       const file = join(TMP, 'nginx-workers.conf');
       writeFileSync(file, nginxProxyConf(port, ctx.backendPorts, scenario, 2));
       const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'nginx-workers', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { logFile: join(TMP, 'nginx-workers.log') });
-      await waitReady(port, scenario.path, child);
+      await ready(port, scenario.path, child);
       return { child, pid: child.pid, port };
     },
   });
@@ -505,7 +482,7 @@ function runWrk(port, scenario, seconds) {
   if (scenario.close) args.push('-H', 'Connection: close');
   if (scenario.sticky) args.push('-s', luaCookieScript());
   args.push(`http://127.0.0.1:${port}${scenario.path}`);
-  const argv = PIN ? [TASKSET, ['-c', LOAD_CPU, WRK, ...args]] : [WRK, args];
+  const argv = pinnedArgv(WRK, args, LOAD_CPU);
   return new Promise((res, rej) => {
     const child = spawn(argv[0], argv[1], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);

@@ -20,15 +20,14 @@
  * RSS is live data rather than heap the GC has not given back yet).
  * Everything listens on 127.0.0.1; every child is killed by its PID.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { PIN, TASKSET, freePort, killAllNow as killAll, startChild, startMemcached, stopChild, which } from './lib.mjs';
+import { join } from 'node:path';
+import {
+  PIN, ROOT, freePort, killAllNow as killAll, pinnedArgv, sessionlbCheck, startChild, startMemcached, stopChild, waitReady, which, whichOr,
+} from './lib.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
 const int = (v, d) => (v === undefined || v === '' ? d : Math.max(1, Math.trunc(Number(v))));
 const SESSIONS = int(env.RSS_SESSIONS, 1_000_000);
@@ -36,10 +35,9 @@ const STORES = (env.RSS_STORES ?? 'memory,memcached').split(',').map((s) => s.tr
 const CHUNK = int(env.RSS_CHUNK, 10);
 const CONNECTIONS = int(env.RSS_CONNECTIONS, 64);
 const MAX_SECONDS = int(env.RSS_MAX_SECONDS, 600);
-const NODE_ARGS = (env.RSS_NODE_ARGS ?? '--max-semi-space-size=8').split(' ').filter(Boolean); // as npm start runs it
 
 const WRK = which('wrk');
-const NGINX = which('nginx') ?? (existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null);
+const NGINX = whichOr('nginx', '/usr/sbin/nginx');
 const MEMCACHED = which('memcached');
 const log = (line) => process.stderr.write(`${line}\n`);
 if (WRK === null) {
@@ -50,27 +48,15 @@ if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
   log('sessions-rss: run `npm run build` first');
   process.exit(2);
 }
+const { YOUNG_GENERATION_FLAG } = await import('../dist/heap-tuning.js');
+const NODE_ARGS = (env.RSS_NODE_ARGS ?? YOUNG_GENERATION_FLAG).split(' ').filter(Boolean); // as npm start runs it
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const TMP = mkdtempSync(join(os.tmpdir(), 'sessionlb-rss-'));
 const cleanup = () => rmSync(TMP, { recursive: true, force: true });
 process.on('SIGINT', () => { killAll(); cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { killAll(); cleanup(); process.exit(143); });
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitReady(port, child, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`process exited early (${child.exitCode ?? child.signalCode})`);
-    const ok = await new Promise((res) => {
-      const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 1000 }, (r) => { r.resume(); r.on('end', () => res(r.statusCode === 200)); });
-      req.on('error', () => res(false));
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`port ${port} not ready`);
-}
 function memory(pid) {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (name) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
@@ -114,17 +100,12 @@ end
 
 function runWrk(port, start, seconds) {
   const args = ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--timeout', '5s', '-s', LUA, `http://127.0.0.1:${port}/`, '--', String(start)];
-  const argv = PIN ? [TASKSET, ['-c', '1', WRK, ...args]] : [WRK, args];
+  const argv = pinnedArgv(WRK, args, '1');
   const r = spawnSync(argv[0], argv[1], { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
   const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? 0);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1] ?? 0);
   return { requests, non2xx, rps, out: r.stdout + r.stderr };
-}
-
-function checkAccepts(file) {
-  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'check', '--config', file], { encoding: 'utf8', timeout: 30_000 });
-  return { ok: r.status === 0, output: `${r.stdout}${r.stderr}` };
 }
 
 async function measure(store, backendPorts) {
@@ -142,7 +123,7 @@ async function measure(store, backendPorts) {
   // Keys that an older tree does not know yet are dropped (the measurement stays the same).
   for (const optional of ['workers', 'accessLog']) {
     writeFileSync(file, JSON.stringify(config, null, 2));
-    const c = checkAccepts(file);
+    const c = sessionlbCheck(file);
     if (c.ok) break;
     if (!c.output.includes(optional)) throw new Error(`sessionlb check rejects the config:\n${c.output}`);
     delete config[optional];
@@ -151,7 +132,7 @@ async function measure(store, backendPorts) {
   const lb = startChild(process.execPath, [...NODE_ARGS, join(ROOT, 'dist', 'cli.js'), 'run', '--config', file], { cpu: '0', logFile: join(TMP, `sessionlb-${store}.log`) });
   const rows = [];
   try {
-    await waitReady(port, lb);
+    await waitReady(port, { child: lb });
     const idle = memory(lb.pid);
     rows.push({ sessions: 0, ...idle, rps: NaN });
     log(`${store}: idle RSS ${idle.rss.toFixed(0)} MiB`);
@@ -181,7 +162,7 @@ async function measure(store, backendPorts) {
 async function main() {
   const backendPorts = [await freePort(), await freePort(), await freePort(), await freePort()];
   const backends = await startBackends(backendPorts);
-  for (const p of backendPorts) await waitReady(p, backends);
+  for (const p of backendPorts) await waitReady(p, { child: backends });
   log(`sessions-rss: ${SESSIONS.toLocaleString('en')} distinct sessions per store (${STORES.join(', ')}), wrk -t1 -c${CONNECTIONS} in ${CHUNK} s chunks; ${PIN ? 'proxy on CPU 0, wrk + backends + memcached on CPU 1' : 'not pinned'}; load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   const results = [];
   try {
