@@ -113,9 +113,9 @@ export class MemcachedProcess {
     this.proc = null;
   }
 
-  /** SIGSTOP: the server keeps its socket (connections are accepted by the kernel) but answers nothing. */
   /**
-   * SIGSTOP, then waits until every thread has stopped. The stop is asynchronous for a
+   * SIGSTOP (the server keeps its socket: connections are accepted by the kernel, nothing is
+   * answered), then waits until every thread has stopped. The stop is asynchronous for a
    * multi-threaded process: a worker thread can still answer a command sent right after
    * kill() returns (seen in ~1 of 5 runs of the "hanging server" test).
    */
