@@ -13,8 +13,10 @@
  */
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import type {
-  Attempt, AttemptHandler, FailureKind, PoolOptions, RequestHead, UpgradeHandler, UpstreamResponse,
+import {
+  failureKind,
+  type Attempt, type AttemptHandler, type FailureKind, type PoolOptions, type RequestHead, type UpgradeHandler,
+  type UpstreamResponse,
 } from './transport.js';
 import {
   Http1ResponseParser, ResponseParseError, type ResponseParserHandler,
@@ -57,13 +59,6 @@ function serializeHead(head: RequestHead): { text: string; chunked: boolean } {
     text += `${name}: ${value}\r\n`;
   }
   return { text: `${text}\r\n`, chunked };
-}
-
-function failureKind(err: NodeJS.ErrnoException): FailureKind {
-  const code = err.code ?? '';
-  if (code === 'ECONNREFUSED') return 'refused';
-  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') return 'reset';
-  return 'error';
 }
 
 /** The response body handed to the proxy: a Readable fed by the parser, paced by the socket. */

@@ -23,7 +23,7 @@ import type { StreamConfig } from '../config/streams.js';
 import type { EventLog } from '../observability/log.js';
 import type { AccessLog } from '../observability/access-log.js';
 import type { StreamRouteMetrics } from '../observability/stream-metrics.js';
-import type { FailureKind } from './transport.js';
+import { failureKind, type FailureKind } from './transport.js';
 import { clientAddressString } from './client-address.js';
 
 /** Where a listener's connections go, resolved once per config. */
@@ -98,15 +98,6 @@ function ignoreError(): void { /* see 'close' */ }
 const NO_REQUEST = null as unknown as IncomingMessage;
 
 export const enum State { Picking, Connecting, Piping, Done }
-
-function failureKind(err: NodeJS.ErrnoException): FailureKind {
-  switch (err.code) {
-    case 'ECONNREFUSED': return 'refused';
-    case 'ECONNRESET': case 'EPIPE': return 'reset';
-    case 'ETIMEDOUT': return 'timeout';
-    default: return 'error';
-  }
-}
 
 export class TcpSession implements PickRequest {
   readonly req = NO_REQUEST;

@@ -29,6 +29,19 @@ export interface UpstreamResponse {
 /** Why an attempt failed, as nginx and our metrics name it. */
 export type FailureKind = 'refused' | 'timeout' | 'reset' | 'error' | 'invalid_header';
 
+/**
+ * The FailureKind of a socket or node:http error by its code (every transport and the TCP
+ * proxy use this one mapping). A timeout we detected ourselves is the caller's to report.
+ */
+export function failureKind(err: NodeJS.ErrnoException): FailureKind {
+  const code = err.code ?? '';
+  if (code === 'ECONNREFUSED') return 'refused';
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') return 'reset';
+  if (code === 'ETIMEDOUT') return 'timeout';
+  if (code.startsWith('HPE_')) return 'invalid_header';
+  return 'error';
+}
+
 export interface AttemptFailure {
   kind: FailureKind;
   /** The upstream may have seen (part of) the request: a non-idempotent request must not be retried. */
@@ -167,7 +180,7 @@ class NodeHttpPool implements PoolImpl {
     });
     req.on('error', (err: NodeJS.ErrnoException) => {
       handler.onUpstreamError({
-        kind: timedOut ? 'timeout' : err.code === 'ECONNREFUSED' ? 'refused' : err.code === 'ECONNRESET' ? 'reset' : 'error',
+        kind: timedOut ? 'timeout' : failureKind(err),
         requestSent: true,
         staleConnection: false,
         message: err.message,
@@ -303,12 +316,7 @@ class HttpAttempt implements Attempt {
     if (this.done) return; // aborted by us, or the error belongs to the body stream the proxy is reading
     this.done = true;
     const code = err.code ?? '';
-    let kind: FailureKind;
-    if (this.timedOut) kind = 'timeout';
-    else if (code === 'ECONNREFUSED') kind = 'refused';
-    else if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') kind = 'reset';
-    else if (code.startsWith('HPE_')) kind = 'invalid_header';
-    else kind = 'error';
+    const kind: FailureKind = this.timedOut ? 'timeout' : failureKind(err);
     const reused = this.req.reusedSocket;
     this.handler.onUpstreamError({
       kind,
