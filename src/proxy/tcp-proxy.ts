@@ -107,6 +107,8 @@ export class TcpSession implements PickRequest {
   private readonly startedMs = Date.now();
   private peer: Peer | null = null;
   upstreamSocket: net.Socket | null = null;
+  /** Servers tried so far: the first in `firstTried`, the Set only once there is a second attempt (most sessions make one). */
+  private firstTried: Peer | null = null;
   private tried: Set<Peer> | null = null;
   private triesLeft: number;
   private connectTimer: NodeJS.Timeout | null = null;
@@ -145,7 +147,7 @@ export class TcpSession implements PickRequest {
   private next(): void {
     const now = Date.now();
     const up = this.route.upstream;
-    const peer = up.select(this, this.tried, now);
+    const peer = up.select(this, this.triedPeers(), now);
     if (peer === null) {
       this.owner.log.error({ upstream: up.name, client: this.remoteAddress, server: this.route.listen },
         `no live upstreams while connecting to upstream "${up.name}"`);
@@ -154,7 +156,8 @@ export class TcpSession implements PickRequest {
     }
     this.peer = peer;
     this.triesLeft--;
-    (this.tried ??= new Set()).add(peer);
+    if (this.firstTried === null) this.firstTried = peer;
+    else this.triedPeers()!.add(peer);
     this.addrs.push(peer.name);
     this.connectTimes.push(-1);
     this.state = State.Connecting;
@@ -169,6 +172,12 @@ export class TcpSession implements PickRequest {
     socket.on('close', upstreamClosed);
     this.upstreamSocket = socket;
     this.connectTimer = setTimeout(connectTimedOut, this.route.stream.connectTimeoutMs, this);
+  }
+
+  /** The servers tried so far as a Set (made on the first retry), null before the first attempt. */
+  private triedPeers(): Set<Peer> | null {
+    if (this.tried === null && this.firstTried !== null) this.tried = new Set([this.firstTried]);
+    return this.tried;
   }
 
   /** No server could take the session: nginx closes the client connection (status 502). */
