@@ -34,7 +34,7 @@ export interface StreamRoute {
   readonly upstream: Upstream;
   /** Attempts per session: nextUpstreamTries, bounded by the number of servers (nginx). */
   readonly maxTries: number;
-  readonly metrics: StreamRouteMetrics | null;
+  readonly metrics: StreamRouteMetrics;
 }
 
 /** What a session needs from its listener and the balancer. */
@@ -118,7 +118,7 @@ export class TcpSession implements PickRequest {
   private idleSince = 0;
   private clientGone = false;
   private upstreamGone = false;
-  private status = 200;
+  private status: 200 | 502 = 200;
   /** Every server tried and its connect time in seconds (-1: did not connect), for the access log. */
   private readonly addrs: string[] = [];
   private readonly connectTimes: number[] = [];
@@ -337,7 +337,7 @@ export class TcpSession implements PickRequest {
     const client = this.client;
     const received = client.bytesRead;
     const sent = client.bytesWritten;
-    this.route.metrics?.done(this.status, received, sent);
+    this.route.metrics.done(this.status, received, sent);
     const log = this.owner.accessLog();
     if (log !== null) {
       log.writeStream({
