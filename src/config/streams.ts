@@ -11,7 +11,7 @@
  */
 import { isIP } from 'node:net';
 import { formatHostPort, parseHostPort } from './address.js';
-import { formatPath, type ConfigProblem, type RawConfig } from './schema.js';
+import { formatPath, type RawConfig } from './schema.js';
 import { DURATION_PATTERN, parseDuration } from './units.js';
 import { compileTemplate } from '../proxy/variables.js';
 import type { ListenAddress } from './load.js';
@@ -194,12 +194,5 @@ export function normaliseStreams(raw: RawConfig, isUpstream: (name: string) => b
       nextUpstreamTimeoutMs: parseDuration(st.nextUpstreamTimeout ?? STREAM_DEFAULTS.nextUpstreamTimeout),
     });
   });
-  return out;
-}
-
-/** Problems of `streams` as ConfigProblems (for load.ts). */
-export function streamConfigProblems(raw: unknown): ConfigProblem[] {
-  const out: ConfigProblem[] = [];
-  streamProblems(raw, (path, message) => { out.push({ path: formatPath(path), message }); });
   return out;
 }
