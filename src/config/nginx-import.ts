@@ -1,6 +1,6 @@
 /**
- * `sessionlb import-nginx`: reads the http part of an nginx configuration (upstreams, servers,
- * locations and the proxy_* settings our users have) and produces the equivalent sessionlb
+ * `sessionlb import-nginx`: reads the http and stream parts of an nginx configuration (upstreams,
+ * servers, locations and the proxy_* settings our users have) and produces the equivalent sessionlb
  * configuration. First a real tokenizer/parser for nginx's syntax (what `ngx_conf_read_token`
  * accepts: directives `name arg ... ;`, blocks `name arg ... { ... }`, single and double quoted
  * strings, backslash escapes, `${var}` inside words, `#` comments), then the conversion.
@@ -332,8 +332,10 @@ class Converter {
     for (const d of tree) {
       if (d.name === 'http' && d.block !== null) http.push(...d.block);
       else if (d.name === 'stream' && d.block !== null) streamBlocks.push(d);
-      else if (d.name === 'events' || d.name === 'stream' || d.name === 'mail') {
-        this.warn(d.line, `"${d.name}" block ignored (sessionlb is an HTTP load balancer; it has no ${d.name === 'events' ? 'worker settings' : `${d.name} proxy`})`);
+      else if (d.name === 'stream') {
+        this.warn(d.line, '"stream" without a block ignored: nothing to convert (nginx wants stream { server { listen ...; proxy_pass ...; } })');
+      } else if (d.name === 'events' || d.name === 'mail') {
+        this.warn(d.line, `"${d.name}" block ignored (sessionlb has no ${d.name === 'events' ? 'worker settings' : 'mail proxy'})`);
       } else if (MAIN_CONTEXT.has(d.name)) {
         this.warn(d.line, `"${d.name}" (nginx process setting) is not used by sessionlb; ignored`);
       } else {
