@@ -202,7 +202,9 @@ export class LocalCache {
       } else {
         // Written (or touched) by another instance: refresh it from here in ttl/4 like our own. Should it
         // expire in memcached before that, this process still routes by its entry and writes it back.
-        this.lru.set(flatCopy(key), new Entry(value, now + this.freshMs, now + p.ttlMs / 4, now + p.ttlMs, p.ttlMs, flatCopy(p.storeKey)));
+        // One flat copy of the key (see flatCopy); the store key is that same string when it is the key.
+        const flat = flatCopy(key);
+        this.lru.set(flat, new Entry(value, now + this.freshMs, now + p.ttlMs / 4, now + p.ttlMs, p.ttlMs, p.storeKey === key ? flat : p.storeKey));
       }
     } else {
       const known = this.lru.peek(key);
@@ -251,8 +253,11 @@ export class LocalCache {
       entry.movedAt = now;
       this.lru.touch(key, entry);
     } else {
-      entry = new Entry(value, now + this.freshMs, now + ttlMs / 4, now + ttlMs, ttlMs, flatCopy(this.toStoreKey(key)), now);
-      this.lru.set(flatCopy(key), entry);
+      // One flat copy of the key (see flatCopy): the store key is derived from it (the same string
+      // with the default identity, a fresh prefix + hash with memcached), never from the header slice.
+      const flat = flatCopy(key);
+      entry = new Entry(value, now + this.freshMs, now + ttlMs / 4, now + ttlMs, ttlMs, this.toStoreKey(flat), now);
+      this.lru.set(flat, entry);
     }
     this.store.set(entry.storeKey, value, Math.max(1, Math.ceil(ttlMs / 1000))).catch(ignore);
   }
