@@ -61,13 +61,7 @@ export function isOurs<T extends { sl: string }>(message: unknown): message is T
 export function snapshot(upstreams: Iterable<Upstream>): PeerState[] {
   const out: PeerState[] = [];
   for (const up of upstreams) {
-    for (const p of up.all()) {
-      out.push({
-        u: up.name, s: p.name, healthy: p.healthy, awaitingFirstProbe: p.awaitingFirstProbe,
-        probeFails: p.probeFails, probePasses: p.probePasses, lastProbe: p.lastProbe,
-        adminState: p.adminState, weight: p.weight,
-      });
-    }
+    for (const p of up.all()) out.push(peerState(up.name, p));
   }
   return out;
 }

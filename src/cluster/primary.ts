@@ -295,7 +295,7 @@ export class ClusterPrimary {
       for (const w of this.workers()) {
         if (!w.isConnected() || !this.listening.has(w.id)) continue;
         g.waiting.add(w.id);
-        w.send({ sl: kind, id } satisfies ToWorker, undefined, undefined, ignoreSendError);
+        send(w, { sl: kind, id });
       }
       if (g.waiting.size === 0) g.done();
     });
