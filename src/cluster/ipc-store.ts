@@ -13,12 +13,13 @@ import { StoreStats, type SessionStore, type StoreObserver, type StoreOp } from 
 import type { StoreAnswer, StoreCall, ToPrimary } from './ipc.js';
 
 class Call {
-  timer: NodeJS.Timeout | null = null;
   constructor(
     readonly op: StoreOp,
     readonly startedAt: number,
     readonly resolve: (value: string | null | boolean) => void,
     readonly reject: (err: Error) => void,
+    /** Fails the call when the primary does not answer in time. */
+    readonly timer: NodeJS.Timeout,
   ) {}
 }
 
@@ -45,14 +46,18 @@ export class IpcStore implements SessionStore {
 
   /** Answers from the primary (`store-res`). */
   answer(results: readonly StoreAnswer[]): void {
-    for (const [id, value] of results) {
-      const call = this.calls.get(id);
-      if (call === undefined) continue; // timed out already
-      this.calls.delete(id);
-      if (call.timer !== null) clearTimeout(call.timer);
-      this.observer?.onStoreOp?.(call.op, (performance.now() - call.startedAt) / 1000, false);
-      call.resolve(value);
-    }
+    for (const [id, value] of results) this.take(id, false)?.resolve(value); // undefined: timed out already
+  }
+
+  /** Ends call `id`: forgets it, stops its timer, counts and reports it; undefined when it is over already. */
+  private take(id: number, failed: boolean): Call | undefined {
+    const call = this.calls.get(id);
+    if (call === undefined) return undefined;
+    this.calls.delete(id);
+    clearTimeout(call.timer);
+    if (failed) this.stats.errors[call.op]++;
+    this.observer?.onStoreOp?.(call.op, (performance.now() - call.startedAt) / 1000, failed);
+    return call;
   }
 
   private call(op: StoreOp, key: string, value: string | null, ttlSeconds: number): Promise<string | null | boolean> {
@@ -63,9 +68,7 @@ export class IpcStore implements SessionStore {
     }
     return new Promise((resolve, reject) => {
       const id = nextId++;
-      const call = new Call(op, performance.now(), resolve, reject);
-      call.timer = setTimeout(() => this.expire(id), this.timeoutMs);
-      this.calls.set(id, call);
+      this.calls.set(id, new Call(op, performance.now(), resolve, reject, setTimeout(() => this.expire(id), this.timeoutMs)));
       this.queue.push([id, op, key, value, ttlSeconds]);
       if (op !== 'get') {
         // A write goes out now, before the response that carries the new cookie is written to the
@@ -97,13 +100,7 @@ export class IpcStore implements SessionStore {
   }
 
   private fail(id: number, err: Error): void {
-    const call = this.calls.get(id);
-    if (call === undefined) return;
-    this.calls.delete(id);
-    if (call.timer !== null) clearTimeout(call.timer);
-    this.stats.errors[call.op]++;
-    this.observer?.onStoreOp?.(call.op, (performance.now() - call.startedAt) / 1000, true);
-    call.reject(err);
+    this.take(id, true)?.reject(err);
   }
 
   get(key: string): Promise<string | null> {
