@@ -216,8 +216,8 @@ export class MemoryStore implements SessionStore {
     return Promise.resolve();
   }
 
-  deleteSync(key: string, counted = true): void {
-    if (counted) this.stats.calls.delete++;
+  deleteSync(key: string): void {
+    this.stats.calls.delete++;
     const s = this.find(key, hashKey(key, this.seed));
     if (s !== NIL) this.remove(s);
   }
