@@ -64,3 +64,18 @@ function validPort(port: number): boolean {
 export function formatHostPort(host: string, port: number): string {
   return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/**
+ * Every (specific, wildcard) pair of listen addresses on one port and address family: the kernel
+ * cannot bind a wildcard (0.0.0.0, ::) and a specific address on the same port, so nginx's
+ * configurations must use one address there. `report(specific, wildcard)` is called per pair.
+ */
+export function wildcardClashes<T extends { host: string; port: number }>(all: readonly T[], report: (specific: T, wildcard: T) => void): void {
+  for (const w of all) {
+    if (w.host !== '0.0.0.0' && w.host !== '::') continue;
+    const family = w.host === '::' ? 6 : 4;
+    for (const s of all) {
+      if (s.port === w.port && s.host !== w.host && isIP(s.host) === family) report(s, w);
+    }
+  }
+}

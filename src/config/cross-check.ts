@@ -5,7 +5,7 @@
  * would after fixing each in turn). `load.ts` runs the same rules on a valid file.
  */
 import { BlockList, isIP } from 'node:net';
-import { parseHostPort, formatHostPort } from './address.js';
+import { parseHostPort, formatHostPort, wildcardClashes } from './address.js';
 import { formatPath, type ConfigProblem } from './schema.js';
 import { balanceProblems } from './balance.js';
 import { streamProblems } from './streams.js';
@@ -165,17 +165,10 @@ export class ListenOverlap {
 
   problems(): ConfigProblem[] {
     const out: ConfigProblem[] = [];
-    for (const w of this.seen) {
-      if (w.host !== '0.0.0.0' && w.host !== '::') continue;
-      const family = w.host === '::' ? 6 : 4;
-      for (const s of this.seen) {
-        if (s.port !== w.port || s.host === w.host || isIP(s.host) !== family) continue;
-        out.push({
-          path: formatPath(s.path),
-          message: `${formatHostPort(s.host, s.port)} cannot be bound together with ${formatHostPort(w.host, w.port)} (${formatPath(w.path)}); listen on the same address in both servers`,
-        });
-      }
-    }
+    wildcardClashes(this.seen, (s, w) => out.push({
+      path: formatPath(s.path),
+      message: `${formatHostPort(s.host, s.port)} cannot be bound together with ${formatHostPort(w.host, w.port)} (${formatPath(w.path)}); listen on the same address in both servers`,
+    }));
     return out;
   }
 }

@@ -9,8 +9,7 @@
  * HTTP variables, and sessionlb's `sticky` modes read HTTP cookies: an upstream a stream
  * uses may have none of these.
  */
-import { isIP } from 'node:net';
-import { formatHostPort, parseHostPort } from './address.js';
+import { formatHostPort, parseHostPort, wildcardClashes } from './address.js';
 import { formatPath, type RawConfig } from './schema.js';
 import { DURATION_PATTERN, parseDuration } from './units.js';
 import { compileTemplate } from '../proxy/variables.js';
@@ -157,15 +156,11 @@ export function streamProblems(raw: unknown, add: (path: PropertyKey[], message:
     }
   });
 
-  // A wildcard and a specific address on one port cannot both be bound (see ListenOverlap).
-  for (const w of all) {
-    if (w.host !== '0.0.0.0' && w.host !== '::') continue;
-    const family = w.host === '::' ? 6 : 4;
-    for (const s of all) {
-      if (s.port !== w.port || s.host === w.host || isIP(s.host) !== family || (!s.stream && !w.stream)) continue;
-      add(s.path, `${formatHostPort(s.host, s.port)} cannot be bound together with ${formatHostPort(w.host, w.port)} (${w.where}); use the same address`);
-    }
-  }
+  // A wildcard and a specific address on one port cannot both be bound; pairs of two HTTP listen
+  // addresses are ListenOverlap's to report (cross-check.ts).
+  wildcardClashes(all, (s, w) => {
+    if (s.stream || w.stream) add(s.path, `${formatHostPort(s.host, s.port)} cannot be bound together with ${formatHostPort(w.host, w.port)} (${w.where}); use the same address`);
+  });
 }
 
 /**
