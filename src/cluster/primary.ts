@@ -15,12 +15,11 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { FSWatcher } from 'node:fs';
-import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Config } from '../config/load.js';
 import { SessionLB } from '../server.js';
 import { statusDocument } from '../admin/api.js';
 import { sendJson } from '../admin/server.js';
-import { processRegistry } from '../observability/metrics.js';
 import type { EventLog } from '../observability/log.js';
 import { MemoryStore } from '../sessions/memory-store.js';
 import { plausibleValue } from '../sessions/store.js';
@@ -335,7 +334,7 @@ export class ClusterPrimary {
 
   /** /metrics: AggregatorRegistry over the workers' metrics and this process's (health checks, reloads, server state). */
   async metrics(): Promise<{ text: string; contentType: string }> {
-    const own = await Registry.merge([this.lb.observability.metrics.registry, processRegistry()]).getMetricsAsJSON();
+    const own = await this.lb.observability.metrics.json();
     const answers = await this.gather('metrics-req');
     const all: Array<MetricObjectWithValues<MetricValue<string>>[]> = [own];
     for (const m of answers.values()) if (Array.isArray(m)) all.push(m as MetricObjectWithValues<MetricValue<string>>[]);

@@ -5,11 +5,9 @@
  * Passive failure accounting (max_fails) stays per worker, as in nginx's workers.
  */
 import cluster from 'node:cluster';
-import { Registry } from 'prom-client';
 import { loadConfigFile, loadConfigText, type Config } from '../config/load.js';
 import { SessionLB } from '../server.js';
 import { statusDocument } from '../admin/api.js';
-import { processRegistry } from '../observability/metrics.js';
 import type { EventLog } from '../observability/log.js';
 import { SessionManager } from '../sessions/manager.js';
 import { IpcStore } from './ipc-store.js';
@@ -88,7 +86,7 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
         return;
       }
       case 'metrics-req':
-        Registry.merge([lb.observability.metrics.registry, processRegistry()]).getMetricsAsJSON().then(
+        lb.observability.metrics.json().then(
           (metrics) => send({ sl: 'metrics-res', id: message.id, metrics: metrics.filter((m) => !PRIMARY_ONLY_METRICS.has(m.name)) }),
           (err: unknown) => {
             log.error({ err: (err as Error).message }, 'metrics collection failed');

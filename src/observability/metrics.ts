@@ -16,7 +16,7 @@
  * server addresses, status classes and small fixed reason lists. Never a path, a client
  * address or a session id.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { FailureKind } from '../proxy/transport.js';
@@ -438,9 +438,19 @@ export class Metrics {
     this.healthChecks.cell(upstream, server, ok ? 'pass' : detail === 'timeout' ? 'timeout' : 'fail').value++;
   };
 
+  /** This process's metrics and node's process metrics, as one registry. */
+  private all(): Registry {
+    return Registry.merge([this.registry, processRegistry()]);
+  }
+
   /** The Prometheus text exposition. */
   async text(): Promise<string> {
-    return Registry.merge([this.registry, processRegistry()]).metrics();
+    return this.all().metrics();
+  }
+
+  /** The same metrics as JSON (what a cluster worker sends the primary to aggregate). */
+  json(): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+    return this.all().getMetricsAsJSON();
   }
 }
 
