@@ -23,6 +23,7 @@ import { Observability } from './observability/observability.js';
 import { SessionManager } from './sessions/manager.js';
 import type { Affinity } from './sessions/affinity.js';
 import { StreamProxies, type StreamPlan } from './proxy/stream-listener.js';
+import { listenOn } from './proxy/listen.js';
 
 class Listener {
   readonly server: http.Server;
@@ -84,14 +85,7 @@ class Listener {
   };
 
   listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      // nginx binds [::]:port with ipv6only=on, so "0.0.0.0:80" and "[::]:80" can both be listed.
-      this.server.listen({ port: this.port, host: this.host, ipv6Only: this.host.includes(':') }, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    return listenOn(this.server, this.host, this.port);
   }
 }
 

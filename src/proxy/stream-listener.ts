@@ -12,6 +12,7 @@ import type { AccessLog } from '../observability/access-log.js';
 import { StreamMetrics } from '../observability/stream-metrics.js';
 import type { Registry } from 'prom-client';
 import { TcpSession, type StreamRoute, type StreamSessionOwner } from './tcp-proxy.js';
+import { listenOn } from './listen.js';
 
 export class StreamListener implements StreamSessionOwner {
   readonly server: net.Server;
@@ -43,17 +44,10 @@ export class StreamListener implements StreamSessionOwner {
     this.sessions.delete(session);
   }
 
-  listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      // As the HTTP listeners: "[::]:port" binds IPv6 only, so "0.0.0.0:port" can be listed too.
-      this.server.listen({ port: this.port, host: this.host, ipv6Only: this.host.includes(':'), backlog: 511 }, () => {
-        this.server.off('error', reject);
-        // A failed accept (EMFILE) is reported on the server; it must not crash the process.
-        this.server.on('error', this.onServerError);
-        resolve();
-      });
-    });
+  async listen(): Promise<void> {
+    await listenOn(this.server, this.host, this.port);
+    // A failed accept (EMFILE) is reported on the server; it must not crash the process.
+    this.server.on('error', this.onServerError);
   }
 
   /** Stops accepting; resolves when every session on it is over. */
