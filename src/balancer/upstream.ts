@@ -36,8 +36,13 @@ export class Upstream {
     this.single = this.primary.length === 1 && this.backup.length === 0;
     this.policy = createPolicy(config.balance, this.primary);
     this.backupPolicy = createPolicy(config.balance, this.backup);
+    this.maxTries = this.triesFor(config.nextUpstream.tries);
+  }
+
+  /** nginx's bound on attempts: `limit` (0 = every server once), at most the number of servers. */
+  triesFor(limit: number): number {
     const all = this.primary.length + this.backup.length;
-    this.maxTries = config.nextUpstream.tries === 0 ? all : Math.min(all, config.nextUpstream.tries);
+    return limit === 0 ? all : Math.min(all, limit);
   }
 
   *all(): Iterable<Peer> {

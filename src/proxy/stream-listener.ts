@@ -90,8 +90,7 @@ export class StreamProxies {
     const out = new Map<string, { host: string; port: number; route: StreamRoute }>();
     for (const stream of config.streams) {
       const upstream = upstreams.get(stream.upstream)!;
-      const servers = upstream.primary.length + upstream.backup.length;
-      const maxTries = stream.nextUpstreamTries === 0 ? servers : Math.min(servers, stream.nextUpstreamTries);
+      const maxTries = upstream.triesFor(stream.nextUpstreamTries);
       for (const l of stream.listen) {
         out.set(l.key, {
           host: l.host,
