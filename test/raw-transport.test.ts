@@ -440,6 +440,31 @@ describe('raw PeerPool', () => {
     expect(srv.requests).toHaveLength(0);
   });
 
+  it('requests are written at the end of the turn that made them: one aborted in that turn never reaches the upstream', async () => {
+    const srv = await rawServer((_n, _c, socket) => { socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'); });
+    const [host, port] = srv.address.split(':');
+    const pool = new PeerPool(host!, Number(port), options, 'raw');
+    // Three connections, connected and idle: a write on them would reach the server at once.
+    const warm = [new Recorder(), new Recorder(), new Recorder()];
+    for (const r of warm) pool.request(head, null, r);
+    await Promise.all(warm.map((r) => r.settled));
+    expect(srv.open).toBe(3);
+
+    const [a, b, c] = [new Recorder(), new Recorder(), new Recorder()];
+    pool.request({ ...head, path: '/a' }, null, a);
+    pool.request({ ...head, path: '/b' }, null, b).abort();
+    pool.request({ ...head, path: '/c' }, null, c);
+    await Promise.all([a.settled, c.settled]);
+    expect(a.response!.statusCode).toBe(200);
+    expect(c.response!.statusCode).toBe(200);
+    await until(() => srv.open === 2);
+    const paths = srv.requests.slice(3).map((r) => r.head.split(' ')[1]);
+    expect(paths.sort()).toEqual(['/a', '/c']);
+    expect(srv.connections).toBe(3); // /a and /c went on kept-alive connections
+    expect(b.failure).toBeNull(); // an aborted attempt reports nothing
+    pool.closeIdle();
+  });
+
   it('abort() in the middle of a body closes the upstream connection; the pool keeps working', async () => {
     const srv = await rawServer((n, _c, socket) => {
       if (n === 1) socket.write('HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial');

@@ -13,6 +13,7 @@ import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from '
 import { clientResponseHeaders, hasContentLength, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
 import { endWithBody } from './whole-response.js';
+import { deferWrite, type DeferredWrite } from './write-batch.js';
 import { release } from './body-chunks.js';
 import { clientAddressString } from './client-address.js';
 import { pathForMatching } from './router.js';
@@ -106,7 +107,7 @@ function statusCondition(status: number): NextUpstreamCondition | null {
   }
 }
 
-export class ForwardRequest implements AttemptHandler, PickRequest, StickyRequest, LookupWaiter {
+export class ForwardRequest implements AttemptHandler, PickRequest, StickyRequest, LookupWaiter, DeferredWrite {
   readonly remoteAddress: string;
   /** Session affinity state (see sessions/affinity.ts); plain fields, no per-request objects. */
   private readonly affinity: Affinity | null;
@@ -435,7 +436,8 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     if (complete !== undefined) {
       // The whole body came with the head (small responses): no stream plumbing needed.
       this.record.bodyBytes += complete.length;
-      endWithBody(res, complete);
+      this.wholeBody = complete;
+      deferWrite(this); // with the turn's other writes (write-batch.ts)
       this.onUpstreamBodyEnd(now);
       return;
     }
@@ -450,6 +452,15 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     // What pipe() does (write, pause on a full socket, resume on drain, end), plus giving each
     // chunk back to the pool once the socket has written it (body-chunks.ts).
     res.on('drain', resDrain);
+  }
+
+  /** A whole response body waiting for its deferred write (flushWrite). */
+  private wholeBody: Buffer | null = null;
+  /** The deferred client write (DeferredWrite): head and whole body, unless the client left meanwhile. */
+  flushWrite(): void {
+    const body = this.wholeBody;
+    this.wholeBody = null;
+    if (body !== null && !this.finished) endWithBody(this.res, body);
   }
 
   private sendTimer: NodeJS.Timeout | null = null;

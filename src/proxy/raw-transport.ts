@@ -23,6 +23,7 @@ import {
 } from './http1-response-parser.js';
 import { copyOut } from './body-chunks.js';
 import { equalsLower } from './headers.js';
+import { deferWrite, type DeferredWrite } from './write-batch.js';
 
 const EMPTY = Buffer.alloc(0);
 /**
@@ -139,7 +140,7 @@ export class RawAttempt implements Attempt {
 }
 
 /** One upstream TCP connection and its response parser. */
-export class UpstreamConnection implements ResponseParserHandler {
+export class UpstreamConnection implements ResponseParserHandler, DeferredWrite {
   readonly socket: net.Socket;
   readonly parser: Http1ResponseParser;
   attempt: RawAttempt | null = null;
@@ -193,9 +194,16 @@ export class UpstreamConnection implements ResponseParserHandler {
     this.idle = false;
     this.timedOut = false;
     this.parser.reset(attempt.isHead, attempt.upgradeHandler !== null);
-    // Written at once even while connecting (net.Socket queues it): a streamed body is
-    // consumed from now on, so nothing the proxy reads meanwhile is lost.
-    this.writeRequest();
+    // Written at the end of this event-loop turn with the turn's other writes (write-batch.ts),
+    // also while connecting (net.Socket queues it). A streamed body is read from then on: nothing
+    // reads it before, so nothing is lost.
+    deferWrite(this);
+  }
+
+  /** The deferred request write (DeferredWrite): nothing if the attempt was aborted meanwhile. */
+  flushWrite(): void {
+    const a = this.attempt;
+    if (a !== null && !a.requestSent && !this.closed) this.writeRequest();
   }
 
   private setTimeoutMs(ms: number): void {
