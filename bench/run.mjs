@@ -419,6 +419,20 @@ if (HAPROXY !== null) {
     },
   });
 }
+// The ceiling of any proxy with node:http on the client side (bench/floor-proxy.mjs: no header
+// forwarding, no safety), for scenarios 1 and 3 only. Shows how much of the gap to nginx is node's.
+PROXIES.push({
+  name: 'node floor (not a proxy)',
+  kind: 'floor',
+  async start(ctx, scenario) {
+    if (scenario.id !== 'plain' && scenario.id !== 'close') return { skip: 'n/a' };
+    const port = await freePort();
+    const ups = ctx.backendPorts.map((p, i) => `${p}*${WEIGHTS[i]}`);
+    const child = startChild(process.execPath, [YOUNG_GENERATION_FLAG, join(ROOT, 'bench', 'floor-proxy.mjs'), String(port), ...ups], { cpu: PROXY_CPU, logFile: join(TMP, 'floor.log') });
+    await ready(port, scenario.path, child);
+    return { child, pid: child.pid, port };
+  },
+});
 // The ceiling of the setup: wrk straight against one backend port (no proxy at all).
 PROXIES.push({
   name: 'direct (no proxy)',
