@@ -69,6 +69,13 @@ describe('active health checks', () => {
     cleanups.push(() => run.stop());
     const up = run.lb.upstreams.get('backend')!;
     const peerB = () => up.find(b.address)!;
+    // What a probe observer (metrics, the cluster primary telling its workers) sees: the state after the probe.
+    const seen: Array<{ ok: boolean; healthy: boolean }> = [];
+    const onProbe = run.lb.health.onProbe;
+    run.lb.health.onProbe = (upstream, server, ok, detail) => {
+      onProbe?.(upstream, server, ok, detail);
+      if (server === b.address) seen.push({ ok, healthy: peerB().healthy });
+    };
     expect(await waitFor(() => peerB().lastProbe !== null)).toBe(true);
     expect(new Set(await sequential(run.url, 6))).toEqual(new Set(['a', 'b']));
 
@@ -93,6 +100,10 @@ describe('active health checks', () => {
     const upAgain = run.records.find((r) => r.msg.includes('is healthy again'));
     expect(upAgain).toMatchObject({ upstream: 'backend', server: b.address, passes: 2 });
     expect(new Set(await sequential(run.url, 6))).toEqual(new Set(['a', 'b']));
+    const firstFail = seen.findIndex((p) => !p.ok);
+    expect(seen.slice(firstFail, firstFail + 2)).toEqual([{ ok: false, healthy: true }, { ok: false, healthy: false }]);
+    const firstPass = seen.findIndex((p, i) => i > firstFail && p.ok);
+    expect(seen.slice(firstPass, firstPass + 2)).toEqual([{ ok: true, healthy: false }, { ok: true, healthy: true }]);
   });
 
   it('with slowStart the share of a server that came back ramps up over consecutive windows', async () => {

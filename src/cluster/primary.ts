@@ -87,14 +87,12 @@ export class ClusterPrimary {
   async start(): Promise<void> {
     const lb = this.lb;
     await lb.start();
-    // Health results: the checker sets the state after onProbe returns; send it once it has.
+    // Health results (onProbe runs once the checker has updated the server's state): to every worker.
     const onProbe = lb.health.onProbe;
     lb.health.onProbe = (upstream, server, ok, detail) => {
       onProbe?.(upstream, server, ok, detail);
-      queueMicrotask(() => {
-        const peer = this.lb.upstreams.get(upstream)?.find(server);
-        if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
-      });
+      const peer = this.lb.upstreams.get(upstream)?.find(server);
+      if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
     };
     lb.afterReload = this.workersReload;
     lb.onRuntimeChange = () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) }));

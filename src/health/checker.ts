@@ -122,7 +122,7 @@ export function probeTcp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): ()
 export class HealthChecker {
   private readonly targets = new Map<string, Target>();
   private stopped = false;
-  /** Called after every probe (metrics: `sessionlb_health_checks_total`); must not throw. */
+  /** Called after every probe, once the server's state reflects it (metrics: `sessionlb_health_checks_total`; the cluster primary tells the workers); must not throw. */
   onProbe: ((upstream: string, server: string, ok: boolean, detail: string) => void) | null = null;
 
   constructor(private readonly log: EventLog) {}
@@ -228,7 +228,14 @@ export class HealthChecker {
     const hc = target.config;
     const now = Date.now();
     peer.lastProbe = { ok, at: now, detail };
+    this.updateState(target, ok, detail, now);
     this.onProbe?.(target.upstream, peer.name, ok, detail);
+  }
+
+  /** Counts the result and moves the server between healthy and unhealthy (passes/fails thresholds). */
+  private updateState(target: Target, ok: boolean, detail: string, now: number): void {
+    const peer = target.peer;
+    const hc = target.config;
     if (ok) {
       peer.probePasses++;
       peer.probeFails = 0;
