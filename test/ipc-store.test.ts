@@ -69,4 +69,15 @@ describe('IpcStore (a worker asking the primary)', () => {
     await expect(store.set('k', 'v', 60)).rejects.toThrow(/not reachable/);
     expect(store.stats.errors.set).toBe(1);
   });
+
+  it('close() fails the calls in flight and tells its owner, once closed (a reload replaced the store)', async () => {
+    const ch = channel();
+    const closed: IpcStore[] = [];
+    const store = new IpcStore(ch.send, 1000, (s) => closed.push(s));
+    const pending = store.get('k');
+    await store.close();
+    await expect(pending).rejects.toThrow(/closed/);
+    expect(closed).toEqual([store]);
+    await expect(store.get('k')).rejects.toThrow(/closed/);
+  });
 });

@@ -42,7 +42,12 @@ export class IpcStore implements SessionStore {
   private flushScheduled = false;
   private closed = false;
 
-  constructor(private readonly send: (message: ToPrimary) => boolean, private readonly timeoutMs: number) {}
+  /** `onClosed` is told when the store is closed (a reload replaced it): the worker stops routing answers to it. */
+  constructor(
+    private readonly send: (message: ToPrimary) => boolean,
+    private readonly timeoutMs: number,
+    private readonly onClosed: ((store: IpcStore) => void) | null = null,
+  ) {}
 
   /** Answers from the primary (`store-res`). */
   answer(results: readonly StoreAnswer[]): void {
@@ -126,6 +131,7 @@ export class IpcStore implements SessionStore {
   close(): Promise<void> {
     this.closed = true;
     for (const id of [...this.calls.keys()]) this.fail(id, new Error('session store closed'));
+    this.onClosed?.(this);
     return Promise.resolve();
   }
 }

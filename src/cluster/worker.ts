@@ -116,7 +116,7 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
   const config = text === null ? await loadConfigFile(configFile) : await loadConfigText(text, configFile);
   options.onConfig?.(config);
   SessionManager.sharedMemoryStore = (c) => {
-    const store = new IpcStore(send, c.timeoutMs);
+    const store = new IpcStore(send, c.timeoutMs, (closed) => stores.delete(closed));
     stores.add(store);
     return store;
   };
