@@ -151,10 +151,7 @@ export class MemoryStore implements SessionStore {
     }
     const c = this.classes[this.cls[s]!]!;
     this.expires[s] = now + c.ttlMs;
-    if (this.head !== s) {
-      this.unlink(s);
-      this.pushFront(s);
-    }
+    this.moveToFront(s);
     return c.server;
   }
 
@@ -175,10 +172,7 @@ export class MemoryStore implements SessionStore {
       const old = this.classes[this.cls[s]!]!;
       if (old.server !== value || old.ttlMs !== ttlMs) this.reclass(s, key, value, ttlMs);
       this.expires[s] = now + ttlMs;
-      if (this.head !== s) {
-        this.unlink(s);
-        this.pushFront(s);
-      }
+      this.moveToFront(s);
       return;
     }
     if (this.count >= this.maxEntries) this.remove(this.tail); // evict the least recently used
@@ -366,6 +360,14 @@ export class MemoryStore implements SessionStore {
     else this.next[p] = n;
     if (n === NIL) this.tail = p;
     else this.prev[n] = p;
+  }
+
+  /** Marks slot `s` most recently used. */
+  private moveToFront(s: number): void {
+    if (this.head !== s) {
+      this.unlink(s);
+      this.pushFront(s);
+    }
   }
 
   private pushFront(s: number): void {
