@@ -215,8 +215,15 @@ export class AccessLog {
   }
 }
 
-/** nginx $upstream_response_time: seconds with millisecond resolution, `"0.001, 0.002"` after retries. */
-function formatTimes(seconds: readonly number[]): string {
-  if (seconds.length === 1) return seconds[0]!.toFixed(3);
-  return seconds.map((t) => t.toFixed(3)).join(', ');
+/**
+ * nginx $upstream_response_time / $upstream_connect_time: seconds with millisecond resolution,
+ * `"0.001, 0.002"` after retries; a negative time (no connection was made) is written `-`.
+ */
+export function formatTimes(seconds: readonly number[]): string {
+  if (seconds.length === 1) return formatTime(seconds[0]!);
+  return seconds.map(formatTime).join(', ');
+}
+
+function formatTime(t: number): string {
+  return t < 0 ? '-' : t.toFixed(3);
 }

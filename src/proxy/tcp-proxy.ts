@@ -21,7 +21,7 @@ import type { Upstream } from '../balancer/upstream.js';
 import type { PickRequest } from '../balancer/policy.js';
 import type { StreamConfig } from '../config/streams.js';
 import type { EventLog } from '../observability/log.js';
-import type { AccessLog } from '../observability/access-log.js';
+import { formatTimes, type AccessLog } from '../observability/access-log.js';
 import type { StreamRouteMetrics } from '../observability/stream-metrics.js';
 import { failureKind, type FailureKind } from './transport.js';
 import { clientAddressString } from './client-address.js';
@@ -353,7 +353,7 @@ export class TcpSession implements PickRequest {
         upstream_addr: this.addrs.join(', '),
         upstream_bytes_sent: up?.bytesWritten ?? 0,
         upstream_bytes_received: up?.bytesRead ?? 0,
-        upstream_connect_time: this.connectTimes.map((t) => (t < 0 ? '-' : t.toFixed(3))).join(', '),
+        upstream_connect_time: formatTimes(this.connectTimes),
         upstream_name: this.route.upstream.name,
       });
     }
