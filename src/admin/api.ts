@@ -193,11 +193,7 @@ export function registerAdminApi(admin: AdminServer, lb: SessionLB): void {
       }
       const now = Date.now();
       const before = { state: peer.adminState, weight: peer.weight };
-      if (change.state !== undefined && change.state !== peer.adminState) {
-        if (change.state === 'ready') peer.markBack(now);
-        peer.adminState = change.state;
-      }
-      if (change.weight !== undefined && change.weight !== peer.weight) peer.setWeight(change.weight);
+      peer.setRuntime(change.state, change.weight, now);
       lb.log.info({
         upstream: current.name, server: peer.name, client: clientAddress(req.socket.remoteAddress).address,
         state: peer.adminState, weight: peer.weight, previousState: before.state, previousWeight: before.weight,

@@ -141,6 +141,15 @@ export class Peer {
     if (full || this.effectiveWeight > weight) this.effectiveWeight = weight;
   }
 
+  /** A runtime change (admin API, or one the cluster primary relays): back to `ready` starts slow start. */
+  setRuntime(state: AdminState | undefined, weight: number | undefined, now: number): void {
+    if (state !== undefined && state !== this.adminState) {
+      if (state === 'ready') this.markBack(now);
+      this.adminState = state;
+    }
+    if (weight !== undefined && weight !== this.weight) this.setWeight(weight);
+  }
+
   /** nginx's single-server upstream ignores max_fails: only down, maxConns, health and admin state apply. */
   canServeSingle(): boolean {
     return !this.down && this.healthy && this.adminState === 'ready'

@@ -98,10 +98,6 @@ export function applyStates(upstreams: ReadonlyMap<string, Upstream>, states: re
     peer.probeFails = st.probeFails;
     peer.probePasses = st.probePasses;
     peer.lastProbe = st.lastProbe;
-    if (st.adminState !== peer.adminState) {
-      if (st.adminState === 'ready') peer.markBack(now);
-      peer.adminState = st.adminState;
-    }
-    if (st.weight !== peer.weight) peer.setWeight(st.weight);
+    peer.setRuntime(st.adminState, st.weight, now);
   }
 }
