@@ -321,7 +321,7 @@ function haproxyConf(port, backendPorts, scenario) {
   if (scenario.stream) {
     return `global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode tcp
   timeout connect 60s
@@ -337,7 +337,7 @@ ${backendPorts.map((p, i) => `  server s${i + 1} 127.0.0.1:${p} weight ${WEIGHTS
   }
   return `global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 60s
