@@ -4,11 +4,13 @@
  * reference nginx.conf end to end (converted, then serving 3:1:1:1 through real backends).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 import { loadConfig } from '../src/config/load.js';
-import { formatConfigJson, importNginx, NginxSyntaxError, parseNginx, tokenize } from '../src/config/nginx-import.js';
+import { formatConfigJson, formatDiagnostic, importNginx, NginxSyntaxError, parseNginx, tokenize } from '../src/config/nginx-import.js';
 import { SessionLB } from '../src/server.js';
 import { silentLog } from '../src/observability/log.js';
 import { freePort, request, startBackend, tally, type Backend } from './helpers/net.js';
@@ -420,5 +422,85 @@ describe('sessionlb import-nginx (CLI, child process)', () => {
     expect(rejected.stdout).toBe('');
     expect(rejected.stderr).toContain(`${invalid}:2: warning: "gzip" in server is not supported by sessionlb; ignored`);
     expect(rejected.stderr).toMatch(/\$\.upstreams\.b\.servers\[1\]\.backup: backup servers cannot be used/);
+
+    const conf = writeConfig('http {\n  include conf.d/*.conf;\n}\n', 'nginx.conf');
+    mkdirSync(join(dirname(conf), 'conf.d'));
+    writeFileSync(join(dirname(conf), 'conf.d', 'site.conf'), 'upstream b { server 127.0.0.1:8080; }\nserver {\n  listen 8000;\n  gzip on;\n  location / { proxy_pass http://b; }\n}\n');
+    const included = await runCli(['import-nginx', conf]);
+    expect(included.code).toBe(0);
+    expect(JSON.parse(included.stdout).upstreams).toEqual({ b: { servers: [{ address: '127.0.0.1:8080' }] } });
+    expect(included.stderr).toContain(`${join(dirname(conf), 'conf.d', 'site.conf')}:4: warning: "gzip" in server is not supported by sessionlb; ignored`);
+  });
+});
+
+describe('import-nginx: include', () => {
+  const dirs: string[] = [];
+  afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+  /** Writes files (path relative to a new directory -> text); returns the directory. */
+  function tree(files: Record<string, string>): string {
+    const dir = mkdtempSync(join(tmpdir(), 'sessionlb-nginx-'));
+    dirs.push(dir);
+    for (const [name, text] of Object.entries(files)) {
+      mkdirSync(dirname(join(dir, name)), { recursive: true });
+      writeFileSync(join(dir, name), text);
+    }
+    return dir;
+  }
+
+  const importFile = (file: string) => importNginx(readFileSync(file, 'utf8'), file);
+
+  it("follows a Debian layout: files and masks relative to nginx.conf's directory, in name order, in the block they are in", () => {
+    const dir = tree({
+      'nginx.conf': 'user www-data;\ninclude modules-enabled/*.conf;\nhttp {\n  include mime.types;\n  include conf.d/*.conf;\n  include sites-enabled/*;\n}\n',
+      'mime.types': 'types {\n  text/html html;\n}\n',
+      'conf.d/b-upstream.conf': 'upstream app {\n  server 10.0.0.1:80 weight=3;\n  include snippets/more-servers;\n}\n',
+      'conf.d/a-timeouts.conf': 'keepalive_timeout 30s;\n',
+      'conf.d/notes.txt': 'this is not nginx syntax {{{',
+      'snippets/more-servers': 'server 10.0.0.2:80;\n',
+      'sites-enabled/default': 'server {\n  listen 80;\n  location / {\n    proxy_pass http://app;\n    proxy_buffering off;\n  }\n}\n',
+      'sites-enabled/.default.swp': 'garbage {{{',
+    });
+    const r = importFile(join(dir, 'nginx.conf'));
+    expect(r.errors).toEqual([]);
+    expect(r.config.upstreams).toEqual({ app: { servers: [{ address: '10.0.0.1:80', weight: 3 }, { address: '10.0.0.2:80' }] } });
+    expect(r.config.servers).toEqual([{ listen: ['80'], locations: [{ path: '/', proxyPass: 'http://app' }] }]);
+    expect(r.config.keepaliveTimeout).toBe('30s');
+    // Each diagnostic names the file it is in (paths as given: the main file's directory + the include).
+    const shown = r.warnings.map((w) => formatDiagnostic(join(dir, 'nginx.conf'), 'warning', w));
+    expect(shown).toEqual([
+      `${join(dir, 'nginx.conf')}:1: warning: "user" (nginx process setting) is not used by sessionlb; ignored`,
+      `${join(dir, 'mime.types')}:1: warning: "types" block in http is not supported by sessionlb; ignored`,
+      `${join(dir, 'sites-enabled/default')}:5: warning: "proxy_buffering" in location is not supported by sessionlb; ignored`,
+    ]);
+  });
+
+  it('a missing file, a loop and a mask in a directory are warnings; a syntax error in an included file is an error with its line', () => {
+    const dir = tree({
+      'nginx.conf': 'http {\n  include missing.conf;\n  include loop.conf;\n  include */x.conf;\n  include broken.conf;\n  upstream b { server 10.0.0.1:80; }\n}\n',
+      'loop.conf': 'include loop.conf;\n',
+      'broken.conf': 'upstream c {\n  server 10.0.0.3:80\n}\n',
+    });
+    const main = join(dir, 'nginx.conf');
+    const r = importFile(main);
+    const shown = (list: typeof r.warnings, kind: 'warning' | 'error') => list.map((d) => formatDiagnostic(main, kind, d));
+    expect(shown(r.warnings, 'warning')).toEqual([
+      `${main}:2: warning: "include missing.conf" is not followed: cannot read ${join(dir, 'missing.conf')} (no such file); convert that file separately and merge its upstreams/servers`,
+      `${main}:4: warning: "include */x.conf" is not followed: masks are supported in the file name only, not in directories; convert that file separately and merge its upstreams/servers`,
+      `${join(dir, 'loop.conf')}:1: warning: "include loop.conf" is not followed: ${join(dir, 'loop.conf')} includes itself (through ${join(dir, 'loop.conf')}); convert that file separately and merge its upstreams/servers`,
+    ]);
+    expect(shown(r.errors, 'error')).toEqual([
+      `${join(dir, 'broken.conf')}:3: error: unexpected "}" (directive "server" on line 2 is not terminated by ";") (included from ${main}:5)`,
+    ]);
+    expect(r.config.upstreams).toEqual({ b: { servers: [{ address: '10.0.0.1:80' }] } });
+  });
+
+  it('messages that point at another line name its file', () => {
+    const dir = tree({
+      'nginx.conf': 'http {\n  include conf.d/*.conf;\n  upstream app { server 10.0.0.9:80; }\n}\n',
+      'conf.d/app.conf': '# the app\nupstream app { server 10.0.0.1:80; }\n',
+    });
+    const r = importFile(join(dir, 'nginx.conf'));
+    expect(r.errors).toEqual([{ line: 3, message: `duplicate upstream "app" (first defined on ${join(dir, 'conf.d/app.conf')}:2)` }]);
   });
 });

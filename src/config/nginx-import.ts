@@ -5,12 +5,16 @@
  * accepts: directives `name arg ... ;`, blocks `name arg ... { ... }`, single and double quoted
  * strings, backslash escapes, `${var}` inside words, `#` comments), then the conversion.
  *
+ * `include` is followed where it stands (IncludeExpander, below), as nginx reads it.
+ *
  * Nothing is dropped silently: every directive or parameter that is not converted is a warning
- * naming its line. proxy_next_upstream* and proxy_*_timeout are per location in nginx but per
+ * naming its file and line. proxy_next_upstream* and proxy_*_timeout are per location in nginx but per
  * upstream in sessionlb: they are moved onto the upstream the location proxies to, with a
  * warning when locations sharing an upstream disagree.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { parseHostPort, formatHostPort } from './address.js';
 import { parseDuration, parseSize } from './units.js';
 import {
@@ -190,6 +194,8 @@ export function parseNginx(text: string, file: string): NginxDirective[] {
 export interface ImportDiagnostic {
   line: number;
   message: string;
+  /** The included file the line is in; absent: the file given to importNginx. */
+  file?: string;
 }
 
 export interface ImportResult {
@@ -205,7 +211,7 @@ export interface ImportResult {
 
 /** Formats a diagnostic the way compilers do: `nginx.conf:12: warning: ...`. */
 export function formatDiagnostic(file: string, kind: 'warning' | 'note' | 'error', d: ImportDiagnostic): string {
-  return `${file}:${d.line}: ${kind}: ${d.message}`;
+  return `${d.file ?? file}:${d.line}: ${kind}: ${d.message}`;
 }
 
 /** A value from a directive, with the line it was written on. */
@@ -313,6 +319,15 @@ class Converter {
   private hostNoteGiven = false;
   private readonly headerWarned = new Set<number>();
 
+  /** `files`: the included files by index (index 0, the main file, is never shown). */
+  constructor(private readonly files: readonly string[] = []) {}
+
+  /** "line 12", or "conf.d/a.conf:12" for a line of an included file (see LINE_BASE). */
+  private at(line: number): string {
+    const f = Math.floor(line / LINE_BASE);
+    return f === 0 ? `line ${line}` : `${this.files[f]}:${line % LINE_BASE}`;
+  }
+
   warn(line: number, message: string): void {
     this.warnings.push({ line, message });
   }
@@ -367,9 +382,6 @@ class Converter {
         case 'access_log':
           this.accessLog(d);
           break;
-        case 'include':
-          this.include(d);
-          break;
         default:
           this.unsupported(d, d.block !== null ? 'block in http' : 'in http');
       }
@@ -404,7 +416,7 @@ class Converter {
       if (item.name !== 'upstream') continue;
       const name = item.args[0];
       if (name !== undefined && this.upstreams.has(name)) {
-        this.error(item.line, `stream upstream "${name}" has the name of the http upstream on line ${this.upstreamLines.get(name)}: sessionlb has one set of upstream names; rename one`);
+        this.error(item.line, `stream upstream "${name}" has the name of the http upstream on ${this.at(this.upstreamLines.get(name)!)}: sessionlb has one set of upstream names; rename one`);
         continue;
       }
       this.upstream(item);
@@ -415,7 +427,6 @@ class Converter {
     for (const item of block) {
       if (item.name === 'upstream' || STREAM_PROXY_DIRECTIVES.has(item.name)) continue;
       if (item.name === 'server' && item.block !== null) this.streamServer(item, defaults);
-      else if (item.name === 'include') this.include(item);
       else this.unsupported(item, 'in stream');
     }
   }
@@ -453,9 +464,6 @@ class Converter {
           else proxyPass = a;
           break;
         }
-        case 'include':
-          this.include(item);
-          break;
         default:
           this.unsupported(item, 'in a stream server');
       }
@@ -500,10 +508,6 @@ class Converter {
         break;
     }
     return true;
-  }
-
-  private include(d: NginxDirective): void {
-    this.warn(d.line, `"include ${d.args.join(' ')}" is not followed; convert the included file separately and merge its upstreams/servers`);
   }
 
   private oneArg(d: NginxDirective): string | null {
@@ -615,13 +619,13 @@ class Converter {
     }
     const name = d.args[0]!;
     if (this.upstreams.has(name)) {
-      this.error(d.line, `duplicate upstream "${name}" (first defined on line ${this.upstreamLines.get(name)})`);
+      this.error(d.line, `duplicate upstream "${name}" (first defined on ${this.at(this.upstreamLines.get(name)!)})`);
       return;
     }
     const up: Upstream = { servers: [] };
     let balanceLine = 0;
     const setBalance = (line: number, balance: NonNullable<RawUpstream['balance']>): void => {
-      if (balanceLine !== 0) this.warn(line, `load balancing method redefined (was set on line ${balanceLine}); the last one is used, as in nginx`);
+      if (balanceLine !== 0) this.warn(line, `load balancing method redefined (was set on ${this.at(balanceLine)}); the last one is used, as in nginx`);
       balanceLine = line;
       up.balance = balance;
     };
@@ -683,9 +687,6 @@ class Converter {
           break;
         case 'sticky':
           this.sticky(item, up);
-          break;
-        case 'include':
-          this.include(item);
           break;
         default:
           this.unsupported(item, `in upstream "${name}"`);
@@ -821,9 +822,6 @@ class Converter {
         case 'location':
           locationDirectives.push(item);
           break;
-        case 'include':
-          this.include(item);
-          break;
         case 'keepalive_timeout':
           this.warn(item.line, `"keepalive_timeout" in a server is not supported (sessionlb has one, at the top level: put it in http); ignored`);
           break;
@@ -833,7 +831,7 @@ class Converter {
     }
     // nginx's default when there is no listen: *:80.
     if (!sawListen) vs.listen.push('80');
-    const label = `server ${names[0] ?? `(line ${d.line})`}`;
+    const label = `server ${names[0] ?? `(${this.at(d.line)})`}`;
     for (const loc of locationDirectives) this.location(loc, scope, vs.locations, label);
     // Keys in the order the README documents them.
     const ordered: Mutable<RawVirtualServer> = {
@@ -900,7 +898,7 @@ class Converter {
       return;
     }
     const scope = this.childScope(serverScope, d.block);
-    const where = `${serverLabel}, location ${exact ? '= ' : ''}${path} (line ${d.line})`;
+    const where = `${serverLabel}, location ${exact ? '= ' : ''}${path} (${this.at(d.line)})`;
     let proxyPass: NginxDirective | null = null;
     let healthCheck: Sourced<HealthCheck> | null = null;
     let clientMaxBodySize: string | undefined;
@@ -918,9 +916,6 @@ class Converter {
           break;
         case 'location':
           this.warn(item.line, `nested location ${item.args.join(' ')} is not supported by sessionlb; not converted (write it as a location of its own)`);
-          break;
-        case 'include':
-          this.include(item);
           break;
         default:
           this.unsupported(item, item.block !== null ? 'block in location' : 'in location');
@@ -1036,7 +1031,7 @@ class Converter {
         set(chosen.s!.value);
         if (distinct.size > 1) {
           const detail = seen.map(({ u, s }) => `${u.where}: ${s === undefined ? `${show(defaultValue)} (default)` : show(s.value)}`).join('; ');
-          this.warn(chosen.s!.line, `${directive} differs between locations that proxy to "${target}", and sessionlb has one value per upstream; using ${show(chosen.s!.value)} from line ${chosen.s!.line} for all of them (${detail})`);
+          this.warn(chosen.s!.line, `${directive} differs between locations that proxy to "${target}", and sessionlb has one value per upstream; using ${show(chosen.s!.value)} from ${this.at(chosen.s!.line)} for all of them (${detail})`);
         }
       };
       const ms = (v: string): string => String(parseDuration(v));
@@ -1053,7 +1048,7 @@ class Converter {
         settings.healthCheck = first.value;
         const different = checks.filter((u) => JSON.stringify(u.healthCheck!.value) !== JSON.stringify(first.value));
         for (const u of different) {
-          this.warn(u.healthCheck!.line, `health_check differs from the one on line ${first.line} for upstream "${target}"; sessionlb has one per upstream and uses line ${first.line}'s (${u.where})`);
+          this.warn(u.healthCheck!.line, `health_check differs from the one on ${this.at(first.line)} for upstream "${target}"; sessionlb has one per upstream and uses that one (${u.where})`);
         }
       }
       if (Object.keys(nextUpstream).length > 0) settings.nextUpstream = nextUpstream;
@@ -1079,11 +1074,161 @@ class Converter {
  * (with the line) when the text is not nginx syntax; everything else is reported in the result.
  */
 export function importNginx(text: string, file: string): ImportResult {
-  const tree = parseNginx(text, file);
-  const c = new Converter();
+  const includes = new IncludeExpander(file);
+  const tree = includes.expand(parseNginx(text, file), 0, [resolve(file)]);
+  const c = new Converter(includes.files);
   const config = c.convert(tree);
+  // Lines sort by file (in the order nginx reads them), then by line; each gets its file back.
   const byLine = (a: ImportDiagnostic, b: ImportDiagnostic): number => a.line - b.line;
-  return { config, warnings: [...c.warnings].sort(byLine), notes: [...c.notes].sort(byLine), errors: [...c.errors].sort(byLine) };
+  const located = (list: ImportDiagnostic[]): ImportDiagnostic[] => list.sort(byLine).map((d) => {
+    const f = Math.floor(d.line / LINE_BASE);
+    return f === 0 ? d : { line: d.line % LINE_BASE, message: d.message, file: includes.files[f] };
+  });
+  return {
+    config,
+    warnings: located([...includes.warnings, ...c.warnings]),
+    notes: located([...c.notes]),
+    errors: located([...includes.errors, ...c.errors]),
+  };
+}
+
+/**
+ * Lines of included files are numbered `file index x LINE_BASE + line` while converting, so the
+ * converter keeps one number per place (and its diagnostics sort by file, then line); importNginx
+ * turns them back into file and line.
+ */
+const LINE_BASE = 10_000_000;
+/** nginx has no limit but loops; this is far deeper than any real configuration. */
+const MAX_INCLUDE_DEPTH = 16;
+
+/**
+ * nginx `include FILE|MASK;`: the directives of the file(s) take the place of the include, in
+ * whatever block it is in. A relative path is relative to the directory of the main file
+ * (nginx's conf prefix when run with `-c`). A mask (`*`, `?`, `[...]`) may only be in the last
+ * path component here; its matches are read in name order, and a dot file is matched only by a
+ * mask that starts with a dot (glob(3), which nginx uses). A mask matching nothing (or naming a
+ * directory that does not exist) is fine, as in nginx; a missing file, an unreadable one or an
+ * include loop is a warning (the rest still
+ * converts: a config copied from another machine often names files that are not here).
+ */
+class IncludeExpander {
+  /** Index = the file's number in LINE_BASE terms; 0 is the main file. Shown as given or relative to the main file's directory. */
+  readonly files: string[];
+  readonly warnings: ImportDiagnostic[] = [];
+  readonly errors: ImportDiagnostic[] = [];
+  private readonly baseDir: string;
+
+  constructor(mainFile: string) {
+    this.files = [mainFile];
+    this.baseDir = dirname(resolve(mainFile));
+  }
+
+  /** `tree` with its includes (in any block) replaced by what they include. `stack`: absolute paths being read. */
+  expand(tree: NginxDirective[], fileIndex: number, stack: string[]): NginxDirective[] {
+    const out: NginxDirective[] = [];
+    for (const d of tree) {
+      if (d.name === 'include' && d.block === null) {
+        out.push(...this.include(d, stack));
+      } else {
+        out.push(d.block === null ? d : { ...d, block: this.expand(d.block, fileIndex, stack) });
+      }
+    }
+    return out;
+  }
+
+  private include(d: NginxDirective, stack: string[]): NginxDirective[] {
+    const notFollowed = (why: string): NginxDirective[] => {
+      this.warnings.push({ line: d.line, message: `"include ${d.args.join(' ')}" is not followed: ${why}; convert that file separately and merge its upstreams/servers` });
+      return [];
+    };
+    if (d.args.length !== 1) return notFollowed('it needs exactly one file name or mask');
+    const pattern = isAbsolute(d.args[0]!) ? d.args[0]! : join(this.baseDir, d.args[0]!);
+    let paths: string[];
+    if (/[*?[]/.test(pattern)) {
+      if (/[*?[]/.test(dirname(pattern))) return notFollowed('masks are supported in the file name only, not in directories');
+      let names: string[];
+      try {
+        names = readdirSync(dirname(pattern));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // No directory, no match: nginx's glob finds nothing and goes on.
+        if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+        return notFollowed(`cannot read the directory (${code ?? (err as Error).message})`);
+      }
+      const mask = maskPattern(basename(pattern));
+      paths = names.filter((n) => mask.test(n)).sort().map((n) => join(dirname(pattern), n));
+    } else {
+      paths = [pattern];
+    }
+    const out: NginxDirective[] = [];
+    for (const path of paths) {
+      if (stack.includes(path)) {
+        out.push(...notFollowed(`${this.shown(path)} includes itself (through ${stack.slice(1).map((p) => this.shown(p)).join(' -> ') || 'the main file'})`));
+        continue;
+      }
+      if (stack.length > MAX_INCLUDE_DEPTH) {
+        out.push(...notFollowed(`includes are nested more than ${MAX_INCLUDE_DEPTH} deep`));
+        continue;
+      }
+      let text: string;
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // A mask's match that is a directory is skipped, as glob + nginx's open would fail on it anyway.
+        if (code === 'EISDIR' && paths.length > 1) continue;
+        out.push(...notFollowed(`cannot read ${this.shown(path)} (${code === 'ENOENT' ? 'no such file' : code ?? (err as Error).message})`));
+        continue;
+      }
+      const index = this.files.length;
+      this.files.push(this.shown(path));
+      let tree: NginxDirective[];
+      try {
+        tree = parseNginx(text, this.shown(path));
+      } catch (err) {
+        if (!(err instanceof NginxSyntaxError)) throw err;
+        this.errors.push({ line: index * LINE_BASE + err.line, message: `${err.detail} (included from ${this.at(d.line)})` });
+        continue;
+      }
+      out.push(...this.expand(renumber(tree, index), index, [...stack, path]));
+    }
+    return out;
+  }
+
+  private at(line: number): string {
+    const f = Math.floor(line / LINE_BASE);
+    return `${this.files[f]}:${line % LINE_BASE}`;
+  }
+
+  /** A path as the user wrote it: relative to the main file's directory when inside it. */
+  private shown(path: string): string {
+    const r = relative(this.baseDir, path);
+    return r.startsWith('..') || isAbsolute(r) ? path : join(dirname(this.files[0]!), r);
+  }
+}
+
+/** glob(3)'s `*`, `?` and `[...]` for one file name; a leading dot must be matched literally. */
+function maskPattern(mask: string): RegExp {
+  let re = '';
+  for (let i = 0; i < mask.length; i++) {
+    const c = mask[i]!;
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const end = mask.indexOf(']', i + 2);
+      if (end < 0) { re += '\\['; continue; }
+      let set = mask.slice(i + 1, end);
+      if (set.startsWith('!')) set = `^${set.slice(1)}`;
+      re += `[${set.replace(/\\/g, '\\\\')}]`;
+      i = end;
+    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(mask.startsWith('.') ? `^${re}$` : `^(?!\\.)${re}$`);
+}
+
+/** A parsed file's lines moved into its LINE_BASE range. */
+function renumber(tree: NginxDirective[], index: number): NginxDirective[] {
+  return tree.map((d) => ({ ...d, line: index * LINE_BASE + d.line, block: d.block === null ? null : renumber(d.block, index) }));
 }
 
 /**
