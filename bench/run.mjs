@@ -207,7 +207,10 @@ const SCENARIOS = [
   { id: 'big', title: '4 1 MiB responses', path: '/big', big: true },
   ...POLICIES.map((p) => ({ id: `policy:${p.id}`, title: `1 balance ${p.id}`, path: '/', policy: p })),
   // Multi-core (issue 7): 2 workers each, not pinned, so they use both cores and share one with wrk and the backends.
-  ...(CPUS >= 2 ? [{ id: 'multi', title: '1 round robin, keep-alive, 2 workers unpinned (shares a core with wrk)', path: '/', multi: true }] : []),
+  ...(CPUS >= 2 ? [
+    { id: 'multi', title: '1 round robin, keep-alive, 2 workers unpinned (shares a core with wrk)', path: '/', multi: true },
+    { id: 'multi-close', title: '3 Connection: close, 2 workers unpinned (shares a core with wrk)', path: '/', multi: true, close: true },
+  ] : []),
   // Goal 6: L4 (TCP) proxying, sessionlb `streams` vs nginx `stream {}`; wrk's keep-alive connections each stay on one backend.
   { id: 'stream', title: '6 L4 stream (TCP), keep-alive HTTP through it', path: '/', stream: true },
 ].filter((s) => ONLY === null || ONLY.has(s.id) || (s.policy && ONLY.has('policies')));
@@ -642,6 +645,9 @@ async function main() {
   const multi = summary.get('multi|sessionlb (2 workers)');
   const nmulti = summary.get('multi|nginx (2 workers)');
   if (multi && nmulti) notes.push(`multi-core: sessionlb 2 workers vs nginx 2 workers (unpinned; wrk and the backends share a core with them): ${fmtRatio(multi.rps / nmulti.rps)} x req/s, ${fmtRatio(multi.p99 / nmulti.p99)} x p99`);
+  const multiClose = summary.get('multi-close|sessionlb (2 workers)');
+  const nmultiClose = summary.get('multi-close|nginx (2 workers)');
+  if (multiClose && nmultiClose) notes.push(`multi-core, Connection: close: sessionlb 2 workers vs nginx 2 workers: ${fmtRatio(multiClose.rps / nmultiClose.rps)} x req/s`);
   const elapsed = ((Date.now() - started) / 1000).toFixed(0);
   process.stdout.write(`\n${lines.join('\n')}\n\n`);
   process.stdout.write(`Median of ${RUNS} interleaved run(s), ${DURATION}s each, wrk -t1 -c${CONNECTIONS}; backends: ${backends.kind}; ${PIN ? `proxy pinned to CPU ${PROXY_CPU}, load generator and backends to CPU ${LOAD_CPU}` : 'not pinned'}; node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${CPUS}; ${elapsed}s total.\n`);
