@@ -324,8 +324,8 @@ class Converter {
 
   /** "line 12", or "conf.d/a.conf:12" for a line of an included file (see LINE_BASE). */
   private at(line: number): string {
-    const f = Math.floor(line / LINE_BASE);
-    return f === 0 ? `line ${line}` : `${this.files[f]}:${line % LINE_BASE}`;
+    const at = decodeLine(line);
+    return at.file === 0 ? `line ${line}` : `${this.files[at.file]}:${at.line}`;
   }
 
   warn(line: number, message: string): void {
@@ -1081,8 +1081,8 @@ export function importNginx(text: string, file: string): ImportResult {
   // Lines sort by file (in the order nginx reads them), then by line; each gets its file back.
   const byLine = (a: ImportDiagnostic, b: ImportDiagnostic): number => a.line - b.line;
   const located = (list: ImportDiagnostic[]): ImportDiagnostic[] => list.sort(byLine).map((d) => {
-    const f = Math.floor(d.line / LINE_BASE);
-    return f === 0 ? d : { line: d.line % LINE_BASE, message: d.message, file: includes.files[f] };
+    const at = decodeLine(d.line);
+    return at.file === 0 ? d : { line: at.line, message: d.message, file: includes.files[at.file] };
   });
   return {
     config,
@@ -1098,6 +1098,14 @@ export function importNginx(text: string, file: string): ImportResult {
  * turns them back into file and line.
  */
 const LINE_BASE = 10_000_000;
+
+function encodeLine(file: number, line: number): number {
+  return file * LINE_BASE + line;
+}
+
+function decodeLine(encoded: number): { file: number; line: number } {
+  return { file: Math.floor(encoded / LINE_BASE), line: encoded % LINE_BASE };
+}
 /** nginx has no limit but loops; this is far deeper than any real configuration. */
 const MAX_INCLUDE_DEPTH = 16;
 
@@ -1187,7 +1195,7 @@ class IncludeExpander {
         tree = parseNginx(text, this.shown(path));
       } catch (err) {
         if (!(err instanceof NginxSyntaxError)) throw err;
-        this.errors.push({ line: index * LINE_BASE + err.line, message: `${err.detail} (included from ${this.at(d.line)})` });
+        this.errors.push({ line: encodeLine(index, err.line), message: `${err.detail} (included from ${this.at(d.line)})` });
         continue;
       }
       out.push(...this.expand(renumber(tree, index), index, [...stack, path]));
@@ -1196,8 +1204,8 @@ class IncludeExpander {
   }
 
   private at(line: number): string {
-    const f = Math.floor(line / LINE_BASE);
-    return `${this.files[f]}:${line % LINE_BASE}`;
+    const at = decodeLine(line);
+    return `${this.files[at.file]}:${at.line}`;
   }
 
   /** A path as the user wrote it: relative to the main file's directory when inside it. */
@@ -1228,7 +1236,7 @@ function maskPattern(mask: string): RegExp {
 
 /** A parsed file's lines moved into its LINE_BASE range. */
 function renumber(tree: NginxDirective[], index: number): NginxDirective[] {
-  return tree.map((d) => ({ ...d, line: index * LINE_BASE + d.line, block: d.block === null ? null : renumber(d.block, index) }));
+  return tree.map((d) => ({ ...d, line: encodeLine(index, d.line), block: d.block === null ? null : renumber(d.block, index) }));
 }
 
 /**

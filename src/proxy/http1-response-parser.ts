@@ -132,7 +132,6 @@ function fail(code: ResponseParseErrorCode, message: string): never {
   throw new ResponseParseError(code, message);
 }
 
-
 export class Http1ResponseParser {
   // The final response's head, valid from onResponseHead until the next `reset`.
   statusCode = 0;
