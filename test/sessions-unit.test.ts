@@ -246,7 +246,7 @@ describe('Affinity: the bound server or a counted rebind reason', () => {
   function request(id: string | null): StickyRequest & { onLookup(): void } {
     return {
       req: { headers: id === null ? {} : { cookie: `PHPSESSID=${id}` } } as unknown as IncomingMessage,
-      remoteAddress: '127.0.0.1', stickyId: null, stickyBound: null, stickyReason: null, stickyRefresh: false, stickyPending: false,
+      remoteAddress: '127.0.0.1', stickyId: null, stickyBound: null, stickyReason: null, stickyRefresh: false, stickyPending: false, stickyWrite: null,
       record: { sticky: 'none' }, onLookup: () => undefined,
     };
   }
@@ -307,7 +307,7 @@ describe('Affinity cookie mode headers', () => {
     for (const secure of [false, true]) {
       const r: StickyRequest & { onLookup(): void } = {
         req: { headers: {} } as unknown as IncomingMessage, remoteAddress: '', stickyId: null, stickyBound: null, stickyReason: null,
-        stickyRefresh: false, stickyPending: false, record: { sticky: 'none' }, onLookup: () => undefined,
+        stickyRefresh: false, stickyPending: false, stickyWrite: null, record: { sticky: 'none' }, onLookup: () => undefined,
       };
       aff.begin(r, null, 1_000_000);
       const out = ['Cache-Control', 'public, max-age=60'];

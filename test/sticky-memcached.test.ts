@@ -6,7 +6,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, nameHandler, startBackend, startLB, type Backend, type RunningLB } from './helpers/net.js';
+import { freePort, nameHandler, startBackend, startDelayRelay, startLB, type Backend, type DelayRelay, type RunningLB } from './helpers/net.js';
 import { CookieClient, newSessionId, phpHandler, pool } from './helpers/php.js';
 import {
   MemcachedProcess, NutcrackerProcess, memcachedAvailable, memcachedCommand, nutcrackerAvailable, startMemcached, startNutcracker,
@@ -29,12 +29,14 @@ let lbs: RunningLB[] = [];
 let memcacheds: MemcachedProcess[] = [];
 let nutcrackers: NutcrackerProcess[] = [];
 let children: RunningChild[] = [];
+let relays: DelayRelay[] = [];
 const agents: http.Agent[] = [];
 
 afterEach(async () => {
   for (const a of agents.splice(0)) a.destroy();
   await Promise.all(children.splice(0).map((c) => c.kill()));
   await Promise.all(lbs.splice(0).map((l) => l.stop()));
+  await Promise.all(relays.splice(0).map((r) => r.close()));
   await Promise.all(nutcrackers.splice(0).map((n) => n.stop()));
   await Promise.all(memcacheds.splice(0).map((m) => m.kill()));
   await Promise.all(backends.splice(0).map((b) => b.close().catch(() => undefined)));
@@ -102,6 +104,71 @@ describe.skipIf(!HAVE_MEMCACHED)('sticky learn with memcached', () => {
     for (const k of keys) expect(k).toMatch(KEY_PATTERN);
     const stats = await m.stats();
     expect(Number(stats.get_hits)).toBeGreaterThanOrEqual(100); // the second instance asked memcached
+  });
+
+  it('a learned session is in memcached before its response reaches the client: another instance finds it at once, even over a slow path', async () => {
+    const m = await memcached();
+    // Instance A reaches memcached through a relay that holds every command for 150 ms; B reaches it directly.
+    const slow = await startDelayRelay(m.port, 150);
+    relays.push(slow);
+    const bs = await phpBackends(2);
+    const store = { type: 'memcached', timeout: '2s', hashKey: 'shared-secret-for-tests-0002' };
+    const a = await startLB({ sessionStore: { ...store, servers: [slow.address] }, upstreams: stickyUpstream(bs) });
+    const b = await startLB({ sessionStore: { ...store, servers: [m.address] }, upstreams: stickyUpstream(bs) });
+    lbs.push(a, b);
+    const ag = agent(4);
+    // B's round robin is one step ahead of A's: a session B does not find goes to the other backend.
+    expect((await new CookieClient(ag).get(`${b.url}/`)).status).toBe(200);
+    for (let i = 0; i < 6; i++) {
+      const c = new CookieClient(ag);
+      const created = await c.get(`${a.url}/`);
+      expect(created.status).toBe(200);
+      expect(created.ms).toBeGreaterThanOrEqual(140); // it waited for the write to get through
+      const next = await c.get(`${b.url}/`);
+      expect(next.status).toBe(200);
+      expect(next.backend).toBe(created.backend);
+    }
+    expect(b.lb.sessions.stats('backend').lookups.store_hit).toBe(6);
+  });
+
+  it('a learning response with a streamed body waits for the binding too; a client that leaves meanwhile frees the upstream', async () => {
+    const m = await memcached();
+    const slow = await startDelayRelay(m.port, 300);
+    relays.push(slow);
+    const big = Buffer.alloc(1 << 20, 'x');
+    const streaming = await startBackend('s1', (req, res) => {
+      req.resume();
+      res.writeHead(200, { 'Set-Cookie': `PHPSESSID=${newSessionId()}; path=/`, 'X-Backend': 's1' });
+      res.write(big.subarray(0, 1000)); // chunked: the body does not come whole with the head
+      setTimeout(() => res.end(big.subarray(1000)), 20);
+    });
+    backends.push(streaming);
+    const store = { type: 'memcached', timeout: '2s', hashKey: 'shared-secret-for-tests-0003' };
+    const a = await startLB({ sessionStore: { ...store, servers: [slow.address] }, upstreams: stickyUpstream([streaming]) });
+    lbs.push(a);
+    const started = performance.now();
+    const whole = await new Promise<{ status: number; length: number }>((resolve, reject) => {
+      http.get(`${a.url}/`, (res) => {
+        let length = 0;
+        res.on('data', (c: Buffer) => { length += c.length; });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, length }));
+      }).on('error', reject);
+    });
+    expect(whole).toEqual({ status: 200, length: big.length });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    expect(a.lb.sessions.stats('backend').learned).toBe(1);
+
+    // A client gone while its response waits: the upstream connection is given up, nothing is sent, the proxy carries on.
+    const peer = a.lb.upstreams.get('backend')!.find(streaming.address)!;
+    const req = http.get(`${a.url}/`);
+    req.on('error', () => undefined);
+    await waitFor(async () => a.lb.sessions.stats('backend').learned === 2);
+    req.destroy();
+    await waitFor(async () => peer.active === 0);
+    await new Promise((r) => setTimeout(r, 400)); // the write settles after the client left
+    const after = await new CookieClient(agent(1)).get(`${a.url}/`);
+    expect(after.status).toBe(200);
+    expect(after.body.length).toBe(big.length);
   });
 
   it('two memcached servers: keys spread by ketama land on both, and another instance finds them', async () => {

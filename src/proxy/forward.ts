@@ -116,6 +116,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   stickyReason: RebindReason | null = null;
   stickyRefresh = false;
   stickyPending = false;
+  stickyWrite: Promise<void> | null = null;
   /** The first pick is waiting for a session store lookup (bounded by the store's timeout). */
   private waitingForSticky = false;
   private readonly upstream: Upstream;
@@ -432,6 +433,20 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       this.respondError(502);
       return;
     }
+    const write = this.stickyWrite;
+    if (write !== null) {
+      // A session learned here reaches the client only once the store has it (StickyRequest.stickyWrite).
+      // Once per new session, at most the store's timeout; the body waits in the upstream socket meanwhile.
+      this.stickyWrite = null;
+      if (upstreamRes.completeBody !== undefined) this.onUpstreamBodyEnd(now); // the upstream connection is free already
+      write.then(() => { if (!this.finished) this.deliver(upstreamRes, Date.now()); });
+      return;
+    }
+    this.deliver(upstreamRes, now);
+  }
+
+  /** Sends the response whose head is set (writeHead): a whole small body in one deferred write, or the body streamed. */
+  private deliver(upstreamRes: UpstreamResponse, now: number): void {
     const complete = upstreamRes.completeBody;
     if (complete !== undefined) {
       // The whole body came with the head (small responses): no stream plumbing needed.
@@ -451,7 +466,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     body.on('resume', bodyResumed);
     // What pipe() does (write, pause on a full socket, resume on drain, end), plus giving each
     // chunk back to the pool once the socket has written it (body-chunks.ts).
-    res.on('drain', resDrain);
+    this.res.on('drain', resDrain);
   }
 
   /** A whole response body waiting for its deferred write (flushWrite). */

@@ -37,6 +37,7 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest, StickyReques
   stickyReason: RebindReason | null = null;
   stickyRefresh = false;
   stickyPending = false;
+  stickyWrite: Promise<void> | null = null;
   readonly record = { sticky: 'none' };
   private stickyStarted = false;
 

@@ -82,6 +82,12 @@ export interface StickyRequest extends PickRequest {
   stickyRefresh: boolean;
   /** learn: a store lookup is in flight. */
   stickyPending: boolean;
+  /**
+   * learn with a shared store: the store writes of the bindings this response announces (set by
+   * onResponse, never rejects). The response must not reach the client before it settles: the
+   * client's next request may reach another worker or instance, whose lookup must find them.
+   */
+  stickyWrite: Promise<void> | null;
   readonly record: { sticky: string };
 }
 
@@ -320,7 +326,7 @@ export class Affinity {
       } else if (effect.id === id) {
         // The backend refreshed the request's own cookie: same as the request's own binding below.
       } else {
-        this.bind(effect.id, peer, now);
+        this.hold(r, this.bind(effect.id, peer, now));
         learned = true;
         newIdSet = true;
       }
@@ -330,11 +336,11 @@ export class Affinity {
         // An id nobody bound yet (expired binding, or the store lost it): bind it to the server
         // that answered — unless that server just replaced it with a new id (PHP strict mode).
         if (!newIdSet) {
-          this.bind(id, peer, now);
+          this.hold(r, this.bind(id, peer, now));
           learned = true;
         }
       } else if (moved) {
-        this.bind(id, peer, now);
+        this.hold(r, this.bind(id, peer, now));
         this.rebound(r, r.stickyReason ?? 'failed');
         return;
       }
@@ -352,12 +358,25 @@ export class Affinity {
     r.record.sticky = `rebound:${reason}`;
   }
 
-  /** Binds a session id to a server (learn mode). */
-  bind(id: string, peer: Peer, now: number): void {
+  /** The response announcing a binding waits for its store write (see StickyRequest.stickyWrite). */
+  private hold(r: StickyRequest, write: Promise<void> | null): void {
+    if (write === null) return;
+    r.stickyWrite = r.stickyWrite === null ? write : Promise.all([r.stickyWrite, write]).then(nothing);
+  }
+
+  /**
+   * Binds a session id to a server (learn mode). Returns the shared store's write (settles when
+   * the store has it, failed or timed out: never rejects), or null when the binding is already
+   * where every lookup reads it (memory store).
+   */
+  bind(id: string, peer: Peer, now: number): Promise<void> | null {
     const key = localKey(this.name, id);
     const source = this.source!;
-    if (source.kind === 'memory') source.store.setSync(key, peer.name, this.ttlMs, now);
-    else source.cache.bind(key, peer.name, this.ttlMs, now);
+    if (source.kind === 'memory') {
+      source.store.setSync(key, peer.name, this.ttlMs, now);
+      return null;
+    }
+    return source.cache.bind(key, peer.name, this.ttlMs, now);
   }
 
   unbind(id: string): void {
@@ -366,6 +385,10 @@ export class Affinity {
     if (source.kind === 'memory') source.store.deleteSync(key);
     else source.cache.unbind(key);
   }
+}
+
+function nothing(): void {
+  // Promise.all's values are not needed, only that every write settled.
 }
 
 /** HAProxy `nocache`: a response that sets the affinity cookie must not be stored by shared caches. */

@@ -239,8 +239,11 @@ export class LocalCache {
     );
   }
 
-  /** Records a binding here and in the store (the store write is not waited for). */
-  bind(key: string, value: string, ttlMs: number, now: number): void {
+  /**
+   * Records a binding here and in the store. Returns the store write, settled (never rejected)
+   * once the store has it or failed to take it within its timeout; routing here does not wait for it.
+   */
+  bind(key: string, value: string, ttlMs: number, now: number): Promise<void> {
     const p = this.pending.get(key);
     if (p !== undefined) p.superseded = true;
     let entry = this.lru.peek(key);
@@ -259,7 +262,7 @@ export class LocalCache {
       entry = new Entry(value, now + this.freshMs, now + ttlMs / 4, now + ttlMs, ttlMs, this.toStoreKey(flat), now);
       this.lru.set(flat, entry);
     }
-    this.store.set(entry.storeKey, value, Math.max(1, Math.ceil(ttlMs / 1000))).catch(ignore);
+    return this.store.set(entry.storeKey, value, Math.max(1, Math.ceil(ttlMs / 1000))).catch(ignore);
   }
 
   /** Removes a binding here and in the store. */

@@ -146,3 +146,34 @@ export function tally(values: Iterable<string>): Record<string, number> {
   for (const v of values) out[v] = (out[v] ?? 0) + 1;
   return out;
 }
+
+export interface DelayRelay {
+  address: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP relay on loopback to `127.0.0.1:targetPort` that holds every chunk from the client
+ * `delayMs` before passing it on (order kept): a slow network path to one server.
+ */
+export async function startDelayRelay(targetPort: number, delayMs: number): Promise<DelayRelay> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.on('data', (chunk) => { setTimeout(() => { if (!upstream.destroyed) upstream.write(chunk); }, delayMs); });
+    upstream.pipe(client);
+    const end = (): void => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream); };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    address: `127.0.0.1:${port}`,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
