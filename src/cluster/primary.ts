@@ -114,6 +114,11 @@ export class ClusterPrimary {
 
     cluster.on('message', this.onMessage);
     cluster.on('exit', this.onExit);
+    // Workers accept from the shared listening socket themselves, as nginx's workers do, instead of
+    // node's default on Linux where the primary accepts every connection and hands it over by IPC:
+    // with a new connection per request that hand-over made 2 workers slower than 1 (bench/README).
+    // NODE_CLUSTER_SCHED_POLICY=rr restores node's default.
+    if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ execArgv: workerExecArgv() });
     const n = this.config.workers;
     const forks: Array<Promise<void>> = [];
