@@ -103,6 +103,14 @@ export interface SessionLBOptions {
   role?: 'single' | 'primary' | 'worker';
 }
 
+/** One HTTP listening address and the routing of every virtual server on it. */
+interface ListenerPlan {
+  host: string;
+  port: number;
+  router: ListenerRouter<Route>;
+}
+const NO_ROUTERS: ReadonlyMap<string, ListenerPlan> = new Map();
+
 export class SessionLB {
   config: Config;
   readonly log: EventLog;
@@ -170,9 +178,9 @@ export class SessionLB {
     if (this.config.stateFile !== null && this.role !== 'worker') await this.restoreRuntimeState(this.config.stateFile);
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
     if (this.role !== 'worker') this.health.sync(this.upstreams);
-    const routers = this.buildRouters(this.config);
+    // The cluster primary serves no HTTP listener (its workers do): no routes to build.
+    const routers = this.role === 'primary' ? NO_ROUTERS : this.buildRouters(this.config);
     for (const [key, { host, port, router }] of routers) {
-      if (this.role === 'primary') break;
       const listener = new Listener(key, host, port, router, this);
       await listener.listen();
       this.listeners.set(key, listener);
@@ -215,12 +223,12 @@ export class SessionLB {
     this.sessions.reconfigure(config.sessionStore);
     const upstreams = this.buildUpstreams(config, this.upstreams);
     const previousPools = new Set(this.pools.values());
-    const routers = this.buildRouters(config, upstreams);
+    const routers = this.role === 'primary' ? NO_ROUTERS : this.buildRouters(config, upstreams);
     const fresh: Listener[] = [];
     let streamPlan: StreamPlan;
     try {
       for (const [key, { host, port, router }] of routers) {
-        if (this.listeners.has(key) || this.role === 'primary') continue;
+        if (this.listeners.has(key)) continue;
         const listener = new Listener(key, host, port, router, this);
         await listener.listen();
         fresh.push(listener);
@@ -265,7 +273,8 @@ export class SessionLB {
     for (const pool of previousPools) if (!used.has(pool)) pool.closeIdle();
     for (const [key, pool] of this.pools) if (!used.has(pool)) this.pools.delete(key);
     if (this.admin && config.admin) this.admin.update(config.admin);
-    this.saveRuntimeState();
+    // Not saveRuntimeState(): the workers reload next and then get the whole state (cluster primary).
+    void this.writeStateFile();
   }
 
   /**
@@ -323,11 +332,16 @@ export class SessionLB {
     return result;
   }
 
-  /** Queues a write of the runtime server state to `stateFile` (when set). */
+  /** A runtime change was made (admin API): tells the cluster's workers (onRuntimeChange) and queues a write of `stateFile`. */
   saveRuntimeState(): Promise<void> {
     this.onRuntimeChange?.();
-    if (this.role === 'worker') return Promise.resolve();
-    return this.config.stateFile === null ? Promise.resolve() : this.stateWriter.save(this.config.stateFile, this.upstreams);
+    return this.writeStateFile();
+  }
+
+  /** Queues a write of the runtime server state to `stateFile` (when set; never by a worker). */
+  private writeStateFile(): Promise<void> {
+    if (this.role === 'worker' || this.config.stateFile === null) return Promise.resolve();
+    return this.stateWriter.save(this.config.stateFile, this.upstreams);
   }
 
   private async restoreRuntimeState(file: string): Promise<void> {
@@ -407,8 +421,8 @@ export class SessionLB {
     return a;
   }
 
-  private buildRouters(config: Config, upstreams = this.upstreams): Map<string, { host: string; port: number; router: ListenerRouter<Route> }> {
-    const out = new Map<string, { host: string; port: number; router: ListenerRouter<Route> }>();
+  private buildRouters(config: Config, upstreams = this.upstreams): Map<string, ListenerPlan> {
+    const out = new Map<string, ListenerPlan>();
     for (const vsConfig of config.servers) {
       const serverName = vsConfig.serverNames[0] ?? '_';
       const vs = buildVirtualServer<Route>(vsConfig, (location) => ({
