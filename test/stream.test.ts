@@ -328,6 +328,39 @@ describe('streams: piping', () => {
     expect(await waitFor(() => lb.streams.sessionCount() === 0, 5000)).toBe(true);
   }, 15_000);
 
+  it('small and large reads in any mix keep their order both ways', async () => {
+    // Reads up to 4 KiB are copied and written with the event-loop turn's other writes, larger ones
+    // at once: sizes that straddle that limit, sent in bursts, must still arrive whole and in order.
+    const echo = await tcpBackend('echo', 'echo');
+    const port = await freePort();
+    await startStreamLB({ streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: echo.address }] });
+    const sizes = [1, 4096, 4097, 17, 65_536, 3, 70_000, 4095, 9000, 1, 1, 2];
+    const sentHash = createHash('sha256');
+    const gotHash = createHash('sha256');
+    let total = 0;
+    const received = await new Promise<number>((resolve, reject) => {
+      const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      let got = 0;
+      s.on('data', (d: Buffer) => { got += d.length; gotHash.update(d); });
+      s.on('end', () => { s.end(); resolve(got); });
+      s.on('error', reject);
+      void (async () => {
+        for (let round = 0; round < 40; round++) {
+          for (let k = 0; k < sizes.length; k++) {
+            const chunk = Buffer.alloc(sizes[(k + round) % sizes.length]!, (round * 13 + k) & 255);
+            total += chunk.length;
+            sentHash.update(chunk);
+            s.write(chunk);
+          }
+          if (round % 3 === 0) await new Promise((r) => setImmediate(r));
+        }
+        s.end();
+      })();
+    });
+    expect(received).toBe(total);
+    expect(gotHash.digest('hex')).toBe(sentHash.digest('hex'));
+  });
+
   it('passes 50 MiB each way with back-pressure (a slow reader does not make the proxy buffer it)', async () => {
     const echo = await tcpBackend('echo', 'echo');
     const port = await freePort();
