@@ -85,6 +85,12 @@ export interface LookupWaiter {
 
 class Entry {
   constructor(
+    /**
+     * The LRU's key for this entry: a flat copy (see flatCopy). Moving the entry re-inserts it
+     * under this string, never under a request's key, which is a young string over the request's
+     * Cookie header: the Map would keep (and promote) that header for as long as the entry lives.
+     */
+    readonly key: string,
     public value: string,
     /** Until when the entry is answered without asking the store. */
     public freshUntil: number,
@@ -148,14 +154,14 @@ export class LocalCache {
     if (entry !== undefined && now < entry.expiresAt) {
       if (now - entry.movedAt >= LRU_MOVE_INTERVAL_MS) {
         entry.movedAt = now;
-        this.lru.touch(key, entry);
+        this.lru.touch(entry.key, entry);
       }
       if (now >= entry.freshUntil) {
         // Stale: answer from it now, revalidate in the background (once per freshness period, even if the store fails).
         entry.freshUntil = now + this.freshMs;
         if (!this.pending.has(key)) this.fetch(key, ttlMs, entry.storeKey, true);
       } else if (now >= entry.touchAfter) {
-        this.touch(key, entry, now);
+        this.touchStore(entry, now);
       }
       return entry.value;
     }
@@ -198,13 +204,13 @@ export class LocalCache {
         entry.value = value;
         entry.freshUntil = now + this.freshMs;
         entry.expiresAt = now + p.ttlMs;
-        if (now >= entry.touchAfter) this.touch(key, entry, now);
+        if (now >= entry.touchAfter) this.touchStore(entry, now);
       } else {
         // Written (or touched) by another instance: refresh it from here in ttl/4 like our own. Should it
         // expire in memcached before that, this process still routes by its entry and writes it back.
         // One flat copy of the key (see flatCopy); the store key is that same string when it is the key.
         const flat = flatCopy(key);
-        this.lru.set(flat, new Entry(value, now + this.freshMs, now + p.ttlMs / 4, now + p.ttlMs, p.ttlMs, p.storeKey === key ? flat : p.storeKey));
+        this.lru.set(flat, new Entry(flat, value, now + this.freshMs, now + p.ttlMs / 4, now + p.ttlMs, p.ttlMs, p.storeKey === key ? flat : p.storeKey));
       }
     } else {
       const known = this.lru.peek(key);
@@ -225,7 +231,7 @@ export class LocalCache {
     for (const w of p.waiters) w.onLookup(answer, result);
   }
 
-  private touch(key: string, entry: Entry, now: number): void {
+  private touchStore(entry: Entry, now: number): void {
     entry.touchAfter = now + entry.ttlMs / 4;
     entry.expiresAt = now + entry.ttlMs;
     const seconds = Math.max(1, Math.ceil(entry.ttlMs / 1000));
@@ -254,12 +260,12 @@ export class LocalCache {
       entry.expiresAt = now + ttlMs;
       entry.ttlMs = ttlMs;
       entry.movedAt = now;
-      this.lru.touch(key, entry);
+      this.lru.touch(entry.key, entry);
     } else {
       // One flat copy of the key (see flatCopy): the store key is derived from it (the same string
       // with the default identity, a fresh prefix + hash with memcached), never from the header slice.
       const flat = flatCopy(key);
-      entry = new Entry(value, now + this.freshMs, now + ttlMs / 4, now + ttlMs, ttlMs, this.toStoreKey(flat), now);
+      entry = new Entry(flat, value, now + this.freshMs, now + ttlMs / 4, now + ttlMs, ttlMs, this.toStoreKey(flat), now);
       this.lru.set(flat, entry);
     }
     return this.store.set(entry.storeKey, value, Math.max(1, Math.ceil(ttlMs / 1000))).catch(ignore);
