@@ -5,13 +5,16 @@
  *
  *   node bench/profile-top.mjs FILE.cpuprofile [requests] [N]
  *   node bench/profile-top.mjs --inclusive FILE.cpuprofile [requests] [N]   # time including callees
+ *   node bench/profile-top.mjs --skip=S FILE.cpuprofile [requests] [N]       # leave out the first S seconds (warm-up)
  */
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 
 const args = process.argv.slice(2);
 const inclusive = args.includes('--inclusive');
-const [file, requestsArg, topArg] = args.filter((a) => a !== '--inclusive');
+const skipArg = args.find((a) => a.startsWith('--skip='));
+const skipUs = skipArg ? Number(skipArg.slice('--skip='.length)) * 1e6 : 0;
+const [file, requestsArg, topArg] = args.filter((a) => a !== '--inclusive' && !a.startsWith('--skip='));
 if (!file) {
   process.stderr.write('usage: node bench/profile-top.mjs FILE.cpuprofile [requests] [N]\n');
   process.exit(2);
@@ -23,7 +26,10 @@ const profile = JSON.parse(readFileSync(file, 'utf8'));
 // Sample counts per node id; each sample's interval is timeDeltas[i+1] (microseconds).
 const selfUs = new Map();
 const deltas = profile.timeDeltas;
+let elapsedUs = 0;
 for (let i = 0; i < profile.samples.length; i++) {
+  elapsedUs += deltas[i] ?? 0;
+  if (elapsedUs < skipUs) continue;
   const d = deltas[i + 1] ?? 0;
   selfUs.set(profile.samples[i], (selfUs.get(profile.samples[i]) ?? 0) + d);
 }

@@ -14,7 +14,7 @@ import { firewallCommand, importNginxCommand, loadOrReport } from './cli-tools.j
 import cluster from 'node:cluster';
 import { ClusterPrimary } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
-import { tuneHeapGrowth } from './heap-tuning.js';
+import { tuneHeapGrowth, tunePretenuring } from './heap-tuning.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_CONFIG = 'config/default.json';
@@ -229,6 +229,7 @@ function tuneHeapFor(config: Config): void {
 }
 
 async function run(args: Args): Promise<void> {
+  tunePretenuring(); // before any request is served (src/heap-tuning.ts)
   const log = createEventLog({ pretty: args.pretty });
   if (cluster.isWorker) {
     // Forked by the primary below (`workers` > 1): serve the shared listeners.

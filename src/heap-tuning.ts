@@ -46,3 +46,24 @@ export function tuneHeapGrowth(execArgv: readonly string[] = process.execArgv): 
   v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
   return true;
 }
+
+/**
+ * V8's allocation-site pretenuring, off. V8 watches how many objects of each allocation site
+ * survive scavenges; a site whose objects mostly survive is switched to allocate straight into
+ * the old generation, and once there it gives no more feedback, so the switch sticks. A proxy's
+ * per-request objects survive only while requests wait: a burst of waiting requests at the wrong
+ * moment (10,000 new sessions each asking memcached at start) can switch hot per-request sites
+ * for the life of the process. Every request then leaves its objects in the old generation: on
+ * the sticky bench, a Mark-Compact every ~250 ms, scavenges 4x slower, 24.7-26.2k instead of
+ * 30-33k req/s. That happened in 5 of 27 runs; with pretenuring off, in 0 of 18
+ * (bench/README.md, session 5). Nothing a proxy allocates in bulk needs pretenuring: objects
+ * that do live long (bindings, pools) are promoted after two scavenges anyway.
+ *
+ * Read by V8 at every scavenge and when sites are created, so setting it at startup works, as
+ * for the growth factor. A pretenuring flag given on node's command line wins.
+ */
+export function tunePretenuring(execArgv: readonly string[] = process.execArgv): boolean {
+  if (execArgv.some((a) => /^--(no-)?allocation[-_]site[-_]pretenuring/.test(a))) return false;
+  v8.setFlagsFromString('--no-allocation-site-pretenuring');
+  return true;
+}

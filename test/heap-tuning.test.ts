@@ -4,7 +4,7 @@
  * (bench/sessions-rss.mjs, bench/README.md goal 5), not a test: GC timing varies run to run.
  */
 import { describe, expect, it } from 'vitest';
-import { HEAP_GROWING_PERCENT, YOUNG_GENERATION_FLAG, tuneHeapGrowth, workerExecArgv } from '../src/heap-tuning.js';
+import { HEAP_GROWING_PERCENT, YOUNG_GENERATION_FLAG, tuneHeapGrowth, tunePretenuring, workerExecArgv } from '../src/heap-tuning.js';
 
 describe('heap growth tuning', () => {
   it('leaves a --heap-growing-percent given on node\'s command line alone, sets it otherwise', () => {
@@ -12,6 +12,12 @@ describe('heap growth tuning', () => {
     expect(tuneHeapGrowth(['--inspect', '--heap_growing_percent=50'])).toBe(false);
     expect(tuneHeapGrowth(['--max-semi-space-size=4'])).toBe(true);
     expect(HEAP_GROWING_PERCENT).toBeGreaterThan(0);
+  });
+
+  it('turns allocation-site pretenuring off unless node was given a pretenuring flag', () => {
+    expect(tunePretenuring(['--allocation-site-pretenuring'])).toBe(false);
+    expect(tunePretenuring(['--no-allocation_site_pretenuring'])).toBe(false);
+    expect(tunePretenuring(['--max-semi-space-size=8'])).toBe(true);
   });
 
   it('cluster workers get the bounded young generation unless node was given a semi-space size', () => {
