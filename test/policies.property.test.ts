@@ -163,7 +163,12 @@ describe('consistent hash (ketama)', () => {
     fc.integer({ min: 0, max: addresses.length - 1 }),
   ));
 
-  it('removing or adding one of n servers remaps at most its share (+0.05) of 10k keys, and never moves a key between two unchanged servers', async () => {
+  // The exact properties: only the changed server's keys move, all of them. How many that is
+  // depends on the ring: a server with weight w has 160*w points, so its share of the ring is its
+  // weight share give or take ~1/sqrt(160*w) relative (8% for weight 1). The bound below is 30%
+  // relative (about 4 standard deviations for weight 1, more for heavier servers) plus 0.01 for
+  // sampling 10k keys; a fixed +0.05 failed now and then for weights like 2,2,1 (0.456 > 0.45).
+  it('removing or adding one of n servers remaps exactly its keys, about its weight share of 10k keys, and never moves a key between two unchanged servers', async () => {
     await fc.assert(fc.asyncProperty(ringArb, async ([addresses, ws, changedIndex]) => {
       const weights = new Map(addresses.map((a, i) => [a, ws[i]!]));
       const changed = addresses[changedIndex]!;
@@ -185,7 +190,7 @@ describe('consistent hash (ketama)', () => {
           expect(a).toBe(changed);
         }
       }
-      expect(moved / KEYS.length).toBeLessThanOrEqual(share + 0.05);
+      expect(moved / KEYS.length).toBeLessThanOrEqual(share * 1.3 + 0.01);
       // And the removed server's keys did move (it owned some).
       expect(moved).toBe([...all.values()].filter((s) => s === changed).length);
     }), { numRuns: 20 });
