@@ -87,8 +87,9 @@ class Entry {
   constructor(
     /**
      * The LRU's key for this entry: a flat copy (see flatCopy). Moving the entry re-inserts it
-     * under this string, never under a request's key, which is a young string over the request's
-     * Cookie header: the Map would keep (and promote) that header for as long as the entry lives.
+     * under this string, never under a request's key: a young string built from the request's
+     * Cookie header, which the Map would then keep, promoted, for as long as the entry lives
+     * (and with it, unless V8 has flattened it, the header it was sliced from).
      */
     readonly key: string,
     public value: string,
