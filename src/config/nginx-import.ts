@@ -324,8 +324,7 @@ class Converter {
 
   /** "line 12", or "conf.d/a.conf:12" for a line of an included file (see LINE_BASE). */
   private at(line: number): string {
-    const at = decodeLine(line);
-    return at.file === 0 ? `line ${line}` : `${this.files[at.file]}:${at.line}`;
+    return decodeLine(line).file === 0 ? `line ${line}` : fileAndLine(this.files, line);
   }
 
   warn(line: number, message: string): void {
@@ -1075,7 +1074,7 @@ class Converter {
  */
 export function importNginx(text: string, file: string): ImportResult {
   const includes = new IncludeExpander(file);
-  const tree = includes.expand(parseNginx(text, file), 0, [resolve(file)]);
+  const tree = includes.expand(parseNginx(text, file), [resolve(file)]);
   const c = new Converter(includes.files);
   const config = c.convert(tree);
   // Lines sort by file (in the order nginx reads them), then by line; each gets its file back.
@@ -1106,6 +1105,12 @@ function encodeLine(file: number, line: number): number {
 function decodeLine(encoded: number): { file: number; line: number } {
   return { file: Math.floor(encoded / LINE_BASE), line: encoded % LINE_BASE };
 }
+
+/** "conf.d/a.conf:12": an encoded line with the name of its file (`files` by index). */
+function fileAndLine(files: readonly string[], encoded: number): string {
+  const at = decodeLine(encoded);
+  return `${files[at.file]}:${at.line}`;
+}
 /** nginx has no limit but loops; this is far deeper than any real configuration. */
 const MAX_INCLUDE_DEPTH = 16;
 
@@ -1132,13 +1137,13 @@ class IncludeExpander {
   }
 
   /** `tree` with its includes (in any block) replaced by what they include. `stack`: absolute paths being read. */
-  expand(tree: NginxDirective[], fileIndex: number, stack: string[]): NginxDirective[] {
+  expand(tree: NginxDirective[], stack: string[]): NginxDirective[] {
     const out: NginxDirective[] = [];
     for (const d of tree) {
       if (d.name === 'include' && d.block === null) {
         out.push(...this.include(d, stack));
       } else {
-        out.push(d.block === null ? d : { ...d, block: this.expand(d.block, fileIndex, stack) });
+        out.push(d.block === null ? d : { ...d, block: this.expand(d.block, stack) });
       }
     }
     return out;
@@ -1195,18 +1200,14 @@ class IncludeExpander {
         tree = parseNginx(text, this.shown(path));
       } catch (err) {
         if (!(err instanceof NginxSyntaxError)) throw err;
-        this.errors.push({ line: encodeLine(index, err.line), message: `${err.detail} (included from ${this.at(d.line)})` });
+        this.errors.push({ line: encodeLine(index, err.line), message: `${err.detail} (included from ${fileAndLine(this.files, d.line)})` });
         continue;
       }
-      out.push(...this.expand(renumber(tree, index), index, [...stack, path]));
+      out.push(...this.expand(renumber(tree, index), [...stack, path]));
     }
     return out;
   }
 
-  private at(line: number): string {
-    const at = decodeLine(line);
-    return `${this.files[at.file]}:${at.line}`;
-  }
 
   /** A path as the user wrote it: relative to the main file's directory when inside it. */
   private shown(path: string): string {
