@@ -67,7 +67,8 @@ export function killAllNow() {
   for (const c of children) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Starts `memcached` (path `cmd`) on a free loopback port with `memoryMiB` of cache, on CPU `cpu`

@@ -25,7 +25,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync
 import os from 'node:os';
 import { join } from 'node:path';
 import {
-  PIN, ROOT, freePort, killAllNow as killAll, pinnedArgv, sessionlbCheck, startChild, startMemcached, stopChild, waitReady, which, whichOr,
+  PIN, ROOT, freePort, killAllNow as killAll, pinnedArgv, sessionlbCheck, sleep, startChild, startMemcached, stopChild, waitReady, which, whichOr,
 } from './lib.mjs';
 
 const env = process.env;
@@ -50,7 +50,6 @@ if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
 }
 const { YOUNG_GENERATION_FLAG } = await import('../dist/heap-tuning.js');
 const NODE_ARGS = (env.RSS_NODE_ARGS ?? YOUNG_GENERATION_FLAG).split(' ').filter(Boolean); // as npm start runs it
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const TMP = mkdtempSync(join(os.tmpdir(), 'sessionlb-rss-'));
 const cleanup = () => rmSync(TMP, { recursive: true, force: true });
