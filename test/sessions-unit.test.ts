@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import {
   DEFAULT_ID_RULES, findCookie, isValidSessionId, parseSetCookie, sessionIdFromCookieHeader,
 } from '../src/sessions/session-id.js';
-import { Lru } from '../src/sessions/local-cache.js';
+import { LocalCache, Lru } from '../src/sessions/local-cache.js';
 import { CookieSigner, stripCookie } from '../src/sessions/signed-cookie.js';
 import { KetamaRing } from '../src/sessions/ketama.js';
 import { storeKeyFunction, localKey } from '../src/sessions/store.js';
@@ -103,6 +103,32 @@ describe('LRU', () => {
     expect(lru.size).toBe(1000);
     expect(lru.peek('k9999')).toBe(9999);
     expect(lru.peek('k0')).toBeUndefined();
+  });
+});
+
+describe('local cache freshness', () => {
+  it('bindings learned together go back to the store spread over the last quarter of the period, never later', async () => {
+    // A real store behind the cache; its get counter says which lookups went back to it.
+    const store = new MemoryStore();
+    const cache = new LocalCache(store, { entries: 1000, freshMs: 1000 });
+    const waiter = { onLookup: () => undefined };
+    const keys = Array.from({ length: 400 }, (_, i) => localKey('up', `session-${i}`));
+    const t0 = Date.now();
+    try {
+      for (const k of keys) await cache.bind(k, '10.0.0.1:80', 60_000, t0);
+      const revalidatedAt = (dt: number): number => {
+        const before = store.stats.calls.get;
+        for (const k of keys) expect(cache.lookup(k, 60_000, t0 + dt, waiter)).toBe('10.0.0.1:80');
+        return store.stats.calls.get - before;
+      };
+      expect(revalidatedAt(749)).toBe(0); // fresh for at least three quarters of the period
+      const early = revalidatedAt(875); // about half (expected 200, sd 10)
+      expect(early).toBeGreaterThan(120);
+      expect(early).toBeLessThan(280);
+      expect(revalidatedAt(1000)).toBe(400 - early); // the rest, at the period's end: none later
+    } finally {
+      await store.close();
+    }
   });
 });
 

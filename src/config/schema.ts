@@ -67,7 +67,7 @@ export const sessionStoreSchema = z.strictObject({
   maxFails: intAtLeast(1).optional().describe('Consecutive failures of one memcached server that open its circuit breaker (default 5)'),
   failTimeout: duration().optional().describe('How long an open circuit breaker keeps calls away before one probe call (default "5s")'),
   localCacheEntries: intAtLeast(1).optional().describe('Bindings kept in this process in front of memcached (default 100000)'),
-  localCacheFresh: duration().optional().describe('How long a locally cached binding is used without asking memcached (default "5s")'),
+  localCacheFresh: duration().optional().describe('How long a locally cached binding is used without asking memcached (default "5s"; each binding draws its period between 3/4 of this and all of it)'),
 });
 
 export const BALANCE_FORMS = '"round_robin", "least_conn", "ip_hash", "random", {"hash": "<key>", "consistent": true|false} or {"random": "two", "pick": "least_conn"}';

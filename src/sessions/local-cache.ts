@@ -7,6 +7,8 @@
  * the store only for a session this process does not know (at most the store's timeout).
  * When the store fails, known entries keep routing (the store is never required).
  *
+ * - Freshness is drawn per entry from the last quarter of the period (`freshFrom`), so that
+ *   bindings learned together do not all revalidate in the same instant, period after period.
  * - Concurrent lookups of one key share one store `get` (waiters are queued).
  * - TTL refresh (`touch`) is sent at most once per ttl/4 per key by this process.
  * - A binding the store lost (memcached restarted or evicted it) while this process still
@@ -120,7 +122,7 @@ class Pending {
 export interface LocalCacheOptions {
   /** Bound on entries (default 100 000). */
   entries: number;
-  /** Freshness in ms (default 5000). */
+  /** Freshness in ms (default 5000); each entry's is drawn from its last quarter (see LocalCache.freshFrom). */
   freshMs: number;
 }
 
@@ -131,6 +133,7 @@ export class LocalCache {
   readonly lru: Lru<Entry>;
   private readonly pending = new Map<string, Pending>();
   private readonly freshMs: number;
+  private readonly freshJitterMs: number;
 
   /**
    * `toStoreKey` turns a local key (upstream NUL id, kept only in this process) into the
@@ -143,6 +146,19 @@ export class LocalCache {
   ) {
     this.lru = new Lru<Entry>(options.entries);
     this.freshMs = options.freshMs;
+    this.freshJitterMs = options.freshMs / 4;
+  }
+
+  /**
+   * Until when an entry confirmed at `now` is answered without asking the store: `freshMs`
+   * minus up to a quarter of it, at random. Bindings learned together (every active session
+   * right after a restart, a burst of new sessions) would otherwise all turn stale in the same
+   * instant and go back to the store together, one burst every period for as long as they live;
+   * with the spread they drift apart within a few periods. Never later than `freshMs`, so a rebind
+   * made by another instance is still seen within `freshMs`.
+   */
+  private freshFrom(now: number): number {
+    return now + this.freshMs - Math.random() * this.freshJitterMs;
   }
 
   /**
@@ -159,7 +175,7 @@ export class LocalCache {
       }
       if (now >= entry.freshUntil) {
         // Stale: answer from it now, revalidate in the background (once per freshness period, even if the store fails).
-        entry.freshUntil = now + this.freshMs;
+        entry.freshUntil = this.freshFrom(now);
         if (!this.pending.has(key)) this.fetch(key, ttlMs, entry.storeKey, true);
       } else if (now >= entry.touchAfter) {
         this.touchStore(entry, now);
@@ -203,7 +219,7 @@ export class LocalCache {
       const entry = this.lru.peek(key);
       if (entry !== undefined) {
         entry.value = value;
-        entry.freshUntil = now + this.freshMs;
+        entry.freshUntil = this.freshFrom(now);
         entry.expiresAt = now + p.ttlMs;
         if (now >= entry.touchAfter) this.touchStore(entry, now);
       } else {
@@ -211,7 +227,7 @@ export class LocalCache {
         // expire in memcached before that, this process still routes by its entry and writes it back.
         // One flat copy of the key (see flatCopy); the store key is that same string when it is the key.
         const flat = flatCopy(key);
-        this.lru.set(flat, new Entry(flat, value, now + this.freshMs, now + p.ttlMs / 4, now + p.ttlMs, p.ttlMs, p.storeKey === key ? flat : p.storeKey));
+        this.lru.set(flat, new Entry(flat, value, this.freshFrom(now), now + p.ttlMs / 4, now + p.ttlMs, p.ttlMs, p.storeKey === key ? flat : p.storeKey));
       }
     } else {
       const known = this.lru.peek(key);
@@ -220,7 +236,7 @@ export class LocalCache {
         // keep routing by it and write it back, rather than move a live session.
         answer = known.value;
         result = 'local_hit';
-        known.freshUntil = now + this.freshMs;
+        known.freshUntil = this.freshFrom(now);
         known.touchAfter = now + known.ttlMs / 4;
         known.expiresAt = now + known.ttlMs;
         this.store.set(known.storeKey, known.value, Math.max(1, Math.ceil(known.ttlMs / 1000))).catch(ignore);
@@ -256,7 +272,7 @@ export class LocalCache {
     let entry = this.lru.peek(key);
     if (entry !== undefined) {
       entry.value = value;
-      entry.freshUntil = now + this.freshMs;
+      entry.freshUntil = this.freshFrom(now);
       entry.touchAfter = now + ttlMs / 4;
       entry.expiresAt = now + ttlMs;
       entry.ttlMs = ttlMs;
@@ -266,7 +282,7 @@ export class LocalCache {
       // One flat copy of the key (see flatCopy): the store key is derived from it (the same string
       // with the default identity, a fresh prefix + hash with memcached), never from the header slice.
       const flat = flatCopy(key);
-      entry = new Entry(flat, value, now + this.freshMs, now + ttlMs / 4, now + ttlMs, ttlMs, this.toStoreKey(flat), now);
+      entry = new Entry(flat, value, this.freshFrom(now), now + ttlMs / 4, now + ttlMs, ttlMs, this.toStoreKey(flat), now);
       this.lru.set(flat, entry);
     }
     return this.store.set(entry.storeKey, value, Math.max(1, Math.ceil(ttlMs / 1000))).catch(ignore);
