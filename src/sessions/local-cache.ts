@@ -133,7 +133,6 @@ export class LocalCache {
   readonly lru: Lru<Entry>;
   private readonly pending = new Map<string, Pending>();
   private readonly freshMs: number;
-  private readonly freshJitterMs: number;
 
   /**
    * `toStoreKey` turns a local key (upstream NUL id, kept only in this process) into the
@@ -146,7 +145,6 @@ export class LocalCache {
   ) {
     this.lru = new Lru<Entry>(options.entries);
     this.freshMs = options.freshMs;
-    this.freshJitterMs = options.freshMs / 4;
   }
 
   /**
@@ -158,7 +156,7 @@ export class LocalCache {
    * made by another instance is still seen within `freshMs`.
    */
   private freshFrom(now: number): number {
-    return now + this.freshMs - Math.random() * this.freshJitterMs;
+    return now + this.freshMs * (1 - Math.random() / 4);
   }
 
   /**
