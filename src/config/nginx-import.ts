@@ -1111,6 +1111,7 @@ function fileAndLine(files: readonly string[], encoded: number): string {
   const at = decodeLine(encoded);
   return `${files[at.file]}:${at.line}`;
 }
+
 /** nginx has no limit but loops; this is far deeper than any real configuration. */
 const MAX_INCLUDE_DEPTH = 16;
 
@@ -1121,8 +1122,8 @@ const MAX_INCLUDE_DEPTH = 16;
  * path component here; its matches are read in name order, and a dot file is matched only by a
  * mask that starts with a dot (glob(3), which nginx uses). A mask matching nothing (or naming a
  * directory that does not exist) is fine, as in nginx; a missing file, an unreadable one or an
- * include loop is a warning (the rest still
- * converts: a config copied from another machine often names files that are not here).
+ * include loop is a warning (the rest still converts: a config copied from another machine
+ * often names files that are not here).
  */
 class IncludeExpander {
   /** Index = the file's number in LINE_BASE terms; 0 is the main file. Shown as given or relative to the main file's directory. */
@@ -1207,7 +1208,6 @@ class IncludeExpander {
     }
     return out;
   }
-
 
   /** A path as the user wrote it: relative to the main file's directory when inside it. */
   private shown(path: string): string {
