@@ -83,7 +83,6 @@ const { YOUNG_GENERATION_FLAG } = await import('../dist/heap-tuning.js');
 process.on('SIGINT', () => { killAllNow(); cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { killAllNow(); cleanup(); process.exit(143); });
 
-
 /** Ready when `GET path` answers 200; the warm-up request carries a session cookie (the sticky scenario's proxies learn it). */
 const ready = (port, path, child) => waitReady(port, { path, child, headers: { Cookie: 'PHPSESSID=benchwarmupsession0000000001' } });
 
