@@ -53,8 +53,12 @@ function mayHaveBody(status: number, method: string | undefined): boolean {
   return status !== 204 && status !== 304 && method !== 'HEAD';
 }
 
-/** nginx's non-idempotent methods (NGX_HTTP_POST|LOCK|PATCH): not retried once sent unless "non_idempotent". Every other method is retried. */
-const NON_IDEMPOTENT = new Set(['POST', 'PATCH', 'LOCK']);
+/**
+ * RFC 9110's idempotent methods (9.2.2). Any other method (POST, PATCH, LOCK, PROPPATCH, ...) is
+ * never sent a second time once a byte of it was written, on any connection, unless
+ * `nextUpstream.on` lists "non_idempotent" (nginx and HAProxy keep the same rule).
+ */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /** Everything the forwarder needs about where a request goes, resolved once per config. */
 export interface Route {
@@ -327,8 +331,12 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     const limit = this.upstream.config.nextUpstream.timeoutMs;
     if (limit !== 0 && Date.now() - this.startedAt >= limit) return false;
     if (this.streamUsed) return false; // a streamed body cannot be sent twice
-    if (sent && NON_IDEMPOTENT.has(this.req.method ?? 'GET') && !this.on.has('non_idempotent')) return false;
-    return true;
+    return !sent || this.mayResend();
+  }
+
+  /** Whether this request may be written again after (part of) it reached an upstream. */
+  private mayResend(): boolean {
+    return IDEMPOTENT.has(this.req.method ?? 'GET') || this.on.has('non_idempotent');
   }
 
   private endAttempt(status: number, failed: boolean): Peer {
@@ -347,8 +355,9 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   onUpstreamError(failure: AttemptFailure): void {
     if (this.finished) return;
     const peer = this.peer!;
-    // A kept-alive connection the upstream had already closed: retry once on a new connection, not a failure of the peer.
-    if (failure.staleConnection && !this.staleRetried && !this.streamUsed) {
+    // A kept-alive connection the upstream had already closed: retry once on a new connection, not a
+    // failure of the peer. Not a request that may not be resent: the upstream may have read it all.
+    if (failure.staleConnection && !this.staleRetried && !this.streamUsed && (!failure.requestSent || this.mayResend())) {
       this.staleRetried = true;
       this.record.upstreamAddrs.pop();
       this.upstream.release(peer, false, Date.now());
