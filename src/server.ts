@@ -6,6 +6,7 @@
  */
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import { ConfigError, loadConfigText, readConfigText, type Config, type UpstreamConfig } from './config/load.js';
 import { Upstream } from './balancer/upstream.js';
 import { PeerPool } from './proxy/transport.js';
@@ -13,7 +14,7 @@ import { ForwardRequest, type ForwardHooks, type Route } from './proxy/forward.j
 import { UpgradeRequest } from './proxy/upgrade.js';
 import { ListenerRouter, buildVirtualServer, matchLocation, pathForMatching } from './proxy/router.js';
 import { sendError } from './proxy/errors.js';
-import { hasDuplicateHost } from './proxy/headers.js';
+import { requestHeadStatus } from './proxy/headers.js';
 import { AdminServer } from './admin/server.js';
 import { registerAdminApi } from './admin/api.js';
 import { StateFileWriter, applyRuntimeState, logConfigWeightWins, readStateFile } from './admin/state.js';
@@ -25,53 +26,117 @@ import type { Affinity } from './sessions/affinity.js';
 import { StreamProxies, type StreamPlan } from './proxy/stream-listener.js';
 import { listenOn } from './proxy/listen.js';
 
+/** Whether an Upgrade header offers h2c (RFC 7540 3.2): never passed upstream (the h2c smuggling vector). */
+function offersH2c(upgrade: string | undefined): boolean {
+  return upgrade !== undefined && /(^|,)\s*h2c\s*(,|$)/i.test(upgrade);
+}
+
+/** Longest gap between two reports of the same failing accept (EMFILE under a flood). */
+const ACCEPT_ERROR_LOG_MS = 1000;
+
 class Listener {
   readonly server: http.Server;
   router: ListenerRouter<Route>;
+  /** large_client_header_buffers' SIZE: the longest request line and header line. */
+  private headerBufferSize = 0;
+  private lastAcceptError = 0;
 
   constructor(readonly key: string, readonly host: string, readonly port: number, router: ListenerRouter<Route>, private readonly lb: SessionLB) {
     this.router = router;
     this.server = http.createServer({
       requestTimeout: 0, // large uploads are bounded by the idle timeouts below, not a total
-      headersTimeout: 60_000, // nginx client_header_timeout
-      keepAliveTimeout: lb.config.keepaliveTimeoutMs,
+      // node looks for header timeouts every connectionsCheckingInterval (30 s by default): every
+      // second, so a slow client is closed within a second of clientHeaderTimeout, as in nginx.
+      connectionsCheckingInterval: 1000,
       // Upstream connections already carry the request; keep the client side's Nagle off too.
       noDelay: true,
     }, this.onRequest);
+    this.configure(lb.config);
+    this.server.on('checkContinue', this.onCheckContinue);
     this.server.on('upgrade', this.onUpgrade);
     this.server.on('clientError', this.onClientError);
+    this.server.on('error', this.onServerError);
+  }
+
+  /** The client-side limits of `config` (at start and on every reload). */
+  configure(config: Config): void {
+    const server = this.server;
+    server.headersTimeout = config.clientHeaderTimeoutMs; // nginx client_header_timeout
+    server.keepAliveTimeout = config.keepaliveTimeoutMs;
+    // The whole head (nginx NUMBER x SIZE): over it node answers 431. No count limit: node's
+    // maxHeadersCount (2000) would drop the headers past it silently and forward the rest.
+    // A plain property of node's http.Server (read for each new connection), missing from @types/node.
+    (server as http.Server & { maxHeaderSize: number }).maxHeaderSize = config.headerLimits.total;
+    server.maxHeadersCount = 0;
+    this.headerBufferSize = config.headerLimits.bufferSize;
+    server.maxConnections = config.maxConnections > 0 ? config.maxConnections : Infinity;
   }
 
   private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    this.handle(req, res, false);
+  };
+
+  /** `Expect: 100-continue`: the body is invited only once the request may send it (size, route). */
+  private readonly onCheckContinue = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    this.handle(req, res, true);
+  };
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
     if (this.lb.stopping) res.shouldKeepAlive = false;
     const vs = this.router.serverFor(req.headers.host);
+    const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headerBufferSize);
     // nginx answers 400 to a target it cannot normalise and to a duplicate Host ("client sent duplicate host header").
-    const path = hasDuplicateHost(req.rawHeaders) ? null : pathForMatching(req.url ?? '/');
+    const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
     if (path === null) {
       const startedAt = performance.now();
-      this.lb.observability.answeredLocally(req, vs.name, 400, sendError(res, 400, true), startedAt);
+      const code = status === 0 ? 400 : status;
+      this.lb.observability.answeredLocally(req, vs.name, code, sendError(res, code, true), startedAt);
       return;
     }
     const route = matchLocation(vs, path);
     if (route === null) {
       const startedAt = performance.now();
       req.resume();
-      this.lb.observability.answeredLocally(req, vs.name, 404, sendError(res, 404), startedAt);
+      this.lb.observability.answeredLocally(req, vs.name, 404, sendError(res, 404, expectContinue), startedAt);
       return;
     }
-    new ForwardRequest(req, res, route, this.lb.hooks).start();
-  };
+    new ForwardRequest(req, res, route, this.lb.hooks).start(expectContinue);
+  }
 
   private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (offersH2c(req.headers.upgrade)) {
+      this.withoutUpgrade(req, socket as Socket);
+      return;
+    }
     const vs = this.router.serverFor(req.headers.host);
-    const path = hasDuplicateHost(req.rawHeaders) ? null : pathForMatching(req.url ?? '/');
+    const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headerBufferSize);
+    const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
     const route = path === null ? null : matchLocation(vs, path);
     if (route === null) {
-      socket.end(`HTTP/1.1 ${path === null ? '400 Bad Request' : '404 Not Found'}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+      const line = status === 414 ? '414 Request-URI Too Large' : path === null ? '400 Bad Request' : '404 Not Found';
+      socket.end(`HTTP/1.1 ${line}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
       return;
     }
     new UpgradeRequest(req, socket, head, route, this.lb.log).start();
   };
+
+  /**
+   * An `Upgrade: h2c` request is served as the plain HTTP/1.1 request it also is (nginx never
+   * passes an Upgrade it was not told to), on this connection, which then closes: node handed the
+   * socket over already. One with a body is refused: node stopped reading it at the head.
+   */
+  private withoutUpgrade(req: http.IncomingMessage, socket: Socket): void {
+    const cl = req.headers['content-length'];
+    if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket);
+    res.on('finish', () => socket.end());
+    this.handle(req, res, false);
+  }
 
   private readonly onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
     // Malformed request (llhttp rejected it) or a broken client connection: answer 400 when we still can.
@@ -82,6 +147,20 @@ class Listener {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large'
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
     socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+  };
+
+  /**
+   * A failed accept (EMFILE, ENFILE, ENOBUFS: this host's limits, no client's or server's fault).
+   * libuv already takes the pending connection and closes it, so the listener does not spin;
+   * reported at most once a second.
+   */
+  private readonly onServerError = (err: NodeJS.ErrnoException): void => {
+    if (!this.server.listening) return; // a bind error: listen() rejects with it
+    this.lb.observability.metrics.localError(err.code ?? 'unknown', 'accept');
+    const now = Date.now();
+    if (now - this.lastAcceptError < ACCEPT_ERROR_LOG_MS) return;
+    this.lastAcceptError = now;
+    this.lb.log.error({ listen: this.key, code: err.code, err: err.message }, `accept() failed on ${this.key}: ${err.message}`);
   };
 
   listen(): Promise<void> {
@@ -160,7 +239,8 @@ export class SessionLB {
       reloads: () => this.reloads,
       lastReloadSuccess: () => this.lastReloadSuccess ?? (this.startedAt || Date.now()),
     }, config, { pretty: options.pretty, accessLogToStdout: options.accessLogToStdout });
-    this.hooks = { log: options.log, onDone: this.observability.onDone };
+    const metrics = this.observability.metrics;
+    this.hooks = { log: options.log, onDone: this.observability.onDone, localError: (code, operation) => metrics.localError(code, operation) };
     this.health = new HealthChecker(options.log);
     this.health.onProbe = this.observability.metrics.healthCheck;
     this.stateWriter = new StateFileWriter(options.log);
@@ -260,8 +340,12 @@ export class SessionLB {
     const removed: Listener[] = [];
     for (const [key, l] of this.listeners) {
       const r = routers.get(key);
-      if (r === undefined) removed.push(l);
-      else l.router = r.router;
+      if (r === undefined) {
+        removed.push(l);
+      } else {
+        l.router = r.router;
+        l.configure(config);
+      }
     }
     for (const l of removed) {
       this.listeners.delete(l.key);
@@ -430,6 +514,7 @@ export class SessionLB {
         upstream: upstreams.get(location.upstream)!,
         scheme: 'http',
         sendTimeoutMs: config.sendTimeoutMs,
+        underscoresInHeaders: config.underscoresInHeaders,
         metrics: this.observability.route(serverName, upstreams.get(location.upstream)!),
         affinity: this.affinityOf(upstreams.get(location.upstream)!),
       }));

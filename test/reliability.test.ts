@@ -2,11 +2,13 @@
  * Issue 14's defects, each with the exact bytes or steps that showed it: real backends (raw
  * sockets where the defect is in framing or connection handling) and sessionlb in-process.
  */
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { freePort, request } from './helpers/net.js';
+import { freePort, request, startBackend } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
+import { CLI, canConnect, writeConfig } from './helpers/child.js';
 
 const { cleanup, lb: lbWith } = useScope();
 
@@ -158,3 +160,211 @@ describe('defect 1: a non-idempotent request is never sent twice', () => {
   });
 });
 
+
+/** The raw backend's view of header lines: [name, value] in order. */
+function headerLines(seen: Seen): Array<[string, string]> {
+  return seen.head.split('\r\n').slice(1).map((l) => {
+    const c = l.indexOf(':');
+    return [l.slice(0, c), l.slice(c + 1).trim()] as [string, string];
+  });
+}
+
+describe('defect 3: a request over the header limits is refused, never forwarded with part of its headers', () => {
+  async function setup(extra: Record<string, unknown> = {}): Promise<{ port: number; seen: Seen[] }> {
+    const backend = await rawBackend((_s, socket) => ok(socket));
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: backend.address }] } }, ...extra });
+    return { port: lb.port, seen: backend.seen };
+  }
+
+  it('2,100 small headers that fit large_client_header_buffers all reach the backend', async () => {
+    const { port, seen } = await setup();
+    const res = await rawExchange(port, `GET /many HTTP/1.1\r\nHost: x\r\n${'a: 1\r\n'.repeat(2100)}Connection: close\r\n\r\n`);
+    expect(res).toMatch(/^HTTP\/1\.1 200 /);
+    expect(headerLines(seen[0]!).filter(([n]) => n === 'a').length).toBe(2100);
+  });
+
+  it('a POST whose Content-Length and Cookie come after 1,100 other headers keeps its body and cookie', async () => {
+    const { port, seen } = await setup();
+    const res = await rawExchange(port,
+      `POST /late HTTP/1.1\r\nHost: x\r\n${'b: 2\r\n'.repeat(1100)}Content-Length: 5\r\nCookie: PHPSESSID=abc\r\nConnection: close\r\n\r\nhello`);
+    expect(res).toMatch(/^HTTP\/1\.1 200 /);
+    expect(seen.length).toBe(1);
+    expect(seen[0]!.body.toString()).toBe('hello');
+    expect(headerLines(seen[0]!)).toContainEqual(['Cookie', 'PHPSESSID=abc']);
+  });
+
+  it('a header section over NUMBER x SIZE (4 x 8k) is answered 431 and nothing reaches the backend', async () => {
+    const { port, seen } = await setup();
+    const res = await rawExchange(port, `GET / HTTP/1.1\r\nHost: x\r\n${`c: ${'v'.repeat(1000)}\r\n`.repeat(40)}\r\n`);
+    expect(res).toMatch(/^HTTP\/1\.1 431 /);
+    expect(seen.length).toBe(0);
+  });
+
+  it('one header line over one buffer is 400, a request line over one buffer is 414 (nginx large_client_header_buffers 4 8k)', async () => {
+    const { port, seen } = await setup();
+    const cookie = await rawExchange(port, `GET / HTTP/1.1\r\nHost: x\r\nCookie: ${'k'.repeat(9000)}\r\n\r\n`);
+    expect(cookie).toMatch(/^HTTP\/1\.1 400 /);
+    const uri = await rawExchange(port, `GET /${'u'.repeat(9000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    expect(uri).toMatch(/^HTTP\/1\.1 414 /);
+    expect(seen.length).toBe(0);
+  });
+
+  it('largeClientHeaderBuffers "4 16k" lets the 9,000-byte cookie through', async () => {
+    const { port, seen } = await setup({ largeClientHeaderBuffers: '4 16k' });
+    const res = await rawExchange(port, `GET / HTTP/1.1\r\nHost: x\r\nCookie: ${'k'.repeat(9000)}\r\nConnection: close\r\n\r\n`);
+    expect(res).toMatch(/^HTTP\/1\.1 200 /);
+    expect(headerLines(seen[0]!).find(([n]) => n === 'Cookie')?.[1].length).toBe(9000);
+  });
+});
+
+describe('defect 4: Expect: 100-continue', () => {
+  it('a declared length over clientMaxBodySize gets 413 without a 100 Continue', async () => {
+    const backend = await rawBackend((_s, socket) => ok(socket));
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: backend.address }] } } });
+    const res = await rawExchange(lb.port, 'POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\nExpect: 100-continue\r\n\r\n');
+    expect(res).toMatch(/^HTTP\/1\.1 413 /);
+    expect(res).not.toContain('100 Continue');
+    expect(backend.seen.length).toBe(0);
+  });
+
+  it('an acceptable one is invited with 100 Continue and delivered', async () => {
+    const backend = await rawBackend((_s, socket) => ok(socket));
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: backend.address }] } } });
+    const got = await new Promise<string>((resolve) => {
+      const socket = net.connect(lb.port, '127.0.0.1');
+      let text = '';
+      socket.on('data', (c: Buffer) => {
+        text += c.toString('latin1');
+        if (text.startsWith('HTTP/1.1 100 Continue\r\n\r\n') && !text.includes('200')) socket.write('hello');
+        if (text.includes('\r\n\r\nok')) { socket.destroy(); resolve(text); }
+      });
+      socket.on('close', () => resolve(text));
+      socket.write('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
+    });
+    expect(got).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+    expect(backend.seen[0]!.body.toString()).toBe('hello');
+    expect(headerLines(backend.seen[0]!).some(([n]) => n.toLowerCase() === 'expect')).toBe(false);
+  });
+});
+
+describe('defect 6: an h2c upgrade is never forwarded', () => {
+  it('Upgrade: h2c with HTTP2-Settings reaches the backend as a plain HTTP/1.1 request', async () => {
+    const backend = await rawBackend((_s, socket) => ok(socket));
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: backend.address }] } } });
+    const res = await rawExchange(lb.port,
+      'GET /plain HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n');
+    expect(res).toMatch(/^HTTP\/1\.1 200 /);
+    expect(res).toMatch(/\r\n\r\nok$/);
+    expect(backend.seen.length).toBe(1);
+    const names = headerLines(backend.seen[0]!).map(([n]) => n.toLowerCase());
+    expect(names).not.toContain('upgrade');
+    expect(names).not.toContain('http2-settings');
+    expect(backend.seen[0]!.head).not.toMatch(/h2c|AAMAAABk/i);
+  });
+
+  it('an h2c upgrade that carries a body is refused, nothing forwarded', async () => {
+    const backend = await rawBackend((_s, socket) => ok(socket));
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: backend.address }] } } });
+    const res = await rawExchange(lb.port,
+      'POST /h2c HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: websocket, h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 3\r\n\r\nabc');
+    expect(res).toMatch(/^HTTP\/1\.1 400 /);
+    expect(backend.seen.length).toBe(0);
+  });
+});
+
+describe('defect 8: clientHeaderTimeout', () => {
+  it('a client that sends half a header is closed within about a second of clientHeaderTimeout', async () => {
+    const backend = await rawBackend((_s, socket) => ok(socket));
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: backend.address }] } }, clientHeaderTimeout: '2s' });
+    const started = Date.now();
+    const res = await rawExchange(lb.port, 'GET / HTTP/1.1\r\nHost: x\r\n', 10_000);
+    const took = Date.now() - started;
+    expect(res).toMatch(/^HTTP\/1\.1 408 /);
+    expect(took).toBeGreaterThanOrEqual(1900);
+    expect(took).toBeLessThan(4500);
+  });
+});
+
+describe('defect 9: headers with underscores', () => {
+  it('are dropped by default (X_Real_IP cannot forge HTTP_X_REAL_IP) and passed with underscoresInHeaders', async () => {
+    const backend = await rawBackend((_s, socket) => ok(socket));
+    const off = await lbWith({ upstreams: { backend: { servers: [{ address: backend.address }] } } });
+    await rawExchange(off.port, 'GET / HTTP/1.1\r\nHost: x\r\nX_Real_IP: 6.6.6.6\r\nMy_Header: 1\r\nConnection: close\r\n\r\n');
+    const on = await lbWith({ upstreams: { backend: { servers: [{ address: backend.address }] } }, underscoresInHeaders: true });
+    await rawExchange(on.port, 'GET / HTTP/1.1\r\nHost: x\r\nX_Real_IP: 6.6.6.6\r\nConnection: close\r\n\r\n');
+    expect(backend.seen.length).toBe(2);
+    const dropped = headerLines(backend.seen[0]!);
+    expect(dropped.map(([n]) => n)).not.toContain('X_Real_IP');
+    expect(dropped.map(([n]) => n)).not.toContain('My_Header');
+    expect(dropped).toContainEqual(['X-Real-IP', '127.0.0.1']);
+    expect(headerLines(backend.seen[1]!)).toContainEqual(['X_Real_IP', '6.6.6.6']);
+  });
+});
+
+describe('defect 7: running out of file descriptors is never blamed on the servers', () => {
+  /** Opens up to `count` idle connections; resolves with those the server kept (accepted and not closed). */
+  async function occupy(port: number, count: number): Promise<net.Socket[]> {
+    const sockets: net.Socket[] = [];
+    for (let i = 0; i < count; i++) {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      sockets.push(s);
+    }
+    await new Promise((r) => setTimeout(r, 800));
+    return sockets.filter((s) => !s.destroyed && !s.readableEnded && s.readyState === 'open');
+  }
+
+  /** One request on an open socket; resolves with the status line's code. */
+  function statusOn(socket: net.Socket, path: string): Promise<number> {
+    return new Promise((resolve) => {
+      let text = '';
+      const onData = (c: Buffer): void => {
+        text += c.toString('latin1');
+        const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+        if (m !== null && text.includes('\r\n\r\n')) { socket.off('data', onData); resolve(Number(m[1])); }
+      };
+      socket.on('data', onData);
+      socket.on('close', () => resolve(0));
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    });
+  }
+
+  it('under ulimit -n, EMFILE while connecting upstream is a 500 for that request, and the servers stay up', async () => {
+    const backend = await startBackend('a');
+    cleanup.push(() => backend.close());
+    const port = await freePort();
+    const adminPort = await freePort();
+    const file = writeConfig({
+      workers: 1,
+      accessLog: false,
+      admin: { listen: `127.0.0.1:${adminPort}` },
+      servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+      upstreams: { backend: { servers: [{ address: backend.address, maxFails: 1, failTimeout: '30s' }], keepalive: 0 } },
+    });
+    const child = spawn('bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${CLI}" run --config "${file}"`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    child.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    cleanup.push(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } });
+    for (let i = 0; i < 200 && !(await canConnect(port)); i++) await new Promise((r) => setTimeout(r, 50));
+
+    const held = await occupy(port, 260);
+    expect(held.length).toBeGreaterThan(10);
+    // Every descriptor is taken by a client: the upstream connect fails with EMFILE.
+    const starved = await statusOn(held[0]!, '/starved');
+    expect(starved).toBe(500);
+    // Descriptors free again: the server was never marked failed, so the next request is served at once.
+    for (const s of held.slice(1)) s.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    const after = await request(`http://127.0.0.1:${port}/after`);
+    expect(after.status).toBe(200);
+    expect(after.headers['x-backend']).toBe('a');
+    held[0]!.destroy();
+    const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
+    expect(metrics).toMatch(/sessionlb_local_errors_total\{code="EMFILE",operation="connect"\} [1-9]/);
+    expect(metrics).not.toMatch(/sessionlb_upstream_failures_total\{[^}]*\} [1-9]/);
+    expect(log).toMatch(/local resource error while connecting to upstream/);
+    expect(child.exitCode).toBe(null);
+  });
+});

@@ -8,7 +8,7 @@ import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { parseHostPort, formatHostPort } from './address.js';
 import { parseDuration, parseSize } from './units.js';
 import {
@@ -19,7 +19,7 @@ import { balanceProblems, normaliseBalance } from './balance.js';
 import { normaliseStreams, streamProblems, type StreamConfig } from './streams.js';
 import {
   validateShape, formatPath,
-  type ConfigProblem, type RawConfig, type RawUpstream, type RawLocation,
+  type ConfigProblem, type RawBuffering, type RawConfig, type RawUpstream, type RawLocation,
 } from './schema.js';
 
 export type NextUpstreamCondition =
@@ -135,6 +135,31 @@ export interface LocationConfig {
   /** Lower-case header name -> value; "" removes the header. */
   setHeaders: ReadonlyMap<string, string>;
   clientMaxBodySize: number;
+  /** Request and response buffering (nearest of location, server, top level). */
+  buffering: BufferingConfig;
+}
+
+/** nginx proxy_request_buffering / proxy_buffering and their sizes, resolved to bytes and paths. */
+export interface BufferingConfig {
+  request: boolean;
+  response: boolean;
+  /** client_body_buffer_size: request body bytes kept in memory before a temp file. */
+  clientBodyBufferSize: number;
+  /** proxy_buffers, number x size in bytes; with proxyBufferSize, the response bytes kept in memory before a temp file. */
+  proxyBuffers: number;
+  proxyBufferSize: number;
+  /** proxy_max_temp_file_size: response bytes a temp file may hold (0 = none). */
+  maxTempFileSize: number;
+  clientBodyTempPath: string;
+  proxyTempPath: string;
+}
+
+/** Client request header limits (nginx large_client_header_buffers NUMBER SIZE). */
+export interface HeaderLimits {
+  /** One buffer: the longest request line, and the longest header line (name, ": ", value). */
+  bufferSize: number;
+  /** NUMBER x SIZE: the whole header section. */
+  total: number;
 }
 
 export interface ListenAddress {
@@ -180,6 +205,14 @@ export interface Config {
   accessLog: { path: string | null } | false;
   /** Worker processes (`workers`, "auto" resolved to the CPU count); 1 = no cluster. */
   workers: number;
+  /** nginx large_client_header_buffers. */
+  headerLimits: HeaderLimits;
+  /** nginx client_header_timeout in ms. */
+  clientHeaderTimeoutMs: number;
+  /** nginx underscores_in_headers. */
+  underscoresInHeaders: boolean;
+  /** Most open client connections per HTTP listener; 0 = unlimited. */
+  maxConnections: number;
 }
 
 export class ConfigError extends Error {
@@ -201,6 +234,12 @@ export const DEFAULTS = {
   sendTimeout: '60s',
   readTimeout: '60s',
   clientMaxBodySize: '1m',
+  clientBodyBufferSize: '16k',
+  proxyBuffers: '8 4k',
+  proxyBufferSize: '4k',
+  proxyMaxTempFileSize: '1024m',
+  largeClientHeaderBuffers: '4 8k',
+  clientHeaderTimeout: '60s',
   clientKeepaliveTimeout: '75s',
   shutdownTimeout: '30s',
   clientSendTimeout: '60s',
@@ -278,6 +317,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   }
 
   const globalMaxBody = parseSize(raw.clientMaxBodySize ?? DEFAULTS.clientMaxBodySize);
+  const globalBuffering = resolveBuffering(raw, null, dirname(file));
   const servers: VirtualServerConfig[] = [];
   const defaultsByListen = new Map<string, number>();
   const overlap = new ListenOverlap();
@@ -300,13 +340,14 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       }
     }
     const serverMaxBody = vs.clientMaxBodySize !== undefined ? parseSize(vs.clientMaxBodySize) : globalMaxBody;
+    const serverBuffering = resolveBuffering(vs, globalBuffering, dirname(file));
     const locations: LocationConfig[] = [];
     const seen = new Set<string>();
     vs.locations.forEach((loc, j) => {
       const key = `${loc.exact ? '=' : ''}${loc.path}`;
       if (seen.has(key)) problem(problems, ['servers', i, 'locations', j, 'path'], `duplicate location "${key}"`);
       seen.add(key);
-      const normalised = normaliseLocation(loc, ['servers', i, 'locations', j], serverMaxBody, upstreams, problems);
+      const normalised = normaliseLocation(loc, ['servers', i, 'locations', j], serverMaxBody, serverBuffering, upstreams, problems, dirname(file));
       if (normalised) locations.push(normalised);
     });
     servers.push({
@@ -365,6 +406,50 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     sessionStore: normaliseSessionStore(raw.sessionStore, problems),
     accessLog: raw.accessLog === false ? false : { path: raw.accessLog?.path ?? null },
     workers: raw.workers === undefined || raw.workers === 'auto' ? Math.max(1, availableParallelism()) : raw.workers,
+    headerLimits: headerLimits(raw.largeClientHeaderBuffers ?? DEFAULTS.largeClientHeaderBuffers),
+    clientHeaderTimeoutMs: ms(raw.clientHeaderTimeout, DEFAULTS.clientHeaderTimeout),
+    underscoresInHeaders: raw.underscoresInHeaders ?? false,
+    maxConnections: raw.maxConnections ?? 0,
+  };
+}
+
+/** nginx "NUMBER SIZE" (the schema checked the shape). */
+function numberAndSize(text: string): { number: number; size: number } {
+  const [n, sz] = text.trim().split(/\s+/);
+  return { number: Number(n), size: parseSize(sz!) };
+}
+
+function headerLimits(text: string): HeaderLimits {
+  const { number, size } = numberAndSize(text);
+  return { bufferSize: size, total: number * size };
+}
+
+function numberTimesSize(text: string): number {
+  const { number, size } = numberAndSize(text);
+  return number * size;
+}
+
+/** The buffering keys of one level (top, server, location) over what it inherits (null: nginx's defaults); relative paths are the config file's. */
+function resolveBuffering(raw: RawBuffering, inherited: BufferingConfig | null, dir: string): BufferingConfig {
+  const base: BufferingConfig = inherited ?? {
+    request: true,
+    response: true,
+    clientBodyBufferSize: parseSize(DEFAULTS.clientBodyBufferSize),
+    proxyBuffers: numberTimesSize(DEFAULTS.proxyBuffers),
+    proxyBufferSize: parseSize(DEFAULTS.proxyBufferSize),
+    maxTempFileSize: parseSize(DEFAULTS.proxyMaxTempFileSize),
+    clientBodyTempPath: tmpdir(),
+    proxyTempPath: tmpdir(),
+  };
+  return {
+    request: raw.proxyRequestBuffering ?? base.request,
+    response: raw.proxyBuffering ?? base.response,
+    clientBodyBufferSize: raw.clientBodyBufferSize !== undefined ? parseSize(raw.clientBodyBufferSize) : base.clientBodyBufferSize,
+    proxyBuffers: raw.proxyBuffers !== undefined ? numberTimesSize(raw.proxyBuffers) : base.proxyBuffers,
+    proxyBufferSize: raw.proxyBufferSize !== undefined ? parseSize(raw.proxyBufferSize) : base.proxyBufferSize,
+    maxTempFileSize: raw.proxyMaxTempFileSize !== undefined ? parseSize(raw.proxyMaxTempFileSize) : base.maxTempFileSize,
+    clientBodyTempPath: raw.clientBodyTempPath !== undefined ? resolvePath(dir, raw.clientBodyTempPath) : base.clientBodyTempPath,
+    proxyTempPath: raw.proxyTempPath !== undefined ? resolvePath(dir, raw.proxyTempPath) : base.proxyTempPath,
   };
 }
 
@@ -480,8 +565,8 @@ function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], p
 }
 
 function normaliseLocation(
-  loc: RawLocation, path: PropertyKey[], inheritedMaxBody: number,
-  upstreams: Map<string, UpstreamConfig>, problems: ConfigProblem[],
+  loc: RawLocation, path: PropertyKey[], inheritedMaxBody: number, inheritedBuffering: BufferingConfig,
+  upstreams: Map<string, UpstreamConfig>, problems: ConfigProblem[], dir: string,
 ): LocationConfig | null {
   const target = parseProxyPass(loc.proxyPass, (name) => upstreams.has(name) && !upstreams.get(name)!.implicit);
   if (target.kind === 'error') {
@@ -514,6 +599,7 @@ function normaliseLocation(
     rewritePrefix: uri === '' ? null : uri,
     setHeaders,
     clientMaxBodySize: loc.clientMaxBodySize !== undefined ? parseSize(loc.clientMaxBodySize) : inheritedMaxBody,
+    buffering: resolveBuffering(loc, inheritedBuffering, dir),
   };
 }
 

@@ -152,6 +152,27 @@ export const upstreamSchema = z.strictObject({
   }).optional().describe('Upstream timeouts (nginx proxy_connect/send/read_timeout)'),
 });
 
+/** nginx "number size" (large_client_header_buffers, proxy_buffers): e.g. "4 8k". */
+const buffers = z.string({ error: 'must be "NUMBER SIZE", e.g. "4 8k"' })
+  .regex(/^\s*[1-9]\d{0,3}\s+\d+[kKmM]?\s*$/, { error: 'must be "NUMBER SIZE", e.g. "4 8k"' });
+
+/** Request and response buffering (nginx proxy_request_buffering, proxy_buffering and their sizes): top level, server or location, the nearest wins. */
+const bufferingKeys = {
+  proxyRequestBuffering: bool.optional()
+    .describe('nginx proxy_request_buffering: read the whole request body (memory, then a temp file) before choosing a server (default true)'),
+  proxyBuffering: bool.optional()
+    .describe('nginx proxy_buffering: read the response as fast as the server sends it (memory, then a temp file), whatever the client\'s pace (default true)'),
+  clientBodyBufferSize: size.optional().describe('nginx client_body_buffer_size: request body kept in memory, more goes to a temp file (default "16k")'),
+  proxyBuffers: buffers.optional().describe('nginx proxy_buffers: response data kept in memory per request before a temp file is used (default "8 4k")'),
+  proxyBufferSize: size.optional().describe('nginx proxy_buffer_size: counted with proxyBuffers as the response\'s memory budget (default "4k")'),
+  proxyMaxTempFileSize: size.optional()
+    .describe('nginx proxy_max_temp_file_size: most response data spilled to a temp file per request; past it the server is read as the client reads ("0" = no temp file; default "1024m")'),
+  clientBodyTempPath: z.string({ error: 'must be a directory path' }).min(1, { error: 'must be a directory path' }).optional()
+    .describe('nginx client_body_temp_path: directory for request body temp files (default: the OS temp directory)'),
+  proxyTempPath: z.string({ error: 'must be a directory path' }).min(1, { error: 'must be a directory path' }).optional()
+    .describe('nginx proxy_temp_path: directory for response temp files (default: the OS temp directory)'),
+};
+
 export const locationSchema = z.strictObject({
   path: z.string({ error: 'must be a path starting with "/"' }).startsWith('/', { error: 'must be a path starting with "/"' })
     .describe('nginx `location /path`: prefix match, the longest wins (or exact with "exact": true)'),
@@ -161,6 +182,7 @@ export const locationSchema = z.strictObject({
   proxySetHeader: z.record(z.string(), z.string({ error: 'must be a string ("" removes the header)' })).optional()
     .describe('nginx proxy_set_header: overrides request headers sent upstream ("" removes one)'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this location (default: the server\'s)'),
+  ...bufferingKeys,
 });
 
 export const virtualServerSchema = z.strictObject({
@@ -172,6 +194,7 @@ export const virtualServerSchema = z.strictObject({
   default: bool.optional().describe('nginx `listen ... default_server`'),
   locations: z.array(locationSchema, { error: 'must be an array of locations' }).describe('nginx `location` blocks'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this server (default: the top-level one)'),
+  ...bufferingKeys,
 });
 
 export const streamSchema = z.strictObject({
@@ -210,6 +233,15 @@ export const configSchema = z.strictObject({
   sessionStore: sessionStoreSchema.optional()
     .describe('Where sticky "learn" bindings live (default {"type": "memory"}: local to this process)'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size (default "1m"; "0" = unlimited)'),
+  ...bufferingKeys,
+  largeClientHeaderBuffers: buffers.optional()
+    .describe('nginx large_client_header_buffers: the request line must fit one buffer (else 414), each header line one buffer (else 400), the whole header NUMBER x SIZE (else 431) (default "4 8k")'),
+  clientHeaderTimeout: duration().optional()
+    .describe('nginx client_header_timeout: a client that has not sent the whole request header by then gets 408 and is closed (default "60s")'),
+  underscoresInHeaders: bool.optional()
+    .describe('nginx underscores_in_headers: pass request headers whose name has "_" (default false: they are dropped, as CGI-style backends map "_" and "-" alike)'),
+  maxConnections: intAtLeast(0).optional()
+    .describe('Most open client connections per HTTP listener; past it new connections are closed at once (default 0 = unlimited)'),
   keepaliveTimeout: duration().optional().describe('nginx keepalive_timeout for clients (default "75s")'),
   shutdownTimeout: duration().optional().describe('How long in-flight requests may run after SIGTERM (default "30s")'),
   sendTimeout: duration().optional()
@@ -240,6 +272,8 @@ export type RawUpstreamServer = z.input<typeof upstreamServerSchema>;
 export type RawVirtualServer = z.input<typeof virtualServerSchema>;
 export type RawLocation = z.input<typeof locationSchema>;
 export type RawStream = z.input<typeof streamSchema>;
+/** The buffering keys, as written at any of the three levels. */
+export type RawBuffering = z.input<ReturnType<typeof z.strictObject<typeof bufferingKeys>>>;
 
 /** One validation problem: a JSONPath-like location (`$.upstreams.backend.servers[1].weight`) and what is wrong. */
 export interface ConfigProblem {

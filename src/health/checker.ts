@@ -16,6 +16,7 @@ import type { HealthCheckConfig } from '../config/load.js';
 import type { Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { EventLog } from '../observability/log.js';
+import { isLocalResourceError } from '../net-errors.js';
 
 /** Only this much of a probe's response body is matched against `body`. */
 export const PROBE_BODY_LIMIT = 64 * 1024;
@@ -212,6 +213,12 @@ export class HealthChecker {
     target.abort = run(peer, config, (ok, detail) => {
       target.abort = null;
       if (target.stopped) return;
+      if (!ok && isLocalResourceError(detail)) {
+        // This host ran out of descriptors or ports: says nothing about the server; probe again later.
+        this.log.warn({ upstream: target.upstream, server: peer.name, code: detail }, `health probe not run: ${detail}`);
+        this.next(target);
+        return;
+      }
       this.apply(target, ok, detail);
       this.next(target);
     });

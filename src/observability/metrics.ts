@@ -40,7 +40,7 @@ export function codeIndex(status: number): number {
  * the transport's failure kinds, plus responses that count as failures under
  * `nextUpstream.on` (`http_5xx` for 500/502/503/504, `http_429`).
  */
-export type FailureReason = FailureKind | 'http_5xx' | 'http_429';
+export type FailureReason = Exclude<FailureKind, 'local'> | 'http_5xx' | 'http_429';
 export const FAILURE_REASONS: readonly FailureReason[] = ['refused', 'timeout', 'reset', 'error', 'invalid_header', 'http_5xx', 'http_429'];
 
 /** Why a request went on to the next server (`sessionlb_upstream_retries_total{reason}`): a failure, or a 403/404 under `nextUpstream.on`. */
@@ -290,6 +290,8 @@ export class Metrics {
     'Session store call time by operation', ['op'], STORE_BUCKETS);
   readonly storeErrors = new CounterFamily('sessionlb_session_store_errors_total',
     'Failed session store calls (errors and timeouts) by operation', ['op']);
+  readonly localErrors = new CounterFamily('sessionlb_local_errors_total',
+    'Errors of this host\'s resources (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM), never counted against a server, by code and operation (accept, connect)', ['code', 'operation']);
   readonly reloads: Counter<'result'>;
   readonly lastReload: Gauge;
   readonly store: StoreMetrics;
@@ -297,7 +299,7 @@ export class Metrics {
   constructor(private readonly source: MetricsSource) {
     const r = this.registry;
     for (const f of [this.httpRequests, this.httpDuration, this.upstreamRequests, this.upstreamSeconds, this.retries,
-      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors]) {
+      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors]) {
       // prom-client's Registry takes any object with name/get(); its type only lists its own classes.
       r.registerMetric(f as unknown as Metric);
     }
@@ -431,6 +433,11 @@ export class Metrics {
       this.upstreamSeconds.cell(upstream, peer.name),
       FAILURE_REASONS.map((reason) => this.failures.cell(upstream, peer.name, reason)),
     );
+  }
+
+  /** A local resource error (code such as EMFILE) in `operation` (accept, connect). */
+  localError(code: string, operation: string): void {
+    this.localErrors.cell(code, operation).value++;
   }
 
   /** One active health probe finished: result `pass`, `timeout` or `fail` (HealthChecker.onProbe). */

@@ -71,6 +71,8 @@ export interface Route {
   readonly affinity?: Affinity | null;
   /** nginx send_timeout in ms (config `sendTimeout`); absent = nginx's 60s. */
   readonly sendTimeoutMs?: number;
+  /** nginx underscores_in_headers (config `underscoresInHeaders`); absent = false. */
+  readonly underscoresInHeaders?: boolean;
 }
 
 /** What happened, for the access log and metrics (filled as the request goes). */
@@ -94,6 +96,8 @@ export interface ForwardRecord {
 
 export interface ForwardHooks {
   log: EventLog;
+  /** This host ran out of a resource (`code`, e.g. EMFILE) in `operation`: counted, never against a server. */
+  localError?(code: string, operation: string): void;
   /** Called once when the request is over (response finished or connection gone). */
   onDone?(req: IncomingMessage, res: ServerResponse, record: ForwardRecord): void;
 }
@@ -162,8 +166,12 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     res.on('close', resClosed);
   }
 
-  /** Entry point: checks the body size, reads a small body, then makes the first attempt. */
-  start(): void {
+  /**
+   * Entry point: checks the body size, reads a small body, then makes the first attempt.
+   * `expectContinue`: the client waits for `100 Continue` before its body, sent once the declared
+   * length is known to be acceptable (never before a 413).
+   */
+  start(expectContinue = false): void {
     const req = this.req;
     const limit = this.route.location.clientMaxBodySize;
     const te = req.headers['transfer-encoding'];
@@ -186,9 +194,11 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       bodyFraming: framing,
       upgrade: null,
       proxyHost: this.upstream.name,
+      underscoresInHeaders: this.route.underscoresInHeaders,
     }, this.route.location.setHeaders);
     // Starts the session lookup now, so that a store round trip overlaps with reading the body.
     if (this.affinity !== null) this.affinity.begin(this, this.headers, Date.now());
+    if (expectContinue && framing !== null) this.res.writeContinue();
 
     if (framing === null) {
       req.resume();
@@ -364,6 +374,16 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       this.upstream.acquire(peer, Date.now());
       this.triesLeft++;
       this.send(peer, Date.now());
+      return;
+    }
+    if (failure.kind === 'local') {
+      // Descriptors, buffers or local ports ran out here: nginx answers 500 (socket() failed) and
+      // the server is not to blame, nor is another server likely to do better.
+      this.endAttempt(500, false);
+      this.hooks.localError?.(failure.code ?? 'unknown', 'connect');
+      this.hooks.log.error({ upstream: this.upstream.name, server: peer.name, reason: 'local', code: failure.code, request: `${this.req.method} ${this.req.url}` },
+        `local resource error while connecting to upstream: ${failure.message}`);
+      this.respondError(500);
       return;
     }
     this.endAttempt(502, true);

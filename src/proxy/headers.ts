@@ -80,6 +80,8 @@ export interface ForwardInfo {
    * the upstream name or `host:port` of proxyPass. An HTTP/1.1 upstream needs a Host.
    */
   proxyHost?: string;
+  /** nginx underscores_in_headers: pass headers whose name has "_" (absent/false: they are dropped). */
+  underscoresInHeaders?: boolean;
 }
 
 /**
@@ -97,8 +99,11 @@ export function upstreamRequestHeaders(
   let host: string | null = null;
   // Connection-named headers and proxySetHeader need every name in lower case; otherwise most skip that.
   const everyName = named !== null || setHeaders.size !== 0;
+  const dropUnderscores = !info.underscoresInHeaders;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
+    // nginx underscores_in_headers off: CGI-style backends read "X_Real_IP" as X-Real-IP (HTTP_X_REAL_IP).
+    if (dropUnderscores && name.includes('_')) continue;
     if (!everyName && !mayBeSpecial(name)) {
       out.push(name, rawHeaders[i + 1]!);
       continue;
@@ -176,16 +181,26 @@ export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: 
   return out;
 }
 
-/** More than one Host header (nginx: 400 "client sent duplicate host header"): which one routes and which one goes upstream would be ambiguous. */
-export function hasDuplicateHost(rawHeaders: readonly string[]): boolean {
-  let seen = false;
+/**
+ * What nginx answers to a request head before routing it, or 0 when it may go on: 414 for a
+ * request line longer than one header buffer, 400 for a header line longer than one buffer
+ * (nginx "Request Header Or Cookie Too Large", large_client_header_buffers) or a second Host
+ * (nginx "client sent duplicate host header": which Host routes and which goes upstream would be ambiguous).
+ * The whole head's size (NUMBER x SIZE) is node's maxHeaderSize, answered 431 by the listener.
+ */
+export function requestHeadStatus(method: string, url: string, rawHeaders: readonly string[], bufferSize: number): number {
+  // "METHOD SP target SP HTTP/1.1"
+  if (method.length + url.length + 10 > bufferSize) return 414;
+  let host = false;
   for (let i = 0; i < rawHeaders.length; i += 2) {
-    if (equalsLower(rawHeaders[i]!, 'host')) {
-      if (seen) return true;
-      seen = true;
+    const name = rawHeaders[i]!;
+    if (name.length + rawHeaders[i + 1]!.length + 2 > bufferSize) return 400;
+    if (name.length === 4 && equalsLower(name, 'host')) {
+      if (host) return 400;
+      host = true;
     }
   }
-  return false;
+  return 0;
 }
 
 /** Whether a flat header list has a Content-Length field (any letter case). */

@@ -383,7 +383,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
   };
 
   private readonly onError = (err: NodeJS.ErrnoException): void => {
-    this.fail(this.timedOut ? 'timeout' : failureKind(err), err.message);
+    this.fail(this.timedOut ? 'timeout' : failureKind(err), err.message, err.code);
   };
 
   private readonly onClose = (): void => {
@@ -510,7 +510,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
   }
 
   /** Fails the current attempt (if any) and closes the connection. */
-  private fail(kind: FailureKind, message: string): void {
+  private fail(kind: FailureKind, message: string, code?: string): void {
     const a = this.attempt;
     // Decided before destroy() stops the parser: nothing of a response arrived on a reused connection.
     const stale = this.uses > 1 && kind === 'reset' && !this.parser.started && !this.timedOut;
@@ -528,7 +528,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
       return;
     }
     const handler = a.upgradeHandler ?? a.handler;
-    handler.onUpstreamError({ kind, requestSent: a.requestSent && this.connected, staleConnection: stale, message });
+    handler.onUpstreamError({ kind, requestSent: a.requestSent && this.connected, staleConnection: stale, message, code });
   }
 
   /** The proxy gave up on the current attempt: close without reporting anything. */

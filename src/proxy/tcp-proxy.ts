@@ -228,6 +228,18 @@ export class TcpSession implements PickRequest, DeferredWrite {
   private failAttempt(kind: FailureKind, message: string): void {
     const peer = this.dropAttempt();
     const now = Date.now();
+    if (kind === 'local') {
+      // This host ran out of a resource (EMFILE, ...): the session's error, never the server's failure.
+      this.route.upstream.release(peer, false, now);
+      this.owner.log.error({ upstream: this.route.upstream.name, server: peer.name, reason: kind, client: this.remoteAddress, listen: this.route.listen }, message);
+      if (this.clientGone) {
+        this.state = State.Done;
+        this.finish();
+      } else {
+        this.giveUp();
+      }
+      return;
+    }
     this.route.upstream.release(peer, true, now);
     peer.metrics?.failure(kind);
     this.owner.log.error({ upstream: this.route.upstream.name, server: peer.name, reason: kind, client: this.remoteAddress, listen: this.route.listen }, message);

@@ -10,6 +10,7 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { RawPeerPool } from './raw-transport.js';
+import { isLocalResourceError } from '../net-errors.js';
 
 export interface UpstreamResponse {
   statusCode: number;
@@ -26,8 +27,11 @@ export interface UpstreamResponse {
   completeBody?: Buffer;
 }
 
-/** Why an attempt failed, as nginx and our metrics name it. */
-export type FailureKind = 'refused' | 'timeout' | 'reset' | 'error' | 'invalid_header';
+/**
+ * Why an attempt failed, as nginx and our metrics name it. `local`: this host ran out of a
+ * resource (see isLocalResourceError): the request's error, never the server's failure.
+ */
+export type FailureKind = 'refused' | 'timeout' | 'reset' | 'error' | 'invalid_header' | 'local';
 
 /**
  * The FailureKind of a socket or node:http error by its code (every transport and the TCP
@@ -36,6 +40,7 @@ export type FailureKind = 'refused' | 'timeout' | 'reset' | 'error' | 'invalid_h
 export function failureKind(err: NodeJS.ErrnoException): FailureKind {
   const code = err.code ?? '';
   if (code === 'ECONNREFUSED') return 'refused';
+  if (isLocalResourceError(code)) return 'local';
   if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') return 'reset';
   if (code === 'ETIMEDOUT') return 'timeout';
   if (code.startsWith('HPE_')) return 'invalid_header';
@@ -49,6 +54,8 @@ export interface AttemptFailure {
   /** The attempt went over a kept-alive connection that the upstream had closed before answering anything. */
   staleConnection: boolean;
   message: string;
+  /** The socket error's code (ECONNREFUSED, EMFILE, ...), when there was one. */
+  code?: string;
 }
 
 export interface AttemptHandler {

@@ -78,6 +78,7 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest, StickyReques
       bodyFraming: null,
       upgrade: this.req.headers.upgrade ?? 'websocket',
       proxyHost: this.route.upstream.name,
+      underscoresInHeaders: this.route.underscoresInHeaders,
     }, this.route.location.setHeaders);
     peer.pool.upgrade({ method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers }, this);
   }
@@ -129,6 +130,13 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest, StickyReques
   }
 
   onUpstreamError(failure: AttemptFailure): void {
+    if (failure.kind === 'local') {
+      // This host ran out of a resource: the request's error, not the server's (see forward.ts).
+      this.done(false);
+      this.log.error({ upstream: this.route.upstream.name, reason: 'local', code: failure.code }, `local resource error while connecting to upstream: ${failure.message}`);
+      rawError(this.socket, 500, 'Internal Server Error');
+      return;
+    }
     this.done(true);
     this.log.error({ upstream: this.route.upstream.name, reason: failure.kind }, `upstream failed during upgrade: ${failure.message}`);
     const condition = failure.kind === 'timeout' ? 'timeout' : failure.kind === 'invalid_header' ? 'invalid_header' : 'error';
