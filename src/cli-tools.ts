@@ -1,11 +1,11 @@
 /**
  * The two offline commands of the CLI: `import-nginx` (nginx config -> sessionlb JSON) and
- * `firewall` (iptables rules for the memcached hosts). Both only read files and print text.
+ * `firewall` (iptables/nftables rules for the memcached hosts). Both only read files and print text.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { ConfigError, loadConfig, loadConfigFile } from './config/load.js';
 import { formatConfigJson, formatDiagnostic, importNginx, NginxSyntaxError } from './config/nginx-import.js';
-import { firewallPlan, firewallScript } from './firewall.js';
+import { DEFAULT_FIREWALL_FORMAT, FIREWALL_FORMATS, firewallOutput, firewallPlan, isFirewallFormat } from './firewall.js';
 
 /**
  * Runs `load`. An invalid configuration (ConfigError) is printed to stderr, problem by problem,
@@ -67,22 +67,47 @@ export async function importNginxCommand(file: string, out: string | null): Prom
   return 0;
 }
 
-/** `sessionlb firewall [--config FILE] [--port N] [--balancer ADDR]...`: prints the script, or exits 1. */
-export async function firewallCommand(configFile: string, port: number | undefined, balancers: string[]): Promise<number> {
-  if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) {
-    process.stderr.write('sessionlb: --port must be a port number 1-65535\n');
+export interface FirewallCommandOptions {
+  port: number | undefined;
+  balancers: string[];
+  /** --format and --family as given, or null. */
+  format: string | null;
+  family: string | null;
+}
+
+/**
+ * `sessionlb firewall [--config FILE] [--port N] [--balancer ADDR]... [--format F] [--family 4|6]`:
+ * prints the rules (exit 0), or exits 1 (bad config) or 2 (bad option).
+ */
+export async function firewallCommand(configFile: string, options: FirewallCommandOptions): Promise<number> {
+  const { port, balancers } = options;
+  const usage = (message: string): number => {
+    process.stderr.write(`sessionlb: ${message}\n`);
     return 2;
+  };
+  if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) return usage('--port must be a port number 1-65535');
+  const format = options.format ?? DEFAULT_FIREWALL_FORMAT;
+  if (!isFirewallFormat(format)) return usage(`unknown --format ${JSON.stringify(format)} (expected ${FIREWALL_FORMATS.join(', ')})`);
+  if (options.family !== null && format !== 'iptables-restore') {
+    return usage(`--family applies to --format iptables-restore only (--format ${format} covers IPv4 and IPv6)`);
   }
+  if (options.family !== null && options.family !== '4' && options.family !== '6') {
+    return usage(`--family must be 4 or 6, not ${JSON.stringify(options.family)}`);
+  }
+  const family = options.family === '6' ? 6 : 4;
   const config = await loadOrReport(() => loadConfigFile(configFile));
   if (config === null) return 1;
   let plan: ReturnType<typeof firewallPlan>;
   try {
     plan = firewallPlan(config, { port, balancers, source: configFile });
   } catch (err) {
-    process.stderr.write(`sessionlb: ${(err as Error).message}\n`);
-    return 2;
+    return usage((err as Error).message);
   }
   for (const w of plan.warnings) process.stderr.write(`sessionlb: warning: ${w}\n`);
-  process.stdout.write(firewallScript(plan));
+  if (format === 'iptables-restore' && options.family === null) {
+    process.stderr.write('sessionlb: note: this is the IPv4 file; load it with iptables-restore --noflush, add the INPUT jump '
+      + 'the comments give, and run again with --family 6 for ip6tables-restore (see docs/firewall.md)\n');
+  }
+  process.stdout.write(firewallOutput(plan, format, family));
   return 0;
 }

@@ -30,9 +30,9 @@ Usage:
                                                (like "nginx -s reload")
   sessionlb import-nginx FILE [--out OUT]      convert an nginx config (upstream/server/location) to
                                                sessionlb JSON on stdout or OUT; warnings name FILE:LINE
-  sessionlb firewall [--config FILE] [--port N] [--balancer ADDR]...
-                                               print iptables/ip6tables rules that let only localhost,
-                                               the balancers and the web servers reach memcached
+  sessionlb firewall [--config FILE] [--port N] [--balancer ADDR]... [--format F] [--family 4|6]
+                                               print firewall rules that let only localhost, the
+                                               balancers and the web servers reach memcached
   sessionlb demo  [--port N]                   4 loopback backends (weights 3:1:1:1) behind sessionlb
   sessionlb --help | --version
 
@@ -44,6 +44,8 @@ Options:
                       firewall: memcached port when the config has no sessionStore.servers (default 11211)
   -o, --out FILE      import-nginx: write the JSON to FILE instead of stdout
   --balancer ADDR     firewall: another sessionlb host (IP or CIDR) allowed to reach memcached; repeatable
+  --format F          firewall: iptables-restore (default; one file per --family), nftables or script
+  --family 4|6        firewall: iptables-restore: IPv4 file (default) or IPv6 file (for ip6tables-restore)
 `;
 
 interface Args {
@@ -58,10 +60,13 @@ interface Args {
   file: string | null;
   out: string | null;
   balancers: string[];
+  /** firewall --format / --family, as given (checked by firewallCommand). */
+  format: string | null;
+  family: string | null;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { command: '', config: DEFAULT_CONFIG, pretty: false, watch: false, port: 8080, portSet: false, file: null, out: null, balancers: [] };
+  const args: Args = { command: '', config: DEFAULT_CONFIG, pretty: false, watch: false, port: 8080, portSet: false, file: null, out: null, balancers: [], format: null, family: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -78,6 +83,10 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--port') { args.port = Number(value()); args.portSet = true; }
     else if (a === '--out' || a === '-o') args.out = value();
     else if (a === '--balancer') args.balancers.push(value());
+    else if (a === '--format') args.format = value();
+    else if (a.startsWith('--format=')) args.format = a.slice(9);
+    else if (a === '--family') args.family = value();
+    else if (a.startsWith('--family=')) args.family = a.slice(9);
     else if (a.startsWith('-')) fail(`unknown option ${a}`);
     else if (args.command === '') args.command = a;
     else if (args.command === 'import-nginx' && args.file === null) args.file = a;
@@ -307,7 +316,9 @@ async function main(): Promise<void> {
       process.exitCode = await importNginxCommand(args.file, args.out);
       return;
     case 'firewall':
-      process.exitCode = await firewallCommand(args.config, args.portSet ? args.port : undefined, args.balancers);
+      process.exitCode = await firewallCommand(args.config, {
+        port: args.portSet ? args.port : undefined, balancers: args.balancers, format: args.format, family: args.family,
+      });
       return;
     default:
       fail(`unknown command "${args.command}"`);
