@@ -240,7 +240,12 @@ export class SessionLB {
       lastReloadSuccess: () => this.lastReloadSuccess ?? (this.startedAt || Date.now()),
     }, config, { pretty: options.pretty, accessLogToStdout: options.accessLogToStdout });
     const metrics = this.observability.metrics;
-    this.hooks = { log: options.log, onDone: this.observability.onDone, localError: (code, operation) => metrics.localError(code, operation) };
+    this.hooks = {
+      log: options.log,
+      onDone: this.observability.onDone,
+      localError: (code, operation) => metrics.localError(code, operation),
+      tempFile: (direction) => metrics.tempFile(direction),
+    };
     this.health = new HealthChecker(options.log);
     this.health.onProbe = this.observability.metrics.healthCheck;
     this.stateWriter = new StateFileWriter(options.log);

@@ -235,7 +235,7 @@ describe('raw transport through sessionlb', () => {
     expect(lines.filter((l) => /^host:/i.test(l))).toEqual(['Host: example.test']);
   });
 
-  it('request bodies: buffered, streamed with Content-Length, and chunked all arrive intact', async () => {
+  it('request bodies: buffered, streamed with Content-Length, and chunked all arrive intact (proxyRequestBuffering off)', async () => {
     const echo = await backend('echo', (req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -245,7 +245,7 @@ describe('raw transport through sessionlb', () => {
         res.end(body);
       });
     });
-    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: echo.address }] } } });
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: echo.address }] } }, proxyRequestBuffering: false });
     const small = 'small body';
     const large = Buffer.alloc(300 * 1024, 'L'); // over the 64 KiB replay buffer: streamed
     for (const [body, chunked] of [[Buffer.from(small), false], [large, false], [large, true]] as [Buffer, boolean][]) {
@@ -274,7 +274,7 @@ describe('raw transport through sessionlb', () => {
     const srv = await rawServer((n, _conn, socket) => {
       socket.write(n === 1 ? 'HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig' : 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
     });
-    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: srv.address }] } }, clientMaxBodySize: '0' });
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: srv.address }] } }, clientMaxBodySize: '0', proxyRequestBuffering: false });
     const status = await new Promise<number>((resolve, reject) => {
       const req = http.request(`${lb.url}/`, { method: 'PUT', agent: false, headers: { 'Content-Length': 1024 * 1024 } }, (res) => {
         res.resume();

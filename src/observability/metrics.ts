@@ -292,6 +292,8 @@ export class Metrics {
     'Failed session store calls (errors and timeouts) by operation', ['op']);
   readonly localErrors = new CounterFamily('sessionlb_local_errors_total',
     'Errors of this host\'s resources (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM), never counted against a server, by code and operation (accept, connect)', ['code', 'operation']);
+  readonly tempFiles = new CounterFamily('sessionlb_temp_files_total',
+    'Bodies that outgrew their memory buffer and went to a temp file (proxyRequestBuffering, proxyBuffering), by direction (request, response)', ['direction']);
   readonly reloads: Counter<'result'>;
   readonly lastReload: Gauge;
   readonly store: StoreMetrics;
@@ -299,7 +301,7 @@ export class Metrics {
   constructor(private readonly source: MetricsSource) {
     const r = this.registry;
     for (const f of [this.httpRequests, this.httpDuration, this.upstreamRequests, this.upstreamSeconds, this.retries,
-      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors]) {
+      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles]) {
       // prom-client's Registry takes any object with name/get(); its type only lists its own classes.
       r.registerMetric(f as unknown as Metric);
     }
@@ -438,6 +440,11 @@ export class Metrics {
   /** A local resource error (code such as EMFILE) in `operation` (accept, connect). */
   localError(code: string, operation: string): void {
     this.localErrors.cell(code, operation).value++;
+  }
+
+  /** A body went to a temp file. */
+  tempFile(direction: 'request' | 'response'): void {
+    this.tempFiles.cell(direction).value++;
   }
 
   /** One active health probe finished: result `pass`, `timeout` or `fail` (HealthChecker.onProbe). */

@@ -17,12 +17,14 @@ import { deferWrite, type DeferredWrite } from './write-batch.js';
 import { release } from './body-chunks.js';
 import { clientAddressString } from './client-address.js';
 import { pathForMatching } from './router.js';
+import { RequestBody, type RequestBodyOwner } from './request-body.js';
+import { ResponseBuffer, type ResponseBufferOwner } from './response-buffer.js';
 import type { EventLog } from '../observability/log.js';
 import { statusReason, type RouteMetrics } from '../observability/metrics.js';
 import type { Affinity, RebindReason, StickyRequest } from '../sessions/affinity.js';
 import type { CacheLookupResult, LookupWaiter } from '../sessions/local-cache.js';
 
-/** Bodies up to this size are read before the first attempt so that any attempt can replay them (nginx buffers bodies too). */
+/** Without request buffering, bodies up to this size are still read before the first attempt so that any attempt can replay them. */
 export const REPLAYABLE_BODY_LIMIT = 64 * 1024;
 
 /**
@@ -40,6 +42,8 @@ function reqBodyData(this: IncomingMessage, chunk: Buffer): void { owner(this).o
 function reqChunkedData(this: IncomingMessage, chunk: Buffer): void { owner(this).onChunkedData(chunk); }
 function reqBodyEnd(this: IncomingMessage): void { owner(this).onBodyEnd(); }
 function reqStreamedData(this: IncomingMessage, chunk: Buffer): void { owner(this).countStreamed(chunk); }
+function reqSpoolData(this: IncomingMessage, chunk: Buffer): void { owner(this).onSpoolData(chunk); }
+function reqSpoolEnd(this: IncomingMessage): void { owner(this).requestBody!.end(); }
 function bodyData(this: Readable, chunk: Buffer): void { owner(this).onBodyChunk(chunk); }
 function bodyEnd(this: Readable): void { owner(this).onStreamedBodyEnd(); }
 function resDrain(this: ServerResponse): void { owner(this).onClientDrain(); }
@@ -98,6 +102,8 @@ export interface ForwardHooks {
   log: EventLog;
   /** This host ran out of a resource (`code`, e.g. EMFILE) in `operation`: counted, never against a server. */
   localError?(code: string, operation: string): void;
+  /** A body went to a temp file (`direction`: request or response). */
+  tempFile?(direction: 'request' | 'response'): void;
   /** Called once when the request is over (response finished or connection gone). */
   onDone?(req: IncomingMessage, res: ServerResponse, record: ForwardRecord): void;
 }
@@ -115,7 +121,7 @@ function statusCondition(status: number): NextUpstreamCondition | null {
   }
 }
 
-export class ForwardRequest implements AttemptHandler, PickRequest, StickyRequest, LookupWaiter, DeferredWrite {
+export class ForwardRequest implements AttemptHandler, PickRequest, StickyRequest, LookupWaiter, DeferredWrite, RequestBodyOwner, ResponseBufferOwner {
   readonly remoteAddress: string;
   /** Session affinity state (see sessions/affinity.ts); plain fields, no per-request objects. */
   private readonly affinity: Affinity | null;
@@ -139,8 +145,18 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   private attemptStartedAt = 0;
   private headers: string[] | null = null;
   private path: string;
-  /** Complete body (replayable), a stream (replayable only until first sent), or none. */
-  private body: Buffer | Readable | null = null;
+  /** Complete body (replayable: in memory, or stored whole by request buffering), a stream (replayable only until first sent), or none. */
+  private body: Buffer | RequestBody | Readable | null = null;
+  /** The body being read whole before the first attempt (proxyRequestBuffering). */
+  requestBody: RequestBody | null = null;
+  /** Response bytes the client has not taken yet (proxyBuffering); made when the client first falls behind. */
+  private out: ResponseBuffer | null = null;
+  /** The client socket's last write returned false and no 'drain' came yet. */
+  private clientBlocked = false;
+  /** The upstream is paused because `out` is full. */
+  private upstreamHeld = false;
+  /** The upstream body ended while `out` still held bytes: end the response once they are written. */
+  private upstreamEnded = false;
   private streamUsed = false;
   private staleRetried = false;
   private finished = false;
@@ -200,17 +216,71 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     if (this.affinity !== null) this.affinity.begin(this, this.headers, Date.now());
     if (expectContinue && framing !== null) this.res.writeContinue();
 
+    const buffering = this.route.location.buffering;
     if (framing === null) {
       req.resume();
       this.next();
+    } else if (framing !== 'chunked' && framing.contentLength <= (buffering.request ? buffering.clientBodyBufferSize : REPLAYABLE_BODY_LIMIT)) {
+      this.bufferBody(framing.contentLength);
+    } else if (buffering.request) {
+      this.spoolBody(framing === 'chunked' ? limit : 0);
     } else if (framing === 'chunked') {
       this.bufferChunked(limit);
-    } else if (framing.contentLength <= REPLAYABLE_BODY_LIMIT) {
-      this.bufferBody(framing.contentLength);
     } else {
       this.body = req;
       this.next();
     }
+  }
+
+  /**
+   * nginx proxy_request_buffering: the whole body is read (memory, then a temp file) before a
+   * server is chosen. `limit`: clientMaxBodySize for a chunked body (a declared length was checked).
+   */
+  private spoolBody(limit: number): void {
+    const b = this.route.location.buffering;
+    this.requestBody = new RequestBody(b.clientBodyBufferSize, b.clientBodyTempPath, this.req, this);
+    this.streamLimit = limit;
+    (this.req as IncomingMessage & Owned)[FORWARD] = this;
+    this.req.on('data', reqSpoolData);
+    this.req.on('end', reqSpoolEnd);
+  }
+  /** @internal listener (reqSpoolData) */
+  onSpoolData(chunk: Buffer): void {
+    const body = this.requestBody!;
+    if (this.streamLimit !== 0 && body.length + chunk.length > this.streamLimit) {
+      this.req.off('data', reqSpoolData);
+      this.req.off('end', reqSpoolEnd);
+      body.close();
+      this.hooks.log.warn({ upstream: this.upstream.name, limit: this.streamLimit }, 'client intended to send too large chunked body');
+      this.respondError(413, true);
+      return;
+    }
+    body.append(chunk);
+  }
+  /** @internal RequestBodyOwner: the whole body is stored; now a server is chosen. */
+  onRequestBodyStored(): void {
+    if (this.finished) return;
+    const body = this.requestBody!;
+    const headers = this.headers!;
+    // A chunked body goes upstream with its length now known (nginx does the same).
+    for (let i = headers.length - 2; i >= 0; i -= 2) {
+      if (headers[i] === 'Transfer-Encoding' && headers[i + 1] === 'chunked') {
+        headers[i] = 'Content-Length';
+        headers[i + 1] = String(body.length);
+        break;
+      }
+    }
+    this.body = body.inMemory() ?? body;
+    this.next();
+  }
+  /** @internal RequestBodyOwner */
+  onRequestBodyError(err: Error): void {
+    this.hooks.log.error({ upstream: this.upstream.name, err: err.message }, `cannot buffer the client request body to a temp file: ${err.message}`);
+    this.respondError(500, true);
+  }
+  /** @internal RequestBodyOwner, ResponseBufferOwner */
+  onTempFile(): void {
+    this.hooks.tempFile?.(this.out === null ? 'request' : 'response');
   }
 
   /**
@@ -322,10 +392,12 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     else this.triedPeers()!.add(peer);
     this.attemptStartedAt = now;
     this.record.upstreamAddrs.push(peer.name);
-    if (this.body !== null && !Buffer.isBuffer(this.body)) this.streamUsed = true;
+    let body = this.body;
+    if (body instanceof RequestBody) body = body.stream(); // stored whole: each attempt reads it anew
+    else if (body !== null && !Buffer.isBuffer(body)) this.streamUsed = true;
     this.attempt = peer.pool.request(
       { method: this.req.method ?? 'GET', path: this.path, headers: this.headers! },
-      this.body,
+      body,
       this,
     );
   }
@@ -490,9 +562,11 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     body.on('data', bodyData);
     body.on('end', bodyEnd);
     body.on('error', bodyError);
-    // The body is paused while the client is not reading (back-pressure): bound that like nginx's send_timeout.
-    body.on('pause', bodyPaused);
-    body.on('resume', bodyResumed);
+    if (!this.route.location.buffering.response) {
+      // The body is paused while the client is not reading (back-pressure): bound that like nginx's send_timeout.
+      body.on('pause', bodyPaused);
+      body.on('resume', bodyResumed);
+    }
     // What pipe() does (write, pause on a full socket, resume on drain, end), plus giving each
     // chunk back to the pool once the socket has written it (body-chunks.ts).
     this.res.on('drain', resDrain);
@@ -528,23 +602,98 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     this.res.destroy(); // the close handler stops the upstream side (not a failure of the server)
   }
 
-  /** @internal listener (bodyData): one chunk of a streamed body, to the client. */
+  /** @internal listener (bodyData): one chunk of a streamed body, to the client (or, while it is behind, to `out`). */
   onBodyChunk(chunk: Buffer): void {
     this.record.bodyBytes += chunk.length;
+    if (this.clientBlocked || (this.out !== null && !this.out.empty)) {
+      this.hold(chunk);
+      return;
+    }
+    if (this.writeToClient(chunk)) return;
+    if (this.route.location.buffering.response) {
+      this.clientBlocked = true;
+      this.onResponsePaused(); // send_timeout runs while the client takes nothing
+    } else {
+      this.upstreamRes!.body.pause();
+    }
+  }
+
+  /** Writes one chunk to the client; false when its socket is full. */
+  private writeToClient(chunk: Buffer): boolean {
     // One closure per chunk (up to 64 KiB): the write callback is the only sign the socket is done with it.
-    if (!this.res.write(chunk, (err) => { if (err == null) release(chunk); })) this.upstreamRes!.body.pause();
+    return this.res.write(chunk, (err) => { if (err == null) release(chunk); });
+  }
+
+  /** nginx proxy_buffering: keeps a chunk the client cannot take now; the upstream waits only once memory and temp file are full. */
+  private hold(chunk: Buffer): void {
+    const b = this.route.location.buffering;
+    const out = this.out ??= new ResponseBuffer(b.proxyBuffers + b.proxyBufferSize, b.maxTempFileSize, b.proxyTempPath, this);
+    out.push(chunk);
+    if (out.full && !this.upstreamHeld) {
+      this.upstreamHeld = true;
+      this.upstreamRes!.body.pause();
+    }
+  }
+
+  /** Writes what `out` holds until the client socket is full or `out` is empty (or waits for the temp file). */
+  private pump(): void {
+    const out = this.out;
+    if (out !== null) {
+      for (;;) {
+        const chunk = out.next();
+        if (chunk === null) break;
+        if (chunk === 'pending') return; // onBufferReadable continues
+        if (!this.writeToClient(chunk)) {
+          this.clientBlocked = true;
+          break;
+        }
+      }
+      this.onBufferRoom();
+      if (!out.empty) return;
+    }
+    if (!this.clientBlocked) this.clearSendTimer();
+    if (this.upstreamEnded) {
+      this.upstreamEnded = false;
+      this.res.end();
+    }
+  }
+
+  /** @internal ResponseBufferOwner */
+  onBufferRoom(): void {
+    if (this.upstreamHeld && !this.finished && !this.out!.full) {
+      this.upstreamHeld = false;
+      this.upstreamRes?.body.resume();
+    }
+  }
+
+  /** @internal ResponseBufferOwner */
+  onBufferReadable(): void {
+    if (!this.finished && !this.clientBlocked) this.pump();
+  }
+
+  /** @internal ResponseBufferOwner */
+  onBufferError(err: Error): void {
+    this.hooks.log.error({ upstream: this.upstream.name, err: err.message }, `cannot buffer the upstream response to a temp file: ${err.message}`);
+    this.res.destroy();
   }
 
   /** @internal listener (resDrain): the client socket took what was queued. */
   onClientDrain(): void {
     const upstreamRes = this.upstreamRes;
-    if (upstreamRes !== null && !this.finished) upstreamRes.body.resume();
+    if (upstreamRes === null || this.finished) return;
+    if (!this.route.location.buffering.response) {
+      upstreamRes.body.resume();
+      return;
+    }
+    this.clientBlocked = false;
+    this.pump();
   }
 
-  /** @internal listener (bodyEnd) */
+  /** @internal listener (bodyEnd): the upstream is done (and free); the client gets the end once it has everything. */
   onStreamedBodyEnd(): void {
     this.onUpstreamBodyEnd(Date.now());
-    this.res.end();
+    if (this.out === null || this.out.empty) this.res.end();
+    else this.upstreamEnded = true;
   }
 
   /** @internal listener (bodyEnd): the response body is complete, the peer is free. */
@@ -581,6 +730,8 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   /** @internal listener (resClosed): the response is over (finished, or the connection went away). */
   onClientClose(): void {
     this.clearSendTimer();
+    this.requestBody?.close();
+    this.out?.close();
     if (!this.res.writableFinished) {
       // Client went away (nginx logs 499): stop the upstream side, the peer did nothing wrong.
       this.abortAttempt(false);
