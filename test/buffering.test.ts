@@ -312,3 +312,41 @@ describe('response buffering (proxyBuffering, default on)', () => {
     expect(received).toBeGreaterThan(size);
   });
 });
+
+describe('send_timeout with response buffering', () => {
+  it('a client that keeps taking data in bursts, for longer than sendTimeout in all, gets the whole response; one that stops is cut off', async () => {
+    const size = 16 * MiB;
+    const b = await backend('big', (_req, res) => {
+      res.writeHead(200, { 'Content-Length': String(size) });
+      res.end(Buffer.alloc(size, 's'));
+    });
+    const lb = await lbWith({ upstreams: { backend: { servers: [{ address: b.address }] } }, sendTimeout: '1s' });
+    /** Reads in bursts: `onMs` flowing, then `offMs` paused (offMs null: reads nothing for 2.5 s, then everything). */
+    const read = (onMs: number, offMs: number | null): Promise<{ bytes: number; ms: number }> => new Promise((resolve) => {
+      const started = Date.now();
+      const socket = net.connect(lb.port, '127.0.0.1');
+      socket.write('GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      socket.pause();
+      let bytes = 0;
+      socket.on('data', (c: Buffer) => { bytes += c.length; });
+      let timer: NodeJS.Timeout | null = null;
+      const cycle = (): void => {
+        socket.resume();
+        if (offMs === null) return;
+        timer = setTimeout(() => { socket.pause(); timer = setTimeout(cycle, offMs); }, onMs);
+      };
+      timer = setTimeout(cycle, offMs === null ? 2500 : 300);
+      const stop = setTimeout(() => socket.destroy(), 20_000);
+      socket.on('close', () => { if (timer !== null) clearTimeout(timer); clearTimeout(stop); resolve({ bytes, ms: Date.now() - started }); });
+      socket.on('end', () => socket.destroy());
+      socket.on('error', () => undefined);
+    });
+    const bursts = await read(1, 400);
+    expect(bursts.ms).toBeGreaterThan(1500); // longer than sendTimeout in all
+    expect(bursts.bytes).toBeGreaterThan(size);
+    // Cut off after 1 s without taking anything: what it finds once it reads is what the kernel
+    // held when the connection was closed, not the response.
+    const stalled = await read(0, null);
+    expect(stalled.bytes).toBeLessThan(size / 2);
+  });
+});

@@ -651,7 +651,6 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       this.onBufferRoom();
       if (!out.empty) return;
     }
-    if (!this.clientBlocked) this.clearSendTimer();
     if (this.upstreamEnded) {
       this.upstreamEnded = false;
       this.res.end();
@@ -685,8 +684,11 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       upstreamRes.body.resume();
       return;
     }
+    // send_timeout is the longest pause between two writes the client takes, not a total.
     this.clientBlocked = false;
+    this.clearSendTimer();
     this.pump();
+    if (this.clientBlocked) this.onResponsePaused();
   }
 
   /** @internal listener (bodyEnd): the upstream is done (and free); the client gets the end once it has everything. */
