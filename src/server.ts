@@ -222,8 +222,23 @@ export class SessionLB {
   readonly role: 'single' | 'primary' | 'worker';
   /** Called when runtime server state changed (admin API, reload): the cluster primary broadcasts it. */
   onRuntimeChange: (() => void) | null = null;
-  /** Awaited after a reload from file was applied here, before it counts (the cluster primary: until workers reloaded). Must not throw. */
-  afterReload: (() => Promise<void>) | null = null;
+  /**
+   * Processes that must switch with this one (the cluster primary's workers): a reload from
+   * file commits here only once `prepare` resolved, so what this process runs (and hands to a
+   * replacement worker, `configText`) is always a config that every one of them could bind.
+   * - prepare: the new config (validated here) goes to them; rejects, having put every one of
+   *   them back on the config in use, when it cannot be applied (an address in use, ...);
+   * - abort: this process could not switch after all: every one of them goes back to `configText`;
+   * - committed: this process switched too (`configText` is the new text).
+   * abort and committed must not throw. The reload counts once, here, when it is over.
+   */
+  reloadPeers: {
+    prepare(config: Config, text: string): Promise<void>;
+    abort(): Promise<void>;
+    committed(): Promise<void>;
+  } | null = null;
+  /** Why the last reload from file failed (a cluster worker reports it to the primary); null after a success. */
+  lastReloadError: string | null = null;
   /** TCP (L4) proxies of `streams` (the cluster primary binds none of them). */
   readonly streams: StreamProxies;
 
@@ -339,7 +354,20 @@ export class SessionLB {
     this.config = config;
     this.upstreams = upstreams;
     this.observability.reconfigure(config);
-    if (this.role !== 'worker') this.health.sync(upstreams);
+    if (this.role !== 'worker') {
+      this.health.sync(upstreams);
+    } else {
+      // The primary probes; until its state arrives, a server this reload added behind a
+      // `mandatory` check is unhealthy here as in the primary (HealthChecker.sync).
+      for (const up of upstreams.values()) {
+        if (up.config.healthCheck?.mandatory !== true) continue;
+        for (const peer of up.all()) {
+          if (peer.inherited) continue;
+          peer.healthy = false;
+          peer.awaitingFirstProbe = true;
+        }
+      }
+    }
     for (const l of fresh) this.listeners.set(l.key, l);
     this.streams.commit(streamPlan);
     const removed: Listener[] = [];
@@ -397,12 +425,22 @@ export class SessionLB {
         if (this.config.admin !== null && config.admin !== null && config.admin.listen.key !== this.config.admin.listen.key) {
           this.log.warn({ file, admin: this.config.admin.listen.key }, 'admin.listen changes take effect only after a restart');
         }
-        await this.reload(config);
+        const peers = this.reloadPeers;
+        if (peers !== null) await peers.prepare(config, text);
+        try {
+          await this.reload(config);
+        } catch (err) {
+          await peers?.abort();
+          throw err;
+        }
         this.configText = text;
-        if (this.afterReload !== null) await this.afterReload();
+        await peers?.committed();
       } catch (err) {
         this.reloads.failure++;
         this.lastReloadFailure = Date.now();
+        this.lastReloadError = err instanceof ConfigError
+          ? err.problems.map((p) => `${p.path}: ${p.message}`).join('; ')
+          : (err as Error).message;
         if (err instanceof ConfigError) {
           for (const p of err.problems) this.log.error({ file, path: p.path, problem: p.message }, `${file}: ${p.path}: ${p.message}`);
         } else {
@@ -413,6 +451,7 @@ export class SessionLB {
       }
       this.reloads.success++;
       this.lastReloadSuccess = Date.now();
+      this.lastReloadError = null;
       this.log.info({ file, listen: [...this.listeners.keys()], upstreams: [...this.upstreams.keys()] }, 'configuration reloaded');
       return true;
     };

@@ -4,11 +4,12 @@
  * (prom-client's, node's own) is not ours and is ignored.
  *
  * Primary -> worker: `config` (the config text in use), `state` (health and runtime state of
- * every server), `store-res` (answers to binding-store calls), `reload` (with the new text),
- * `stop`, `status-req`, `metrics-req`.
+ * every server), `store-res` (answers to binding-store calls), `reload` (with the new text, or
+ * the one in use again when a reload is undone), `stop`, `status-req`, `metrics-req`.
  * Worker -> primary: `config-req` (asks for `config` first), `hello` (asks for `state` before
  * listening), `listening`, `store`
- * (binding-store calls, batched per event-loop turn), `reloaded`, `status-res`, `metrics-res`.
+ * (binding-store calls, batched per event-loop turn), `reloaded` (the answer to the `reload` of
+ * the same id: switched, or still on the config it ran, and why), `status-res`, `metrics-res`.
  */
 import type { AdminState, Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
@@ -36,8 +37,8 @@ export type ToWorker =
   | { sl: 'store-res'; r: StoreAnswer[] }
   /** The config file's text the primary runs (answer to `config-req`; workers never read the file). */
   | { sl: 'config'; text: string | null }
-  /** Reload to this text (what the primary validated and applied). */
-  | { sl: 'reload'; text: string | null }
+  /** Switch to this text (what the primary validated, or the config in use when a reload is undone); answered by `reloaded` with this id. */
+  | { sl: 'reload'; id: number; text: string | null }
   | { sl: 'stop' }
   | { sl: 'reopen' }
   | { sl: 'status-req'; id: number }
@@ -48,7 +49,8 @@ export type ToPrimary =
   | { sl: 'hello' }
   | { sl: 'listening' }
   | { sl: 'store'; ops: StoreCall[] }
-  | { sl: 'reloaded'; ok: boolean }
+  /** The answer to `reload` `id`: switched (ok), or not and still on the config it ran (error: why). */
+  | { sl: 'reloaded'; id: number; ok: boolean; error: string | null }
   | { sl: 'status-res'; id: number; doc: unknown }
   | { sl: 'metrics-res'; id: number; metrics: unknown };
 

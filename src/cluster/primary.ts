@@ -9,14 +9,20 @@
  * - session bindings of the memory store: the MemoryStore lives here, workers reach it
  *   through IpcStore (src/cluster/ipc-store.ts) with a local cache in front;
  * - reloads (SIGHUP, --watch, `sessionlb reload` via the pidFile, which holds this pid):
- *   validated and applied here first, then every worker reloads;
+ *   validated here, and every address the new config adds bound here (node:cluster binds the
+ *   workers' listeners in this process) and released; then every worker switches, and only
+ *   when all did does this process switch and count a success. A reload one of them cannot
+ *   apply puts the others back on the config in use and counts as a failure: the config
+ *   workers start from (`configText`) is always the last one that bound;
  * - SIGTERM/SIGINT: every worker drains (shutdownTimeout), then this process exits 0;
- * - a worker that dies is replaced, with a back-off so that a crash loop does not spin.
+ * - a worker that dies is replaced, with a back-off so that a crash loop does not spin (also
+ *   one that cannot start, e.g. its address was taken meanwhile: the others keep serving;
+ *   only at first start does a worker that cannot start stop everything).
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { FSWatcher } from 'node:fs';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import type { Config } from '../config/load.js';
+import type { Config, ListenAddress } from '../config/load.js';
 import { SessionLB } from '../server.js';
 import { statusDocument } from '../admin/api.js';
 import { sendJson } from '../admin/server.js';
@@ -25,6 +31,7 @@ import { MemoryStore } from '../sessions/memory-store.js';
 import { plausibleValue } from '../sessions/store.js';
 import { isOurs, peerState, snapshot, type StoreAnswer, type StoreCall, type ToPrimary, type ToWorker } from './ipc.js';
 import { workerExecArgv } from '../heap-tuning.js';
+import { probeListen } from '../proxy/listen.js';
 
 export interface PrimaryOptions {
   /** The config file (reloads read it again). */
@@ -45,8 +52,26 @@ const MAX_RESPAWN_DELAY_MS = 10_000;
 /** A worker that lived this long resets the back-off. */
 const STABLE_MS = 30_000;
 const MAX_KEY_LENGTH = 2048;
-/** Longest wait for workers to confirm a reload before it counts anyway. */
+/** Longest wait for a worker to confirm a reload: one that does not is taken as failed. */
 const RELOAD_WAIT_MS = 10_000;
+
+/** How a worker took a reload: switched, refused (still on its config), exited meanwhile, or did not answer in time. */
+interface ReloadOutcome {
+  result: 'ok' | 'failed' | 'gone' | 'timeout';
+  error: string | null;
+}
+
+/** A reload sent to a worker and not answered yet. */
+interface ReloadWaiter {
+  worker: number;
+  text: string | null;
+  done: (outcome: ReloadOutcome) => void;
+}
+
+/** Every HTTP and stream listen address of a config. */
+function listenAddresses(config: Config): ListenAddress[] {
+  return [...config.servers.flatMap((vs) => vs.listen), ...config.streams.flatMap((s) => s.listen)];
+}
 
 interface Gathering {
   waiting: Set<number>;
@@ -94,7 +119,7 @@ export class ClusterPrimary {
       const peer = this.lb.upstreams.get(upstream)?.find(server);
       if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
     };
-    lb.afterReload = this.workersReload;
+    lb.reloadPeers = { prepare: this.prepareReload, abort: this.abortReload, committed: this.reloadCommitted };
     lb.onRuntimeChange = () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) }));
     this.registerAdmin();
     // The pid file and signals before the workers start: a signal during startup is not fatal.
@@ -169,43 +194,137 @@ export class ClusterPrimary {
   }
 
   /**
-   * Validates and applies the file here, then has every worker reload it; counted (reloads in
-   * /status and /metrics) once every listening worker answered (or after RELOAD_WAIT_MS).
+   * Validates the file here, has every worker switch to it, then switches here (see
+   * SessionLB.reloadPeers); counted once, here (reloads in /status and /metrics).
    */
   reloadFromFile(file: string): Promise<boolean> {
     return this.lb.reloadFromFile(file);
   }
 
-  private readonly reloadWaiters = new Map<number, () => void>();
+  private nextReloadId = 1;
+  /** Reloads sent to workers and not answered yet, by id. */
+  private readonly reloadWaiters = new Map<number, ReloadWaiter>();
+  /** The config text each live worker runs: the one it started from, then each it switched to. */
+  private readonly running = new Map<number, string | null>();
 
-  /** SessionLB.afterReload: every listening worker reloads; resolves when all said so (or in RELOAD_WAIT_MS). */
-  private readonly workersReload = (): Promise<void> => new Promise((resolve) => {
-    const waiting = this.workers().filter((w) => this.listening.has(w.id) && w.isConnected());
-    if (waiting.length === 0) {
-      resolve();
-      return;
+  /** Has `worker` switch to `text`; resolves with how it went (never rejects). */
+  private reloadWorker(worker: Worker, text: string | null): Promise<ReloadOutcome> {
+    return new Promise((resolve) => {
+      if (!worker.isConnected() || !this.live.has(worker.id)) {
+        resolve({ result: 'gone', error: null });
+        return;
+      }
+      const id = this.nextReloadId++;
+      const timer = setTimeout(() => done({ result: 'timeout', error: `no answer within ${RELOAD_WAIT_MS} ms` }), RELOAD_WAIT_MS);
+      const done = (outcome: ReloadOutcome): void => {
+        if (!this.reloadWaiters.delete(id)) return;
+        clearTimeout(timer);
+        if (outcome.result === 'ok') this.running.set(worker.id, text);
+        resolve(outcome);
+      };
+      this.reloadWaiters.set(id, { worker: worker.id, text, done });
+      send(worker, { sl: 'reload', id, text });
+    });
+  }
+
+  /**
+   * Puts `worker` on `text` (the config in use here) after a reload it took was undone, or when
+   * it started from an older one. A worker that cannot (or does not answer) would serve a config
+   * no other process runs: it is stopped, and replaced from the config in use.
+   */
+  private async realign(worker: Worker, text: string | null, why: string): Promise<void> {
+    // A worker takes reloads in the order sent: when the last one sent to it (and not answered
+    // yet) is this text already, its sender sees to the outcome.
+    let last: ReloadWaiter | undefined;
+    for (const w of this.reloadWaiters.values()) if (w.worker === worker.id) last = w;
+    if (last !== undefined && last.text === text) return;
+    const outcome = await this.reloadWorker(worker, text);
+    if (outcome.result === 'ok' || outcome.result === 'gone') return;
+    this.log.error({ worker: worker.id, pid: worker.process.pid, why, err: outcome.error },
+      `worker ${worker.id} (pid ${worker.process.pid}) could not return to the configuration in use (${outcome.error ?? outcome.result}); replacing it`);
+    this.retire(worker);
+  }
+
+  /** Stops a worker (drains; killed if it does not exit in time); onExit replaces it. */
+  private retire(worker: Worker): void {
+    send(worker, { sl: 'stop' });
+    const killer = setTimeout(() => {
+      if (this.live.get(worker.id) === worker) worker.process.kill('SIGKILL');
+    }, this.lb.config.shutdownTimeoutMs + 5_000);
+    killer.unref();
+    worker.once('exit', () => clearTimeout(killer));
+  }
+
+  /**
+   * SessionLB.reloadPeers.prepare: the addresses the new config adds must be bindable here
+   * (see checkNewAddresses), then every listening worker switches. When one refuses or does not
+   * answer, the others go back to the config in use and the reload is rejected.
+   */
+  private readonly prepareReload = async (config: Config, text: string): Promise<void> => {
+    await this.checkNewAddresses(config);
+    const workers = this.workers().filter((w) => this.listening.has(w.id) && w.isConnected());
+    const outcomes = await Promise.all(workers.map((w) => this.reloadWorker(w, text)));
+    const failed = workers.flatMap((w, i) => {
+      const o = outcomes[i]!;
+      return o.result === 'failed' || o.result === 'timeout' ? [`worker ${w.id} (pid ${w.process.pid}): ${o.error ?? o.result}`] : [];
+    });
+    if (failed.length === 0) return;
+    // Workers that switched (and any that did not answer: its reload may still land) go back.
+    const previous = this.lb.configText;
+    await Promise.all(workers.filter((w, i) => outcomes[i]!.result !== 'failed' && outcomes[i]!.result !== 'gone')
+      .map((w) => this.realign(w, previous, 'reload undone')));
+    this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+    throw new Error(`the workers could not apply it (${failed.join('; ')}); every worker is back on the previous configuration`);
+  };
+
+  /** SessionLB.reloadPeers.abort: this process could not switch after the workers did; they go back. */
+  private readonly abortReload = async (): Promise<void> => {
+    const text = this.lb.configText;
+    await Promise.all(this.workers().filter((w) => this.listening.has(w.id) && this.running.get(w.id) !== text)
+      .map((w) => this.realign(w, text, 'reload undone')));
+  };
+
+  /**
+   * SessionLB.reloadPeers.committed: every worker gets the state of the servers as of the switch
+   * (those the reload added included), and any worker that started from the previous config while
+   * the reload was under way switches now.
+   */
+  private readonly reloadCommitted = async (): Promise<void> => {
+    this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+    const text = this.lb.configText;
+    await Promise.all(this.workers().filter((w) => this.listening.has(w.id) && this.running.get(w.id) !== text)
+      .map((w) => this.realign(w, text, 'started from the previous configuration')));
+  };
+
+  /**
+   * Binds here, and releases, every HTTP and stream address the new config adds. Workers listen
+   * through node:cluster, which binds their addresses in this process: one this process cannot
+   * bind now, no worker can, and the reload is rejected before any worker is told about it.
+   * The socket cannot be kept until the workers bind (node:cluster's own bind here would then fail
+   * with EADDRINUSE): in the moment between, another process may still take the address; then a
+   * worker refuses the reload and prepareReload undoes it.
+   */
+  private async checkNewAddresses(config: Config): Promise<void> {
+    const current = new Set(listenAddresses(this.lb.config).map((l) => l.key));
+    const tried = new Set<string>();
+    for (const l of listenAddresses(config)) {
+      if (current.has(l.key) || tried.has(l.key) || l.port === 0) continue;
+      tried.add(l.key);
+      try {
+        await probeListen(l.host, l.port);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw new Error(`cannot listen on ${l.key}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EADDRNOTAVAIL' ? 'address not available' : e.message} (${e.code ?? 'error'})`);
+      }
     }
-    let left = waiting.length;
-    const timer = setTimeout(() => {
-      this.log.warn({ workers: [...this.reloadWaiters.keys()] }, 'workers did not confirm the reload in time');
-      this.reloadWaiters.clear();
-      resolve();
-    }, RELOAD_WAIT_MS);
-    for (const w of waiting) {
-      this.reloadWaiters.set(w.id, () => {
-        if (--left === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      send(w, { sl: 'reload', text: this.lb.configText });
-    }
-  });
+  }
 
   private readonly onMessage = (worker: Worker, message: unknown): void => {
     if (!isOurs<ToPrimary>(message)) return;
     switch (message.sl) {
       case 'config-req':
+        // The config in use (the last one that bound), whatever the file says now.
+        this.running.set(worker.id, this.lb.configText);
         send(worker, { sl: 'config', text: this.lb.configText });
         return;
       case 'hello':
@@ -213,20 +332,28 @@ export class ClusterPrimary {
         return;
       case 'listening':
         this.listening.add(worker.id);
+        // Started from a config that a reload replaced meanwhile (reloadCommitted had not seen it listen).
+        if (this.started && this.running.has(worker.id) && this.running.get(worker.id) !== this.lb.configText) {
+          void this.realign(worker, this.lb.configText, 'started from the previous configuration');
+        }
         return;
       case 'store':
         this.storeCalls(worker, message.ops);
         return;
-      case 'reloaded':
-        // Servers the reload added get the current health/runtime state (mandatory checks included).
-        send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
-        {
-          const done = this.reloadWaiters.get(worker.id);
-          this.reloadWaiters.delete(worker.id);
-          done?.();
+      case 'reloaded': {
+        const waiter = this.reloadWaiters.get(message.id);
+        if (waiter === undefined || waiter.worker !== worker.id) return; // answered too late: taken as failed already
+        // A worker back on (or caught up with) the config in use gets the state of its servers now;
+        // during a reload this process switches last, and reloadCommitted sends it to every worker.
+        if (message.ok) {
+          if (waiter.text === this.lb.configText) send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+        } else {
+          this.log.error({ worker: worker.id, pid: worker.process.pid, err: message.error },
+            `worker ${worker.id} could not apply the configuration: ${message.error ?? 'unknown error'}`);
         }
-        if (!message.ok) this.log.error({ worker: worker.id }, 'a worker could not reload the configuration the primary accepted');
+        waiter.done({ result: message.ok ? 'ok' : 'failed', error: message.error });
         return;
+      }
       case 'status-res':
       case 'metrics-res': {
         const g = this.gatherings.get(message.id);
@@ -376,9 +503,8 @@ export class ClusterPrimary {
     this.forkedAt.delete(worker.id);
     this.live.delete(worker.id);
     this.listening.delete(worker.id);
-    const reloadWaiter = this.reloadWaiters.get(worker.id);
-    this.reloadWaiters.delete(worker.id);
-    reloadWaiter?.();
+    this.running.delete(worker.id);
+    for (const w of [...this.reloadWaiters.values()]) if (w.worker === worker.id) w.done({ result: 'gone', error: null });
     for (const g of this.gatherings.values()) if (g.waiting.delete(worker.id) && g.waiting.size === 0) g.done();
     if (this.stopping) {
       if (this.workers().length === 0) this.allStopped?.();

@@ -94,10 +94,14 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
           },
         );
         return;
-      case 'reload':
-        void (message.text === null ? lb.reloadFromFile(configFile) : lb.reloadFromText(message.text, configFile))
-          .then((ok) => send({ sl: 'reloaded', ok }));
+      case 'reload': {
+        // Reloads run one at a time (SessionLB's queue): lastReloadError is this one's when it resolves.
+        const current = lb;
+        const id = message.id;
+        void (message.text === null ? current.reloadFromFile(configFile) : current.reloadFromText(message.text, configFile))
+          .then((ok) => send({ sl: 'reloaded', id, ok, error: ok ? null : current.lastReloadError ?? 'reload failed' }));
         return;
+      }
       case 'reopen':
         lb.observability.reopenAccessLog();
         return;
