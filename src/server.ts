@@ -7,7 +7,7 @@
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { ConfigError, loadConfigText, readConfigText, type Config, type UpstreamConfig } from './config/load.js';
+import { ConfigError, loadConfigText, readConfigText, type Config, type HeaderLimits, type UpstreamConfig } from './config/load.js';
 import { Upstream } from './balancer/upstream.js';
 import { PeerPool } from './proxy/transport.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './proxy/forward.js';
@@ -34,17 +34,66 @@ function offersH2c(upgrade: string | undefined): boolean {
 /** Longest gap between two reports of the same failing accept (EMFILE under a flood). */
 const ACCEPT_ERROR_LOG_MS = 1000;
 
+/**
+ * Pipelined requests are handled one at a time, as nginx does (RFC 9112 9.3.2 allows parallel
+ * processing only when every method is safe): node parses and emits them all at once, so a
+ * request that arrives while its connection still has one in flight waits here for its turn.
+ * State lives on the socket under symbols; the listener that moves the queue is a module
+ * function (no per-request closures).
+ */
+const IN_FLIGHT = Symbol('sessionlb.inFlight');
+const WAITING = Symbol('sessionlb.waiting');
+const PENDING_ERROR = Symbol('sessionlb.pendingError');
+const CLOSING = Symbol('sessionlb.closing');
+interface Pipelined { listener: Listener; req: http.IncomingMessage; res: http.ServerResponse; expectContinue: boolean }
+interface ClientConnection {
+  /** The response being made on this connection (its request: `.req`); null or absent when none. */
+  [IN_FLIGHT]?: http.ServerResponse | null;
+  [WAITING]?: Pipelined[];
+  /** A request after the one in flight did not parse: the error answer to send once it is done. */
+  [PENDING_ERROR]?: string;
+  /** A response that closes the connection was sent: nothing more is answered on it. */
+  [CLOSING]?: boolean;
+}
+
+/** res 'close' of the request in flight: the next pipelined request's turn, unless the connection is ending. */
+function pipelineNext(this: http.ServerResponse): void {
+  const socket = this.req.socket;
+  const conn = socket as Socket & ClientConnection;
+  const next = conn[WAITING]?.shift();
+  if (next !== undefined && this.shouldKeepAlive && !socket.destroyed) {
+    conn[IN_FLIGHT] = next.res;
+    next.res.once('close', pipelineNext);
+    next.listener.route(next.req, next.res, next.expectContinue);
+    return;
+  }
+  // Nothing more, or this response closes the connection (nginx reads nothing after a 400).
+  if (!this.shouldKeepAlive) conn[CLOSING] = true;
+  conn[IN_FLIGHT] = null;
+  conn[WAITING] = undefined;
+  // A later request did not parse: its error now, unless this response closes the connection anyway.
+  const error = conn[PENDING_ERROR];
+  conn[PENDING_ERROR] = undefined;
+  if (error !== undefined && this.shouldKeepAlive && !socket.destroyed) socket.end(error);
+}
+
+function errorResponse(status: string): string {
+  return `HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`;
+}
+
 class Listener {
   readonly server: http.Server;
   router: ListenerRouter<Route>;
-  /** large_client_header_buffers' SIZE: the longest request line and header line. */
-  private headerBufferSize = 0;
+  /** large_client_header_buffers. */
+  private headLimits: HeaderLimits = { bufferSize: 0, total: 0 };
   private lastAcceptError = 0;
 
   constructor(readonly key: string, readonly host: string, readonly port: number, router: ListenerRouter<Route>, private readonly lb: SessionLB) {
     this.router = router;
     this.server = http.createServer({
       requestTimeout: 0, // large uploads are bounded by the idle timeouts below, not a total
+      // A missing Host is answered by requestHeadStatus, in turn with pipelined requests.
+      requireHostHeader: false,
       // node looks for header timeouts every connectionsCheckingInterval (30 s by default): every
       // second, so a slow client is closed within a second of clientHeaderTimeout, as in nginx.
       connectionsCheckingInterval: 1000,
@@ -68,7 +117,7 @@ class Listener {
     // A plain property of node's http.Server (read for each new connection), missing from @types/node.
     (server as http.Server & { maxHeaderSize: number }).maxHeaderSize = config.headerLimits.total;
     server.maxHeadersCount = 0;
-    this.headerBufferSize = config.headerLimits.bufferSize;
+    this.headLimits = config.headerLimits;
     server.maxConnections = config.maxConnections > 0 ? config.maxConnections : Infinity;
   }
 
@@ -81,10 +130,27 @@ class Listener {
     this.handle(req, res, true);
   };
 
+  /** A request: now, or once the one in flight on its connection is over (see pipelineNext). */
   private handle(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
+    const conn = req.socket as Socket & ClientConnection;
+    if (conn[IN_FLIGHT] != null) {
+      // Its body, if any, stays in the request stream (paused until read) meanwhile.
+      (conn[WAITING] ??= []).push({ listener: this, req, res, expectContinue });
+      return;
+    }
+    conn[IN_FLIGHT] = res;
+    res.once('close', pipelineNext);
+    this.route(req, res, expectContinue);
+  }
+
+  /** @internal (pipelineNext) Answers or forwards one request. */
+  route(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
     if (this.lb.stopping) res.shouldKeepAlive = false;
     const vs = this.router.serverFor(req.headers.host);
-    const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headerBufferSize);
+    let status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion === '1.1');
+    // nginx 501 "client sent unknown Transfer-Encoding": a coding other than chunked cannot be passed on.
+    const te = req.headers['transfer-encoding'];
+    if (status === 0 && te !== undefined && te.trim().toLowerCase() !== 'chunked') status = 501;
     // nginx answers 400 to a target it cannot normalise and to a duplicate Host ("client sent duplicate host header").
     const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
     if (path === null) {
@@ -109,12 +175,13 @@ class Listener {
       return;
     }
     const vs = this.router.serverFor(req.headers.host);
-    const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headerBufferSize);
+    const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion === '1.1');
     const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
     const route = path === null ? null : matchLocation(vs, path);
     if (route === null) {
-      const line = status === 414 ? '414 Request-URI Too Large' : path === null ? '400 Bad Request' : '404 Not Found';
-      socket.end(`HTTP/1.1 ${line}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+      const line = status === 414 ? '414 Request-URI Too Large' : status === 431 ? '431 Request Header Fields Too Large'
+        : path === null ? '400 Bad Request' : '404 Not Found';
+      socket.end(errorResponse(line));
       return;
     }
     new UpgradeRequest(req, socket, head, route, this.lb.log).start();
@@ -128,7 +195,7 @@ class Listener {
   private withoutUpgrade(req: http.IncomingMessage, socket: Socket): void {
     const cl = req.headers['content-length'];
     if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
-      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      socket.end(errorResponse('400 Bad Request'));
       return;
     }
     const res = new http.ServerResponse(req);
@@ -146,7 +213,26 @@ class Listener {
     }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large'
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    const conn = socket as Duplex & ClientConnection;
+    if (conn[CLOSING] === true) {
+      socket.end(); // bytes after a response that closes the connection are not answered (nginx)
+      return;
+    }
+    const inFlight = conn[IN_FLIGHT];
+    if (inFlight != null) {
+      if (inFlight.req.complete) {
+        // A later request does not parse: those before it get their answers first (nginx), then this one.
+        conn[PENDING_ERROR] = errorResponse(status);
+        return;
+      }
+      if (inFlight.headersSent) {
+        // The request in flight has a bad body and its answer is under way: nothing can follow it.
+        if (inFlight.writableEnded) socket.end();
+        else socket.destroy();
+        return;
+      }
+    }
+    socket.end(errorResponse(status));
   };
 
   /**

@@ -21,7 +21,10 @@ export function sendError(res: ServerResponse, status: number, close = false): n
   }
   const body = page(status);
   const headers: string[] = ['Content-Type', 'text/html', 'Content-Length', String(body.length)];
-  if (close) headers.push('Connection', 'close');
+  if (close) {
+    res.shouldKeepAlive = false; // also read by the listener's pipelining: nothing after this is handled
+    headers.push('Connection', 'close');
+  }
   res.writeHead(status, headers);
   if (res.req.method === 'HEAD') {
     res.end();

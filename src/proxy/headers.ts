@@ -181,26 +181,39 @@ export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: 
   return out;
 }
 
+/** Client request header limits (nginx large_client_header_buffers NUMBER SIZE), in bytes. */
+export interface HeadLimits {
+  /** SIZE: the longest request line, and the longest header line. */
+  bufferSize: number;
+  /** NUMBER x SIZE: the whole head (request line, header lines, CRLFs). */
+  total: number;
+}
+
 /**
  * What nginx answers to a request head before routing it, or 0 when it may go on: 414 for a
- * request line longer than one header buffer, 400 for a header line longer than one buffer
- * (nginx "Request Header Or Cookie Too Large", large_client_header_buffers) or a second Host
- * (nginx "client sent duplicate host header": which Host routes and which goes upstream would be ambiguous).
- * The whole head's size (NUMBER x SIZE) is node's maxHeaderSize, answered 431 by the listener.
+ * request line longer than one header buffer; 400 for a header line longer than one buffer
+ * (nginx "Request Header Or Cookie Too Large"), a second Host (nginx "client sent duplicate host
+ * header": which Host routes and which goes upstream would be ambiguous) or none in HTTP/1.1;
+ * 431 for a head over NUMBER x SIZE. node's maxHeaderSize is set to the same total but counts
+ * only names and values, so many short headers would pass it.
  */
-export function requestHeadStatus(method: string, url: string, rawHeaders: readonly string[], bufferSize: number): number {
-  // "METHOD SP target SP HTTP/1.1"
-  if (method.length + url.length + 10 > bufferSize) return 414;
+export function requestHeadStatus(method: string, url: string, rawHeaders: readonly string[], limits: HeadLimits, needsHost: boolean): number {
+  // "METHOD SP target SP HTTP/1.1 CRLF"
+  let size = method.length + url.length + 12;
+  if (size - 2 > limits.bufferSize) return 414;
   let host = false;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (name.length + rawHeaders[i + 1]!.length + 2 > bufferSize) return 400;
+    const line = name.length + rawHeaders[i + 1]!.length + 2;
+    if (line > limits.bufferSize) return 400;
+    size += line + 2;
     if (name.length === 4 && equalsLower(name, 'host')) {
       if (host) return 400;
       host = true;
     }
   }
-  return 0;
+  if (size + 2 > limits.total) return 431;
+  return needsHost && !host ? 400 : 0;
 }
 
 /** Whether a flat header list has a Content-Length field (any letter case). */
