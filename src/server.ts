@@ -36,45 +36,23 @@ const ACCEPT_ERROR_LOG_MS = 1000;
 
 /**
  * Pipelined requests are handled one at a time, as nginx does (RFC 9112 9.3.2 allows parallel
- * processing only when every method is safe): node parses and emits them all at once, so a
- * request that arrives while its connection still has one in flight waits here for its turn.
- * State lives on the socket under symbols; the listener that moves the queue is a module
- * function (no per-request closures).
+ * processing only when every method is safe). node parses and emits them all at once, but gives
+ * a response its socket only once the responses before it have finished: a request whose
+ * response has no socket yet waits for the 'socket' event (never comes when an earlier response
+ * closed the connection: nginx reads nothing after that either). A request that is not pipelined
+ * costs one null check.
  */
-const IN_FLIGHT = Symbol('sessionlb.inFlight');
-const WAITING = Symbol('sessionlb.waiting');
-const PENDING_ERROR = Symbol('sessionlb.pendingError');
-const CLOSING = Symbol('sessionlb.closing');
-interface Pipelined { listener: Listener; req: http.IncomingMessage; res: http.ServerResponse; expectContinue: boolean }
-interface ClientConnection {
-  /** The response being made on this connection (its request: `.req`); null or absent when none. */
-  [IN_FLIGHT]?: http.ServerResponse | null;
-  [WAITING]?: Pipelined[];
-  /** A request after the one in flight did not parse: the error answer to send once it is done. */
-  [PENDING_ERROR]?: string;
-  /** A response that closes the connection was sent: nothing more is answered on it. */
-  [CLOSING]?: boolean;
-}
+const TURN = Symbol('sessionlb.turn');
+interface Waiting { [TURN]?: { listener: Listener; expectContinue: boolean } }
+/** The last pipelined response on a connection (so an error after it is answered after it). */
+const LAST_PIPELINED = Symbol('sessionlb.lastPipelined');
+interface ClientSocket { _httpMessage?: http.ServerResponse | null; [LAST_PIPELINED]?: http.ServerResponse }
 
-/** res 'close' of the request in flight: the next pipelined request's turn, unless the connection is ending. */
-function pipelineNext(this: http.ServerResponse): void {
-  const socket = this.req.socket;
-  const conn = socket as Socket & ClientConnection;
-  const next = conn[WAITING]?.shift();
-  if (next !== undefined && this.shouldKeepAlive && !socket.destroyed) {
-    conn[IN_FLIGHT] = next.res;
-    next.res.once('close', pipelineNext);
-    next.listener.route(next.req, next.res, next.expectContinue);
-    return;
-  }
-  // Nothing more, or this response closes the connection (nginx reads nothing after a 400).
-  if (!this.shouldKeepAlive) conn[CLOSING] = true;
-  conn[IN_FLIGHT] = null;
-  conn[WAITING] = undefined;
-  // A later request did not parse: its error now, unless this response closes the connection anyway.
-  const error = conn[PENDING_ERROR];
-  conn[PENDING_ERROR] = undefined;
-  if (error !== undefined && this.shouldKeepAlive && !socket.destroyed) socket.end(error);
+/** res 'socket' of a pipelined request: its turn. */
+function pipelinedTurn(this: http.ServerResponse & Waiting): void {
+  const turn = this[TURN]!;
+  this[TURN] = undefined;
+  turn.listener.route(this.req, this, turn.expectContinue);
 }
 
 function errorResponse(status: string): string {
@@ -130,20 +108,19 @@ class Listener {
     this.handle(req, res, true);
   };
 
-  /** A request: now, or once the one in flight on its connection is over (see pipelineNext). */
+  /** A request: now, or, pipelined behind another, once the responses before it finished (see pipelinedTurn). */
   private handle(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
-    const conn = req.socket as Socket & ClientConnection;
-    if (conn[IN_FLIGHT] != null) {
+    if (res.socket === null) {
       // Its body, if any, stays in the request stream (paused until read) meanwhile.
-      (conn[WAITING] ??= []).push({ listener: this, req, res, expectContinue });
+      (res as http.ServerResponse & Waiting)[TURN] = { listener: this, expectContinue };
+      (req.socket as Socket & ClientSocket)[LAST_PIPELINED] = res;
+      res.once('socket', pipelinedTurn);
       return;
     }
-    conn[IN_FLIGHT] = res;
-    res.once('close', pipelineNext);
     this.route(req, res, expectContinue);
   }
 
-  /** @internal (pipelineNext) Answers or forwards one request. */
+  /** @internal (pipelinedTurn) Answers or forwards one request. */
   route(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
     if (this.lb.stopping) res.shouldKeepAlive = false;
     const vs = this.router.serverFor(req.headers.host);
@@ -213,21 +190,21 @@ class Listener {
     }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large'
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    const conn = socket as Duplex & ClientConnection;
-    if (conn[CLOSING] === true) {
-      socket.end(); // bytes after a response that closes the connection are not answered (nginx)
-      return;
-    }
-    const inFlight = conn[IN_FLIGHT];
-    if (inFlight != null) {
-      if (inFlight.req.complete) {
-        // A later request does not parse: those before it get their answers first (nginx), then this one.
-        conn[PENDING_ERROR] = errorResponse(status);
+    const current = (socket as Duplex & ClientSocket)._httpMessage; // node's response in progress on it
+    if (current != null) {
+      if (current.req.complete) {
+        // A later request does not parse: those before it get their answers first (nginx), then this
+        // one, unless one of them closes the connection.
+        const pipelined = (socket as Duplex & ClientSocket)[LAST_PIPELINED];
+        const last = pipelined !== undefined && !pipelined.writableFinished ? pipelined : current;
+        last.once('finish', () => {
+          if (last.shouldKeepAlive && socket.writable) socket.end(errorResponse(status));
+        });
         return;
       }
-      if (inFlight.headersSent) {
+      if (current.headersSent) {
         // The request in flight has a bad body and its answer is under way: nothing can follow it.
-        if (inFlight.writableEnded) socket.end();
+        if (current.writableEnded) socket.end();
         else socket.destroy();
         return;
       }
