@@ -263,6 +263,12 @@ describe('rejected responses (smuggling and malformed framing)', () => {
     });
   }
 
+  it('bytes that cannot start "HTTP/1." are refused at once, before a head end (an SSH banner, memcached\'s ERROR line)', () => {
+    expect(parsePieces([bytes('SSH-2.0-OpenSSH_9.2p1\r\n')]).error).toBe('INVALID_STATUS_LINE');
+    expect(parsePieces([bytes('ERROR\r\nERROR\r\n')]).error).toBe('INVALID_STATUS_LINE');
+    expect(parsePieces([bytes('HTT')]).error).toBeNull(); // may still become a response
+  });
+
   it('a head with LF-only line endings is refused as soon as it is seen, not after waiting for more', () => {
     const o = parsePieces([bytes('HTTP/1.1 200 OK\nContent-Length: 0\n\n')]);
     expect(o.error).toBe('BARE_LF');

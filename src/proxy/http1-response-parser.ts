@@ -123,6 +123,8 @@ for (let c = 65; c <= 70; c++) HEX[c] = c - 65 + 11;
 for (let c = 97; c <= 102; c++) HEX[c] = c - 97 + 11;
 
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+/** What every response's first bytes must be (HTTP/1.0 or HTTP/1.1). */
+const STATUS_PREFIX = Buffer.from('HTTP/1.', 'latin1');
 /** Content-Length digits: 15 decimal digits stay below 2^53. */
 const MAX_DIGITS = 15;
 /** Chunk-size digits: 13 hex digits (52 bits) stay exact in a double. */
@@ -299,7 +301,12 @@ export class Http1ResponseParser {
     }
     const end = buf.indexOf(HEAD_END, searchFrom);
     if (end === -1) {
-      // Incomplete: reject what can be rejected now (bare LF or over-long), keep the rest.
+      // Incomplete: reject what can be rejected now (not "HTTP/1.", bare LF or over-long), keep the
+      // rest. A server that is not HTTP (an SSH banner, memcached's "ERROR" lines) gets its 502 at
+      // once instead of after timeouts.read.
+      for (let k = from, n = Math.min(buf.length, from + STATUS_PREFIX.length); k < n; k++) {
+        if (buf[k] !== STATUS_PREFIX[k - from]) fail('INVALID_STATUS_LINE', 'upstream sent invalid status line');
+      }
       if (buf.length - from > limit) fail('HEADER_TOO_LARGE', 'upstream sent too big header');
       for (let k = searchFrom; k < buf.length; k++) {
         if (buf[k] === LF && (k === from || buf[k - 1] !== CR)) fail('BARE_LF', 'upstream sent a bare LF in the response header');
