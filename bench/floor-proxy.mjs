@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
  * The least work a proxy with node:http on the client side can do: the ceiling for issue 7's
- * goals 1 and 3 (bench/README.md, "What bounds goals 1-3"). NOT a proxy to use: it forwards no
- * request header, no body, understands only a Content-Length response that arrives in one read,
- * and has no timeouts, retries or error handling. What it keeps is what any such proxy must do
- * per request: llhttp parses the request, one write sends a request head upstream on a pooled
- * keep-alive socket, one read gets the answer, one write (writeHead + end) answers the client.
+ * goals 1 and 3 (docs/decisions/bench-journal.md, "What bounds goals 1-3"). NOT a proxy to use:
+ * it forwards no request header, no body, understands only a Content-Length response that arrives
+ * in one read, and has no timeouts, retries or error handling. What it keeps is what any such
+ * proxy must do per request: llhttp parses the request, one write sends a request head upstream
+ * on a pooled keep-alive socket, one read gets the answer, one write (writeHead + end) answers
+ * the client.
  * Like sessionlb (src/proxy/write-batch.ts) it issues the writes of one event-loop turn
  * together at its end; FLOOR_IMMEDIATE=1 writes each one at once instead.
  *

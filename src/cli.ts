@@ -231,7 +231,8 @@ async function serve(config: Config, log: EventLog, onStop?: () => Promise<void>
 /**
  * With the memcached store, a bounded heap growth factor (src/heap-tuning.ts): every store
  * miss promotes a little garbage and V8 would let the heap reach 3-4x the live data. Not for
- * other configs: it costs large responses ~10-15% CPU (more full GCs; bench/README.md).
+ * other configs: it costs large responses ~10-15% CPU (more full GCs; see
+ * docs/decisions/bench-journal.md).
  */
 function tuneHeapFor(config: Config): void {
   if (config.sessionStore.type === 'memcached') tuneHeapGrowth();

@@ -8,8 +8,8 @@
  * rode at 3-4x its ~45 MiB of live data: 200-280 MiB RSS after 1M sessions. A fixed factor of
  * 2 keeps it near 175 MiB with no throughput or p99 cost we could measure (1.6: ~160 MiB, 1.3:
  * ~150 MiB, but then more full GCs: fewer req/s and a higher p99 in the sticky scenario; see
- * bench/README.md, goal 5). Unlike a cap such as `--max-old-space-size`, it never turns growth
- * of live data into an out-of-memory crash.
+ * docs/decisions/bench-journal.md, goal 5). Unlike a cap such as `--max-old-space-size`, it
+ * never turns growth of live data into an out-of-memory crash.
  *
  * Applied only when the config uses the memcached store (src/cli.ts tuneHeapFor): the memory
  * store keeps its bindings outside the JS heap, and the bounded factor costs large responses
@@ -56,7 +56,7 @@ export function tuneHeapGrowth(execArgv: readonly string[] = process.execArgv): 
  * for the life of the process. Every request then leaves its objects in the old generation: on
  * the sticky bench, a Mark-Compact every ~250 ms, scavenges 4x slower, 24.7-26.2k instead of
  * 30-33k req/s. That happened in 5 of 27 runs; with pretenuring off, in 0 of 18
- * (bench/README.md, session 5). Nothing a proxy allocates in bulk needs pretenuring: objects
+ * (docs/decisions/bench-journal.md). Nothing a proxy allocates in bulk needs pretenuring: objects
  * that do live long (bindings, pools) are promoted after two scavenges anyway.
  *
  * Read by V8 at every scavenge and when sites are created, so setting it at startup works, as

@@ -17,8 +17,8 @@ import {
 } from '../src/firewall.js';
 import { CLI, runCli, writeConfig } from './helpers/child.js';
 
-/** Copies of ../shared/reference (the setup users migrate from), kept in the repo for CI. */
-const REFERENCE_DIR = fileURLToPath(new URL('./fixtures/reference', import.meta.url));
+/** The reference setup users migrate from (examples/: nginx.conf, memcached-firewall.sh). */
+const REFERENCE_DIR = fileURLToPath(new URL('../examples', import.meta.url));
 const referenceRules = commands(readFileSync(`${REFERENCE_DIR}/memcached-firewall.sh`, 'utf8'));
 /** The reference's MEMC rules without the command name (`-A MEMC -s 127.0.0.1 -j RETURN`, ...). */
 const referenceMemc = referenceRules.filter((l) => l.startsWith('iptables -A MEMC ')).map((l) => l.slice('iptables '.length));

@@ -1,7 +1,8 @@
 /**
  * `sessionlb run` bounds V8's heap growth factor (src/heap-tuning.ts, issue 7 goal 5) unless
  * node was started with its own `--heap-growing-percent`. Its effect on RSS is a benchmark
- * (bench/sessions-rss.mjs, bench/README.md goal 5), not a test: GC timing varies run to run.
+ * (bench/sessions-rss.mjs; docs/decisions/bench-journal.md, goal 5), not a test: GC timing varies
+ * run to run.
  */
 import { describe, expect, it } from 'vitest';
 import { HEAP_GROWING_PERCENT, YOUNG_GENERATION_FLAG, tuneHeapGrowth, tunePretenuring, workerExecArgv } from '../src/heap-tuning.js';

@@ -16,8 +16,8 @@ import { silentLog } from '../src/observability/log.js';
 import { freePort, request, startBackend, tally, type Backend } from './helpers/net.js';
 import { CLI, runCli, writeConfig } from './helpers/child.js';
 
-/** A copy of ../shared/reference/nginx.conf, kept in the repo for CI. */
-const REFERENCE = fileURLToPath(new URL('./fixtures/reference/nginx.conf', import.meta.url));
+/** The reference nginx.conf (examples/: the setup users migrate from). */
+const REFERENCE = fileURLToPath(new URL('../examples/nginx.conf', import.meta.url));
 const referenceText = readFileSync(REFERENCE, 'utf8');
 
 function syntaxError(text: string): NginxSyntaxError {

@@ -141,7 +141,7 @@ export class ClusterPrimary {
     cluster.on('exit', this.onExit);
     // Workers accept from the shared listening socket themselves, as nginx's workers do, instead of
     // node's default on Linux where the primary accepts every connection and hands it over by IPC:
-    // with a new connection per request that hand-over made 2 workers slower than 1 (bench/README).
+    // with a new connection per request that hand-over made 2 workers slower than 1 (5.7k vs 10.1k req/s).
     // NODE_CLUSTER_SCHED_POLICY=rr restores node's default.
     if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ execArgv: workerExecArgv() });

@@ -66,9 +66,9 @@ function idleTick(s: TcpSession): void { s.onIdleTick(); }
  * shared buffer (net.connect `onread`: no Buffer and no Readable machinery per read); a small
  * read is copied (node's pool) and deferred the same way, a large one is written straight to the
  * client. A full client buffer pauses the server socket until the client drains. An 'end' first
- * writes what is still deferred for that direction. (Measured in bench/README.md: against
- * socket.pipe() both ways, the same system time and ~1 us less user time per request; deferring
- * the writes, ~0.4 us less CPU per request.)
+ * writes what is still deferred for that direction. (Measured, see docs/decisions/bench-journal.md:
+ * against socket.pipe() both ways, the same system time and ~1 us less user time per request;
+ * deferring the writes, ~0.4 us less CPU per request.)
  */
 function clientData(this: net.Socket, chunk: Buffer): void { owner(this).queueToUpstream(chunk); }
 function clientDrained(this: net.Socket): void { owner(this).upstreamSocket?.resume(); }

@@ -9,7 +9,7 @@
  * backend) is woken, runs dry and sleeps again between our writes: every write then pays a
  * wake-up of an idle CPU, which on a VM is most of a loopback write's cost. Issued back to
  * back, the writes of a turn find the reader already awake. Measured on the bench (wrk -c64,
- * proxy pinned): see the commit and bench/README.md.
+ * proxy pinned): see docs/decisions/bench-journal.md.
  *
  * `setImmediate` runs right after the poll phase, i.e. in the same turn: nothing waits on a
  * timer, and a quiet proxy (one request per turn) writes as soon as before plus a few
