@@ -16,16 +16,11 @@ import { describe, expect, it } from 'vitest';
 import { freePort, load, startBackend } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
 import { startProxyProcess, writeConfig } from './helpers/child.js';
-import { parseResponses, rawExchange, responsesReceived, sleep, startRecordingBackend, statuses, type RecordingBackend } from './helpers/raw-http.js';
+import { parseResponses, rawExchange, recordingSetup, responsesReceived, sleep, statuses } from './helpers/raw-http.js';
 
 const scope = useScope();
 
-async function setup(raw: Record<string, unknown> = {}): Promise<{ be: RecordingBackend; port: number }> {
-  const be = await startRecordingBackend();
-  scope.cleanup.push(() => be.close());
-  const lb = await scope.lb({ upstreams: { backend: { servers: [{ address: be.address }] } }, ...raw }, { admin: false });
-  return { be, port: lb.port };
-}
+const setup = (raw: Record<string, unknown> = {}): ReturnType<typeof recordingSetup> => recordingSetup(scope, raw);
 
 function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;

@@ -17,7 +17,8 @@ import { describe, expect, it } from 'vitest';
 import { freePort } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
 import { startProxyProcess, writeConfig } from './helpers/child.js';
-import { prng, sleep, startRecordingBackend } from './helpers/raw-http.js';
+import { sleep, startRecordingBackend } from './helpers/raw-http.js';
+import { prng } from './helpers/prng.js';
 
 const scope = useScope();
 

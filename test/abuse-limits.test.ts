@@ -11,18 +11,13 @@
 import { describe, expect, it } from 'vitest';
 import { useScope } from './helpers/scope.js';
 import {
-  headerValues, parseResponses, rawExchange, responsesReceived, sleep, startRecordingBackend, statuses,
+  headerValues, parseResponses, rawExchange, recordingSetup, responsesReceived, sleep, statuses,
   type RawResult, type RecordingBackend,
 } from './helpers/raw-http.js';
 
 const scope = useScope();
 
-async function setup(raw: Record<string, unknown> = {}): Promise<{ be: RecordingBackend; port: number }> {
-  const be = await startRecordingBackend();
-  scope.cleanup.push(() => be.close());
-  const lb = await scope.lb({ upstreams: { backend: { servers: [{ address: be.address }] } }, ...raw }, { admin: false });
-  return { be, port: lb.port };
-}
+const setup = (raw: Record<string, unknown> = {}): ReturnType<typeof recordingSetup> => recordingSetup(scope, raw);
 
 const show = (b: string | Buffer): string => {
   const t = typeof b === 'string' ? b : b.toString('latin1');

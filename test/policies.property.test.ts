@@ -10,6 +10,7 @@ import type { Peer } from '../src/balancer/peer.js';
 import type { PickRequest } from '../src/balancer/policy.js';
 import { RandomPolicy } from '../src/balancer/random.js';
 import { loadConfig, type UpstreamConfig } from '../src/config/load.js';
+import { prng } from './helpers/prng.js';
 
 const NOW = 1_000_000;
 
@@ -39,17 +40,6 @@ function count(names: Iterable<string>): Map<string, number> {
   return m;
 }
 
-/** mulberry32: a small seeded PRNG so random-policy runs are reproducible. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const weightsArb = fc.array(fc.integer({ min: 1, max: 10 }), { minLength: 2, maxLength: 6 });
 const serversOf = (weights: number[]) => weights.map((weight, i) => ({ address: `10.0.0.${i + 1}:80`, weight }));
@@ -96,7 +86,7 @@ describe('random share', () => {
   it('random: every server gets weight/total of 20k picks within 5 standard deviations', async () => {
     await fc.assert(fc.asyncProperty(weightsArb, fc.integer(), async (weights, seed) => {
       const up = await upstream(serversOf(weights), 'random');
-      const policy = new RandomPolicy(false, seeded(seed));
+      const policy = new RandomPolicy(false, prng(seed));
       const n = 20_000;
       const counts = count(Array.from({ length: n }, () => policy.pick(up.primary, null, req(), NOW)!.name));
       const total = weights.reduce((a, b) => a + b, 0);
@@ -124,7 +114,7 @@ describe('random share', () => {
       fc.array(fc.integer({ min: 0, max: 50 }), { minLength: 2, maxLength: 6 }), fc.integer(),
       async (actives, seed) => {
         const up = await upstream(actives.map((_, i) => ({ address: `10.0.0.${i + 1}:80` })), { random: 'two', pick: 'least_conn' });
-        const policy = new RandomPolicy(true, seeded(seed));
+        const policy = new RandomPolicy(true, prng(seed));
         up.primary.forEach((p, i) => { p.active = actives[i]!; });
         const max = Math.max(...actives);
         const busiest = up.primary.filter((p) => p.active === max);

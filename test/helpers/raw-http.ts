@@ -8,6 +8,7 @@
  */
 import net from 'node:net';
 import { freePort } from './net.js';
+import type { Scope } from './scope.js';
 
 export interface RawResult {
   /** Every byte received, in order. */
@@ -440,14 +441,10 @@ export async function waitUntil(check: () => boolean | Promise<boolean>, timeout
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A small seeded PRNG (mulberry32): the same seed gives the same sequence on every run. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+/** A recording backend behind an in-process sessionlb (more config in `raw`), both torn down with the test's scope. */
+export async function recordingSetup(scope: Scope, raw: Record<string, unknown> = {}): Promise<{ be: RecordingBackend; port: number }> {
+  const be = await startRecordingBackend();
+  scope.cleanup.push(() => be.close());
+  const lb = await scope.lb({ upstreams: { backend: { servers: [{ address: be.address }] } }, ...raw }, { admin: false });
+  return { be, port: lb.port };
 }
