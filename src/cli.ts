@@ -2,6 +2,7 @@
 /**
  * sessionlb command line: run | check | reload | import-nginx | firewall | demo (and --help, --version).
  */
+import type http from 'node:http';
 import { readFileSync, watch, writeFileSync, unlinkSync, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -9,7 +10,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { loadConfig, loadConfigFile, loadConfigText, readConfigText, type Config } from './config/load.js';
 import { SessionLB } from './server.js';
 import { createEventLog, type EventLog } from './observability/log.js';
-import { DEMO_BACKEND_PORTS, DEMO_WEIGHTS, demoConfig, startDemoBackend } from './demo.js';
+import { DEMO_WEIGHTS, demoConfig, demoPorts, startDemoBackend } from './demo.js';
+import { probeListen } from './proxy/listen.js';
 import { firewallCommand, importNginxCommand, loadOrReport } from './cli-tools.js';
 import cluster from 'node:cluster';
 import { ClusterPrimary } from './cluster/primary.js';
@@ -34,6 +36,7 @@ Usage:
                                                print firewall rules that let only localhost, the
                                                balancers and the web servers reach memcached
   sessionlb demo  [--port N]                   4 loopback backends (weights 3:1:1:1) behind sessionlb
+                                               (ports 8080, 9001-9004, status 9100; --port N: N..N+5)
   sessionlb --help | --version
 
 Options:
@@ -269,16 +272,29 @@ async function run(args: Args): Promise<void> {
 
 async function demo(args: Args): Promise<void> {
   const log = createEventLog({ pretty: true });
-  const backends = await Promise.all(DEMO_BACKEND_PORTS.map((port, i) => startDemoBackend(`backend-${i + 1}`, port)));
-  const config = await loadConfig(demoConfig(args.port), '<embedded demo config>');
+  const ports = demoPorts(args.portSet ? args.port : null);
+  const all = [ports.balancer, ...ports.backends, ports.admin];
+  if (all.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) fail('--port must leave room for six ports (N..N+5 up to 65535)');
+  for (const port of all) {
+    try {
+      await probeListen('127.0.0.1', port);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      process.stderr.write(`sessionlb: demo: cannot listen on 127.0.0.1:${port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}. `
+        + `The demo binds ${all.join(', ')}; move them all with --port N (it then uses N to N+5).\n`);
+      process.exit(1);
+    }
+  }
+  const backends: http.Server[] = await Promise.all(ports.backends.map((port, i) => startDemoBackend(`backend-${i + 1}`, port)));
+  const config = await loadConfig(demoConfig(ports.balancer, ports.admin, ports.backends), '<embedded demo config>');
   await serve(config, log, async () => {
     for (const b of backends) b.close();
   }, { reloadFile: null, watch: false, pretty: true });
-  const url = `http://127.0.0.1:${args.port}/`;
+  const url = `http://127.0.0.1:${ports.balancer}/`;
   process.stdout.write(`
-sessionlb demo: 4 backends on 127.0.0.1:${DEMO_BACKEND_PORTS.join(', ')} with weights ${DEMO_WEIGHTS.join(':')}
+sessionlb demo: 4 backends on 127.0.0.1:${ports.backends.join(', ')} with weights ${DEMO_WEIGHTS.join(':')}
   balancer: ${url}
-  status:   http://127.0.0.1:9100/          (live status page; metrics at /metrics)
+  status:   http://127.0.0.1:${ports.admin}/          (live status page; metrics at /metrics)
 
 Try:
   for i in $(seq 6); do curl -s ${url}; done          # no cookie: rotates 3:1:1:1: 1 2 1 3 4 1 (smooth: no bursts)

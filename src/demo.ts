@@ -9,6 +9,18 @@ import { randomBytes } from 'node:crypto';
 export const DEMO_BACKEND_PORTS = [9001, 9002, 9003, 9004];
 export const DEMO_WEIGHTS = [3, 1, 1, 1];
 
+/** Every port the demo binds: the default layout, or (`--port N`) N for the balancer, N+1..N+4 for the backends, N+5 for the status page. */
+export interface DemoPorts {
+  balancer: number;
+  backends: number[];
+  admin: number;
+}
+
+export function demoPorts(base: number | null): DemoPorts {
+  if (base === null) return { balancer: 8080, backends: DEMO_BACKEND_PORTS, admin: 9100 };
+  return { balancer: base, backends: DEMO_BACKEND_PORTS.map((_, i) => base + 1 + i), admin: base + 1 + DEMO_BACKEND_PORTS.length };
+}
+
 /** The embedded default: what config/default.json also holds. */
 export function demoConfig(port = 8080, adminPort = 9100, backendPorts = DEMO_BACKEND_PORTS): Record<string, unknown> {
   return {

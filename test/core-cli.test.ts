@@ -202,10 +202,18 @@ describe('Dockerfile', () => {
 });
 
 describe('sessionlb demo', () => {
-  it('starts four backends behind sessionlb, rotating 3:1:1:1, and stops on SIGTERM with exit 0', async (ctx) => {
-    // The demo uses fixed ports (backends 9001-9004, admin 9100); skip rather than fail when something else has them.
-    for (const p of [9001, 9002, 9003, 9004, 9100]) if (await canConnect(p)) ctx.skip();
-    const port = await freePort();
+  /** A base port N with N..N+5 free (the demo with --port N binds all six). */
+  async function sixFreePorts(): Promise<number> {
+    for (;;) {
+      const port = await freePort();
+      const busy = await Promise.all([1, 2, 3, 4, 5].map((i) => canConnect(port + i)));
+      if (!busy.includes(true)) return port;
+    }
+  }
+
+  it('starts four backends behind sessionlb, rotating 3:1:1:1, and stops on SIGTERM with exit 0', async () => {
+    // --port N moves every port the demo uses: balancer N, backends N+1..N+4, status page N+5.
+    const port = await sixFreePorts();
     const { spawn } = await import('node:child_process');
     const { CLI } = await import('./helpers/child.js');
     const child = spawn(process.execPath, [CLI, 'demo', '--port', String(port)], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -228,8 +236,24 @@ describe('sessionlb demo', () => {
       seq.push(/^backend-(\d)/.exec(r)?.[1] ?? r);
     }
     expect(seq.join(' ')).toBe('1 2 1 3 4 1');
+    expect(out).toContain(`4 backends on 127.0.0.1:${port + 1}, ${port + 2}, ${port + 3}, ${port + 4}`);
+    expect(out).toContain(`status:   http://127.0.0.1:${port + 5}/`);
+    expect(await canConnect(port + 5)).toBe(true);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
+  });
+
+  it('a busy port ends the demo with one line that names it and says how to move every port', async () => {
+    const net = await import('node:net');
+    const port = await sixFreePorts();
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(port + 3, '127.0.0.1', resolve));
+    cleanup.push(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+    const r = await runCli(['demo', '--port', String(port)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${port + 3}: address already in use`);
+    expect(r.stderr).toContain('--port N');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
 });
 
