@@ -345,3 +345,21 @@ describe('sticky and websockets', () => {
     }
   });
 });
+
+describe('the session store start-up lines', () => {
+  it('are logged only when a sticky "learn" upstream uses the store, once', async () => {
+    const { startLBWithLog } = await import('./helpers/capture-log.js');
+    const storeLines = (records: { msg: string }[]): string[] => records.map((r) => r.msg).filter((m) => m.startsWith('session store:'));
+    const plain = await startLBWithLog({ upstreams: { backend: { servers: [{ address: '127.0.0.1:9' }] } } });
+    const sticky = await startLBWithLog({
+      upstreams: { backend: { servers: [{ address: '127.0.0.1:9' }], sticky: { mode: 'learn', cookie: 'PHPSESSID' } } },
+    });
+    try {
+      expect(storeLines(plain.records)).toEqual([]);
+      expect(storeLines(sticky.records)).toEqual(['session store: memory (no sessionStore configured); sticky bindings are local to this process']);
+    } finally {
+      await plain.stop();
+      await sticky.stop();
+    }
+  });
+});

@@ -34,6 +34,8 @@ export class SessionManager {
   private readonly affinityObservers: { observer: AffinityObserver | null } = { observer: null };
   private storeObs: StoreObserver | null = null;
   private readonly warnedRandomKey = new Set<string>();
+  /** The store's start-up lines, logged once a sticky "learn" upstream uses it (no store talk in a config without one). */
+  private announcement: (() => void) | null = null;
 
   constructor(config: SessionStoreConfig, private readonly log: EventLog) {
     this.open(config);
@@ -55,11 +57,13 @@ export class SessionManager {
         cache: new LocalCache(store, { entries: config.localCacheEntries, freshMs: config.localCacheFreshMs },
           storeKeyFunction(config.keyPrefix, config.hashKey)),
       };
-      this.log.info({ servers: config.servers, keyPrefix: config.keyPrefix, timeoutMs: config.timeoutMs },
-        `session store: memcached (${config.servers.length === 1 ? 'one server' : `${config.servers.length} servers, ketama`}); bindings are shared with every sessionlb using the same servers`);
-      if (config.hashKeySource === 'derived') {
-        this.log.warn('session store: no sessionStore.hashKey nor SESSIONLB_HASH_KEY; memcached keys use a key derived from keyPrefix (ids stay unreadable, but set a secret shared by all instances)');
-      }
+      this.announcement = () => {
+        this.log.info({ servers: config.servers, keyPrefix: config.keyPrefix, timeoutMs: config.timeoutMs },
+          `session store: memcached (${config.servers.length === 1 ? 'one server' : `${config.servers.length} servers, ketama`}); bindings are shared with every sessionlb using the same servers`);
+        if (config.hashKeySource === 'derived') {
+          this.log.warn('session store: no sessionStore.hashKey nor SESSIONLB_HASH_KEY; memcached keys use a key derived from keyPrefix (ids stay unreadable, but set a secret shared by all instances)');
+        }
+      };
     } else if (SessionManager.sharedMemoryStore !== null) {
       const store = SessionManager.sharedMemoryStore(config);
       this.store = store;
@@ -67,13 +71,13 @@ export class SessionManager {
         kind: 'cached',
         cache: new LocalCache(store, { entries: config.localCacheEntries, freshMs: config.localCacheFreshMs }),
       };
-      this.log.info({ timeoutMs: config.timeoutMs },
+      this.announcement = () => this.log.info({ timeoutMs: config.timeoutMs },
         'session store: memory, owned by the primary process; this worker asks it over IPC behind a local cache');
     } else {
       const store = new MemoryStore();
       this.store = store;
       this.source = { kind: 'memory', store };
-      this.log.info(config.explicit
+      this.announcement = () => this.log.info(config.explicit
         ? 'session store: memory; sticky bindings are local to this process'
         : 'session store: memory (no sessionStore configured); sticky bindings are local to this process');
     }
@@ -93,6 +97,11 @@ export class SessionManager {
   affinityFor(upstream: Upstream): Affinity | null {
     const sticky = upstream.config.sticky;
     if (sticky === null) return null;
+    if (sticky.mode === 'learn' && this.announcement !== null) {
+      const announce = this.announcement;
+      this.announcement = null;
+      announce();
+    }
     if (sticky.mode === 'cookie' && sticky.cookieKeySource === 'random' && !this.warnedRandomKey.has(upstream.name)) {
       this.warnedRandomKey.add(upstream.name);
       this.log.warn({ upstream: upstream.name },
