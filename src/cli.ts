@@ -24,8 +24,8 @@ const DEFAULT_CONFIG = 'config/default.json';
 const HELP = `sessionlb - session-aware HTTP load balancer (nginx-compatible upstreams)
 
 Usage:
-  sessionlb run   [--config FILE] [--pretty] [--watch]
-                                               serve until SIGTERM/SIGINT (default FILE: ${DEFAULT_CONFIG});
+  sessionlb run   --config FILE [--pretty] [--watch]
+                                               serve until SIGTERM/SIGINT;
                                                SIGHUP reloads FILE, --watch reloads it when it changes
   sessionlb check [--config FILE]              validate FILE like "nginx -t"
   sessionlb reload [--config FILE]             validate FILE, then send SIGHUP to the pid in its pidFile
@@ -57,6 +57,8 @@ interface Args {
   pretty: boolean;
   watch: boolean;
   port: number;
+  /** --config given (`run` needs one: the default file is the demo's layout without its backends). */
+  configSet: boolean;
   /** --port given explicitly (firewall's default differs from demo's). */
   portSet: boolean;
   /** import-nginx FILE */
@@ -69,7 +71,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { command: '', config: DEFAULT_CONFIG, pretty: false, watch: false, port: 8080, portSet: false, file: null, out: null, balancers: [], format: null, family: null };
+  const args: Args = { command: '', config: DEFAULT_CONFIG, configSet: false, pretty: false, watch: false, port: 8080, portSet: false, file: null, out: null, balancers: [], format: null, family: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -79,8 +81,8 @@ function parseArgs(argv: string[]): Args {
     };
     if (a === '--help' || a === '-h') args.command = 'help';
     else if (a === '--version' || a === '-v') args.command = 'version';
-    else if (a === '--config' || a === '-c') args.config = value();
-    else if (a.startsWith('--config=')) args.config = a.slice(9);
+    else if (a === '--config' || a === '-c') { args.config = value(); args.configSet = true; }
+    else if (a.startsWith('--config=')) { args.config = a.slice(9); args.configSet = true; }
     else if (a === '--pretty') args.pretty = true;
     else if (a === '--watch') args.watch = true;
     else if (a === '--port') { args.port = Number(value()); args.portSet = true; }
@@ -242,6 +244,14 @@ function tuneHeapFor(config: Config): void {
 }
 
 async function run(args: Args): Promise<void> {
+  if (!args.configSet && !cluster.isWorker) {
+    // config/default.json is the demo's layout: without the demo's backends every request would be a 502.
+    process.stderr.write(`sessionlb: run needs your config: sessionlb run --config FILE (npm start -- --config FILE).
+  To see sessionlb work first: npm run demo (4 backends and sessionlb on the built-in layout).
+  Starting points: config/examples/ (sessionlb check --config FILE validates one; import-nginx converts an nginx config).
+`);
+    process.exit(2);
+  }
   tunePretenuring(); // before any request is served (src/heap-tuning.ts)
   const log = createEventLog({ pretty: args.pretty });
   if (cluster.isWorker) {

@@ -201,6 +201,16 @@ describe('Dockerfile', () => {
   });
 });
 
+describe('sessionlb run without --config', () => {
+  it('says what to do and exits 2 instead of serving the demo layout without its backends (every request a 502)', async () => {
+    const r = await runCli(['run']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('sessionlb run --config FILE');
+    expect(r.stderr).toContain('npm run demo');
+    expect(r.stderr).toContain('config/examples/');
+  });
+});
+
 describe('sessionlb demo', () => {
   /** A base port N with N..N+5 free (the demo with --port N binds all six). */
   async function sixFreePorts(): Promise<number> {

@@ -49,7 +49,7 @@ const cliCommands = new Set([...cliSource.matchAll(/case '([\w-]+)':/g)].map((m)
 /** The options the help text lists for a command ("sessionlb run [--config FILE] [--pretty] ..."). */
 function helpFlags(command: string): string[] {
   const line = cliSource.split('\n').find((l) => new RegExp(`^\\s*sessionlb ${command}\\s`).test(l)) ?? '';
-  return [...line.matchAll(/\[(--[\w-]+)/g)].map((m) => m[1]!);
+  return [...line.matchAll(/[[\s](--[\w-]+)/g)].map((m) => m[1]!); // optional [--flag] and required --flag
 }
 const cliRunFlags = helpFlags('run');
 
