@@ -139,6 +139,10 @@ describe('status page', () => {
       // Weight column: the configured 3:1:1:1.
       const weights = await rows.evaluateAll((trs) => trs.map((tr) => tr.children[2]!.textContent));
       expect(weights).toEqual(['3', '1', '1', '1']);
+      // A weight set through the admin API: the one in use, and the config's beside it.
+      const put = await request(`${admin}/upstreams/backend/servers/127.0.0.1:${ports[1]}`, { method: 'PUT', body: '{"weight": 5}' });
+      expect(put.status).toBe(200);
+      await expect.poll(async () => (await rows.nth(1).locator('td').nth(2).textContent()) ?? '', { timeout: 10_000 }).toBe('5 (config 1)');
       await expect.poll(async () => (await page.locator('#conn').textContent()) ?? '').toMatch(/^live/);
       // The demo upstream is sticky (learn): the clients that keep their cookie are looked up and found.
       await expect.poll(async () => (await page.locator('section[data-upstream="backend"] .sticky').textContent()) ?? '', { timeout: 10_000 })

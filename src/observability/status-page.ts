@@ -160,7 +160,9 @@ export const STATUS_PAGE_HTML = `<!doctype html>
         if (s.backup) td.appendChild(el("span", { "class": "backup" }, "backup"));
         tr.appendChild(td);
         td = el("td"); td.appendChild(el("span", { "class": "badge s-" + s.state }, s.state)); tr.appendChild(td);
+        // In use (effective / in use while failures or slow start lower it), and the config's weight when the admin API changed it.
         var w = s.effectiveWeight !== undefined && s.effectiveWeight !== s.weight ? s.effectiveWeight + " / " + s.weight : String(s.weight);
+        if (s.configWeight !== undefined && s.configWeight !== s.weight) w += " (config " + s.configWeight + ")";
         tr.appendChild(el("td", { "class": "num" }, w));
         tr.appendChild(el("td", { "class": "num" }, String(s.active)));
         td = el("td", { "class": "num rps" }); td.appendChild(document.createTextNode(fmtRate(rate))); td.appendChild(sparkline(r)); tr.appendChild(td);
