@@ -18,7 +18,7 @@ import { requestHeadStatus } from './proxy/headers.js';
 import { AdminServer } from './admin/server.js';
 import { registerAdminApi } from './admin/api.js';
 import { StateFileWriter, applyRuntimeState, logConfigWeightWins, readStateFile } from './admin/state.js';
-import { HealthChecker } from './health/checker.js';
+import { HealthChecker, holdUntilFirstProbe } from './health/checker.js';
 import type { EventLog } from './observability/log.js';
 import { Observability } from './observability/observability.js';
 import { SessionManager } from './sessions/manager.js';
@@ -422,14 +422,7 @@ export class SessionLB {
     } else {
       // The primary probes; until its state arrives, a server this reload added behind a
       // `mandatory` check is unhealthy here as in the primary (HealthChecker.sync).
-      for (const up of upstreams.values()) {
-        if (up.config.healthCheck?.mandatory !== true) continue;
-        for (const peer of up.all()) {
-          if (peer.inherited) continue;
-          peer.healthy = false;
-          peer.awaitingFirstProbe = true;
-        }
-      }
+      for (const up of upstreams.values()) for (const peer of up.all()) holdUntilFirstProbe(peer, up.config.healthCheck);
     }
     for (const l of fresh) this.listeners.set(l.key, l);
     this.streams.commit(streamPlan);

@@ -158,7 +158,7 @@ export interface BufferingConfig {
 export interface HeaderLimits {
   /** One buffer: the longest request line, and the longest header line (name, ": ", value). */
   bufferSize: number;
-  /** NUMBER x SIZE: the whole header section. */
+  /** NUMBER x SIZE: the whole head (request line, header lines, CRLFs). */
   total: number;
 }
 

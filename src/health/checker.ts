@@ -120,6 +120,17 @@ export function probeTcp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): ()
   return () => finish(false, 'aborted');
 }
 
+/**
+ * A `mandatory` check keeps a server that is new (not carried over from the previous config)
+ * out of rotation until its first passing probe.
+ */
+export function holdUntilFirstProbe(peer: Peer, hc: HealthCheckConfig | null): void {
+  if (hc?.mandatory === true && !peer.inherited) {
+    peer.healthy = false;
+    peer.awaitingFirstProbe = true;
+  }
+}
+
 export class HealthChecker {
   private readonly targets = new Map<string, Target>();
   private stopped = false;
@@ -157,10 +168,7 @@ export class HealthChecker {
           existing.config = hc;
           continue;
         }
-        if (hc.mandatory && !peer.inherited) {
-          peer.healthy = false;
-          peer.awaitingFirstProbe = true;
-        }
+        holdUntilFirstProbe(peer, hc);
         const target: Target = { upstream: up.name, peer, config: hc, timer: null, abort: null, stopped: false };
         this.targets.set(key, target);
         // Spread the first probes over one interval (mandatory ones soon: the server waits for them).

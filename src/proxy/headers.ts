@@ -3,6 +3,7 @@
  * client's Host kept): hop-by-hop headers are dropped both ways, X-Forwarded-* and
  * X-Real-IP are added, and a location's proxySetHeader overrides.
  */
+import type { HeaderLimits } from '../config/load.js';
 
 /** Headers that describe one connection, never forwarded (RFC 9110 7.6.1), lower case. */
 const HOP_BY_HOP = new Set([
@@ -181,14 +182,6 @@ export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: 
   return out;
 }
 
-/** Client request header limits (nginx large_client_header_buffers NUMBER SIZE), in bytes. */
-export interface HeadLimits {
-  /** SIZE: the longest request line, and the longest header line. */
-  bufferSize: number;
-  /** NUMBER x SIZE: the whole head (request line, header lines, CRLFs). */
-  total: number;
-}
-
 /**
  * What nginx answers to a request head before routing it, or 0 when it may go on: 414 for a
  * request line longer than one header buffer; 400 for a header line longer than one buffer
@@ -197,7 +190,7 @@ export interface HeadLimits {
  * 431 for a head over NUMBER x SIZE. node's maxHeaderSize is set to the same total but counts
  * only names and values, so many short headers would pass it.
  */
-export function requestHeadStatus(method: string, url: string, rawHeaders: readonly string[], limits: HeadLimits, needsHost: boolean): number {
+export function requestHeadStatus(method: string, url: string, rawHeaders: readonly string[], limits: HeaderLimits, needsHost: boolean): number {
   // "METHOD SP target SP HTTP/1.1 CRLF"
   let size = method.length + url.length + 12;
   if (size - 2 > limits.bufferSize) return 414;
