@@ -228,20 +228,11 @@ export class TcpSession implements PickRequest, DeferredWrite {
   private failAttempt(kind: FailureKind, message: string): void {
     const peer = this.dropAttempt();
     const now = Date.now();
-    if (kind === 'local') {
-      // This host ran out of a resource (EMFILE, ...): the session's error, never the server's failure.
-      this.route.upstream.release(peer, false, now);
-      this.owner.log.error({ upstream: this.route.upstream.name, server: peer.name, reason: kind, client: this.remoteAddress, listen: this.route.listen }, message);
-      if (this.clientGone) {
-        this.state = State.Done;
-        this.finish();
-      } else {
-        this.giveUp();
-      }
-      return;
-    }
-    this.route.upstream.release(peer, true, now);
-    peer.metrics?.failure(kind);
+    // This host ran out of a resource (EMFILE, ...): the session's error, never the server's
+    // failure, and no reason to try another server.
+    const local = kind === 'local';
+    this.route.upstream.release(peer, !local, now);
+    if (kind !== 'local') peer.metrics?.failure(kind);
     this.owner.log.error({ upstream: this.route.upstream.name, server: peer.name, reason: kind, client: this.remoteAddress, listen: this.route.listen }, message);
     const s = this.route.stream;
     if (this.clientGone) {
@@ -249,7 +240,7 @@ export class TcpSession implements PickRequest, DeferredWrite {
       this.finish();
       return;
     }
-    if (s.nextUpstream && this.triesLeft > 0 && (s.nextUpstreamTimeoutMs === 0 || now - this.startedMs < s.nextUpstreamTimeoutMs)) {
+    if (!local && s.nextUpstream && this.triesLeft > 0 && (s.nextUpstreamTimeoutMs === 0 || now - this.startedMs < s.nextUpstreamTimeoutMs)) {
       this.next();
       return;
     }
