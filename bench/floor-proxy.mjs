@@ -7,7 +7,7 @@
  * proxy must do per request: llhttp parses the request, one write sends a request head upstream
  * on a pooled keep-alive socket, one read gets the answer, one write (writeHead + end) answers
  * the client.
- * Like sessionlb (src/proxy/write-batch.ts) it issues the writes of one event-loop turn
+ * Like sessionlb (src/proxy/upstream/write-batch.ts) it issues the writes of one event-loop turn
  * together at its end; FLOOR_IMMEDIATE=1 writes each one at once instead.
  *
  *   node bench/floor-proxy.mjs PORT UPSTREAM_PORT[*WEIGHT] ...

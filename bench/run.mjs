@@ -75,8 +75,8 @@ if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
   log('bench: dist/cli.js is missing; run `npm run build` first (npm run bench does).');
   process.exit(2);
 }
-/** sessionlb runs as `npm start` and the Dockerfile run it (src/heap-tuning.ts). */
-const { YOUNG_GENERATION_FLAG } = await import('../dist/heap-tuning.js');
+/** sessionlb runs as `npm start` and the Dockerfile run it (src/process/heap-tuning.ts). */
+const { YOUNG_GENERATION_FLAG } = await import('../dist/process/heap-tuning.js');
 
 // ---------------------------------------------------------------------------------------------
 // Children: every process we start is recorded and killed by its PID, never by name.

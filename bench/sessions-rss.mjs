@@ -48,7 +48,7 @@ if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
   log('sessions-rss: run `npm run build` first');
   process.exit(2);
 }
-const { YOUNG_GENERATION_FLAG } = await import('../dist/heap-tuning.js');
+const { YOUNG_GENERATION_FLAG } = await import('../dist/process/heap-tuning.js');
 const NODE_ARGS = (env.RSS_NODE_ARGS ?? YOUNG_GENERATION_FLAG).split(' ').filter(Boolean); // as npm start runs it
 
 const TMP = mkdtempSync(join(os.tmpdir(), 'sessionlb-rss-'));

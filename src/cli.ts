@@ -7,16 +7,17 @@ import { readFileSync, watch, writeFileSync, unlinkSync, type FSWatcher } from '
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { basename, dirname, join, resolve } from 'node:path';
-import { loadConfig, loadConfigFile, loadConfigText, readConfigText, type Config } from './config/load.js';
-import { SessionLB } from './server.js';
+import { loadConfig, loadConfigFile, loadConfigText, readConfigText } from './config/load.js';
+import { type Config } from './config/model.js';
+import { SessionLB } from './runtime/sessionlb.js';
 import { createEventLog, type EventLog } from './observability/log.js';
-import { DEMO_WEIGHTS, demoConfig, demoPorts, startDemoBackend } from './demo.js';
-import { probeListen } from './proxy/listen.js';
-import { firewallCommand, importNginxCommand, loadOrReport } from './cli-tools.js';
+import { DEMO_WEIGHTS, demoConfig, demoPorts, startDemoBackend } from './tools/demo.js';
+import { probeListen } from './net/listen.js';
+import { firewallCommand, importNginxCommand, loadOrReport } from './tools/offline-commands.js';
 import cluster from 'node:cluster';
-import { ClusterPrimary } from './cluster/primary.js';
-import { runWorker } from './cluster/worker.js';
-import { tuneHeapGrowth, tunePretenuring } from './heap-tuning.js';
+import { ClusterPrimary } from './runtime/primary.js';
+import { runWorker } from './runtime/worker.js';
+import { tuneHeapGrowth, tunePretenuring } from './process/heap-tuning.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_CONFIG = 'config/default.json';
@@ -234,7 +235,7 @@ async function serve(config: Config, log: EventLog, onStop?: () => Promise<void>
 }
 
 /**
- * With the memcached store, a bounded heap growth factor (src/heap-tuning.ts): every store
+ * With the memcached store, a bounded heap growth factor (src/process/heap-tuning.ts): every store
  * miss promotes a little garbage and V8 would let the heap reach 3-4x the live data. Not for
  * other configs: it costs large responses ~10-15% CPU (more full GCs; see
  * docs/decisions/bench-journal.md).
@@ -252,7 +253,7 @@ async function run(args: Args): Promise<void> {
 `);
     process.exit(2);
   }
-  tunePretenuring(); // before any request is served (src/heap-tuning.ts)
+  tunePretenuring(); // before any request is served (src/process/heap-tuning.ts)
   const log = createEventLog({ pretty: args.pretty });
   if (cluster.isWorker) {
     // Forked by the primary below (`workers` > 1): serve the shared listeners.

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, request, startBackend, type Backend, type BackendHandler } from './helpers/net.js';
 import { phpHandler } from './helpers/php.js';
 import { CLI, canConnect, runCli, writeConfig } from './helpers/child.js';
-import { YOUNG_GENERATION_FLAG } from '../src/heap-tuning.js';
+import { YOUNG_GENERATION_FLAG } from '../src/process/heap-tuning.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -175,7 +175,7 @@ describe('workers: 2', () => {
     expect(sum(after) - sum(before)).toBe(40);
   });
 
-  it('workers run with the bounded young generation (src/heap-tuning.ts) the primary was started without', async () => {
+  it('workers run with the bounded young generation (src/process/heap-tuning.ts) the primary was started without', async () => {
     const d = await status();
     const args = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     expect(args(d.pid)).not.toContain(YOUNG_GENERATION_FLAG);

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, startBackend, type Backend } from './helpers/net.js';
 import { canConnect, runCli, startProxyProcess, writeConfig, type RunningChild } from './helpers/child.js';
-import { YOUNG_GENERATION_FLAG } from '../src/heap-tuning.js';
+import { YOUNG_GENERATION_FLAG } from '../src/process/heap-tuning.js';
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -171,7 +171,7 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/npm ci --omit=dev/);
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^EXPOSE /m);
-    // node's options first: the young-generation bound of src/heap-tuning.ts, as `npm start` passes it.
+    // node's options first: the young-generation bound of src/process/heap-tuning.ts, as `npm start` passes it.
     expect(dockerfile).toContain(`CMD ["node", "${YOUNG_GENERATION_FLAG}", "dist/cli.js", "run", "--config", "/etc/sessionlb/config.json"]`);
     const scripts = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }).scripts;
     expect(scripts.start).toBe(`node ${YOUNG_GENERATION_FLAG} dist/cli.js run`);

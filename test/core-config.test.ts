@@ -4,9 +4,10 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, loadConfigFile, type Config } from '../src/config/load.js';
+import { loadConfig, loadConfigFile } from '../src/config/load.js';
+import { ConfigError, type Config } from '../src/config/model.js';
 import { configJsonSchemaText } from '../src/config/json-schema.js';
-import { parseDuration, parseSize } from '../src/config/units.js';
+import { parseDuration, parseSize } from '../src/nginx-language/units.js';
 
 const minimal = (extra: Record<string, unknown> = {}, upstream: Record<string, unknown> = {}): Record<string, unknown> => ({
   servers: [{ listen: ['127.0.0.1:8080'], locations: [{ path: '/', proxyPass: 'http://backend' }] }],

@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/load.js';
-import { SessionLB } from '../src/server.js';
+import { SessionLB } from '../src/runtime/sessionlb.js';
 import {
   freePort, load, nameHandler, request, startBackend, tally,
   type Backend, type BackendHandler,

@@ -14,8 +14,9 @@ import { join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { loadConfigFile, type Config } from '../src/config/load.js';
-import { parseDuration } from '../src/config/units.js';
+import { loadConfigFile } from '../src/config/load.js';
+import { type Config } from '../src/config/model.js';
+import { parseDuration } from '../src/nginx-language/units.js';
 
 /**
  * Compose service names resolve only inside the compose network: the loader's DNS lookups of

@@ -11,10 +11,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config/load.js';
-import { importNginx } from '../src/config/nginx-import.js';
+import { importNginx } from '../src/tools/import-nginx/import-nginx.js';
 import {
   canonicalSource, firewallNftables, firewallOutput, firewallPlan, firewallRestore, firewallScript, type FirewallPlan,
-} from '../src/firewall.js';
+} from '../src/tools/firewall.js';
 import { CLI, runCli, writeConfig } from './helpers/child.js';
 
 /** The reference setup users migrate from (examples/: nginx.conf, memcached-firewall.sh). */
@@ -384,6 +384,6 @@ describe('sessionlb firewall (CLI, child process)', () => {
     }
 
     // Pure text generation: the module never starts a process.
-    expect(readFileSync(fileURLToPath(new URL('../src/firewall.ts', import.meta.url)), 'utf8')).not.toMatch(/child_process|spawn\(|execFile|execSync/);
+    expect(readFileSync(fileURLToPath(new URL('../src/tools/firewall.ts', import.meta.url)), 'utf8')).not.toMatch(/child_process|spawn\(|execFile|execSync/);
   });
 });

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/config/load.js';
+import { ConfigError } from '../src/config/model.js';
 import { Upstream } from '../src/balancer/upstream.js';
 import type { Peer } from '../src/balancer/peer.js';
 import type { PickRequest } from '../src/balancer/policy.js';

@@ -1,11 +1,11 @@
 /**
- * `sessionlb run` bounds V8's heap growth factor (src/heap-tuning.ts, issue 7 goal 5) unless
+ * `sessionlb run` bounds V8's heap growth factor (src/process/heap-tuning.ts, issue 7 goal 5) unless
  * node was started with its own `--heap-growing-percent`. Its effect on RSS is a benchmark
  * (bench/sessions-rss.mjs; docs/decisions/bench-journal.md, goal 5), not a test: GC timing varies
  * run to run.
  */
 import { describe, expect, it } from 'vitest';
-import { HEAP_GROWING_PERCENT, YOUNG_GENERATION_FLAG, tuneHeapGrowth, tunePretenuring, workerExecArgv } from '../src/heap-tuning.js';
+import { HEAP_GROWING_PERCENT, YOUNG_GENERATION_FLAG, tuneHeapGrowth, tunePretenuring, workerExecArgv } from '../src/process/heap-tuning.js';
 
 describe('heap growth tuning', () => {
   it('leaves a --heap-growing-percent given on node\'s command line alone, sets it otherwise', () => {

@@ -1,5 +1,5 @@
 /**
- * Unit tests of the strict upstream response framer (src/proxy/http1-response-parser.ts):
+ * Unit tests of the strict upstream response framer (src/proxy/upstream/response-parser.ts):
  * framing by Content-Length / chunked / close, 1xx and 101, HEAD/204/304, keep-alive,
  * and the malformed or ambiguous framings a proxy must refuse (response smuggling):
  * CL+TE, differing CLs, TE other than chunked, bad chunk sizes, obs-fold, bare LF/CR,
@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import {
   BodyFraming, DEFAULT_RESPONSE_LIMITS, Http1ResponseParser, ResponseParseError,
   type ResponseParserHandler, type ResponseParserLimits,
-} from '../src/proxy/http1-response-parser.js';
+} from '../src/proxy/upstream/response-parser.js';
 
 interface Outcome {
   heads: { status: number; message: string; headers: string[]; keepAlive: boolean; framing: BodyFraming; upgraded: boolean }[];

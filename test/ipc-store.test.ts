@@ -7,8 +7,8 @@
  * client's next request on a busy machine (it did in CI). The end-to-end case is in cluster.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { IpcStore } from '../src/cluster/ipc-store.js';
-import type { ToPrimary } from '../src/cluster/ipc.js';
+import { IpcStore } from '../src/runtime/ipc-store.js';
+import type { ToPrimary } from '../src/runtime/ipc.js';
 import { LocalCache } from '../src/sessions/local-cache.js';
 
 type StoreMessage = Extract<ToPrimary, { sl: 'store' }>;
@@ -29,7 +29,7 @@ describe('IpcStore (a worker asking the primary)', () => {
     const write = store.set('k2', 'php-1', 60);
     expect(ch.sent).toHaveLength(1);
     expect(ch.sent[0]!.ops.map(([, op, key]) => `${op} ${key}`)).toEqual(['get k1', 'set k2']);
-    const [[getId], [setId]] = ch.sent[0]!.ops;
+    const [getId, setId] = ch.sent[0]!.ops.map(([id]) => id) as [number, number];
     store.answer([[getId, 'php-2'], [setId, true]]);
     await expect(lookup).resolves.toBe('php-2');
     await expect(write).resolves.toBeUndefined();

@@ -12,7 +12,7 @@ import { freePort, load, request, type BackendHandler } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
 import { parseMetrics, scrape, scrapeUntil, series, sum } from './helpers/prom.js';
 import { loadConfig } from '../src/config/load.js';
-import { startDemoBackend } from '../src/demo.js';
+import { startDemoBackend } from '../src/tools/demo.js';
 import { memcachedAvailable, startMemcached } from './helpers/memcached.js';
 
 const { cleanup, backend, lb } = useScope();

@@ -1,7 +1,8 @@
 /** `balance` config forms, nginx's restrictions (check), and the key template variables. */
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config/load.js';
-import { compileTemplate, cookieValue, normalizeUriPath, queryArg, type CompiledTemplate, type VariableSource } from '../src/proxy/variables.js';
+import { loadConfig } from '../src/config/load.js';
+import { ConfigError } from '../src/config/model.js';
+import { compileTemplate, cookieValue, normalizeUriPath, queryArg, type CompiledTemplate, type VariableSource } from '../src/nginx-language/variables.js';
 
 async function problems(upstream: Record<string, unknown>): Promise<string[]> {
   try {

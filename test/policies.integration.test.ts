@@ -4,10 +4,10 @@
  */
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { tally, type Backend, type BackendHandler } from './helpers/net.js';
+import { tally, type BackendHandler } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
 
-const { cleanup, backends, lb: lbWith } = useScope();
+const { backends, lb: lbWith } = useScope();
 
 interface Result { status: number; backend: string }
 

@@ -10,7 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { Upstream } from '../src/balancer/upstream.js';
 import type { PickRequest } from '../src/balancer/policy.js';
 import { crc32 } from '../src/balancer/hash.js';
-import { loadConfig, type UpstreamConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/config/load.js';
+import { type UpstreamConfig } from '../src/config/model.js';
 
 const VECTORS: Record<string, string> = {
   c: '43162898=1 56502658=4 134586765=2 147926525=4 212670872=4 226010632=4 304094739=4 317434499=3 395518606=3 408858366=1 486942473=4 500282233=1 sess0=1 sess3=4 sess6=3 sess9=1 sess12=1 sess15=4 sess18=3 sess21=1 sess24=2 sess27=2 sess30=3 sess33=3 PHPSESSID-2-é=1 PHPSESSID-5-é=4 PHPSESSID-8-é=1 PHPSESSID-11-é=1 PHPSESSID-14-é=4 PHPSESSID-17-é=3 PHPSESSID-20-é=2 PHPSESSID-23-é=2 PHPSESSID-26-é=4 PHPSESSID-29-é=1 PHPSESSID-32-é=4 PHPSESSID-35-é=1',

@@ -9,7 +9,8 @@ import { Upstream } from '../src/balancer/upstream.js';
 import type { Peer } from '../src/balancer/peer.js';
 import type { PickRequest } from '../src/balancer/policy.js';
 import { RandomPolicy } from '../src/balancer/random.js';
-import { loadConfig, type UpstreamConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/config/load.js';
+import { type UpstreamConfig } from '../src/config/model.js';
 import { prng } from './helpers/prng.js';
 
 const NOW = 1_000_000;

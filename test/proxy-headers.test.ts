@@ -1,11 +1,11 @@
 /**
- * Header rules (src/proxy/headers.ts) with names in any letter case. The copy loops skip
+ * Header rules (src/proxy/http/headers.ts) with names in any letter case. The copy loops skip
  * lower-casing names that cannot be special (a per-request saving); these properties pin
  * that the shortcut never lets a hop-by-hop or replaced header through.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { clientResponseHeaders, requestHeadStatus, upstreamRequestHeaders, type ForwardInfo } from '../src/proxy/headers.js';
+import { clientResponseHeaders, requestHeadStatus, upstreamRequestHeaders, type ForwardInfo } from '../src/proxy/http/headers.js';
 
 const HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'proxy-x'];
 const REPLACED = ['content-length', 'x-forwarded-for', 'x-real-ip', 'x-forwarded-proto', 'x-forwarded-host', 'expect'];

@@ -1,6 +1,6 @@
 /**
  * Small responses whose whole body came with the head leave in one write
- * (src/proxy/whole-response.ts, which relies on ServerResponse fields node does not document).
+ * (src/proxy/http/whole-response.ts, which relies on ServerResponse fields node does not document).
  * What a user relies on: the bytes on the wire are a correct HTTP/1.1 response in every case
  * (keep-alive, pipelining, HEAD, 204/304, chunked upstream framing, HTTP/1.0 clients), and on the
  * node in use the single-write path is really taken (so a node upgrade that changes those fields
@@ -9,7 +9,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { wholeResponseStats } from '../src/proxy/whole-response.js';
+import { wholeResponseStats } from '../src/proxy/http/whole-response.js';
 import { startBackend, startLB, type Backend, type RunningLB } from './helpers/net.js';
 
 let backend: Backend;

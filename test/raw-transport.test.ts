@@ -1,5 +1,5 @@
 /**
- * The raw upstream transport (src/proxy/raw-transport.ts) against real loopback
+ * The raw upstream transport (src/proxy/upstream/raw-pool.ts) against real loopback
  * backends: raw TCP servers that send exactly the bytes a test needs (smuggling
  * attempts, broken framing, early answers) and node:http servers. Most tests go
  * through sessionlb in-process; a few drive a PeerPool directly to check what the
@@ -7,17 +7,11 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PeerPool, type AttemptFailure, type AttemptHandler, type PoolOptions, type UpstreamResponse } from '../src/proxy/transport.js';
-import { bodyChunkStats } from '../src/proxy/body-chunks.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AttemptFailure, AttemptHandler, PoolOptions, UpstreamResponse } from '../src/proxy/upstream/transport.js';
+import { RawPeerPool } from '../src/proxy/upstream/raw-pool.js';
+import { bodyChunkStats } from '../src/proxy/upstream/body-chunks.js';
 import { freePort, request, startBackend, startLB, type Backend, type RunningLB } from './helpers/net.js';
-
-const previous = process.env.SESSIONLB_UPSTREAM_TRANSPORT;
-beforeAll(() => { process.env.SESSIONLB_UPSTREAM_TRANSPORT = 'raw'; });
-afterAll(() => {
-  if (previous === undefined) delete process.env.SESSIONLB_UPSTREAM_TRANSPORT;
-  else process.env.SESSIONLB_UPSTREAM_TRANSPORT = previous;
-});
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -103,7 +97,7 @@ describe('raw transport through sessionlb', () => {
   it('is the transport in use for these tests', async () => {
     const b = await backend('a');
     const lb = await lbWith({ upstreams: { backend: { servers: [{ address: b.address }] } } });
-    expect(lb.lb.upstreams.get('backend')!.find(b.address)!.pool.transport).toBe('raw');
+    expect(lb.lb.upstreams.get('backend')!.find(b.address)!.pool).toBeInstanceOf(RawPeerPool);
   });
 
   it('bytes after a complete response are never delivered as the next response (response smuggling)', async () => {
@@ -395,7 +389,7 @@ describe('raw PeerPool', () => {
 
   it('connection refused: kind refused, request not sent (a POST may be retried)', async () => {
     const port = await freePort();
-    const pool = new PeerPool('127.0.0.1', port, options, 'raw');
+    const pool = new RawPeerPool('127.0.0.1', port, options);
     const r = new Recorder();
     pool.request({ ...head, method: 'POST' }, Buffer.from('x'), r);
     await r.settled;
@@ -405,7 +399,7 @@ describe('raw PeerPool', () => {
   it('no answer within the read timeout: kind timeout, request sent', async () => {
     const srv = await rawServer(() => undefined);
     const [host, port] = srv.address.split(':');
-    const pool = new PeerPool(host!, Number(port), options, 'raw');
+    const pool = new RawPeerPool(host!, Number(port), options);
     const r = new Recorder();
     const started = Date.now();
     pool.request(head, null, r);
@@ -417,7 +411,7 @@ describe('raw PeerPool', () => {
   it('an invalid head is reported as invalid_header', async () => {
     const srv = await rawServer((_n, _c, socket) => { socket.write('HTTP/1.1 200 OK\nContent-Length: 0\n\n'); });
     const [host, port] = srv.address.split(':');
-    const pool = new PeerPool(host!, Number(port), options, 'raw');
+    const pool = new RawPeerPool(host!, Number(port), options);
     const r = new Recorder();
     pool.request(head, null, r);
     await r.settled;
@@ -427,7 +421,7 @@ describe('raw PeerPool', () => {
   it('header values that would inject lines are refused before anything is sent, asynchronously', async () => {
     const srv = await rawServer((_n, _c, socket) => { socket.write('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'); });
     const [host, port] = srv.address.split(':');
-    const pool = new PeerPool(host!, Number(port), options, 'raw');
+    const pool = new RawPeerPool(host!, Number(port), options);
     const r = new Recorder();
     let returned = false;
     pool.request({ ...head, headers: ['X-Evil', 'a\r\nInjected: 1'] }, null, {
@@ -443,7 +437,7 @@ describe('raw PeerPool', () => {
   it('requests are written at the end of the turn that made them: one aborted in that turn never reaches the upstream', async () => {
     const srv = await rawServer((_n, _c, socket) => { socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'); });
     const [host, port] = srv.address.split(':');
-    const pool = new PeerPool(host!, Number(port), options, 'raw');
+    const pool = new RawPeerPool(host!, Number(port), options);
     // Three connections, connected and idle: a write on them would reach the server at once.
     const warm = [new Recorder(), new Recorder(), new Recorder()];
     for (const r of warm) pool.request(head, null, r);
@@ -471,7 +465,7 @@ describe('raw PeerPool', () => {
       else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
     });
     const [host, port] = srv.address.split(':');
-    const pool = new PeerPool(host!, Number(port), options, 'raw');
+    const pool = new RawPeerPool(host!, Number(port), options);
     const r = new Recorder();
     const attempt = pool.request(head, null, r);
     await r.settled;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Upstream } from '../src/balancer/upstream.js';
-import { loadConfig, type UpstreamConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/config/load.js';
+import { type UpstreamConfig } from '../src/config/model.js';
 import type { PickRequest } from '../src/balancer/policy.js';
 
 async function upstream(servers: Record<string, unknown>[], extra: Record<string, unknown> = {}): Promise<Upstream> {

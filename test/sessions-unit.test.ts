@@ -7,7 +7,8 @@ import { LocalCache, Lru } from '../src/sessions/local-cache.js';
 import { CookieSigner, stripCookie } from '../src/sessions/signed-cookie.js';
 import { KetamaRing } from '../src/sessions/ketama.js';
 import { storeKeyFunction, localKey } from '../src/sessions/store.js';
-import { ConfigError, loadConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/config/load.js';
+import { ConfigError } from '../src/config/model.js';
 import type { IncomingMessage } from 'node:http';
 import { Upstream } from '../src/balancer/upstream.js';
 import type { Peer } from '../src/balancer/peer.js';
@@ -266,7 +267,7 @@ describe('Affinity: the bound server or a counted rebind reason', () => {
     });
     const up = new Upstream(config.upstreams.get('backend')!);
     const store = new MemoryStore();
-    const aff = new Affinity(up, config.upstreams.get('backend')!.sticky!, { kind: 'memory', store }, new AffinityStats(), { observer: null });
+    const aff = new Affinity(up, config.upstreams.get('backend')!.sticky!, { kind: 'memory', store }, new AffinityStats());
     return { aff, up, store };
   }
   function request(id: string | null): StickyRequest & { onLookup(): void } {
@@ -329,7 +330,7 @@ describe('Affinity cookie mode headers', () => {
       upstreams: { backend: { sticky: { mode: 'cookie', cookieKey: 'k'.repeat(20) }, servers: [{ address: '10.0.0.1:80' }, { address: '10.0.0.2:80' }] } },
     });
     const up = new Upstream(config.upstreams.get('backend')!);
-    const aff = new Affinity(up, config.upstreams.get('backend')!.sticky!, null, new AffinityStats(), { observer: null });
+    const aff = new Affinity(up, config.upstreams.get('backend')!.sticky!, null, new AffinityStats());
     for (const secure of [false, true]) {
       const r: StickyRequest & { onLookup(): void } = {
         req: { headers: {} } as unknown as IncomingMessage, remoteAddress: '', stickyId: null, stickyBound: null, stickyReason: null,

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, request, startLB, type RunningLB } from './helpers/net.js';
-import { demoConfig, startDemoBackend } from '../src/demo.js';
+import { demoConfig, startDemoBackend } from '../src/tools/demo.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 

@@ -9,10 +9,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config/load.js';
-import { SessionLB } from '../src/server.js';
+import { loadConfig } from '../src/config/load.js';
+import { ConfigError } from '../src/config/model.js';
+import { SessionLB } from '../src/runtime/sessionlb.js';
 import { silentLog } from '../src/observability/log.js';
-import { freePort, request, startBackend, tally } from './helpers/net.js';
+import { freePort, request, tally } from './helpers/net.js';
 import { captureLog, waitFor } from './helpers/capture-log.js';
 import { parseMetrics, sum } from './helpers/prom.js';
 
@@ -533,7 +534,7 @@ describe('streams: configuration', () => {
 
 describe('import-nginx: stream {}', () => {
   it('converts stream upstreams and servers into `upstreams` and `streams` that load', async () => {
-    const { importNginx } = await import('../src/config/nginx-import.js');
+    const { importNginx } = await import('../src/tools/import-nginx/import-nginx.js');
     const text = [
       'events {}',
       'stream {',

@@ -7,9 +7,11 @@
 import type http from 'node:http';
 import type { AdminState, Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
-import { formatHostPort, parseHostPort } from '../config/address.js';
-import { clientAddress } from '../proxy/client-address.js';
-import type { SessionLB } from '../server.js';
+import { formatHostPort, parseHostPort } from '../nginx-language/address.js';
+import { clientAddress } from '../net/client-address.js';
+import type { Config } from '../config/model.js';
+import type { EventLog } from '../observability/log.js';
+import type { AffinityStats } from '../sessions/affinity.js';
 import { sendJson, type AdminServer } from './server.js';
 
 /** Larger PUT bodies get 413. */
@@ -24,8 +26,27 @@ function round(n: number): number {
   return Math.round(n * 1000) / 1000;
 }
 
+/**
+ * What the admin API reads and changes of a running balancer: all it may touch
+ * (runtime/sessionlb.ts implements it).
+ */
+export interface AdminTarget {
+  readonly config: Pick<Config, 'file' | 'streams'>;
+  readonly upstreams: ReadonlyMap<string, Upstream>;
+  readonly log: EventLog;
+  readonly startedAt: number;
+  readonly reloads: { readonly success: number; readonly failure: number };
+  readonly lastReloadSuccess: number | null;
+  readonly lastReloadFailure: number | null;
+  /** Sessions bound to a server (memory store only); null when the store cannot count them. */
+  readonly sessionsBound: ((upstream: string, server: string) => number | null) | null;
+  readonly sessions: { stats(upstream: string): AffinityStats };
+  /** Writes `stateFile` after a runtime change. */
+  saveRuntimeState(): void;
+}
+
 /** One server's entry in /status (also the answer to a PUT). */
-export function serverStatus(lb: SessionLB, up: Upstream, peer: Peer, now: number): Record<string, unknown> {
+export function serverStatus(lb: AdminTarget, up: Upstream, peer: Peer, now: number): Record<string, unknown> {
   const max = peer.currentMaxWeight(now);
   const slowStartRemaining = peer.slowStartFrom === 0 ? 0 : Math.max(0, peer.slowStartFrom + peer.slowStartMs - now);
   return {
@@ -50,7 +71,7 @@ export function serverStatus(lb: SessionLB, up: Upstream, peer: Peer, now: numbe
 }
 
 /** Sticky counters of an upstream for /status (the status page shows the hit ratio); null when it has no `sticky`. */
-function stickyStatus(lb: SessionLB, up: Upstream): Record<string, unknown> | null {
+function stickyStatus(lb: AdminTarget, up: Upstream): Record<string, unknown> | null {
   const sticky = up.config.sticky;
   if (sticky === null) return null;
   const s = lb.sessions.stats(up.name);
@@ -65,7 +86,7 @@ function stickyStatus(lb: SessionLB, up: Upstream): Record<string, unknown> | nu
 }
 
 /** The whole /status document. */
-export function statusDocument(lb: SessionLB, now = Date.now()): Record<string, unknown> {
+export function statusDocument(lb: AdminTarget, now = Date.now()): Record<string, unknown> {
   const upstreams: Record<string, unknown> = {};
   for (const up of lb.upstreams.values()) {
     const hc = up.config.healthCheck;
@@ -160,7 +181,7 @@ function findServer(up: Upstream, address: string): Peer | undefined {
   return typeof hp === 'string' ? undefined : up.find(formatHostPort(hp.host, hp.port));
 }
 
-export function registerAdminApi(admin: AdminServer, lb: SessionLB): void {
+export function registerAdminApi(admin: AdminServer, lb: AdminTarget): void {
   admin.route('GET /status', (_req, res) => {
     sendJson(res, 200, statusDocument(lb));
   });

@@ -7,9 +7,9 @@
  */
 import http from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { AdminConfig } from '../config/load.js';
+import type { AdminConfig } from '../config/model.js';
 import type { EventLog } from '../observability/log.js';
-import { clientAddress } from '../proxy/client-address.js';
+import { clientAddress } from '../net/client-address.js';
 
 /** `params` holds the decoded `{name}` segments of a pattern route ("PUT /upstreams/{name}"). */
 export type AdminHandler = (req: http.IncomingMessage, res: http.ServerResponse, params: Record<string, string>) => void;

@@ -16,7 +16,7 @@
  * weighted round robin chooses among them, as nginx does. A weight changed through the
  * admin API rebuilds the ring on the next pick (nginx Plus rebuilds it on API changes too).
  */
-import type { CompiledTemplate } from '../proxy/variables.js';
+import type { CompiledTemplate } from '../nginx-language/variables.js';
 import type { Peer } from './peer.js';
 import type { Policy, PickRequest } from './policy.js';
 import { RoundRobin } from './round-robin.js';

@@ -3,10 +3,13 @@
  * ngx_http_upstream_rr_peer_t: weights for smooth weighted round robin, passive
  * failure accounting (max_fails / fail_timeout), active connections.
  * Policies read it to choose; the proxy updates it through `Upstream.release`.
+ *
+ * Layers above hang their own per-server objects on a Peer (the transport its connection pool,
+ * observability its metric cells) by adding fields to this class's interface (TypeScript
+ * declaration merging, see `declare module` in proxy/upstream/transport.ts and
+ * observability/metrics.ts): the balancer carries them and imports neither.
  */
-import type { UpstreamServerConfig } from '../config/load.js';
-import type { PeerPool } from '../proxy/transport.js';
-import type { PeerMetrics } from '../observability/metrics.js';
+import type { UpstreamServerConfig } from '../config/model.js';
 
 export type AdminState = 'ready' | 'drain' | 'maint';
 
@@ -40,11 +43,6 @@ export class Peer {
   failTimeoutMs: number;
   down: boolean;
   maxConns: number;
-
-  /** Connections to this server; attached by the server wiring, shared across reloads while the address stays. */
-  pool!: PeerPool;
-  /** Metric cells of this server (attempts, response time, failures); attached by the server wiring, null when not wired. */
-  metrics: PeerMetrics | null = null;
 
   /** Smooth weighted round robin state (nginx current_weight / effective_weight). */
   currentWeight = 0;

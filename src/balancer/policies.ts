@@ -3,7 +3,7 @@
  * for its primary and one for its backup servers, and makes new ones on every reload,
  * so per-config work such as the consistent-hash ring happens here, once).
  */
-import type { BalanceConfig } from '../config/load.js';
+import type { BalanceConfig } from '../config/model.js';
 import type { Peer } from './peer.js';
 import type { Policy } from './policy.js';
 import { RoundRobin } from './round-robin.js';

@@ -3,7 +3,7 @@
  * and nginx's peer bookkeeping around a pick (backup fallback, the single-server rule,
  * `checked` stamping) and after an attempt (passive failure accounting).
  */
-import type { UpstreamConfig } from '../config/load.js';
+import type { UpstreamConfig } from '../config/model.js';
 import { Peer } from './peer.js';
 import type { Policy, PickRequest } from './policy.js';
 import { createPolicy } from './policies.js';

@@ -3,10 +3,10 @@
  * rules nginx applies to it. The rules work on raw JSON so that `check` can report them
  * even when the shape of some other part of the file is wrong.
  */
-import { DURATION_PATTERN, parseDuration } from './units.js';
+import { DURATION_PATTERN, parseDuration } from '../nginx-language/units.js';
 import type { RawUpstream } from './schema.js';
-import type { BalanceConfig } from './load.js';
-import { compileTemplate } from '../proxy/variables.js';
+import type { BalanceConfig } from './model.js';
+import { compileTemplate } from '../nginx-language/variables.js';
 
 /** Policies with which nginx allows neither `backup` servers nor `slow_start`. */
 const NO_BACKUP = new Set(['ip_hash', 'hash', 'random']);

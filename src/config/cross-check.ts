@@ -5,7 +5,7 @@
  * would after fixing each in turn). `load.ts` runs the same rules on a valid file.
  */
 import { BlockList, isIP } from 'node:net';
-import { parseHostPort, formatHostPort, wildcardClashes } from './address.js';
+import { parseHostPort, formatHostPort, wildcardClashes } from '../nginx-language/address.js';
 import { formatPath, type ConfigProblem } from './schema.js';
 import { balanceProblems } from './balance.js';
 import { streamProblems } from './streams.js';

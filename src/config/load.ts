@@ -9,253 +9,24 @@ import { BlockList, isIP } from 'node:net';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism, tmpdir } from 'node:os';
-import { parseHostPort, formatHostPort } from './address.js';
-import { parseDuration, parseSize } from './units.js';
+import { parseHostPort, formatHostPort } from '../nginx-language/address.js';
+import { parseDuration, parseSize } from '../nginx-language/units.js';
 import {
   addCidrTo, crossFieldProblems, ListenOverlap, mergeProblems, parseProxyPass, setHeaderProblem, UPSTREAM_NAME, UPSTREAM_NAME_MESSAGE,
 } from './cross-check.js';
-import type { CompiledTemplate } from '../proxy/variables.js';
 import { balanceProblems, normaliseBalance } from './balance.js';
-import { normaliseStreams, streamProblems, type StreamConfig } from './streams.js';
+import { normaliseStreams, streamProblems } from './streams.js';
+import {
+  ConfigError, DEFAULTS, SESSION_DEFAULTS,
+  type AdminConfig, type BufferingConfig, type Config, type HeaderLimits, type HealthCheckConfig, type ListenAddress,
+  type LocationConfig, type NextUpstreamCondition, type SessionStoreConfig, type StickyConfig, type UpstreamConfig,
+  type UpstreamServerConfig, type VirtualServerConfig,
+} from './model.js';
 import {
   validateShape, formatPath,
   type ConfigProblem, type RawBuffering, type RawConfig, type RawUpstream, type RawLocation,
 } from './schema.js';
 
-export type NextUpstreamCondition =
-  | 'error' | 'timeout' | 'invalid_header'
-  | 'http_500' | 'http_502' | 'http_503' | 'http_504' | 'http_403' | 'http_404' | 'http_429'
-  | 'non_idempotent';
-
-export interface UpstreamServerConfig {
-  /** The address as written in the file (`host:port`); the server's name in logs, metrics and the admin API. */
-  address: string;
-  /** Where to connect: the literal IP, or one address the hostname resolved to. */
-  host: string;
-  port: number;
-  weight: number;
-  maxFails: number;
-  failTimeoutMs: number;
-  backup: boolean;
-  down: boolean;
-  maxConns: number;
-  /** nginx Plus slow_start in ms; 0 = off. */
-  slowStartMs: number;
-  /** Keeps its bound sessions, gets no new ones (Peer.adminState 'drain' at start). */
-  drain: boolean;
-}
-
-/** An upstream's session affinity (`sticky`). */
-export interface StickyConfig {
-  mode: 'learn' | 'cookie' | 'hash';
-  /** learn/hash: the backend's session cookie; cookie: the cookie sessionlb sets. */
-  cookie: string;
-  ttlMs: number;
-  idRules: { minLength: number; maxLength: number };
-  /** cookie mode: the signing secret, and where it came from. */
-  cookieKey: string;
-  cookieKeySource: 'config' | 'env' | 'random';
-}
-
-/** Where learned bindings live (`sessionStore`). */
-export interface SessionStoreConfig {
-  type: 'memory' | 'memcached';
-  /** False when the file has no `sessionStore` (the embedded default). */
-  explicit: boolean;
-  /** memcached `host:port` list (as normalised, the ketama ring is built over these names). */
-  servers: string[];
-  keyPrefix: string;
-  timeoutMs: number;
-  hashKey: string;
-  hashKeySource: 'config' | 'env' | 'derived';
-  maxFails: number;
-  failTimeoutMs: number;
-  localCacheEntries: number;
-  localCacheFreshMs: number;
-}
-
-/** An upstream's active health check (`healthCheck`). */
-export interface HealthCheckConfig {
-  type: 'http' | 'tcp';
-  path: string;
-  intervalMs: number;
-  timeoutMs: number;
-  fails: number;
-  passes: number;
-  /** Accepted status ranges, inclusive [low, high] pairs. */
-  status: Array<[number, number]>;
-  /** The `status` text as written (for /status). */
-  statusText: string;
-  body: RegExp | null;
-  /** Header name as written -> value. */
-  headers: Record<string, string>;
-  /** 0 = the server's own port. */
-  port: number;
-  mandatory: boolean;
-}
-
-/** The `balance` policy (nginx's load balancing methods). */
-export type BalanceConfig =
-  | { kind: 'round_robin' }
-  | { kind: 'least_conn' }
-  | { kind: 'ip_hash' }
-  /** `key` is compiled once per config; `consistent` = ketama ring, else nginx's modulo hash. */
-  | { kind: 'hash'; key: CompiledTemplate; consistent: boolean }
-  /** `two` = nginx `random two least_conn`. */
-  | { kind: 'random'; two: boolean };
-
-export interface UpstreamConfig {
-  name: string;
-  balance: BalanceConfig;
-  servers: UpstreamServerConfig[];
-  keepalive: number;
-  keepaliveTimeoutMs: number;
-  nextUpstream: {
-    on: ReadonlySet<NextUpstreamCondition>;
-    /** 0 = as many as there are servers. */
-    tries: number;
-    /** 0 = unlimited. */
-    timeoutMs: number;
-  };
-  timeouts: { connectMs: number; sendMs: number; readMs: number };
-  /** Active health checks; null = none (passive only). */
-  healthCheck: HealthCheckConfig | null;
-  /** Session affinity; null = none. */
-  sticky: StickyConfig | null;
-  /** True for the implicit upstream made from `proxyPass: "http://host:port"`. */
-  implicit: boolean;
-}
-
-export interface LocationConfig {
-  path: string;
-  exact: boolean;
-  upstream: string;
-  /** nginx proxy_pass with a URI: the matched prefix is replaced by this; null = pass the URI unchanged. */
-  rewritePrefix: string | null;
-  /** Lower-case header name -> value; "" removes the header. */
-  setHeaders: ReadonlyMap<string, string>;
-  clientMaxBodySize: number;
-  /** Request and response buffering (nearest of location, server, top level). */
-  buffering: BufferingConfig;
-}
-
-/** nginx proxy_request_buffering / proxy_buffering and their sizes, resolved to bytes and paths. */
-export interface BufferingConfig {
-  request: boolean;
-  response: boolean;
-  /** client_body_buffer_size: request body bytes kept in memory before a temp file. */
-  clientBodyBufferSize: number;
-  /** proxy_buffers, number x size in bytes; with proxyBufferSize, the response bytes kept in memory before a temp file. */
-  proxyBuffers: number;
-  proxyBufferSize: number;
-  /** proxy_max_temp_file_size: response bytes a temp file may hold (0 = none). */
-  maxTempFileSize: number;
-  clientBodyTempPath: string;
-  proxyTempPath: string;
-}
-
-/** Client request header limits (nginx large_client_header_buffers NUMBER SIZE). */
-export interface HeaderLimits {
-  /** One buffer: the longest request line, and the longest header line (name, ": ", value). */
-  bufferSize: number;
-  /** NUMBER x SIZE: the whole head (request line, header lines, CRLFs). */
-  total: number;
-}
-
-export interface ListenAddress {
-  host: string;
-  port: number;
-  /** `host:port` as nginx prints it; listeners are keyed by this. */
-  key: string;
-}
-
-export interface VirtualServerConfig {
-  index: number;
-  listen: ListenAddress[];
-  serverNames: string[];
-  isDefault: boolean;
-  locations: LocationConfig[];
-}
-
-export interface AdminConfig {
-  listen: ListenAddress;
-  allow: BlockList;
-  allowText: string[];
-  /** Bearer token required on the admin API (`admin.token`, else env SESSIONLB_ADMIN_TOKEN); null = none. */
-  token: string | null;
-}
-
-export interface Config {
-  file: string;
-  servers: VirtualServerConfig[];
-  /** TCP (L4) proxies (`streams`, nginx `stream {}`); [] when none. */
-  streams: StreamConfig[];
-  upstreams: Map<string, UpstreamConfig>;
-  admin: AdminConfig | null;
-  keepaliveTimeoutMs: number;
-  shutdownTimeoutMs: number;
-  /** nginx send_timeout: longest pause of a client that does not read the response. */
-  sendTimeoutMs: number;
-  /** Runtime server state (admin API) kept across restarts; null = not kept. */
-  stateFile: string | null;
-  /** Process id file for `sessionlb reload`; null = none. */
-  pidFile: string | null;
-  sessionStore: SessionStoreConfig;
-  /** The access log: false = off; `path` null = stdout. */
-  accessLog: { path: string | null } | false;
-  /** Worker processes (`workers`, "auto" resolved to the CPU count); 1 = no cluster. */
-  workers: number;
-  /** nginx large_client_header_buffers. */
-  headerLimits: HeaderLimits;
-  /** nginx client_header_timeout in ms. */
-  clientHeaderTimeoutMs: number;
-  /** nginx underscores_in_headers. */
-  underscoresInHeaders: boolean;
-  /** Most open client connections per HTTP listener; 0 = unlimited. */
-  maxConnections: number;
-}
-
-export class ConfigError extends Error {
-  constructor(readonly file: string, readonly problems: ConfigProblem[]) {
-    super(problems.map((p) => `${file}: ${p.path}: ${p.message}`).join('\n'));
-    this.name = 'ConfigError';
-  }
-}
-
-export const DEFAULTS = {
-  weight: 1,
-  maxFails: 1,
-  failTimeout: '10s',
-  maxConns: 0,
-  keepalive: 32,
-  keepaliveTimeout: '60s',
-  nextUpstreamOn: ['error', 'timeout'] as NextUpstreamCondition[],
-  connectTimeout: '60s',
-  sendTimeout: '60s',
-  readTimeout: '60s',
-  clientMaxBodySize: '1m',
-  clientBodyBufferSize: '16k',
-  proxyBuffers: '8 4k',
-  proxyBufferSize: '4k',
-  proxyMaxTempFileSize: '1024m',
-  largeClientHeaderBuffers: '4 8k',
-  clientHeaderTimeout: '60s',
-  clientKeepaliveTimeout: '75s',
-  shutdownTimeout: '30s',
-  clientSendTimeout: '60s',
-  adminAllow: ['127.0.0.1/32', '::1/128'],
-  slowStart: '0s',
-  healthCheck: {
-    type: 'http',
-    path: '/',
-    interval: '5s',
-    timeout: '2s',
-    fails: 1,
-    passes: 1,
-    status: '200-399',
-    port: 0,
-  },
-} as const;
 
 /** Reads, parses, validates and normalises a config file. Throws ConfigError listing every problem. */
 export async function loadConfigFile(file: string): Promise<Config> {
@@ -367,7 +138,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     const allowText = raw.admin.allow ?? [...DEFAULTS.adminAllow];
     const allow = new BlockList();
     allowText.forEach((cidr, j) => {
-      const err = addCidr(allow, cidr);
+      const err = addCidrTo(allow, cidr);
       if (err) problem(problems, ['admin', 'allow', j], err);
     });
     if (typeof hp === 'string') {
@@ -603,11 +374,6 @@ function normaliseLocation(
   };
 }
 
-/** Adds "addr/prefix" (or a bare address) to a BlockList; returns an error message or null. */
-export function addCidr(list: BlockList, cidr: string): string | null {
-  return addCidrTo(list, cidr);
-}
-
 /** Resolves upstream hostnames (nginx resolves at load and on reload); every address becomes a server. */
 async function resolveHostnames(config: Config, problems: ConfigProblem[]): Promise<void> {
   for (const up of config.upstreams.values()) {
@@ -635,20 +401,6 @@ async function resolveHostnames(config: Config, problems: ConfigProblem[]): Prom
   }
 }
 
-export const SESSION_DEFAULTS = {
-  cookie: 'PHPSESSID',
-  ownCookie: 'SESSIONLB',
-  ttl: '24m',
-  minIdLength: 22,
-  maxIdLength: 256,
-  keyPrefix: 'sessionlb:',
-  timeout: '50ms',
-  memcachedPort: 11211,
-  maxFails: 5,
-  failTimeout: '5s',
-  localCacheEntries: 100_000,
-  localCacheFresh: '5s',
-} as const;
 
 /** memcached treats an exptime above 30 days as a Unix timestamp. */
 const MAX_TTL_MS = 30 * 24 * 3600 * 1000;

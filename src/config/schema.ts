@@ -5,7 +5,7 @@
  * durations and sizes stay nginx strings here and are converted by `load.ts`.
  */
 import { z } from 'zod';
-import { DURATION_PATTERN, SIZE_PATTERN } from './units.js';
+import { DURATION_PATTERN, SIZE_PATTERN } from '../nginx-language/units.js';
 
 const duration = (what = 'a duration') =>
   z.string({ error: `must be ${what} such as "500ms", "10s" or "1m"` })

@@ -9,29 +9,11 @@
  * HTTP variables, and sessionlb's `sticky` modes read HTTP cookies: an upstream a stream
  * uses may have none of these.
  */
-import { formatHostPort, parseHostPort, wildcardClashes } from './address.js';
+import { formatHostPort, parseHostPort, wildcardClashes } from '../nginx-language/address.js';
 import { formatPath, type RawConfig } from './schema.js';
-import { DURATION_PATTERN, parseDuration } from './units.js';
-import { compileTemplate } from '../proxy/variables.js';
-import type { ListenAddress } from './load.js';
-
-/** One `streams[]` entry, normalised. */
-export interface StreamConfig {
-  index: number;
-  listen: ListenAddress[];
-  /** The upstream's name: a named one, or the implicit `host:port` one. */
-  upstream: string;
-  /** nginx proxy_connect_timeout. */
-  connectTimeoutMs: number;
-  /** nginx proxy_timeout: idle time on both connections that ends the session; 0 = never. */
-  timeoutMs: number;
-  /** nginx proxy_next_upstream on|off. */
-  nextUpstream: boolean;
-  /** nginx proxy_next_upstream_tries; 0 = every server once. */
-  nextUpstreamTries: number;
-  /** nginx proxy_next_upstream_timeout; 0 = unlimited. */
-  nextUpstreamTimeoutMs: number;
-}
+import { DURATION_PATTERN, parseDuration } from '../nginx-language/units.js';
+import { compileTemplate } from '../nginx-language/variables.js';
+import type { ListenAddress, StreamConfig } from './model.js';
 
 export const STREAM_DEFAULTS = {
   proxyConnectTimeout: '60s',

@@ -12,11 +12,11 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import type { HealthCheckConfig } from '../config/load.js';
+import type { HealthCheckConfig } from '../config/model.js';
 import type { Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { EventLog } from '../observability/log.js';
-import { isLocalResourceError } from '../net-errors.js';
+import { isLocalResourceError } from '../net/errors.js';
 
 /** Only this much of a probe's response body is matched against `body`. */
 export const PROBE_BODY_LIMIT = 64 * 1024;
@@ -240,7 +240,6 @@ export class HealthChecker {
 
   private apply(target: Target, ok: boolean, detail: string): void {
     const peer = target.peer;
-    const hc = target.config;
     const now = Date.now();
     peer.lastProbe = { ok, at: now, detail };
     this.updateState(target, ok, detail, now);

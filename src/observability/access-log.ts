@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { pino, type Logger } from 'pino';
-import type { ForwardRecord } from '../proxy/forward.js';
+import type { RouteMetrics } from './metrics.js';
 
 /** The `accessLog` config, normalised: `path` null = stdout. */
 export interface AccessLogConfig {
@@ -19,25 +19,24 @@ export interface AccessLogOptions {
   pretty?: boolean;
 }
 
-/** One access log line, field for field (nginx variable names). */
-export interface AccessLogEntry {
-  time: string;
-  remote_addr: string;
-  request_method: string;
-  request_uri: string;
-  server_protocol: string;
+/**
+ * What the proxy records of one HTTP request for the access log and metrics, filled as the
+ * request goes (proxy/http/forward.ts's ForwardRecord adds the full route).
+ */
+export interface RequestRecord {
+  readonly route: { readonly upstream: { readonly name: string }; readonly metrics?: RouteMetrics };
+  upstreamAddrs: string[];
+  /** Every attempt's status (502 for an attempt that failed without a response). */
+  upstreamStatuses: number[];
+  /** Every attempt's response time in seconds (formatted only by the access log). */
+  upstreamTimes: number[];
+  /** Final status as logged: the response's, or 499 when the client left before it started. Set when done. */
   status: number;
-  body_bytes_sent: number;
-  http_referer: string;
-  http_user_agent: string;
-  /** Seconds, millisecond resolution (nginx $request_time). */
-  request_time: number;
-  /** Every attempt, `"a, b"` like nginx; "" when no upstream was tried. */
-  upstream_addr: string;
-  upstream_status: string;
-  upstream_response_time: string;
-  upstream_name: string;
-  /** `bound`, `learned`, `rebound:<reason>` or `none`. */
+  /** Response body bytes sent to the client (nginx body_bytes_sent). */
+  bodyBytes: number;
+  /** performance.now() when the request arrived. */
+  startedAt: number;
+  /** Session affinity outcome for the access log: `bound`, `learned`, `rebound:<reason>` or `none`. */
   sticky: string;
 }
 
@@ -162,7 +161,7 @@ export class AccessLog {
    * Logs one finished request. `record` is null for requests answered without an upstream
    * (no matching location); `seconds` is the whole request time.
    */
-  write(req: IncomingMessage, status: number, bodyBytes: number, seconds: number, upstreamName: string, record: ForwardRecord | null): void {
+  write(req: IncomingMessage, status: number, bodyBytes: number, seconds: number, upstreamName: string, record: RequestRecord | null): void {
     const headers = req.headers;
     this.logger.info({
       remote_addr: remoteAddr(req.socket.remoteAddress),

@@ -19,7 +19,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
-import type { FailureKind } from '../proxy/transport.js';
+import type { FailureKind } from '../net/errors.js';
 
 /** Request and upstream response times: 1 ms .. 30 s. */
 export const DURATION_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -473,4 +473,11 @@ export function effectiveWeight(p: Peer, now: number): number {
   const max = p.currentMaxWeight(now);
   const w = p.effectiveWeight < max ? p.effectiveWeight : max;
   return Math.round(w * 100) / 100;
+}
+
+declare module '../balancer/peer.js' {
+  interface Peer {
+    /** Metric cells of this server (attempts, response time, failures); attached by the runtime, absent when not wired. */
+    metrics?: PeerMetrics;
+  }
 }

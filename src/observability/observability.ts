@@ -4,11 +4,9 @@
  * and `GET /` on the admin listener.
  */
 import type http from 'node:http';
-import type { Config } from '../config/load.js';
+import type { Config } from '../config/model.js';
 import type { Upstream } from '../balancer/upstream.js';
-import type { ForwardRecord } from '../proxy/forward.js';
-import type { AdminServer } from '../admin/server.js';
-import { AccessLog, type AccessLogConfig } from './access-log.js';
+import { AccessLog, type AccessLogConfig, type RequestRecord } from './access-log.js';
 import { Metrics, type MetricsSource, type RouteMetrics } from './metrics.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
 
@@ -20,6 +18,11 @@ export interface ObservabilityOptions {
    * nowhere (the default when embedding, e.g. tests, so they do not fill stdout).
    */
   accessLogToStdout?: boolean;
+}
+
+/** Where admin routes are registered (the admin server implements it). */
+export interface RouteTable {
+  route(key: string, handler: (req: http.IncomingMessage, res: http.ServerResponse) => void, options?: { public?: boolean }): void;
 }
 
 const STATUS_PAGE = Buffer.from(STATUS_PAGE_HTML);
@@ -45,7 +48,7 @@ export class Observability {
   }
 
   /** ForwardHooks.onDone: one proxied request is over (finished, failed, or the client left). */
-  readonly onDone = (req: http.IncomingMessage, _res: http.ServerResponse, record: ForwardRecord): void => {
+  readonly onDone = (req: http.IncomingMessage, _res: http.ServerResponse, record: RequestRecord): void => {
     const seconds = (performance.now() - record.startedAt) / 1000;
     record.route.metrics?.done(record.status, seconds);
     this.accessLog?.write(req, record.status, record.bodyBytes, seconds, record.route.upstream.name, record);
@@ -71,7 +74,7 @@ export class Observability {
    * `allow` to both and the token to /metrics; the page needs none (it holds no data: its
    * requests to /status send the token).
    */
-  registerAdmin(admin: AdminServer): void {
+  registerAdmin(admin: RouteTable): void {
     admin.route('GET /metrics', (_req, res) => {
       this.metrics.text().then((text) => {
         res.writeHead(200, {

@@ -19,13 +19,13 @@
  * A drained server keeps its bound sessions (Peer.canTakeBound) and gets no new ones.
  */
 import type { IncomingMessage } from 'node:http';
-import type { StickyConfig } from '../config/load.js';
+import type { StickyConfig } from '../config/model.js';
 import type { Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { PickRequest } from '../balancer/policy.js';
 import { ConsistentHash } from '../balancer/hash.js';
-import type { CompiledTemplate, VariableSource } from '../proxy/variables.js';
-import { equalsLower } from '../proxy/headers.js';
+import type { CompiledTemplate, VariableSource } from '../nginx-language/variables.js';
+import { equalsLower } from '../nginx-language/header-tokens.js';
 import { findCookie, parseSetCookie, sessionIdFromCookieHeader, type SessionIdRules } from './session-id.js';
 import { CookieSigner, ownCookieHeader, stripCookie } from './signed-cookie.js';
 import type { CacheLookupResult, LocalCache } from './local-cache.js';
@@ -46,9 +46,6 @@ export type RejectedCookie = 'forged' | 'stale';
 /** Why a session left its server (metric `sessionlb_sticky_rebinds_total{reason}`). */
 export type RebindReason = 'down' | 'failed' | 'unhealthy' | 'maint' | 'maxconns' | 'removed';
 
-export const LOOKUP_RESULTS: readonly StickyLookupResult[] = ['local_hit', 'store_hit', 'miss', 'invalid_id', 'store_error'];
-export const REBIND_REASONS: readonly RebindReason[] = ['down', 'failed', 'unhealthy', 'maint', 'maxconns', 'removed'];
-
 /** Plain counters per upstream (kept across reloads), for metrics and /status. */
 export class AffinityStats {
   readonly lookups: Record<StickyLookupResult, number> = { local_hit: 0, store_hit: 0, miss: 0, invalid_id: 0, store_error: 0 };
@@ -59,14 +56,6 @@ export class AffinityStats {
   learned = 0;
   /** Bindings removed because the backend deleted its session cookie. */
   unbound = 0;
-}
-
-/** Optional event hooks (the metrics wiring sets them once; called synchronously, must not throw). */
-export interface AffinityObserver {
-  onLookup?(upstream: string, result: StickyLookupResult): void;
-  onRebind?(upstream: string, reason: RebindReason): void;
-  /** cookie mode: a forged or stale sessionlb cookie was ignored (also reported as onLookup 'invalid_id'). */
-  onRejectedCookie?(upstream: string, reason: RejectedCookie): void;
 }
 
 /** The per-request state the proxy keeps for affinity (ForwardRequest implements it; no per-request objects). */
@@ -131,7 +120,6 @@ export class Affinity {
     config: StickyConfig,
     private readonly source: BindingSource | null,
     readonly stats: AffinityStats,
-    private readonly observers: { observer: AffinityObserver | null },
   ) {
     this.name = upstream.name;
     this.mode = config.mode;
@@ -154,21 +142,15 @@ export class Affinity {
 
   private count(result: StickyLookupResult): void {
     this.stats.lookups[result]++;
-    const o = this.observers.observer;
-    if (o !== null && o.onLookup !== undefined) o.onLookup(this.name, result);
   }
 
   private reject(reason: RejectedCookie): void {
     this.stats.rejectedCookies[reason]++;
-    const o = this.observers.observer;
-    if (o !== null && o.onRejectedCookie !== undefined) o.onRejectedCookie(this.name, reason);
     this.count('invalid_id');
   }
 
   private countRebind(reason: RebindReason): void {
     this.stats.rebinds[reason]++;
-    const o = this.observers.observer;
-    if (o !== null && o.onRebind !== undefined) o.onRebind(this.name, reason);
   }
 
   /**

@@ -7,10 +7,10 @@
  * For metrics (no change here needed): read `stats(upstream)`, `store.stats`,
  * `store.circuitOpen()`, or set `affinityObserver` / `storeObserver` for events.
  */
-import type { SessionStoreConfig } from '../config/load.js';
+import type { SessionStoreConfig } from '../config/model.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { EventLog } from '../observability/log.js';
-import { Affinity, AffinityStats, type AffinityObserver, type BindingSource } from './affinity.js';
+import { Affinity, AffinityStats, type BindingSource } from './affinity.js';
 import { LocalCache } from './local-cache.js';
 import { MemoryStore } from './memory-store.js';
 import { MemcachedStore } from './memcached-store.js';
@@ -23,15 +23,13 @@ function storeIdentity(c: SessionStoreConfig): string {
 export class SessionManager {
   /**
    * Set in a cluster worker whose bindings live in the primary (memory store, `workers` > 1):
-   * makes the store a "memory" config uses (src/cluster/ipc-store.ts); a local cache goes in front of it.
+   * makes the store a "memory" config uses (src/runtime/ipc-store.ts); a local cache goes in front of it.
    */
   static sharedMemoryStore: ((config: SessionStoreConfig) => SessionStore) | null = null;
   store!: SessionStore;
   private source!: BindingSource;
   private identity = '';
   private readonly statsByUpstream = new Map<string, AffinityStats>();
-  /** Shared by every Affinity (so an observer set later applies to all of them). */
-  private readonly affinityObservers: { observer: AffinityObserver | null } = { observer: null };
   private storeObs: StoreObserver | null = null;
   private readonly warnedRandomKey = new Set<string>();
   /** The store's start-up lines, logged once a sticky "learn" upstream uses it (no store talk in a config without one). */
@@ -107,7 +105,7 @@ export class SessionManager {
       this.log.warn({ upstream: upstream.name },
         'sticky cookie: no cookieKey nor SESSIONLB_COOKIE_KEY; using a random key for this process (cookies are not valid across instances nor restarts)');
     }
-    return new Affinity(upstream, sticky, sticky.mode === 'learn' ? this.source : null, this.stats(upstream.name), this.affinityObservers);
+    return new Affinity(upstream, sticky, sticky.mode === 'learn' ? this.source : null, this.stats(upstream.name));
   }
 
   /** Counters of one upstream (created on first use, kept across reloads). */
@@ -125,14 +123,6 @@ export class SessionManager {
     return this.statsByUpstream;
   }
 
-  get affinityObserver(): AffinityObserver | null {
-    return this.affinityObservers.observer;
-  }
-
-  set affinityObserver(o: AffinityObserver | null) {
-    this.affinityObservers.observer = o;
-  }
-
   get storeObserver(): StoreObserver | null {
     return this.storeObs;
   }
@@ -145,11 +135,6 @@ export class SessionManager {
   /** Sessions bound to a server, when known: counted by the memory store; null with memcached (shared, not enumerable). */
   boundCount(upstream: string, server: string): number | null {
     return this.source.kind === 'memory' ? this.source.store.boundCount(upstream, server) : null;
-  }
-
-  /** The local cache in front of memcached (null for the memory store). */
-  get localCache(): LocalCache | null {
-    return this.source.kind === 'cached' ? this.source.cache : null;
   }
 
   async close(): Promise<void> {

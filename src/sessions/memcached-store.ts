@@ -293,7 +293,6 @@ export class MemcachedStore implements SessionStore {
         if (!wasOpen) {
           this.log.warn({ server: node.address, failures: node.fails, retryInMs: this.failTimeoutMs },
             'session store: memcached server failing; not calling it for a while (routing continues from the local cache and the balancer)');
-          this.observer?.onCircuit?.(node.address, true);
         }
       }
     } else {
@@ -303,7 +302,6 @@ export class MemcachedStore implements SessionStore {
         node.probing = false;
         node.openUntil = 0;
         this.log.info({ server: node.address }, 'session store: memcached server answers again');
-        this.observer?.onCircuit?.(node.address, false);
       }
     }
   }

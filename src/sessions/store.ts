@@ -9,14 +9,11 @@
 import { createHmac } from 'node:crypto';
 
 export type StoreOp = 'get' | 'set' | 'touch' | 'delete';
-export const STORE_OPS: readonly StoreOp[] = ['get', 'set', 'touch', 'delete'];
 
 /** Hooks for metrics (the observability wiring sets them; stores work without). */
 export interface StoreObserver {
   /** One finished store call: how long it took and whether it failed (timeouts and errors; a plain miss is not a failure). */
   onStoreOp?(op: StoreOp, seconds: number, failed: boolean): void;
-  /** A memcached server's circuit breaker opened (true) or closed again (false). */
-  onCircuit?(server: string, open: boolean): void;
 }
 
 /** Plain counters kept by every store (readable at any time, e.g. by a metrics collector). */

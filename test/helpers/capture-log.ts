@@ -2,7 +2,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config/load.js';
-import { SessionLB } from '../../src/server.js';
+import { SessionLB } from '../../src/runtime/sessionlb.js';
 import type { EventLog } from '../../src/observability/log.js';
 import { freePort, type RunningLB } from './net.js';
 

@@ -2,7 +2,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { loadConfig } from '../../src/config/load.js';
-import { SessionLB } from '../../src/server.js';
+import { SessionLB } from '../../src/runtime/sessionlb.js';
 import { silentLog } from '../../src/observability/log.js';
 
 /**

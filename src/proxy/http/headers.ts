@@ -3,23 +3,14 @@
  * client's Host kept): hop-by-hop headers are dropped both ways, X-Forwarded-* and
  * X-Real-IP are added, and a location's proxySetHeader overrides.
  */
-import type { HeaderLimits } from '../config/load.js';
+import type { HeaderLimits } from '../../config/model.js';
+import { equalsLower } from '../../nginx-language/header-tokens.js';
 
 /** Headers that describe one connection, never forwarded (RFC 9110 7.6.1), lower case. */
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade',
   'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
 ]);
-
-/**
- * `s` equals `lower` ignoring ASCII letter case (`lower` in lower case, starting with a letter):
- * header names and the few token values the proxy acts on. Length and first letter are compared
- * before any lower-casing, so other fields cost no allocation.
- */
-export function equalsLower(s: string, lower: string): boolean {
-  return s.length === lower.length
-    && (s === lower || ((s.charCodeAt(0) | 0x20) === lower.charCodeAt(0) && s.toLowerCase() === lower));
-}
 
 /** Names listed in a Connection header value, lower case; null when there are none to add. */
 function connectionTokens(rawHeaders: readonly string[]): Set<string> | null {

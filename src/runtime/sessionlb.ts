@@ -7,24 +7,26 @@
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { ConfigError, loadConfigText, readConfigText, type Config, type HeaderLimits, type UpstreamConfig } from './config/load.js';
-import { Upstream } from './balancer/upstream.js';
-import { PeerPool } from './proxy/transport.js';
-import { ForwardRequest, type ForwardHooks, type Route } from './proxy/forward.js';
-import { UpgradeRequest } from './proxy/upgrade.js';
-import { ListenerRouter, buildVirtualServer, matchLocation, pathForMatching } from './proxy/router.js';
-import { sendError } from './proxy/errors.js';
-import { requestHeadStatus } from './proxy/headers.js';
-import { AdminServer } from './admin/server.js';
-import { registerAdminApi } from './admin/api.js';
-import { StateFileWriter, applyRuntimeState, logConfigWeightWins, readStateFile } from './admin/state.js';
-import { HealthChecker, holdUntilFirstProbe } from './health/checker.js';
-import type { EventLog } from './observability/log.js';
-import { Observability } from './observability/observability.js';
-import { SessionManager } from './sessions/manager.js';
-import type { Affinity } from './sessions/affinity.js';
-import { StreamProxies, type StreamPlan } from './proxy/stream-listener.js';
-import { listenOn } from './proxy/listen.js';
+import { loadConfigText, readConfigText } from '../config/load.js';
+import { ConfigError, type Config, type HeaderLimits, type UpstreamConfig } from '../config/model.js';
+import { Upstream } from '../balancer/upstream.js';
+import type { PeerPool } from '../proxy/upstream/transport.js';
+import { RawPeerPool } from '../proxy/upstream/raw-pool.js';
+import { ForwardRequest, type ForwardHooks, type Route } from '../proxy/http/forward.js';
+import { UpgradeRequest } from '../proxy/http/upgrade.js';
+import { ListenerRouter, buildVirtualServer, matchLocation, pathForMatching } from '../proxy/http/router.js';
+import { sendError } from '../proxy/http/errors.js';
+import { requestHeadStatus } from '../proxy/http/headers.js';
+import { AdminServer } from '../admin/server.js';
+import { registerAdminApi } from '../admin/api.js';
+import { StateFileWriter, applyRuntimeState, logConfigWeightWins, readStateFile } from '../admin/state.js';
+import { HealthChecker, holdUntilFirstProbe } from '../health/checker.js';
+import type { EventLog } from '../observability/log.js';
+import { Observability } from '../observability/observability.js';
+import { SessionManager } from '../sessions/manager.js';
+import type { Affinity } from '../sessions/affinity.js';
+import { StreamProxies, type StreamPlan } from '../proxy/stream/listener.js';
+import { listenOn } from '../net/listen.js';
 
 /** Whether an Upgrade header offers h2c (RFC 7540 3.2): never passed upstream (the h2c smuggling vector). */
 function offersH2c(upgrade: string | undefined): boolean {
@@ -590,7 +592,7 @@ export class SessionLB {
     const key = `${up.name}|${host}|${port}|${JSON.stringify(options)}`;
     let pool = this.pools.get(key);
     if (pool === undefined) {
-      pool = new PeerPool(host, port, options);
+      pool = new RawPeerPool(host, port, options);
       this.pools.set(key, pool);
     }
     return pool;

@@ -2,7 +2,7 @@
  * The lean upstream transport (issue 7): raw `net.Socket` connections per upstream
  * server, kept in a LIFO idle list bounded by `keepalive`, each request head written
  * as one latin1 string, responses framed by the strict parser in
- * http1-response-parser.ts. No http.Agent, no ClientRequest, no per-request closures:
+ * response-parser.ts. No http.Agent, no ClientRequest, no per-request closures:
  * every callback is a method bound once per connection.
  *
  * One UpstreamConnection carries one request at a time. A RawAttempt is the request's
@@ -13,16 +13,15 @@
  */
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import {
-  failureKind,
-  type Attempt, type AttemptHandler, type FailureKind, type PoolOptions, type RequestHead, type UpgradeHandler,
-  type UpstreamResponse,
+import type {
+  Attempt, AttemptHandler, PeerPool, PoolOptions, RequestHead, UpgradeHandler, UpstreamResponse,
 } from './transport.js';
+import { failureKind, type FailureKind } from '../../net/errors.js';
 import {
   Http1ResponseParser, ResponseParseError, type ResponseParserHandler,
-} from './http1-response-parser.js';
+} from './response-parser.js';
 import { copyOut } from './body-chunks.js';
-import { equalsLower } from './headers.js';
+import { equalsLower } from '../../nginx-language/header-tokens.js';
 import { deferWrite, type DeferredWrite } from './write-batch.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -575,7 +574,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
 }
 
 /** Connections to one upstream server (the raw transport). */
-export class RawPeerPool {
+export class RawPeerPool implements PeerPool {
   /** Idle connections, most recently used last (LIFO: the warmest connection is reused first). */
   private readonly idleList: UpstreamConnection[] = [];
   private closing = false;

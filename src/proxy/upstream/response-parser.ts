@@ -21,7 +21,7 @@
  * consumes bytes and calls the handler's methods; the transport applies back-pressure by
  * pausing its socket. Errors are thrown as `ResponseParseError` (only on bad input).
  */
-import { equalsLower } from './headers.js';
+import { equalsLower } from '../../nginx-language/header-tokens.js';
 
 export interface ResponseParserLimits {
   /** Bytes in the status line plus header block (and separately the trailer block). */

@@ -7,7 +7,7 @@
 import { close, open, read, unlink, write } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { release } from './body-chunks.js';
+import { release } from '../upstream/body-chunks.js';
 
 export interface TempFileOwner {
   /** A write finished (`written` grew); `idle` tells whether anything is still to be written. */

@@ -16,16 +16,16 @@
  */
 import net from 'node:net';
 import type { IncomingMessage } from 'node:http';
-import type { Peer } from '../balancer/peer.js';
-import type { Upstream } from '../balancer/upstream.js';
-import type { PickRequest } from '../balancer/policy.js';
-import type { StreamConfig } from '../config/streams.js';
-import type { EventLog } from '../observability/log.js';
-import { formatTimes, type AccessLog } from '../observability/access-log.js';
-import type { StreamRouteMetrics } from '../observability/stream-metrics.js';
-import { failureKind, type FailureKind } from './transport.js';
-import { deferWrite, type DeferredWrite } from './write-batch.js';
-import { clientAddressString } from './client-address.js';
+import type { Peer } from '../../balancer/peer.js';
+import type { Upstream } from '../../balancer/upstream.js';
+import type { PickRequest } from '../../balancer/policy.js';
+import type { StreamConfig } from '../../config/model.js';
+import type { EventLog } from '../../observability/log.js';
+import { formatTimes, type AccessLog } from '../../observability/access-log.js';
+import type { StreamRouteMetrics } from '../../observability/stream-metrics.js';
+import { failureKind, type FailureKind } from '../../net/errors.js';
+import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
+import { clientAddressString } from '../../net/client-address.js';
 
 /** Where a listener's connections go, resolved once per config. */
 export interface StreamRoute {

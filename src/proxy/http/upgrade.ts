@@ -5,16 +5,16 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import type { Peer } from '../balancer/peer.js';
-import type { PickRequest } from '../balancer/policy.js';
+import type { Peer } from '../../balancer/peer.js';
+import type { PickRequest } from '../../balancer/policy.js';
 import type { Route } from './forward.js';
-import type { AttemptFailure, UpgradeHandler, UpstreamResponse } from './transport.js';
+import type { AttemptFailure, UpgradeHandler, UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { rewritePath } from './forward.js';
-import { clientAddress } from './client-address.js';
-import type { EventLog } from '../observability/log.js';
-import type { RebindReason, StickyRequest } from '../sessions/affinity.js';
-import type { CacheLookupResult, LookupWaiter } from '../sessions/local-cache.js';
+import { clientAddress } from '../../net/client-address.js';
+import type { EventLog } from '../../observability/log.js';
+import type { RebindReason, StickyRequest } from '../../sessions/affinity.js';
+import type { CacheLookupResult, LookupWaiter } from '../../sessions/local-cache.js';
 
 function writeHead(socket: Duplex, status: number, message: string, flat: readonly string[]): void {
   let head = `HTTP/1.1 ${status} ${message}\r\n`;

@@ -5,24 +5,25 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
-import type { LocationConfig, NextUpstreamCondition } from '../config/load.js';
-import type { Peer } from '../balancer/peer.js';
-import type { Upstream } from '../balancer/upstream.js';
-import type { PickRequest } from '../balancer/policy.js';
-import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from './transport.js';
+import type { LocationConfig, NextUpstreamCondition } from '../../config/model.js';
+import type { Peer } from '../../balancer/peer.js';
+import type { Upstream } from '../../balancer/upstream.js';
+import type { PickRequest } from '../../balancer/policy.js';
+import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, hasContentLength, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
 import { endWithBody } from './whole-response.js';
-import { deferWrite, type DeferredWrite } from './write-batch.js';
-import { release } from './body-chunks.js';
-import { clientAddressString } from './client-address.js';
+import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
+import { release } from '../upstream/body-chunks.js';
+import { clientAddressString } from '../../net/client-address.js';
 import { pathForMatching } from './router.js';
 import { RequestBody, type RequestBodyOwner } from './request-body.js';
 import { ResponseBuffer, type ResponseBufferOwner } from './response-buffer.js';
-import type { EventLog } from '../observability/log.js';
-import { statusReason, type RouteMetrics } from '../observability/metrics.js';
-import type { Affinity, RebindReason, StickyRequest } from '../sessions/affinity.js';
-import type { CacheLookupResult, LookupWaiter } from '../sessions/local-cache.js';
+import type { EventLog } from '../../observability/log.js';
+import { statusReason, type RouteMetrics } from '../../observability/metrics.js';
+import type { RequestRecord } from '../../observability/access-log.js';
+import type { Affinity, RebindReason, StickyRequest } from '../../sessions/affinity.js';
+import type { CacheLookupResult, LookupWaiter } from '../../sessions/local-cache.js';
 
 /** Without request buffering, bodies up to this size are still read before the first attempt so that any attempt can replay them. */
 export const REPLAYABLE_BODY_LIMIT = 64 * 1024;
@@ -80,22 +81,9 @@ export interface Route {
 }
 
 /** What happened, for the access log and metrics (filled as the request goes). */
-export interface ForwardRecord {
+export interface ForwardRecord extends RequestRecord {
   /** Where the request went (upstream, location, metric cells). */
   route: Route;
-  upstreamAddrs: string[];
-  /** Every attempt's status (502 for an attempt that failed without a response). */
-  upstreamStatuses: number[];
-  /** Every attempt's response time in seconds (formatted only by the access log). */
-  upstreamTimes: number[];
-  /** Final status as logged: the response's, or 499 when the client left before it started. Set when done. */
-  status: number;
-  /** Response body bytes sent to the client (nginx body_bytes_sent). */
-  bodyBytes: number;
-  /** performance.now() when the request arrived. */
-  startedAt: number;
-  /** Session affinity outcome for the access log: `bound`, `learned`, `rebound:<reason>` or `none`. */
-  sticky: string;
 }
 
 export interface ForwardHooks {

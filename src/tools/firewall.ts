@@ -9,7 +9,7 @@
  * Pure text generation: nothing here runs iptables or nft, or touches the network.
  */
 import { isIP } from 'node:net';
-import type { Config } from './config/load.js';
+import type { Config } from '../config/model.js';
 
 export const DEFAULT_MEMCACHED_PORT = 11211;
 

@@ -7,7 +7,7 @@
  *   AggregatorRegistry over the workers' registries and this one), runtime changes (PUT),
  *   applied here and sent to every worker; the stateFile;
  * - session bindings of the memory store: the MemoryStore lives here, workers reach it
- *   through IpcStore (src/cluster/ipc-store.ts) with a local cache in front;
+ *   through IpcStore (src/runtime/ipc-store.ts) with a local cache in front;
  * - reloads (SIGHUP, --watch, `sessionlb reload` via the pidFile, which holds this pid):
  *   validated here, and every address the new config adds bound here (node:cluster binds the
  *   workers' listeners in this process) and released; then every worker switches, and only
@@ -22,16 +22,16 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { FSWatcher } from 'node:fs';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import type { Config, ListenAddress } from '../config/load.js';
-import { SessionLB } from '../server.js';
+import type { Config, ListenAddress } from '../config/model.js';
+import { SessionLB } from './sessionlb.js';
 import { statusDocument } from '../admin/api.js';
 import { sendJson } from '../admin/server.js';
 import type { EventLog } from '../observability/log.js';
 import { MemoryStore } from '../sessions/memory-store.js';
 import { plausibleValue } from '../sessions/store.js';
 import { isOurs, peerState, snapshot, type StoreAnswer, type StoreCall, type ToPrimary, type ToWorker } from './ipc.js';
-import { workerExecArgv } from '../heap-tuning.js';
-import { probeListen } from '../proxy/listen.js';
+import { workerExecArgv } from '../process/heap-tuning.js';
+import { probeListen } from '../net/listen.js';
 
 export interface PrimaryOptions {
   /** The config file (reloads read it again). */
@@ -271,7 +271,7 @@ export class ClusterPrimary {
     if (failed.length === 0) return;
     // Workers that switched (and any that did not answer: its reload may still land) go back.
     const previous = this.lb.configText;
-    await Promise.all(workers.filter((w, i) => outcomes[i]!.result !== 'failed' && outcomes[i]!.result !== 'gone')
+    await Promise.all(workers.filter((_w, i) => outcomes[i]!.result !== 'failed' && outcomes[i]!.result !== 'gone')
       .map((w) => this.realign(w, previous, 'reload undone')));
     this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
     throw new Error(`the workers could not apply it (${failed.join('; ')}); every worker is back on the previous configuration`);

@@ -5,14 +5,14 @@
  * worker binds them (node:cluster shares the socket) and the primary binds none.
  */
 import net from 'node:net';
-import type { Config } from '../config/load.js';
-import type { Upstream } from '../balancer/upstream.js';
-import type { EventLog } from '../observability/log.js';
-import type { AccessLog } from '../observability/access-log.js';
-import { StreamMetrics } from '../observability/stream-metrics.js';
+import type { Config } from '../../config/model.js';
+import type { Upstream } from '../../balancer/upstream.js';
+import type { EventLog } from '../../observability/log.js';
+import type { AccessLog } from '../../observability/access-log.js';
+import { StreamMetrics } from '../../observability/stream-metrics.js';
 import type { Registry } from 'prom-client';
-import { TcpSession, type StreamRoute, type StreamSessionOwner } from './tcp-proxy.js';
-import { listenOn } from './listen.js';
+import { TcpSession, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
+import { listenOn } from '../../net/listen.js';
 
 export class StreamListener implements StreamSessionOwner {
   readonly server: net.Server;

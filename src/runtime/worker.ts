@@ -5,8 +5,9 @@
  * Passive failure accounting (max_fails) stays per worker, as in nginx's workers.
  */
 import cluster from 'node:cluster';
-import { loadConfigFile, loadConfigText, type Config } from '../config/load.js';
-import { SessionLB } from '../server.js';
+import { loadConfigFile, loadConfigText } from '../config/load.js';
+import { type Config } from '../config/model.js';
+import { SessionLB } from './sessionlb.js';
 import { statusDocument } from '../admin/api.js';
 import type { EventLog } from '../observability/log.js';
 import { SessionManager } from '../sessions/manager.js';

@@ -15,12 +15,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import { parseHostPort, formatHostPort } from './address.js';
-import { parseDuration, parseSize } from './units.js';
+import { parseHostPort, formatHostPort } from '../../nginx-language/address.js';
+import { parseDuration, parseSize } from '../../nginx-language/units.js';
 import {
   NEXT_UPSTREAM_CONDITIONS,
   type RawConfig, type RawLocation, type RawStream, type RawUpstream, type RawUpstreamServer, type RawVirtualServer,
-} from './schema.js';
+} from '../../config/schema.js';
 export interface NginxDirective {
   name: string;
   args: string[];

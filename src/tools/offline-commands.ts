@@ -3,8 +3,9 @@
  * `firewall` (iptables/nftables rules for the memcached hosts). Both only read files and print text.
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { ConfigError, loadConfig, loadConfigFile } from './config/load.js';
-import { formatConfigJson, formatDiagnostic, importNginx, NginxSyntaxError } from './config/nginx-import.js';
+import { loadConfig, loadConfigFile } from '../config/load.js';
+import { ConfigError } from '../config/model.js';
+import { formatConfigJson, formatDiagnostic, importNginx, NginxSyntaxError } from './import-nginx/import-nginx.js';
 import { DEFAULT_FIREWALL_FORMAT, FIREWALL_FORMATS, firewallOutput, firewallPlan, isFirewallFormat } from './firewall.js';
 
 /**

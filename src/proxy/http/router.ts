@@ -4,7 +4,7 @@
  * server), then the location (`exact` first, then the longest prefix).
  * Built once per config; lookups allocate nothing for plain paths.
  */
-import type { LocationConfig, VirtualServerConfig } from '../config/load.js';
+import type { LocationConfig, VirtualServerConfig } from '../../config/model.js';
 
 export interface VirtualServerRoutes<R> {
   /** The first server name ("_" when none): the `server` label of metrics. */

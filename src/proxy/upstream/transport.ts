@@ -1,0 +1,88 @@
+/**
+ * The upstream transport's contract: connect, pool, write a request, frame the response.
+ * The proxy talks to upstream servers only through `PeerPool` and the `AttemptHandler`
+ * callbacks, so the implementation (raw-pool.ts: raw pooled sockets and the strict framer of
+ * response-parser.ts) can be replaced without touching the proxy.
+ */
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { FailureKind } from '../../net/errors.js';
+
+export interface UpstreamResponse {
+  statusCode: number;
+  statusMessage: string;
+  /** Flat [name, value, name, value, ...] exactly as received. */
+  rawHeaders: string[];
+  /** The body; ends when the response ends, errors on a broken or timed-out upstream. */
+  body: Readable;
+  /**
+   * The whole body as one Buffer, when it arrived together with the head (small responses;
+   * raw transport only). A consumer may send it instead of reading `body`; if it reads
+   * `body` anyway, that yields the same bytes.
+   */
+  completeBody?: Buffer;
+}
+
+export interface AttemptFailure {
+  kind: FailureKind;
+  /** The upstream may have seen (part of) the request: a non-idempotent request must not be retried. */
+  requestSent: boolean;
+  /** The attempt went over a kept-alive connection that the upstream had closed before answering anything. */
+  staleConnection: boolean;
+  message: string;
+  /** The socket error's code (ECONNREFUSED, EMFILE, ...), when there was one. */
+  code?: string;
+}
+
+export interface AttemptHandler {
+  onUpstreamResponse(res: UpstreamResponse): void;
+  onUpstreamError(failure: AttemptFailure): void;
+}
+
+export interface UpgradeHandler extends AttemptHandler {
+  onUpgraded(res: UpstreamResponse, socket: Socket, head: Buffer): void;
+}
+
+export interface RequestHead {
+  method: string;
+  path: string;
+  /** Flat [name, value, ...] to send as is. */
+  headers: string[];
+}
+
+export interface PoolOptions {
+  /** Idle connections kept (nginx `keepalive`); 0 closes each connection after its response. */
+  keepalive: number;
+  keepaliveTimeoutMs: number;
+  connectTimeoutMs: number;
+  sendTimeoutMs: number;
+  readTimeoutMs: number;
+}
+
+/** An in-flight attempt; `abort` tears down its upstream connection. */
+export interface Attempt {
+  abort(): void;
+}
+
+/** Connections to one upstream server. */
+export interface PeerPool {
+  readonly host: string;
+  readonly port: number;
+  readonly options: PoolOptions;
+  /** Sends a request; `body` is a complete Buffer, a stream to pipe, or null for none. */
+  request(head: RequestHead, body: Buffer | Readable | null, handler: AttemptHandler): Attempt;
+  /**
+   * Sends an upgrade request (websocket). The handler gets the upstream's socket after
+   * a 101, or an ordinary response when the upstream refuses to switch protocols.
+   */
+  upgrade(head: RequestHead, handler: UpgradeHandler): Attempt;
+  /** Closes idle connections (after a reload removed this server, or at shutdown). */
+  closeIdle(): void;
+}
+
+declare module '../../balancer/peer.js' {
+  interface Peer {
+    /** Connections to this server; attached by the runtime, shared across reloads while the address stays. */
+    pool: PeerPool;
+  }
+}
