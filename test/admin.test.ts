@@ -105,7 +105,7 @@ describe('admin API', () => {
       expect(r.headers['content-type']).toBe('application/json');
       expect(JSON.parse(r.body).error).toMatch(message);
     }
-    expect(run.lb.upstreams.get('backend')!.find(b)!.adminState).toBe('ready'); // nothing applied
+    expect(run.lb.upstreams.get('backend')!.find(b)!.state.adminState).toBe('ready'); // nothing applied
 
     let r = await put(`/upstreams/nope/servers/${encodeURIComponent(b)}`, { state: 'drain' });
     expect(r.status).toBe(404);
@@ -134,7 +134,7 @@ describe('admin API', () => {
       const r = await admin(denied.adminPort, method, path, method === 'PUT' ? { state: 'drain' } : undefined);
       expect(r.status).toBe(403);
     }
-    expect(denied.lb.upstreams.get('backend')!.find(a)!.adminState).toBe('ready');
+    expect(denied.lb.upstreams.get('backend')!.find(a)!.state.adminState).toBe('ready');
 
     const token = 'correct-horse-battery';
     const locked = await startLBWithLog({ upstreams: { backend: { servers: [{ address: a }] } }, admin: { token } });
@@ -146,7 +146,7 @@ describe('admin API', () => {
     expect(wrong.headers['www-authenticate']).toMatch(/^Bearer/);
     expect((await admin(locked.adminPort, 'PUT', srv, { state: 'drain' }, { Authorization: `Bearer ${token}x` })).status).toBe(401);
     expect((await admin(locked.adminPort, 'GET', '/unknown')).status).toBe(401); // no route probing without a token
-    expect(locked.lb.upstreams.get('backend')!.find(a)!.adminState).toBe('ready');
+    expect(locked.lb.upstreams.get('backend')!.find(a)!.state.adminState).toBe('ready');
     expect((await admin(locked.adminPort, 'GET', '/status', undefined, { Authorization: `Bearer ${token}` })).status).toBe(200);
     const ok = await admin(locked.adminPort, 'PUT', srv, { state: 'drain' }, { Authorization: `Bearer ${token}` });
     expect(ok.status).toBe(200);
@@ -191,8 +191,8 @@ describe('admin API', () => {
     // Reload (a server added): a and b keep their runtime state.
     await first.lb.reload(await loadConfig(first.configFor(raw([{ address: a }, { address: b }, { address: c.address }])), '<test>'));
     const up = first.lb.upstreams.get('backend')!;
-    expect(up.find(a)).toMatchObject({ weight: 4, configWeight: 1 });
-    expect(up.find(b)!.adminState).toBe('drain');
+    expect(up.find(a)!.state).toMatchObject({ weight: 4, configWeight: 1 });
+    expect(up.find(b)!.state.adminState).toBe('drain');
     const counts = await route(first.url, 10);
     expect(counts.b).toBeUndefined();
     expect(counts.a).toBeGreaterThanOrEqual(7);
@@ -213,8 +213,8 @@ describe('admin API', () => {
     // Restart with the same config: restored.
     const second = await startLBWithLog(raw([{ address: a }, { address: b }]));
     cleanups.push(() => second.stop());
-    expect(second.lb.upstreams.get('backend')!.find(a)).toMatchObject({ weight: 4 });
-    expect(second.lb.upstreams.get('backend')!.find(b)!.adminState).toBe('drain');
+    expect(second.lb.upstreams.get('backend')!.find(a)!.state).toMatchObject({ weight: 4 });
+    expect(second.lb.upstreams.get('backend')!.find(b)!.state.adminState).toBe('drain');
     expect(await route(second.url, 4)).toEqual({ a: 4 });
 
     await second.stop();
@@ -223,15 +223,15 @@ describe('admin API', () => {
     // A restart whose config changed a's weight: the config wins over the saved runtime weight, and the log says so.
     const third = await startLBWithLog(raw([{ address: a, weight: 5 }, { address: b }]));
     cleanups.push(() => third.stop());
-    expect(third.lb.upstreams.get('backend')!.find(a)).toMatchObject({ weight: 5, configWeight: 5 });
-    expect(third.lb.upstreams.get('backend')!.find(b)!.adminState).toBe('drain');
+    expect(third.lb.upstreams.get('backend')!.find(a)!.state).toMatchObject({ weight: 5, configWeight: 5 });
+    expect(third.lb.upstreams.get('backend')!.find(b)!.state.adminState).toBe('drain');
     expect(third.records.some((x) => x.server === a && x.runtimeWeight === 4 && x.configWeight === 5 && /config wins/.test(x.msg))).toBe(true);
 
     // A reload whose config changed a's weight: same.
     expect((await put(third.adminPort, a, { weight: 7 })).status).toBe(200);
     await third.lb.reload(await loadConfig(third.configFor(raw([{ address: a, weight: 2 }, { address: b }])), '<test>'));
-    expect(third.lb.upstreams.get('backend')!.find(a)).toMatchObject({ weight: 2, configWeight: 2 });
-    expect(third.lb.upstreams.get('backend')!.find(b)!.adminState).toBe('drain');
+    expect(third.lb.upstreams.get('backend')!.find(a)!.state).toMatchObject({ weight: 2, configWeight: 2 });
+    expect(third.lb.upstreams.get('backend')!.find(b)!.state.adminState).toBe('drain');
     expect(third.records.some((x) => x.server === a && x.runtimeWeight === 7 && x.configWeight === 2 && /config wins/.test(x.msg))).toBe(true);
     await third.lb.saveRuntimeState();
     expect(JSON.parse(await readFile(stateFile, 'utf8')).upstreams.backend).toEqual({ [b]: { state: 'drain', weight: 1, configWeight: 1, configState: 'ready' } });

@@ -81,7 +81,7 @@ describe('passive health and retries', () => {
     const first = await running;
     expect(first.filter((r) => r.status !== 200)).toEqual([]);
     const peer = lb.lb.upstreams.get('backend')!.find(victim.address)!;
-    const failuresAfterKill = peer.failures;
+    const failuresAfterKill = peer.state.failedRequests;
     expect(failuresAfterKill).toBeGreaterThanOrEqual(1);
     expect(failuresAfterKill).toBeLessThanOrEqual(4); // at most the requests that raced the kill
 
@@ -90,7 +90,7 @@ describe('passive health and retries', () => {
       const second = await load(lb.url + '/', 100, 4);
       expect(second.filter((r) => r.status !== 200)).toEqual([]);
       expect(new Set(second.map(backendOf))).toEqual(new Set(['a', 'c', 'd']));
-      if (Date.now() - killedAt < 1900) expect(peer.failures).toBe(failuresAfterKill);
+      if (Date.now() - killedAt < 1900) expect(peer.state.failedRequests).toBe(failuresAfterKill);
     }
 
     // Back on the same port after failTimeout: it gets traffic again.
@@ -561,7 +561,7 @@ describe('upstream connections and limits', () => {
     for (let i = 0; i < 5; i++) seen.push(backendOf(await request(lb.url + '/')));
     expect(seen).toEqual(['raw', 'raw', 'raw', 'raw', 'raw']);
     expect(connections).toBe(5);
-    expect(lb.lb.upstreams.get('backend')!.find(address)!.failures).toBe(0);
+    expect(lb.lb.upstreams.get('backend')!.find(address)!.state.failedRequests).toBe(0);
     expect(other!.hits).toBe(0);
   });
 
@@ -660,8 +660,8 @@ describe('more nextUpstream conditions', () => {
     const up = lb.lb.upstreams.get('backend')!;
     expect(nf!.hits).toBe(1);
     expect(err!.hits).toBe(1);
-    expect(up.find(nf!.address)!.fails).toBe(0);
-    expect(up.find(err!.address)!.fails).toBe(1);
+    expect(up.find(nf!.address)!.state.passiveFails).toBe(0);
+    expect(up.find(err!.address)!.state.passiveFails).toBe(1);
   });
 });
 
@@ -753,7 +753,7 @@ describe('read timeout vs back-pressure', () => {
     expect(upstreamClosedAt).toBeGreaterThan(0);
     expect(upstreamClosedAt - pausedAt).toBeGreaterThanOrEqual(400);
     const peer = lb.lb.upstreams.get('backend')!.find(big!.address)!;
-    expect(peer.fails).toBe(0);
+    expect(peer.state.passiveFails).toBe(0);
     expect(peer.active).toBe(0);
   });
 

@@ -75,16 +75,16 @@ describe('active health checks', () => {
     const onProbe = run.lb.health.onProbe;
     run.lb.health.onProbe = (upstream, server, ok, detail) => {
       onProbe?.(upstream, server, ok, detail);
-      if (server === b.address) seen.push({ ok, healthy: peerB().healthy });
+      if (server === b.address) seen.push({ ok, healthy: peerB().state.healthy });
     };
-    expect(await waitFor(() => peerB().lastProbe !== null)).toBe(true);
+    expect(await waitFor(() => peerB().state.lastProbe !== null)).toBe(true);
     expect(new Set(await sequential(run.url, 6))).toEqual(new Set(['a', 'b']));
 
     b.health.status = 500;
-    expect(await waitFor(() => !peerB().healthy)).toBe(true);
+    expect(await waitFor(() => !peerB().state.healthy)).toBe(true);
     const down = run.records.find((r) => r.msg.includes('is unhealthy'));
     expect(down).toMatchObject({ upstream: 'backend', server: b.address, fails: 2, detail: 'status 500' });
-    expect(peerB().state(Date.now())).toBe('unhealthy');
+    expect(peerB().status(Date.now())).toBe('unhealthy');
 
     const trafficBefore = b.traffic;
     const names = await sequential(run.url, 30);
@@ -97,7 +97,7 @@ describe('active health checks', () => {
     expect(Date.parse(entry.lastProbe.time)).toBeGreaterThan(Date.now() - 5_000);
 
     b.health.status = 200;
-    expect(await waitFor(() => peerB().healthy)).toBe(true);
+    expect(await waitFor(() => peerB().state.healthy)).toBe(true);
     const upAgain = run.records.find((r) => r.msg.includes('is healthy again'));
     expect(upAgain).toMatchObject({ upstream: 'backend', server: b.address, passes: 2 });
     expect(new Set(await sequential(run.url, 6))).toEqual(new Set(['a', 'b']));
@@ -122,10 +122,10 @@ describe('active health checks', () => {
     cleanups.push(() => run.stop());
     const peerB = () => run.lb.upstreams.get('backend')!.find(b.address)!;
     b.health.status = 503;
-    expect(await waitFor(() => !peerB().healthy)).toBe(true);
+    expect(await waitFor(() => !peerB().state.healthy)).toBe(true);
     b.health.status = 200;
-    expect(await waitFor(() => peerB().healthy)).toBe(true);
-    const t0 = peerB().slowStartFrom;
+    expect(await waitFor(() => peerB().state.healthy)).toBe(true);
+    const t0 = peerB().state.slowStartFrom;
     expect(t0).toBeGreaterThan(0);
 
     // Four clients for 4.5 s (at most 40,000 requests): bucket answers by time since b came back.
@@ -168,15 +168,15 @@ describe('active health checks', () => {
     });
     cleanups.push(() => run.stop());
     const up = run.lb.upstreams.get('backend')!;
-    expect(await waitFor(() => !up.find(closed)!.healthy)).toBe(true);
-    expect(up.find(closed)!.lastProbe).toMatchObject({ ok: false, detail: 'ECONNREFUSED' });
-    expect(await waitFor(() => up.find(a.address)!.lastProbe !== null)).toBe(true);
-    expect(up.find(a.address)!).toMatchObject({ healthy: true, lastProbe: { ok: true, detail: 'connected' } });
+    expect(await waitFor(() => !up.find(closed)!.state.healthy)).toBe(true);
+    expect(up.find(closed)!.state.lastProbe).toMatchObject({ ok: false, detail: 'ECONNREFUSED' });
+    expect(await waitFor(() => up.find(a.address)!.state.lastProbe !== null)).toBe(true);
+    expect(up.find(a.address)!.state).toMatchObject({ healthy: true, lastProbe: { ok: true, detail: 'connected' } });
     expect(a.probes).toBe(0); // a TCP check sends no HTTP request
 
     const names = await sequential(run.url, 20);
     expect(names.every((n) => n === 'a')).toBe(true);
-    expect(up.find(closed)!.requests).toBe(0);
+    expect(up.find(closed)!.state.requests).toBe(0);
   });
 
   it('mandatory: a new server takes no request until its first probe passes; body is a regular expression', async () => {
@@ -195,16 +195,16 @@ describe('active health checks', () => {
     cleanups.push(() => run.stop());
     const up = run.lb.upstreams.get('backend')!;
     // Right after start, before any probe: both wait for their first pass.
-    expect(up.find(b.address)!.healthy).toBe(false);
-    expect(await waitFor(() => up.find(a.address)!.healthy)).toBe(true);
-    expect(await waitFor(() => (up.find(b.address)!.lastProbe?.ok === false))).toBe(true);
-    expect(up.find(b.address)!.lastProbe!.detail).toBe('status 200, body did not match');
+    expect(up.find(b.address)!.state.healthy).toBe(false);
+    expect(await waitFor(() => up.find(a.address)!.state.healthy)).toBe(true);
+    expect(await waitFor(() => (up.find(b.address)!.state.lastProbe?.ok === false))).toBe(true);
+    expect(up.find(b.address)!.state.lastProbe!.detail).toBe('status 200, body did not match');
     expect((await sequential(run.url, 10)).every((n) => n === 'a')).toBe(true);
     expect(b.traffic).toBe(0);
     b.health.body = 'ok, all good';
     // One passing probe is enough for a mandatory server's first pass (not `passes`).
-    expect(await waitFor(() => up.find(b.address)!.healthy)).toBe(true);
-    expect(up.find(b.address)!.probePasses).toBeLessThan(3);
+    expect(await waitFor(() => up.find(b.address)!.state.healthy)).toBe(true);
+    expect(up.find(b.address)!.state.probePassesInRow).toBeLessThan(3);
     expect(new Set(await sequential(run.url, 6))).toEqual(new Set(['a', 'b']));
   });
 
@@ -317,8 +317,8 @@ describe('health check and slow start config', () => {
     expect(share(now + 10_000, 200)).toBe(0.5);
     expect(a.currentMaxWeight(now)).toBe(1);
     // admin: maint then ready starts a new ramp
-    b.adminState = 'maint';
-    b.adminState = 'ready';
+    b.state.adminState = 'maint';
+    b.state.adminState = 'ready';
     b.markBack(now + 20_000);
     expect(b.currentMaxWeight(now + 22_500)).toBeCloseTo(0.25, 2);
   });

@@ -32,7 +32,7 @@ function pickOnce(up: Upstream, r: PickRequest, now = NOW): string {
   const p = up.select(r, null, now);
   if (p === null) return '-';
   up.release(p, false, now);
-  return p.name;
+  return p.address;
 }
 
 function count(names: Iterable<string>): Map<string, number> {
@@ -89,7 +89,7 @@ describe('random share', () => {
       const up = await upstream(serversOf(weights), 'random');
       const policy = new RandomPolicy(false, prng(seed));
       const n = 20_000;
-      const counts = count(Array.from({ length: n }, () => policy.pick(up.primary, null, req(), NOW)!.name));
+      const counts = count(Array.from({ length: n }, () => policy.pick(up.primary, null, req(), NOW)!.address));
       const total = weights.reduce((a, b) => a + b, 0);
       weights.forEach((w, i) => {
         const p = w / total;
@@ -105,7 +105,7 @@ describe('random share', () => {
       const down = up.primary[downIndex % weights.length]!;
       down.down = true;
       const names = new Set(Array.from({ length: 300 }, () => pickOnce(up, req())));
-      expect(names.has(down.name)).toBe(false);
+      expect(names.has(down.address)).toBe(false);
       expect(names.has('-')).toBe(false);
     }), { numRuns: 30 });
   });
@@ -127,10 +127,10 @@ describe('random share', () => {
         // With no requests in flight the choice is even.
         up.primary.forEach((p) => { p.active = 0; });
         const n = 12_000;
-        const counts = count(Array.from({ length: n }, () => policy.pick(up.primary, null, req(), NOW)!.name));
+        const counts = count(Array.from({ length: n }, () => policy.pick(up.primary, null, req(), NOW)!.address));
         const share = 1 / actives.length;
         for (const p of up.primary) {
-          expect(Math.abs((counts.get(p.name) ?? 0) - n * share)).toBeLessThanOrEqual(5 * Math.sqrt(n * share * (1 - share)) + 1);
+          expect(Math.abs((counts.get(p.address) ?? 0) - n * share)).toBeLessThanOrEqual(5 * Math.sqrt(n * share * (1 - share)) + 1);
         }
       },
     ), { numRuns: 30 });
@@ -205,10 +205,10 @@ describe('consistent hash (ketama)', () => {
       const after = KEYS.slice(0, 3000).map((k) => pickOnce(up, req(k)));
       const receivers = new Set<string>();
       before.forEach((b, i) => {
-        if (b !== down.name) expect(after[i]).toBe(b);
+        if (b !== down.address) expect(after[i]).toBe(b);
         else receivers.add(after[i]!);
       });
-      expect(receivers.has(down.name)).toBe(false);
+      expect(receivers.has(down.address)).toBe(false);
       expect(receivers.has('-')).toBe(false);
     }), { numRuns: 20 });
   });
@@ -224,8 +224,8 @@ describe('hash (modulo, nginx)', () => {
       down.down = true;
       const after = keys.map((k) => pickOnce(up, req(k)));
       before.forEach((b, i) => {
-        if (b !== down.name) expect(after[i]).toBe(b);
-        else expect([down.name, '-']).not.toContain(after[i]);
+        if (b !== down.address) expect(after[i]).toBe(b);
+        else expect([down.address, '-']).not.toContain(after[i]);
       });
     }), { numRuns: 30 });
   });
@@ -267,8 +267,8 @@ describe('ip_hash', () => {
         down.down = true;
         const after = clients.map((ip) => pickOnce(up, req('/', ip)));
         before.forEach((b, i) => {
-          if (b !== down.name) expect(after[i]).toBe(b);
-          else expect([down.name, '-']).not.toContain(after[i]);
+          if (b !== down.address) expect(after[i]).toBe(b);
+          else expect([down.address, '-']).not.toContain(after[i]);
         });
       },
     ), { numRuns: 40 });
@@ -293,7 +293,7 @@ describe('least_conn', () => {
         const p = up.select(req(), null, NOW)!;
         for (const q of up.primary) {
           // p.active/p.weight <= q.active/q.weight, before p was counted active
-          expect((p.active - 1) * q.weight).toBeLessThanOrEqual(q.active * p.weight);
+          expect((p.active - 1) * q.state.weight).toBeLessThanOrEqual(q.active * p.state.weight);
         }
       },
     ), { numRuns: 100 });
@@ -315,7 +315,7 @@ describe('least_conn', () => {
     const [a, b, c, d] = up.primary as [Peer, Peer, Peer, Peer];
     a.active = 2; b.active = 1; c.active = 2; d.active = 1;
     const names = Array.from({ length: 6 }, () => pickOnce(up, req()));
-    expect(names).toEqual([b.name, d.name, b.name, d.name, b.name, d.name]);
+    expect(names).toEqual([b.address, d.address, b.address, d.address, b.address, d.address]);
   });
 });
 
@@ -334,10 +334,10 @@ describe('every policy: down, failed, maxConns, tried and backup', () => {
         up.primary.forEach((p, i) => {
           const s = states[i]!;
           if (s === 'down') p.down = true;
-          if (s === 'failed') { p.fails = 1; p.checked = NOW; }
+          if (s === 'failed') { p.state.passiveFails = 1; p.state.checked = NOW; }
           if (s === 'full') p.active = 2;
-          if (s === 'unhealthy') p.healthy = false;
-          if (s === 'drain' || s === 'maint') p.adminState = s;
+          if (s === 'unhealthy') p.state.healthy = false;
+          if (s === 'drain' || s === 'maint') p.state.adminState = s;
           if (s === 'tried') tried.add(p);
         });
         const usable = up.primary.filter((_, i) => states[i] === 'ok');

@@ -229,27 +229,27 @@ describe('hot reload', () => {
     const lb = await startLBWithLog(raw([{ address: a.address }, { address: b.address, slowStart: '1h' }]));
     cleanups.push(() => lb.stop());
     const up = () => lb.lb.upstreams.get('backend')!;
-    expect(await waitFor(() => up().find(a.address)!.healthy && up().find(b.address)!.healthy)).toBe(true);
+    expect(await waitFor(() => up().find(a.address)!.state.healthy && up().find(b.address)!.state.healthy)).toBe(true);
     healthy.b = false;
-    expect(await waitFor(() => !up().find(b.address)!.healthy)).toBe(true);
+    expect(await waitFor(() => !up().find(b.address)!.state.healthy)).toBe(true);
     const peerA = up().find(a.address)!;
-    peerA.fails = 1; // a passive failure in progress
-    peerA.requests = 42;
+    peerA.state.passiveFails = 1; // a passive failure in progress
+    peerA.state.requests = 42;
 
     await lb.lb.reload(await loadConfig(lb.configFor(raw([{ address: a.address }, { address: b.address, slowStart: '1h' }, { address: c.address }])), '<test>'));
     expect(up().find(a.address)).not.toBe(peerA); // a new Peer object...
-    expect(up().find(a.address)).toMatchObject({ fails: 1, requests: 42, healthy: true }); // ...with the old state
-    expect(up().find(b.address)!.healthy).toBe(false); // still unhealthy: not reset by the reload
-    expect(up().find(c.address)!.healthy).toBe(false); // added with a mandatory check: waits for its first probe
+    expect(up().find(a.address)!.state).toMatchObject({ passiveFails: 1, requests: 42, healthy: true }); // ...with the old state
+    expect(up().find(b.address)!.state.healthy).toBe(false); // still unhealthy: not reset by the reload
+    expect(up().find(c.address)!.state.healthy).toBe(false); // added with a mandatory check: waits for its first probe
     expect(lb.lb.health.size).toBe(3);
-    expect(await waitFor(() => up().find(c.address)!.healthy)).toBe(true);
+    expect(await waitFor(() => up().find(c.address)!.state.healthy)).toBe(true);
 
     healthy.b = true;
-    expect(await waitFor(() => up().find(b.address)!.healthy)).toBe(true);
-    const from = up().find(b.address)!.slowStartFrom;
+    expect(await waitFor(() => up().find(b.address)!.state.healthy)).toBe(true);
+    const from = up().find(b.address)!.state.slowStartFrom;
     expect(from).toBeGreaterThan(0);
     await lb.lb.reload(await loadConfig(lb.configFor(raw([{ address: a.address }, { address: b.address, slowStart: '1h' }])), '<test>'));
-    expect(up().find(b.address)!.slowStartFrom).toBe(from); // still ramping after the reload
+    expect(up().find(b.address)!.state.slowStartFrom).toBe(from); // still ramping after the reload
     expect(up().find(b.address)!.currentMaxWeight(Date.now())).toBeLessThan(0.1);
     expect(lb.lb.health.size).toBe(2);
     const probesOfC = c.hits;
@@ -275,6 +275,6 @@ describe('hot reload', () => {
     expect([...lb.lb.addresses().keys()]).toEqual([`127.0.0.1:${newPort}`]);
     expect((await request(`http://127.0.0.1:${newPort}/`)).body).toBe('a');
     await expect(request(`${lb.url}/`)).rejects.toThrow(/ECONNREFUSED/);
-    expect(lb.lb.upstreams.get('backend')!.find(a.address)).toMatchObject({ weight: 3, requests: 2 });
+    expect(lb.lb.upstreams.get('backend')!.find(a.address)!.state).toMatchObject({ weight: 3, requests: 2 });
   });
 });

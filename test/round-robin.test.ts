@@ -18,7 +18,7 @@ function picks(up: Upstream, n: number, now = 1_000_000): string[] {
   const out: string[] = [];
   for (let i = 0; i < n; i++) {
     const p = up.select(request, null, now);
-    out.push(p === null ? '-' : p.name);
+    out.push(p === null ? '-' : p.address);
     if (p) up.release(p, false, now);
   }
   return out;
@@ -51,14 +51,14 @@ describe('smooth weighted round robin (nginx)', () => {
     const p = up.select(request, null, now)!;
     expect(p).toBe(a);
     up.release(a, true, now);
-    expect(a.effectiveWeight).toBe(2); // 4 - 4/2
-    expect(a.fails).toBe(1);
+    expect(a.state.effectiveWeight).toBe(2); // 4 - 4/2
+    expect(a.state.passiveFails).toBe(1);
     picks(up, 1, now);
-    expect(a.effectiveWeight).toBe(3);
+    expect(a.state.effectiveWeight).toBe(3);
     picks(up, 1, now);
-    expect(a.effectiveWeight).toBe(4);
+    expect(a.state.effectiveWeight).toBe(4);
     picks(up, 5, now);
-    expect(a.effectiveWeight).toBe(4);
+    expect(a.state.effectiveWeight).toBe(4);
   });
 
   it('maxFails failures within failTimeout take a server out for failTimeout, then it is tried again', async () => {
@@ -70,11 +70,11 @@ describe('smooth weighted round robin (nginx)', () => {
     const first = up.select(request, null, now)!;
     expect(first).toBe(a);
     up.release(a, true, now);
-    expect(picks(up, 4, now + 5_000)).toEqual([b.name, b.name, b.name, b.name]);
+    expect(picks(up, 4, now + 5_000)).toEqual([b.address, b.address, b.address, b.address]);
     now += 10_001;
     const names = picks(up, 4, now);
-    expect(names).toContain(a.name);
-    expect(a.fails).toBe(0); // the success after the timeout cleared it
+    expect(names).toContain(a.address);
+    expect(a.state.passiveFails).toBe(0); // the success after the timeout cleared it
   });
 
   it('backup servers are used only when no primary is available; down never', async () => {

@@ -281,9 +281,9 @@ describe('Affinity: the bound server or a counted rebind reason', () => {
 
   it.each([
     ['down', (p: Peer) => { p.down = true; }],
-    ['maint', (p: Peer) => { p.adminState = 'maint'; }],
-    ['unhealthy', (p: Peer) => { p.healthy = false; }],
-    ['failed', (p: Peer) => { p.fails = 1; p.checked = now; }],
+    ['maint', (p: Peer) => { p.state.adminState = 'maint'; }],
+    ['unhealthy', (p: Peer) => { p.state.healthy = false; }],
+    ['failed', (p: Peer) => { p.state.passiveFails = 1; p.state.checked = now; }],
     ['maxconns', (p: Peer) => { p.active = 1; }],
   ] as const)('%s: balancer picks, reason recorded', async (reason, breakIt) => {
     const { aff, up } = await setup();
@@ -292,7 +292,7 @@ describe('Affinity: the bound server or a counted rebind reason', () => {
     breakIt(a);
     const r = request(ID);
     aff.begin(r, null, now);
-    expect(r.stickyBound).toBe(a.name);
+    expect(r.stickyBound).toBe(a.address);
     expect(aff.choose(r, now)).toBe(null);
     expect(r.stickyReason).toBe(reason);
     const other = up.select(r, null, now)!;
@@ -310,7 +310,7 @@ describe('Affinity: the bound server or a counted rebind reason', () => {
     const { aff, up, store } = await setup();
     const a = up.primary[0]!;
     aff.bind(ID, a, now);
-    a.adminState = 'drain';
+    a.state.adminState = 'drain';
     const r = request(ID);
     aff.begin(r, null, now);
     expect(aff.choose(r, now)).toBe(a);

@@ -147,7 +147,7 @@ describe('sticky learn (memory store)', () => {
     // Reload with "drain": true on the first server (same listen port, as a config file reload does).
     const next = await loadConfig({ ...raw(true), servers: [{ listen: [`127.0.0.1:${lb.port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }] });
     await lb.lb.reload(next);
-    expect(lb.lb.upstreams.get('backend')!.primary[0]!.adminState).toBe('drain');
+    expect(lb.lb.upstreams.get('backend')!.primary[0]!.state.adminState).toBe('drain');
     await pool(sessions, 8, async (c, i) => {
       for (let r = 0; r < 5; r++) expect((await c.get(`${lb.url}/`)).backend).toBe(home[i]);
     });

@@ -212,8 +212,8 @@ describe('streams: balancing and failover', () => {
     for (let i = 0; i < 10; i++) seen.push(await firstLine(port));
     expect(tally(seen)).toEqual({ good: 10 });
     const dead = lb.upstreams.get('pool')!.find(`127.0.0.1:${deadPort}`)!;
-    expect(dead.state(Date.now())).toBe('failed');
-    expect(dead.failures).toBe(1); // marked failed after one refusal, then skipped for failTimeout
+    expect(dead.status(Date.now())).toBe('failed');
+    expect(dead.state.failedRequests).toBe(1); // marked failed after one refusal, then skipped for failTimeout
 
     // No next upstream: the client connection is closed (status 502).
     expect(await firstLine(noRetryPort)).toBe('<closed>');
@@ -265,7 +265,7 @@ describe('streams: balancing and failover', () => {
     expect(took).toBeGreaterThanOrEqual(250);
     expect(took).toBeLessThan(5000);
     const hole = lb.upstreams.get('pool')!.find(`127.0.0.1:${blackholePort}`)!;
-    expect(hole.state(Date.now())).toBe('failed');
+    expect(hole.status(Date.now())).toBe('failed');
     expect(hole.active).toBe(0);
   });
 });

@@ -48,25 +48,25 @@ export interface AdminTarget {
 /** One server's entry in /status (also the answer to a PUT). */
 export function serverStatus(lb: AdminTarget, up: Upstream, peer: Peer, now: number): Record<string, unknown> {
   const max = peer.currentMaxWeight(now);
-  const slowStartRemaining = peer.slowStartFrom === 0 ? 0 : Math.max(0, peer.slowStartFrom + peer.slowStartMs - now);
+  const slowStartRemaining = peer.state.slowStartFrom === 0 ? 0 : Math.max(0, peer.state.slowStartFrom + peer.slowStartMs - now);
   return {
-    address: peer.name,
+    address: peer.address,
     backup: peer.backup,
-    state: peer.state(now),
-    adminState: peer.adminState,
-    healthy: peer.healthy,
-    weight: peer.weight,
+    state: peer.status(now),
+    adminState: peer.state.adminState,
+    healthy: peer.state.healthy,
+    weight: peer.state.weight,
     configWeight: peer.configWeight,
-    effectiveWeight: round(Math.min(peer.effectiveWeight, max)),
+    effectiveWeight: round(Math.min(peer.state.effectiveWeight, max)),
     slowStart: peer.slowStartMs === 0 ? null : { ms: peer.slowStartMs, remainingMs: Math.min(slowStartRemaining, peer.slowStartMs) },
     active: peer.active,
-    requests: peer.requests,
-    failures: peer.failures,
-    fails: peer.fails,
-    lastProbe: peer.lastProbe === null ? null
-      : { ok: peer.lastProbe.ok, time: iso(peer.lastProbe.at), detail: peer.lastProbe.detail },
-    probes: up.config.healthCheck === null ? null : { consecutiveFails: peer.probeFails, consecutivePasses: peer.probePasses },
-    sessions: lb.sessionsBound === null ? null : lb.sessionsBound(up.name, peer.name),
+    requests: peer.state.requests,
+    failures: peer.state.failedRequests,
+    fails: peer.state.passiveFails,
+    lastProbe: peer.state.lastProbe === null ? null
+      : { ok: peer.state.lastProbe.ok, time: iso(peer.state.lastProbe.at), detail: peer.state.lastProbe.detail },
+    probes: up.config.healthCheck === null ? null : { consecutiveFails: peer.state.probeFailsInRow, consecutivePasses: peer.state.probePassesInRow },
+    sessions: lb.sessionsBound === null ? null : lb.sessionsBound(up.name, peer.address),
   };
 }
 
@@ -213,12 +213,12 @@ export function registerAdminApi(admin: AdminServer, lb: AdminTarget): void {
         return;
       }
       const now = Date.now();
-      const before = { state: peer.adminState, weight: peer.weight };
+      const before = { state: peer.state.adminState, weight: peer.state.weight };
       peer.setRuntime(change.state, change.weight, now);
       lb.log.info({
-        upstream: current.name, server: peer.name, client: clientAddress(req.socket.remoteAddress).address,
-        state: peer.adminState, weight: peer.weight, previousState: before.state, previousWeight: before.weight,
-      }, `admin: server ${peer.name} of upstream ${current.name} is now ${peer.adminState}, weight ${peer.weight}`);
+        upstream: current.name, server: peer.address, client: clientAddress(req.socket.remoteAddress).address,
+        state: peer.state.adminState, weight: peer.state.weight, previousState: before.state, previousWeight: before.weight,
+      }, `admin: server ${peer.address} of upstream ${current.name} is now ${peer.state.adminState}, weight ${peer.state.weight}`);
       lb.saveRuntimeState();
       sendJson(res, 200, serverStatus(lb, current, peer, now));
     });

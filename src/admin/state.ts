@@ -1,6 +1,6 @@
 /**
  * Runtime server state set through the admin API (drain/maint/ready, weight): carried
- * across reloads by Peer.inheritRuntimeState, across restarts by `stateFile` (JSON,
+ * across reloads by the ServerStates registry (balancer/server-state.ts), across restarts by `stateFile` (JSON,
  * written atomically: a temp file renamed over the old one). When the config itself
  * changes a server's weight, the config wins and the log says so.
  */
@@ -32,8 +32,8 @@ export function collectRuntimeState(upstreams: ReadonlyMap<string, Upstream>): S
   for (const up of upstreams.values()) {
     for (const peer of up.all()) {
       const configState: AdminState = peer.configDrain ? 'drain' : 'ready';
-      if (peer.adminState === configState && peer.weight === peer.configWeight) continue;
-      (out.upstreams[up.name] ??= {})[peer.name] = { state: peer.adminState, weight: peer.weight, configWeight: peer.configWeight, configState };
+      if (peer.state.adminState === configState && peer.state.weight === peer.configWeight) continue;
+      (out.upstreams[up.name] ??= {})[peer.address] = { state: peer.state.adminState, weight: peer.state.weight, configWeight: peer.configWeight, configState };
     }
   }
   return out;
@@ -85,7 +85,7 @@ export function applyRuntimeState(upstreams: ReadonlyMap<string, Upstream>, save
       applied++;
       const configState: AdminState = peer.configDrain ? 'drain' : 'ready';
       if (state.configState === undefined || state.configState === configState) {
-        peer.adminState = state.state;
+        peer.state.adminState = state.state;
       } else if (state.state !== configState) {
         log.warn({ upstream: name, server: address, runtimeState: state.state, configState },
           `the config changed "drain" of ${address}; the config wins over the runtime state ${state.state}`);
@@ -98,7 +98,7 @@ export function applyRuntimeState(upstreams: ReadonlyMap<string, Upstream>, save
             `the config changed the weight of ${address} (${state.configWeight} -> ${peer.configWeight}); the config wins over the runtime weight ${state.weight}`);
         }
       }
-      log.info({ upstream: name, server: address, state: peer.adminState, weight: peer.weight }, 'runtime server state restored from stateFile');
+      log.info({ upstream: name, server: address, state: peer.state.adminState, weight: peer.state.weight }, 'runtime server state restored from stateFile');
     }
   }
   return applied;
@@ -110,10 +110,10 @@ export function logConfigWeightWins(previous: ReadonlyMap<string, Upstream>, nex
     const before = previous.get(name);
     if (before === undefined) continue;
     for (const peer of up.all()) {
-      const old: Peer | undefined = before.find(peer.name);
-      if (old === undefined || old.weight === old.configWeight || old.configWeight === peer.configWeight) continue;
-      log.warn({ upstream: name, server: peer.name, runtimeWeight: old.weight, configWeight: peer.configWeight },
-        `reload changed the configured weight of ${peer.name} (${old.configWeight} -> ${peer.configWeight}); the config wins over the runtime weight ${old.weight}`);
+      const old: Peer | undefined = before.find(peer.address);
+      if (old === undefined || old.state.weight === old.configWeight || old.configWeight === peer.configWeight) continue;
+      log.warn({ upstream: name, server: peer.address, runtimeWeight: old.state.weight, configWeight: peer.configWeight },
+        `reload changed the configured weight of ${peer.address} (${old.configWeight} -> ${peer.configWeight}); the config wins over the runtime weight ${old.state.weight}`);
     }
   }
 }

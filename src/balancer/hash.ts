@@ -103,8 +103,8 @@ export function splitServer(server: string): { host: string; port: string } {
 
 /** The configured address a peer came from (a resolved hostname's peers are named "name:port#ip:port"). */
 function serverOf(peer: Peer): string {
-  const hash = peer.name.indexOf('#');
-  return hash === -1 ? peer.name : peer.name.slice(0, hash);
+  const hash = peer.address.indexOf('#');
+  return hash === -1 ? peer.address : peer.address.slice(0, hash);
 }
 
 export class ConsistentHash implements Policy {
@@ -129,7 +129,7 @@ export class ConsistentHash implements Policy {
     const hashes: number[] = [];
     const owners: number[] = [];
     this.peers.forEach((peer, index) => {
-      this.weights[index] = peer.weight;
+      this.weights[index] = peer.state.weight;
       const server = serverOf(peer);
       let g = groupIndex.get(server);
       if (g !== undefined) {
@@ -143,7 +143,7 @@ export class ConsistentHash implements Policy {
       const { host, port } = splitServer(server);
       const base = crc32Update(crc32Update(crc32Update(CRC32_INIT, Buffer.from(host, 'utf8').toString('latin1')), '\0'), port);
       let prev = 0;
-      const n = peer.weight * POINTS_PER_WEIGHT;
+      const n = peer.state.weight * POINTS_PER_WEIGHT;
       for (let j = 0; j < n; j++) {
         const h = crc32Final(crc32UpdateU32LE(base, prev));
         hashes.push(h);
@@ -188,7 +188,7 @@ export class ConsistentHash implements Policy {
   pick(peers: readonly Peer[], tried: ReadonlySet<Peer> | null, request: PickRequest, now: number): Peer | null {
     const ws = this.weights;
     for (let i = 0; i < ws.length; i++) {
-      if (this.peers[i]!.weight !== ws[i]) {
+      if (this.peers[i]!.state.weight !== ws[i]) {
         this.build();
         break;
       }

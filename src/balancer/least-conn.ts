@@ -49,13 +49,13 @@ export class LeastConn implements Policy {
       if (!peer.canTakeNew(now)) continue;
       const max = peer.currentMaxWeight(now);
       if (peer.active * firstWeight !== first.active * max) continue;
-      const weight = peer.effectiveWeight < max ? peer.effectiveWeight : max;
-      peer.currentWeight += weight;
+      const weight = peer.state.effectiveWeight < max ? peer.state.effectiveWeight : max;
+      peer.state.currentWeight += weight;
       total += weight;
-      if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
-      if (peer.currentWeight > best.currentWeight) best = peer;
+      if (peer.state.effectiveWeight < peer.state.weight) peer.state.effectiveWeight++;
+      if (peer.state.currentWeight > best.state.currentWeight) best = peer;
     }
-    best.currentWeight -= total;
+    best.state.currentWeight -= total;
     return best;
   }
 }

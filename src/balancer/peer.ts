@@ -1,8 +1,9 @@
 /**
- * The shared state of one upstream server, as nginx keeps it in
- * ngx_http_upstream_rr_peer_t: weights for smooth weighted round robin, passive
- * failure accounting (max_fails / fail_timeout), active connections.
- * Policies read it to choose; the proxy updates it through `Upstream.release`.
+ * One server of an upstream as one config has it (nginx ngx_http_upstream_rr_peer_t): its
+ * address and config, the requests in flight to it, and its runtime state (`state`: passive
+ * failures, health, slow start, admin state and weight), which is shared with the same server
+ * of the previous and next config (server-state.ts). Policies read it to choose; the proxy
+ * updates it through `Upstream.acquire` / `Upstream.release`.
  *
  * Layers above hang their own per-server objects on a Peer (the transport its connection pool,
  * observability its metric cells) by adding fields to this class's interface (TypeScript
@@ -10,105 +11,65 @@
  * observability/metrics.ts): the balancer carries them and imports neither.
  */
 import type { UpstreamServerConfig } from '../config/model.js';
+import type { AdminState, ServerState } from './server-state.js';
 
-export type AdminState = 'ready' | 'drain' | 'maint';
+export type { AdminState, ProbeResult } from './server-state.js';
 
-/** The outcome of one active health probe (kept on the peer for /status). */
-export interface ProbeResult {
-  ok: boolean;
-  /** When the probe finished, ms since epoch. */
-  at: number;
-  /** "200", "connected", "status 500", "timeout", "ECONNREFUSED", "body did not match", ... */
-  detail: string;
+/**
+ * Why a server cannot take a request now (in this order of precedence). `drain` stops only
+ * new requests; `maxconns` is a momentary limit, not a state.
+ */
+export type Unavailable = 'down' | 'maint' | 'unhealthy' | 'failed' | 'drain' | 'maxconns';
+
+/** What a request asks of a server (Peer.unavailable). */
+export const enum Taking {
+  /** A request the policy places: every rule applies. */
+  New,
+  /** A request of a session bound to this server: a drained server still takes it. */
+  Bound,
+  /** nginx's single-server upstream: max_fails is ignored. */
+  Single,
 }
 
 export class Peer {
   /** Position in its upstream's primary or backup list (used by policies for stable order). */
   index = 0;
-  readonly name: string;
+  /** `host:port` as written in the config (or `name#ip:port` for each address of a hostname). */
+  readonly address: string;
   readonly host: string;
   readonly port: number;
   readonly backup: boolean;
-  /** The weight in use: the config's, or one set through the admin API. */
-  weight: number;
   /** The weight written in the config file. */
   readonly configWeight: number;
   /** `"drain": true` in the config file (sticky sessions: keeps bound sessions, no new ones). */
   readonly configDrain: boolean;
   /** nginx Plus slow_start in ms (0 = off). */
   readonly slowStartMs: number;
-  /** When the server last came back (healthy again, passive failure over, admin ready); slow start counts from here; 0 = not ramping. */
-  slowStartFrom = 0;
   maxFails: number;
   failTimeoutMs: number;
   down: boolean;
   maxConns: number;
-
-  /** Smooth weighted round robin state (nginx current_weight / effective_weight). */
-  currentWeight = 0;
-  effectiveWeight: number;
-
-  /** Passive health (nginx fails / accessed / checked), times in ms since epoch. */
-  fails = 0;
-  accessed = 0;
-  checked = 0;
-
-  /** Requests in flight to this server (nginx conns). */
+  /** Runtime state, shared with this server in the configs before and after this one. */
+  readonly state: ServerState;
+  /** True when `state` comes from the config before this one (the server was there already). */
+  readonly inherited: boolean;
+  /** Requests in flight to this server under this config (nginx conns). */
   active = 0;
-  /** Totals since start (kept across reloads). */
-  requests = 0;
-  failures = 0;
 
-  /** Active health (issue: health checks) and runtime admin state; a plain peer is healthy and ready. */
-  healthy = true;
-  adminState: AdminState = 'ready';
-
-  /** Active probe bookkeeping: consecutive failed / passed probes, the last result. */
-  probeFails = 0;
-  probePasses = 0;
-  lastProbe: ProbeResult | null = null;
-  /** `mandatory` health checks: unhealthy until the first passing probe. */
-  awaitingFirstProbe = false;
-  /** True when this peer took over the state of the same server before a reload. */
-  inherited = false;
-
-  constructor(cfg: UpstreamServerConfig) {
-    this.name = cfg.address;
+  constructor(cfg: UpstreamServerConfig, state: ServerState, inherited: boolean) {
+    this.address = cfg.address;
     this.host = cfg.host;
     this.port = cfg.port;
     this.backup = cfg.backup;
-    this.weight = cfg.weight;
     this.configWeight = cfg.weight;
     this.slowStartMs = cfg.slowStartMs;
-    this.effectiveWeight = cfg.weight;
     this.maxFails = cfg.maxFails;
     this.failTimeoutMs = cfg.failTimeoutMs;
     this.down = cfg.down;
     this.maxConns = cfg.maxConns;
     this.configDrain = cfg.drain;
-    if (cfg.drain) this.adminState = 'drain';
-  }
-
-  /** Takes over health, failure, counters and runtime state from the same server before a reload. */
-  inheritRuntimeState(before: Peer): void {
-    this.fails = before.fails;
-    this.accessed = before.accessed;
-    this.checked = before.checked;
-    this.requests = before.requests;
-    this.failures = before.failures;
-    this.healthy = before.healthy;
-    // Runtime admin state stays, unless the config itself changed `drain` for this server (the config wins).
-    this.adminState = before.configDrain === this.configDrain ? before.adminState : (this.configDrain ? 'drain' : 'ready');
-    this.currentWeight = before.currentWeight;
-    this.slowStartFrom = before.slowStartFrom;
-    this.probeFails = before.probeFails;
-    this.probePasses = before.probePasses;
-    this.lastProbe = before.lastProbe;
-    this.awaitingFirstProbe = before.awaitingFirstProbe;
-    this.inherited = true;
-    // A weight set through the admin API stays unless the config itself changed this server's weight.
-    if (before.configWeight === this.configWeight) this.weight = before.weight;
-    this.effectiveWeight = Math.min(before.effectiveWeight, this.weight);
+    this.state = state;
+    this.inherited = inherited;
   }
 
   /**
@@ -116,74 +77,72 @@ export class Peer {
    * linear ramp from near 0 (weight/20) to `weight`. Every policy that weighs servers uses this.
    */
   currentMaxWeight(now: number): number {
-    if (this.slowStartFrom === 0) return this.weight;
-    const elapsed = now - this.slowStartFrom;
+    const s = this.state;
+    if (s.slowStartFrom === 0) return s.weight;
+    const elapsed = now - s.slowStartFrom;
     if (elapsed >= this.slowStartMs) {
-      this.slowStartFrom = 0; // ramp over: later calls take the fast path
-      return this.weight;
+      s.slowStartFrom = 0; // ramp over: later calls take the fast path
+      return s.weight;
     }
-    const ramp = elapsed > 0 ? (this.weight * elapsed) / this.slowStartMs : 0;
-    const floor = this.weight / 20;
+    const ramp = elapsed > 0 ? (s.weight * elapsed) / this.slowStartMs : 0;
+    const floor = s.weight / 20;
     return ramp > floor ? ramp : floor;
   }
 
   /** The server came back (health, passive failure over, admin ready): start its slow start, if configured. */
   markBack(now: number): void {
-    if (this.slowStartMs > 0) this.slowStartFrom = now;
+    if (this.slowStartMs > 0) this.state.slowStartFrom = now;
   }
 
   /** Sets the weight in use (admin API); the smooth round robin state follows. */
   setWeight(weight: number): void {
-    const full = this.effectiveWeight >= this.weight;
-    this.weight = weight;
-    if (full || this.effectiveWeight > weight) this.effectiveWeight = weight;
+    const s = this.state;
+    const full = s.effectiveWeight >= s.weight;
+    s.weight = weight;
+    if (full || s.effectiveWeight > weight) s.effectiveWeight = weight;
   }
 
   /** A runtime change (admin API, or one the cluster primary relays): back to `ready` starts slow start. */
-  setRuntime(state: AdminState | undefined, weight: number | undefined, now: number): void {
-    if (state !== undefined && state !== this.adminState) {
-      if (state === 'ready') this.markBack(now);
-      this.adminState = state;
+  setRuntime(adminState: AdminState | undefined, weight: number | undefined, now: number): void {
+    if (adminState !== undefined && adminState !== this.state.adminState) {
+      if (adminState === 'ready') this.markBack(now);
+      this.state.adminState = adminState;
     }
-    if (weight !== undefined && weight !== this.weight) this.setWeight(weight);
-  }
-
-  /** nginx's single-server upstream ignores max_fails: only down, maxConns, health and admin state apply. */
-  canServeSingle(): boolean {
-    return !this.down && this.healthy && this.adminState === 'ready'
-      && (this.maxConns === 0 || this.active < this.maxConns);
+    if (weight !== undefined && weight !== this.state.weight) this.setWeight(weight);
   }
 
   /** Failed by passive accounting and still inside fail_timeout. */
   isFailed(now: number): boolean {
-    return this.maxFails !== 0 && this.fails >= this.maxFails && now - this.checked <= this.failTimeoutMs;
+    const s = this.state;
+    return this.maxFails !== 0 && s.passiveFails >= this.maxFails && now - s.checked <= this.failTimeoutMs;
   }
 
-  /** May this server take a new request (not bound to it by a session)? nginx's skip rules plus health and admin state. */
-  canTakeNew(now: number): boolean {
-    return !this.down
-      && this.healthy
-      && this.adminState === 'ready'
-      && !this.isFailed(now)
-      && (this.maxConns === 0 || this.active < this.maxConns);
-  }
-
-  /** May this server take a request of a session already bound to it? Like canTakeNew, but drain still serves. */
-  canTakeBound(now: number): boolean {
-    return !this.down
-      && this.healthy
-      && this.adminState !== 'maint'
-      && !this.isFailed(now)
-      && (this.maxConns === 0 || this.active < this.maxConns);
-  }
-
-  /** nginx's state name for status pages. */
-  state(now: number): 'up' | 'unhealthy' | 'failed' | 'drain' | 'maint' | 'down' {
+  /**
+   * The one rule for "can this server take this request now": null when it can, else why not.
+   * nginx's skip rules (down, max_fails within fail_timeout, max_conns) plus active health and
+   * the admin state; `taking` says what kind of request asks (see Taking).
+   */
+  unavailable(now: number, taking: Taking.Bound): Exclude<Unavailable, 'drain'> | null;
+  unavailable(now: number, taking: Taking): Unavailable | null;
+  unavailable(now: number, taking: Taking): Unavailable | null {
+    const s = this.state;
     if (this.down) return 'down';
-    if (this.adminState === 'maint') return 'maint';
-    if (!this.healthy) return 'unhealthy';
-    if (this.isFailed(now)) return 'failed';
-    if (this.adminState === 'drain') return 'drain';
-    return 'up';
+    if (s.adminState === 'maint') return 'maint';
+    if (!s.healthy) return 'unhealthy';
+    if (taking !== Taking.Single && this.isFailed(now)) return 'failed';
+    if (taking !== Taking.Bound && s.adminState === 'drain') return 'drain';
+    if (this.maxConns !== 0 && this.active >= this.maxConns) return 'maxconns';
+    return null;
+  }
+
+  /** May a policy place a new request here? (`unavailable(now, Taking.New)` is null.) */
+  canTakeNew(now: number): boolean {
+    return this.unavailable(now, Taking.New) === null;
+  }
+
+  /** nginx's state name for status pages and metrics: the reason it cannot take new requests, ignoring the momentary maxconns. */
+  status(now: number): 'up' | Exclude<Unavailable, 'maxconns'> {
+    const why = this.unavailable(now, Taking.New);
+    return why === null || why === 'maxconns' ? 'up' : why;
   }
 }

@@ -53,7 +53,7 @@ export class RandomPolicy implements Policy {
         first = peer;
         continue;
       }
-      return peer.active * first.weight > first.active * peer.weight ? first : peer;
+      return peer.active * first.state.weight > first.active * peer.state.weight ? first : peer;
     }
     // Fewer than two usable draws in 21: smooth weighted round robin, as nginx falls back.
     return this.fallback.pick(peers, tried, request, now);

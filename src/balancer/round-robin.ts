@@ -17,14 +17,14 @@ export class RoundRobin implements Policy {
       if (!peer.canTakeNew(now)) continue;
       // Slow start caps the effective weight while a server ramps up after coming back.
       const max = peer.currentMaxWeight(now);
-      const weight = peer.effectiveWeight < max ? peer.effectiveWeight : max;
-      peer.currentWeight += weight;
+      const weight = peer.state.effectiveWeight < max ? peer.state.effectiveWeight : max;
+      peer.state.currentWeight += weight;
       total += weight;
-      if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
-      if (best === null || peer.currentWeight > best.currentWeight) best = peer;
+      if (peer.state.effectiveWeight < peer.state.weight) peer.state.effectiveWeight++;
+      if (best === null || peer.state.currentWeight > best.state.currentWeight) best = peer;
     }
     if (best === null) return null;
-    best.currentWeight -= total;
+    best.state.currentWeight -= total;
     return best;
   }
 }

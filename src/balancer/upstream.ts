@@ -4,7 +4,8 @@
  * `checked` stamping) and after an attempt (passive failure accounting).
  */
 import type { UpstreamConfig } from '../config/model.js';
-import { Peer } from './peer.js';
+import { Peer, Taking } from './peer.js';
+import { ServerState, type ServerStates } from './server-state.js';
 import type { Policy, PickRequest } from './policy.js';
 import { createPolicy } from './policies.js';
 
@@ -19,16 +20,17 @@ export class Upstream {
   private readonly policy: Policy;
   private readonly backupPolicy: Policy;
 
-  constructor(readonly config: UpstreamConfig, previous?: Upstream) {
+  /**
+   * `states`: the registry that keeps each server's runtime state across reloads (the
+   * runtime's); without one every server starts afresh. `states.commit` once this upstream is in use.
+   */
+  constructor(readonly config: UpstreamConfig, states?: ServerStates) {
     this.name = config.name;
-    const old = new Map<string, Peer>();
-    if (previous) for (const p of previous.all()) old.set(p.name, p);
     this.primary = [];
     this.backup = [];
     for (const s of config.servers) {
-      const peer = new Peer(s);
-      const before = old.get(s.address);
-      if (before && before.backup === peer.backup) peer.inheritRuntimeState(before);
+      const claimed = states?.claim(config.name, s);
+      const peer = new Peer(s, claimed?.state ?? new ServerState(s), claimed?.existing ?? false);
       (s.backup ? this.backup : this.primary).push(peer);
     }
     this.primary.forEach((p, i) => { p.index = i; });
@@ -50,8 +52,8 @@ export class Upstream {
     yield* this.backup;
   }
 
-  find(name: string): Peer | undefined {
-    for (const p of this.all()) if (p.name === name) return p;
+  find(address: string): Peer | undefined {
+    for (const p of this.all()) if (p.address === address) return p;
     return undefined;
   }
 
@@ -63,7 +65,7 @@ export class Upstream {
     let peer: Peer | null;
     if (this.single) {
       const only = this.primary[0]!;
-      peer = (tried === null || !tried.has(only)) && only.canServeSingle() ? only : null;
+      peer = (tried === null || !tried.has(only)) && only.unavailable(now, Taking.Single) === null ? only : null;
     } else {
       peer = this.policy.pick(this.primary, tried, request, now);
       if (peer === null && this.backup.length > 0) peer = this.backupPolicy.pick(this.backup, tried, request, now);
@@ -74,9 +76,10 @@ export class Upstream {
 
   /** Counts an attempt on a peer chosen outside `select` (a session's bound server). */
   acquire(peer: Peer, now: number): void {
-    if (now - peer.checked > peer.failTimeoutMs) peer.checked = now;
+    const s = peer.state;
+    if (now - s.checked > peer.failTimeoutMs) s.checked = now;
     peer.active++;
-    peer.requests++;
+    s.requests++;
   }
 
   /**
@@ -85,21 +88,22 @@ export class Upstream {
    * after fail_timeout made the peer eligible again clears its failures.
    */
   release(peer: Peer, failed: boolean, now: number): void {
+    const s = peer.state;
     peer.active--;
-    if (failed) peer.failures++;
+    if (failed) s.failedRequests++;
     if (this.single) return;
     if (failed) {
-      peer.fails++;
-      peer.accessed = now;
-      peer.checked = now;
+      s.passiveFails++;
+      s.accessed = now;
+      s.checked = now;
       if (peer.maxFails !== 0) {
-        peer.effectiveWeight -= Math.floor(peer.weight / peer.maxFails);
+        s.effectiveWeight -= Math.floor(s.weight / peer.maxFails);
         // Failed now: it comes back when fail_timeout is over, and slow start counts from then.
-        if (peer.fails >= peer.maxFails) peer.markBack(now + peer.failTimeoutMs);
+        if (s.passiveFails >= peer.maxFails) peer.markBack(now + peer.failTimeoutMs);
       }
-      if (peer.effectiveWeight < 0) peer.effectiveWeight = 0;
-    } else if (peer.accessed < peer.checked) {
-      peer.fails = 0;
+      if (s.effectiveWeight < 0) s.effectiveWeight = 0;
+    } else if (s.accessed < s.checked) {
+      s.passiveFails = 0;
     }
   }
 }

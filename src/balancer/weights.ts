@@ -7,13 +7,13 @@ import type { Peer } from './peer.js';
 
 export function totalWeight(peers: readonly Peer[]): number {
   let total = 0;
-  for (let i = 0; i < peers.length; i++) total += peers[i]!.weight;
+  for (let i = 0; i < peers.length; i++) total += peers[i]!.state.weight;
   return total;
 }
 
 /** The peer at position `w` (0 <= w < totalWeight) of the weight line. */
 export function peerAtWeight(peers: readonly Peer[], w: number): Peer {
   let i = 0;
-  while (i < peers.length - 1 && w >= peers[i]!.weight) w -= peers[i++]!.weight;
+  while (i < peers.length - 1 && w >= peers[i]!.state.weight) w -= peers[i++]!.state.weight;
   return peers[i]!;
 }

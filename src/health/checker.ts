@@ -40,8 +40,8 @@ function statusAccepted(status: number, ranges: ReadonlyArray<readonly [number, 
 
 /** Host header for a server: its address as written (a resolved hostname's name, without the "#ip:port" suffix). */
 function defaultHost(peer: Peer): string {
-  const hash = peer.name.indexOf('#');
-  return hash < 0 ? peer.name : peer.name.slice(0, hash);
+  const hash = peer.address.indexOf('#');
+  return hash < 0 ? peer.address : peer.address.slice(0, hash);
 }
 
 /** One HTTP probe: GET path on a fresh connection; checks status and, if configured, the body. Returns an abort function. */
@@ -126,8 +126,8 @@ export function probeTcp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): ()
  */
 export function holdUntilFirstProbe(peer: Peer, hc: HealthCheckConfig | null): void {
   if (hc?.mandatory === true && !peer.inherited) {
-    peer.healthy = false;
-    peer.awaitingFirstProbe = true;
+    peer.state.healthy = false;
+    peer.state.awaitingFirstProbe = true;
   }
 }
 
@@ -152,15 +152,15 @@ export class HealthChecker {
       const hc = up.config.healthCheck;
       for (const peer of up.all()) {
         if (hc === null) {
-          if (!peer.healthy) {
+          if (!peer.state.healthy) {
             // Nothing would ever bring it back: without active checks a server is healthy.
-            peer.healthy = true;
-            peer.awaitingFirstProbe = false;
-            this.log.info({ upstream: up.name, server: peer.name }, 'health check removed from upstream; server is healthy');
+            peer.state.healthy = true;
+            peer.state.awaitingFirstProbe = false;
+            this.log.info({ upstream: up.name, server: peer.address }, 'health check removed from upstream; server is healthy');
           }
           continue;
         }
-        const key = `${up.name}\0${peer.name}`;
+        const key = `${up.name}\0${peer.address}`;
         seen.add(key);
         const existing = this.targets.get(key);
         if (existing !== undefined) {
@@ -172,7 +172,7 @@ export class HealthChecker {
         const target: Target = { upstream: up.name, peer, config: hc, timer: null, abort: null, stopped: false };
         this.targets.set(key, target);
         // Spread the first probes over one interval (mandatory ones soon: the server waits for them).
-        const spread = peer.awaitingFirstProbe ? Math.min(hc.intervalMs, 250) : hc.intervalMs;
+        const spread = peer.state.awaitingFirstProbe ? Math.min(hc.intervalMs, 250) : hc.intervalMs;
         this.schedule(target, Math.random() * spread);
       }
     }
@@ -223,7 +223,7 @@ export class HealthChecker {
       if (target.stopped) return;
       if (!ok && isLocalResourceError(detail)) {
         // This host ran out of descriptors or ports: says nothing about the server; probe again later.
-        this.log.warn({ upstream: target.upstream, server: peer.name, code: detail }, `health probe not run: ${detail}`);
+        this.log.warn({ upstream: target.upstream, server: peer.address, code: detail }, `health probe not run: ${detail}`);
         this.next(target);
         return;
       }
@@ -241,9 +241,9 @@ export class HealthChecker {
   private apply(target: Target, ok: boolean, detail: string): void {
     const peer = target.peer;
     const now = Date.now();
-    peer.lastProbe = { ok, at: now, detail };
+    peer.state.lastProbe = { ok, at: now, detail };
     this.updateState(target, ok, detail, now);
-    this.onProbe?.(target.upstream, peer.name, ok, detail);
+    this.onProbe?.(target.upstream, peer.address, ok, detail);
   }
 
   /** Counts the result and moves the server between healthy and unhealthy (passes/fails thresholds). */
@@ -251,33 +251,33 @@ export class HealthChecker {
     const peer = target.peer;
     const hc = target.config;
     if (ok) {
-      peer.probePasses++;
-      peer.probeFails = 0;
-      if (!peer.healthy) {
-        if (peer.awaitingFirstProbe || peer.probePasses >= hc.passes) {
-          peer.healthy = true;
-          peer.awaitingFirstProbe = false;
-          peer.fails = 0; // active checks bring a server back from passive failure too
+      peer.state.probePassesInRow++;
+      peer.state.probeFailsInRow = 0;
+      if (!peer.state.healthy) {
+        if (peer.state.awaitingFirstProbe || peer.state.probePassesInRow >= hc.passes) {
+          peer.state.healthy = true;
+          peer.state.awaitingFirstProbe = false;
+          peer.state.passiveFails = 0; // active checks bring a server back from passive failure too
           peer.markBack(now);
-          this.log.info({ upstream: target.upstream, server: peer.name, passes: peer.probePasses, detail },
-            `upstream server ${peer.name} is healthy again (health check passed ${peer.probePasses} time${peer.probePasses === 1 ? '' : 's'})`);
+          this.log.info({ upstream: target.upstream, server: peer.address, passes: peer.state.probePassesInRow, detail },
+            `upstream server ${peer.address} is healthy again (health check passed ${peer.state.probePassesInRow} time${peer.state.probePassesInRow === 1 ? '' : 's'})`);
         }
       } else if (peer.isFailed(now)) {
-        peer.fails = 0;
+        peer.state.passiveFails = 0;
         peer.markBack(now);
-        this.log.info({ upstream: target.upstream, server: peer.name, detail },
-          `upstream server ${peer.name} failed by max_fails is back: health check passed`);
+        this.log.info({ upstream: target.upstream, server: peer.address, detail },
+          `upstream server ${peer.address} failed by max_fails is back: health check passed`);
       }
     } else {
-      peer.probeFails++;
-      peer.probePasses = 0;
-      if (peer.healthy && peer.probeFails >= hc.fails) {
-        peer.healthy = false;
-        this.log.warn({ upstream: target.upstream, server: peer.name, fails: peer.probeFails, detail },
-          `upstream server ${peer.name} is unhealthy: health check failed ${peer.probeFails} time${peer.probeFails === 1 ? '' : 's'} (${detail})`);
-      } else if (!peer.healthy && peer.probeFails === 1 && peer.awaitingFirstProbe) {
-        this.log.warn({ upstream: target.upstream, server: peer.name, detail },
-          `upstream server ${peer.name} waits for its first passing health check (${detail})`);
+      peer.state.probeFailsInRow++;
+      peer.state.probePassesInRow = 0;
+      if (peer.state.healthy && peer.state.probeFailsInRow >= hc.fails) {
+        peer.state.healthy = false;
+        this.log.warn({ upstream: target.upstream, server: peer.address, fails: peer.state.probeFailsInRow, detail },
+          `upstream server ${peer.address} is unhealthy: health check failed ${peer.state.probeFailsInRow} time${peer.state.probeFailsInRow === 1 ? '' : 's'} (${detail})`);
+      } else if (!peer.state.healthy && peer.state.probeFailsInRow === 1 && peer.state.awaitingFirstProbe) {
+        this.log.warn({ upstream: target.upstream, server: peer.address, detail },
+          `upstream server ${peer.address} waits for its first passing health check (${detail})`);
       }
     }
   }

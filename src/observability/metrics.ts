@@ -67,7 +67,7 @@ export interface StickyCounters {
 export const STORE_OP_NAMES = ['get', 'set', 'touch', 'delete'] as const;
 export type StoreOpName = typeof STORE_OP_NAMES[number];
 
-/** Server states as Peer.state() names them (`sessionlb_upstream_server_state{state}`). */
+/** Server states as Peer.status() names them (`sessionlb_upstream_server_state{state}`). */
 export const SERVER_STATES = ['up', 'unhealthy', 'failed', 'drain', 'maint', 'down'] as const;
 
 type Labels = Readonly<Record<string, string>>;
@@ -315,8 +315,8 @@ export class Metrics {
         this.reset();
         const now = Date.now();
         for (const up of src.upstreams()) for (const p of up.all()) {
-          const s = p.state(now);
-          this.set({ upstream: up.name, server: p.name }, s === 'up' || s === 'drain' ? 1 : 0);
+          const s = p.status(now);
+          this.set({ upstream: up.name, server: p.address }, s === 'up' || s === 'drain' ? 1 : 0);
         }
       },
     });
@@ -327,8 +327,8 @@ export class Metrics {
         this.reset();
         const now = Date.now();
         for (const up of src.upstreams()) for (const p of up.all()) {
-          const s = p.state(now);
-          for (const state of SERVER_STATES) this.set({ upstream: up.name, server: p.name, state }, s === state ? 1 : 0);
+          const s = p.status(now);
+          for (const state of SERVER_STATES) this.set({ upstream: up.name, server: p.address, state }, s === state ? 1 : 0);
         }
       },
     });
@@ -339,7 +339,7 @@ export class Metrics {
         this.reset();
         const now = Date.now();
         for (const up of src.upstreams()) for (const p of up.all()) {
-          this.set({ upstream: up.name, server: p.name }, effectiveWeight(p, now));
+          this.set({ upstream: up.name, server: p.address }, effectiveWeight(p, now));
         }
       },
     });
@@ -348,7 +348,7 @@ export class Metrics {
       labelNames: ['upstream', 'server'], registers: [r],
       collect(): void {
         this.reset();
-        for (const up of src.upstreams()) for (const p of up.all()) this.set({ upstream: up.name, server: p.name }, p.active);
+        for (const up of src.upstreams()) for (const p of up.all()) this.set({ upstream: up.name, server: p.address }, p.active);
       },
     });
     new Gauge({
@@ -431,9 +431,9 @@ export class Metrics {
   /** Cells for one server of an upstream (call once per config). */
   peer(upstream: string, peer: Peer): PeerMetrics {
     return new PeerMetrics(
-      CODE_CLASSES.map((code) => this.upstreamRequests.cell(upstream, peer.name, code)),
-      this.upstreamSeconds.cell(upstream, peer.name),
-      FAILURE_REASONS.map((reason) => this.failures.cell(upstream, peer.name, reason)),
+      CODE_CLASSES.map((code) => this.upstreamRequests.cell(upstream, peer.address, code)),
+      this.upstreamSeconds.cell(upstream, peer.address),
+      FAILURE_REASONS.map((reason) => this.failures.cell(upstream, peer.address, reason)),
     );
   }
 
@@ -471,7 +471,7 @@ export class Metrics {
 /** The weight a policy gives the server now: nginx effective_weight, capped by slow start's ramp. */
 export function effectiveWeight(p: Peer, now: number): number {
   const max = p.currentMaxWeight(now);
-  const w = p.effectiveWeight < max ? p.effectiveWeight : max;
+  const w = p.state.effectiveWeight < max ? p.state.effectiveWeight : max;
   return Math.round(w * 100) / 100;
 }
 

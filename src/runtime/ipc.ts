@@ -71,9 +71,9 @@ export function snapshot(upstreams: Iterable<Upstream>): PeerState[] {
 /** The state of one server (a probe's result). */
 export function peerState(upstream: string, p: Peer): PeerState {
   return {
-    u: upstream, s: p.name, healthy: p.healthy, awaitingFirstProbe: p.awaitingFirstProbe,
-    probeFails: p.probeFails, probePasses: p.probePasses, lastProbe: p.lastProbe,
-    adminState: p.adminState, weight: p.weight,
+    u: upstream, s: p.address, healthy: p.state.healthy, awaitingFirstProbe: p.state.awaitingFirstProbe,
+    probeFails: p.state.probeFailsInRow, probePasses: p.state.probePassesInRow, lastProbe: p.state.lastProbe,
+    adminState: p.state.adminState, weight: p.state.weight,
   };
 }
 
@@ -87,19 +87,19 @@ export function applyStates(upstreams: ReadonlyMap<string, Upstream>, states: re
   for (const st of states) {
     const peer = upstreams.get(st.u)?.find(st.s);
     if (peer === undefined) continue;
-    if (st.healthy && !peer.healthy) {
-      peer.fails = 0;
+    if (st.healthy && !peer.state.healthy) {
+      peer.state.passiveFails = 0;
       peer.markBack(now);
     } else if (st.healthy && st.lastProbe !== null && st.lastProbe.ok && peer.isFailed(now)
-      && (peer.lastProbe === null || peer.lastProbe.at !== st.lastProbe.at)) {
-      peer.fails = 0;
+      && (peer.state.lastProbe === null || peer.state.lastProbe.at !== st.lastProbe.at)) {
+      peer.state.passiveFails = 0;
       peer.markBack(now);
     }
-    peer.healthy = st.healthy;
-    peer.awaitingFirstProbe = st.awaitingFirstProbe;
-    peer.probeFails = st.probeFails;
-    peer.probePasses = st.probePasses;
-    peer.lastProbe = st.lastProbe;
+    peer.state.healthy = st.healthy;
+    peer.state.awaitingFirstProbe = st.awaitingFirstProbe;
+    peer.state.probeFailsInRow = st.probeFails;
+    peer.state.probePassesInRow = st.probePasses;
+    peer.state.lastProbe = st.lastProbe;
     peer.setRuntime(st.adminState, st.weight, now);
   }
 }

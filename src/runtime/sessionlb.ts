@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import { loadConfigText, readConfigText } from '../config/load.js';
 import { ConfigError, type Config, type HeaderLimits, type UpstreamConfig } from '../config/model.js';
 import { Upstream } from '../balancer/upstream.js';
+import { ServerStates } from '../balancer/server-state.js';
 import type { PeerPool } from '../proxy/upstream/transport.js';
 import { RawPeerPool } from '../proxy/upstream/raw-pool.js';
 import { ForwardRequest, type ForwardHooks, type Route } from '../proxy/http/forward.js';
@@ -260,6 +261,8 @@ export class SessionLB {
   readonly log: EventLog;
   readonly hooks: ForwardHooks;
   upstreams = new Map<string, Upstream>();
+  /** Each server's runtime state (health, failures, slow start, admin state and weight), found again by every reload. */
+  private readonly serverStates = new ServerStates();
   stopping = false;
   private readonly listeners = new Map<string, Listener>();
   private readonly pools = new Map<string, PeerPool>();
@@ -333,7 +336,8 @@ export class SessionLB {
     this.sessionsBound = (upstream, server) =>
       (this.upstreams.get(upstream)?.config.sticky?.mode === 'learn' ? this.sessions.boundCount(upstream, server) : null);
     this.sessions.storeObserver = this.observability.metrics.store;
-    this.upstreams = this.buildUpstreams(config, new Map());
+    this.upstreams = this.buildUpstreams(config);
+    this.serverStates.commit(config.upstreams.values());
     this.streams = new StreamProxies(options.log, () => this.observability.accessLog, this.observability.metrics.registry, this.role !== 'primary');
   }
 
@@ -386,7 +390,7 @@ export class SessionLB {
    */
   async reload(config: Config): Promise<void> {
     this.sessions.reconfigure(config.sessionStore);
-    const upstreams = this.buildUpstreams(config, this.upstreams);
+    const upstreams = this.buildUpstreams(config);
     const previousPools = new Set(this.pools.values());
     const routers = this.role === 'primary' ? NO_ROUTERS : this.buildRouters(config, upstreams);
     const fresh: Listener[] = [];
@@ -403,21 +407,11 @@ export class SessionLB {
       for (const l of fresh) l.server.close();
       throw err;
     }
-    if (fresh.length > 0 || streamPlan.fresh.length > 0) {
-      // Binding took time and requests went on: take the remaining servers' state again, as of the switch.
-      for (const [name, up] of upstreams) {
-        const before = this.upstreams.get(name);
-        if (before === undefined) continue;
-        for (const peer of up.all()) {
-          const old = before.find(peer.name);
-          if (old !== undefined && old.backup === peer.backup) peer.inheritRuntimeState(old);
-        }
-      }
-    }
     // The switch: everything below is synchronous.
     logConfigWeightWins(this.upstreams, upstreams, this.log);
     this.config = config;
     this.upstreams = upstreams;
+    this.serverStates.commit(config.upstreams.values());
     this.observability.reconfigure(config);
     if (this.role !== 'worker') {
       this.health.sync(upstreams);
@@ -570,10 +564,10 @@ export class SessionLB {
     this.log.info('sessionlb stopped');
   }
 
-  private buildUpstreams(config: Config, previous: Map<string, Upstream>): Map<string, Upstream> {
+  private buildUpstreams(config: Config): Map<string, Upstream> {
     const out = new Map<string, Upstream>();
     for (const [name, upConfig] of config.upstreams) {
-      const up = new Upstream(upConfig, previous.get(name));
+      const up = new Upstream(upConfig, this.serverStates);
       for (const peer of up.all()) peer.pool = this.poolFor(upConfig, peer.host, peer.port);
       this.observability.attachPeers(up);
       out.set(name, up);

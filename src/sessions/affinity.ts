@@ -16,11 +16,11 @@
  *
  * A bound server that cannot take the request (down, failed, unhealthy, maint, maxConns,
  * removed by reload) is replaced by the balancer's pick and the session rebound (counted).
- * A drained server keeps its bound sessions (Peer.canTakeBound) and gets no new ones.
+ * A drained server keeps its bound sessions (Peer.unavailable, Taking.Bound) and gets no new ones.
  */
 import type { IncomingMessage } from 'node:http';
 import type { StickyConfig } from '../config/model.js';
-import type { Peer } from '../balancer/peer.js';
+import { Taking, type Peer, type Unavailable } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { PickRequest } from '../balancer/policy.js';
 import { ConsistentHash } from '../balancer/hash.js';
@@ -44,7 +44,7 @@ export type StickyLookupResult =
 export type RejectedCookie = 'forged' | 'stale';
 
 /** Why a session left its server (metric `sessionlb_sticky_rebinds_total{reason}`). */
-export type RebindReason = 'down' | 'failed' | 'unhealthy' | 'maint' | 'maxconns' | 'removed';
+export type RebindReason = Exclude<Unavailable, 'drain'> | 'removed';
 
 /** Plain counters per upstream (kept across reloads), for metrics and /status. */
 export class AffinityStats {
@@ -85,15 +85,6 @@ export type BindingSource =
   | { kind: 'memory'; store: MemoryStore }
   | { kind: 'cached'; cache: LocalCache };
 
-/** Reason a bound peer cannot take its session now. */
-export function unavailableReason(peer: Peer, now: number): RebindReason {
-  if (peer.down) return 'down';
-  if (peer.adminState === 'maint') return 'maint';
-  if (!peer.healthy) return 'unhealthy';
-  if (peer.isFailed(now)) return 'failed';
-  return 'maxconns';
-}
-
 /** A template for ConsistentHash that evaluates to the request's session id. */
 const SESSION_ID_TEMPLATE: CompiledTemplate = {
   source: '$sticky_session_id',
@@ -126,11 +117,11 @@ export class Affinity {
     this.cookie = config.cookie;
     this.ttlMs = config.ttlMs;
     this.rules = config.idRules;
-    for (const p of upstream.all()) this.peers.set(p.name, p);
+    for (const p of upstream.all()) this.peers.set(p.address, p);
     if (this.mode === 'cookie') {
       this.signer = new CookieSigner(config.cookieKey, this.name);
       for (const p of upstream.all()) {
-        const sid = this.signer.serverId(p.name);
+        const sid = this.signer.serverId(p.address);
         this.sidToPeer.set(sid, p);
         this.peerToSid.set(p, sid);
       }
@@ -180,7 +171,7 @@ export class Affinity {
         return;
       }
       this.count('local_hit');
-      r.stickyBound = peer.name;
+      r.stickyBound = peer.address;
       r.stickyRefresh = now - check.issuedAt > this.ttlMs / 4;
       return;
     }
@@ -227,14 +218,14 @@ export class Affinity {
       if (r.stickyId === null) return null;
       const ring = this.ring!;
       const target = ring.points.length === 0 ? undefined : this.peers.get(ring.serverFor(r.stickyId));
-      if (target !== undefined && target.canTakeBound(now)) {
-        this.upstream.acquire(target, now);
-        r.stickyBound = target.name;
-        return target;
-      }
       if (target !== undefined) {
-        r.stickyBound = target.name;
-        r.stickyReason = unavailableReason(target, now);
+        r.stickyBound = target.address;
+        const why = target.unavailable(now, Taking.Bound);
+        if (why === null) {
+          this.upstream.acquire(target, now);
+          return target;
+        }
+        r.stickyReason = why;
       }
       // The next live server on the ring: every instance moves the session to the same one.
       const next = ring.pick(this.upstream.primary, null, r, now);
@@ -248,11 +239,12 @@ export class Affinity {
       r.stickyReason = 'removed';
       return null;
     }
-    if (peer.canTakeBound(now)) {
+    const why = peer.unavailable(now, Taking.Bound);
+    if (why === null) {
       this.upstream.acquire(peer, now);
       return peer;
     }
-    r.stickyReason = unavailableReason(peer, now);
+    r.stickyReason = why;
     return null;
   }
 
@@ -264,7 +256,7 @@ export class Affinity {
    */
   onResponse(r: StickyRequest, peer: Peer, upstreamHeaders: readonly string[], clientHeaders: string[], now: number, secure = false): void {
     const bound = r.stickyBound;
-    const moved = bound !== null && bound !== peer.name;
+    const moved = bound !== null && bound !== peer.address;
     if (this.mode === 'cookie') {
       if (moved || r.stickyRefresh) {
         const sid = this.peerToSid.get(peer);
@@ -355,10 +347,10 @@ export class Affinity {
     const key = localKey(this.name, id);
     const source = this.source!;
     if (source.kind === 'memory') {
-      source.store.setSync(key, peer.name, this.ttlMs, now);
+      source.store.setSync(key, peer.address, this.ttlMs, now);
       return null;
     }
-    return source.cache.bind(key, peer.name, this.ttlMs, now);
+    return source.cache.bind(key, peer.address, this.ttlMs, now);
   }
 
   unbind(id: string): void {

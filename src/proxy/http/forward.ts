@@ -379,7 +379,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     if (this.firstTried === null) this.firstTried = peer;
     else this.triedPeers()!.add(peer);
     this.attemptStartedAt = now;
-    this.record.upstreamAddrs.push(peer.name);
+    this.record.upstreamAddrs.push(peer.address);
     let body = this.body;
     if (body instanceof RequestBody) body = body.stream(); // stored whole: each attempt reads it anew
     else if (body !== null && !Buffer.isBuffer(body)) this.streamUsed = true;
@@ -441,7 +441,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       // the server is not to blame, nor is another server likely to do better.
       this.endAttempt(500, false);
       this.hooks.localError?.(failure.code ?? 'unknown', 'connect');
-      this.hooks.log.error({ upstream: this.upstream.name, server: peer.name, reason: 'local', code: failure.code, request: `${this.req.method} ${this.req.url}` },
+      this.hooks.log.error({ upstream: this.upstream.name, server: peer.address, reason: 'local', code: failure.code, request: `${this.req.method} ${this.req.url}` },
         `local resource error while connecting to upstream: ${failure.message}`);
       this.respondError(500);
       return;
@@ -450,7 +450,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     peer.metrics?.failure(failure.kind);
     const isTimeout = failure.kind === 'timeout';
     const condition: NextUpstreamCondition = isTimeout ? 'timeout' : failure.kind === 'invalid_header' ? 'invalid_header' : 'error';
-    this.hooks.log.error({ upstream: this.upstream.name, server: peer.name, reason: failure.kind, request: `${this.req.method} ${this.req.url}` },
+    this.hooks.log.error({ upstream: this.upstream.name, server: peer.address, reason: failure.kind, request: `${this.req.method} ${this.req.url}` },
       `upstream ${isTimeout ? 'timed out' : 'failed'}: ${failure.message}`);
     if (this.on.has(condition) && this.mayRetry(failure.requestSent)) {
       this.route.metrics?.upstream.retry(failure.kind);
@@ -514,7 +514,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       }
       res.writeHead(upstreamRes.statusCode, upstreamRes.statusMessage || undefined, headers);
     } catch (err) {
-      this.hooks.log.error({ upstream: this.upstream.name, server: this.peer!.name, err: (err as Error).message }, 'upstream sent an invalid header');
+      this.hooks.log.error({ upstream: this.upstream.name, server: this.peer!.address, err: (err as Error).message }, 'upstream sent an invalid header');
       upstreamRes.body.destroy();
       this.upstream.release(this.peer!, true, Date.now());
       this.peer!.metrics?.failure('invalid_header');
@@ -697,7 +697,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   /** @internal listener (bodyError) */
   onUpstreamBodyError(err: Error): void {
     if (this.peer !== null) {
-      this.hooks.log.error({ upstream: this.upstream.name, server: this.peer.name, err: err.message },
+      this.hooks.log.error({ upstream: this.upstream.name, server: this.peer.address, err: err.message },
         'upstream prematurely closed connection while reading upstream');
       this.upstream.release(this.peer, true, Date.now());
       this.peer.metrics?.failure('reset');

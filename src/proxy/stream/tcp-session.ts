@@ -178,7 +178,7 @@ export class TcpSession implements PickRequest, DeferredWrite {
     this.triesLeft--;
     if (this.firstTried === null) this.firstTried = peer;
     else this.triedPeers()!.add(peer);
-    this.addrs.push(peer.name);
+    this.addrs.push(peer.address);
     this.connectTimes.push(-1);
     this.state = State.Connecting;
     this.connectStartedAt = performance.now();
@@ -233,7 +233,7 @@ export class TcpSession implements PickRequest, DeferredWrite {
     const local = kind === 'local';
     this.route.upstream.release(peer, !local, now);
     if (kind !== 'local') peer.metrics?.failure(kind);
-    this.owner.log.error({ upstream: this.route.upstream.name, server: peer.name, reason: kind, client: this.remoteAddress, listen: this.route.listen }, message);
+    this.owner.log.error({ upstream: this.route.upstream.name, server: peer.address, reason: kind, client: this.remoteAddress, listen: this.route.listen }, message);
     const s = this.route.stream;
     if (this.clientGone) {
       this.state = State.Done;
