@@ -12,7 +12,7 @@ import { ConfigError } from '../src/config/model.js';
 import type { IncomingMessage } from 'node:http';
 import { Upstream } from '../src/balancer/upstream.js';
 import type { Peer } from '../src/balancer/peer.js';
-import { Affinity, AffinityStats, type StickyRequest } from '../src/sessions/affinity.js';
+import { Affinity, AffinityStats, StickyState } from '../src/sessions/affinity.js';
 import { MemoryStore } from '../src/sessions/memory-store.js';
 
 const ID = 'abcdefghijklmnopqrstuvwxyz'; // 26 chars, PHP's default length
@@ -270,12 +270,9 @@ describe('Affinity: the bound server or a counted rebind reason', () => {
     const aff = new Affinity(up, config.upstreams.get('backend')!.sticky!, { kind: 'memory', store }, new AffinityStats());
     return { aff, up, store };
   }
-  function request(id: string | null): StickyRequest & { onLookup(): void } {
-    return {
-      req: { headers: id === null ? {} : { cookie: `PHPSESSID=${id}` } } as unknown as IncomingMessage,
-      remoteAddress: '127.0.0.1', stickyId: null, stickyBound: null, stickyReason: null, stickyRefresh: false, stickyPending: false, stickyWrite: null,
-      record: { sticky: 'none' }, onLookup: () => undefined,
-    };
+  function request(aff: Affinity, id: string | null): StickyState {
+    const req = { headers: id === null ? {} : { cookie: `PHPSESSID=${id}` } } as unknown as IncomingMessage;
+    return new StickyState(req, '127.0.0.1', aff, { stickyResolved: () => undefined });
   }
   const now = 1_000_000;
 
@@ -290,18 +287,18 @@ describe('Affinity: the bound server or a counted rebind reason', () => {
     const a = up.primary[0]!;
     aff.bind(ID, a, now);
     breakIt(a);
-    const r = request(ID);
+    const r = request(aff, ID);
     aff.begin(r, null, now);
-    expect(r.stickyBound).toBe(a.address);
+    expect(r.bound).toBe(a.address);
     expect(aff.choose(r, now)).toBe(null);
-    expect(r.stickyReason).toBe(reason);
+    expect(r.reason).toBe(reason);
     const other = up.select(r, null, now)!;
     expect(other).toBe(up.primary[1]);
     aff.onResponse(r, other, [], [], now);
-    expect(r.record.sticky).toBe(`rebound:${reason}`);
+    expect(r.outcome).toBe(`rebound:${reason}`);
     expect(aff.stats.rebinds[reason]).toBe(1);
     // Rebound: the next request goes to the new server.
-    const r2 = request(ID);
+    const r2 = request(aff, ID);
     aff.begin(r2, null, now);
     expect(aff.choose(r2, now)).toBe(other);
   });
@@ -311,15 +308,15 @@ describe('Affinity: the bound server or a counted rebind reason', () => {
     const a = up.primary[0]!;
     aff.bind(ID, a, now);
     a.state.adminState = 'drain';
-    const r = request(ID);
+    const r = request(aff, ID);
     aff.begin(r, null, now);
     expect(aff.choose(r, now)).toBe(a);
     expect(a.active).toBe(1); // acquired
     store.setSync(localKey('backend', ID), '10.9.9.9:80', 60_000, now);
-    const r2 = request(ID);
+    const r2 = request(aff, ID);
     aff.begin(r2, null, now);
     expect(aff.choose(r2, now)).toBe(null);
-    expect(r2.stickyReason).toBe('removed');
+    expect(r2.reason).toBe('removed');
   });
 });
 
@@ -332,10 +329,7 @@ describe('Affinity cookie mode headers', () => {
     const up = new Upstream(config.upstreams.get('backend')!);
     const aff = new Affinity(up, config.upstreams.get('backend')!.sticky!, null, new AffinityStats());
     for (const secure of [false, true]) {
-      const r: StickyRequest & { onLookup(): void } = {
-        req: { headers: {} } as unknown as IncomingMessage, remoteAddress: '', stickyId: null, stickyBound: null, stickyReason: null,
-        stickyRefresh: false, stickyPending: false, stickyWrite: null, record: { sticky: 'none' }, onLookup: () => undefined,
-      };
+      const r = new StickyState({ headers: {} } as unknown as IncomingMessage, '', aff, { stickyResolved: () => undefined });
       aff.begin(r, null, 1_000_000);
       const out = ['Cache-Control', 'public, max-age=60'];
       aff.onResponse(r, up.primary[1]!, [], out, 1_000_000, secure);
@@ -344,7 +338,7 @@ describe('Affinity cookie mode headers', () => {
       expect(cookie.endsWith('; Secure')).toBe(secure);
       expect(cookie).not.toContain('10.0.0.2');
       expect(out[1]).toBe('private, max-age=60');
-      expect(r.record.sticky).toBe('learned');
+      expect(r.outcome).toBe('learned');
     }
   });
 });

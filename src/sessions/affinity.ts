@@ -5,7 +5,7 @@
  *   begin(r, now)           read and validate the session cookie; start the lookup (learn)
  *   choose(r, now)          at the first pick: the bound server, acquired, or null (balancer)
  *   onResponse(r, peer, upstreamHeaders, clientHeaders, now)
- *                           learn from Set-Cookie / rebind / insert our cookie; sets r.record.sticky
+ *                           learn from Set-Cookie / rebind / insert our cookie; sets r.outcome
  *
  * Modes:
  * - learn:  the backend's `Set-Cookie: <cookie>=<id>` binds id -> server (store, `ttl`);
@@ -28,7 +28,7 @@ import type { CompiledTemplate, VariableSource } from '../nginx-language/variabl
 import { equalsLower } from '../nginx-language/header-tokens.js';
 import { findCookie, parseSetCookie, sessionIdFromCookieHeader, type SessionIdRules } from './session-id.js';
 import { CookieSigner, ownCookieHeader, stripCookie } from './signed-cookie.js';
-import type { CacheLookupResult, LocalCache } from './local-cache.js';
+import type { CacheLookupResult, LocalCache, LookupWaiter } from './local-cache.js';
 import type { MemoryStore } from './memory-store.js';
 import { localKey } from './store.js';
 
@@ -58,26 +58,49 @@ export class AffinityStats {
   unbound = 0;
 }
 
-/** The per-request state the proxy keeps for affinity (ForwardRequest implements it; no per-request objects). */
-export interface StickyRequest extends PickRequest {
-  readonly req: IncomingMessage;
+/** Who waits for a request's session lookup (the proxy's attempt loop). */
+export interface StickyOwner {
+  /** The store answered a lookup that `begin` left pending (StickyState.pending is false again). */
+  stickyResolved(): void;
+}
+
+/**
+ * The sticky state of one request, upgrade or TCP session: what its session cookie says, where
+ * it is bound and what became of the binding. One object per request whose upstream has
+ * `sticky`, carried by the proxy's attempt loop; the Affinity reads and writes it.
+ */
+export class StickyState implements PickRequest, LookupWaiter {
   /** The valid session id the request carries (learn, hash), or null. */
-  stickyId: string | null;
-  /** Server name the session is bound to (learn: from the store; cookie: from the cookie), or null. */
-  stickyBound: string | null;
+  id: string | null = null;
+  /** Server address the session is bound to (learn: from the store; cookie: from the cookie), or null. */
+  bound: string | null = null;
   /** Why the bound server was not used (set by choose), or null. */
-  stickyReason: RebindReason | null;
+  reason: RebindReason | null = null;
   /** cookie mode: the cookie should be re-issued (old, or absent/invalid). */
-  stickyRefresh: boolean;
+  refresh = false;
   /** learn: a store lookup is in flight. */
-  stickyPending: boolean;
+  pending = false;
   /**
    * learn with a shared store: the store writes of the bindings this response announces (set by
    * onResponse, never rejects). The response must not reach the client before it settles: the
    * client's next request may reach another worker or instance, whose lookup must find them.
    */
-  stickyWrite: Promise<void> | null;
-  readonly record: { sticky: string };
+  write: Promise<void> | null = null;
+  /** For the access log: `bound`, `learned`, `rebound:<reason>` or `none`. */
+  outcome = 'none';
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly remoteAddress: string,
+    private readonly affinity: Affinity,
+    private readonly owner: StickyOwner,
+  ) {}
+
+  /** LookupWaiter: the store answered. */
+  onLookup(value: string | null, result: CacheLookupResult): void {
+    this.affinity.resolved(this, value, result);
+    this.owner.stickyResolved();
+  }
 }
 
 /** The bindings behind a learn-mode upstream: memory store (synchronous) or local cache + memcached. */
@@ -89,7 +112,7 @@ export type BindingSource =
 const SESSION_ID_TEMPLATE: CompiledTemplate = {
   source: '$sticky_session_id',
   variables: [],
-  evaluate: (src: VariableSource) => (src as unknown as StickyRequest).stickyId ?? '',
+  evaluate: (src: VariableSource) => (src as unknown as StickyState).id ?? '',
 };
 
 export class Affinity {
@@ -146,14 +169,14 @@ export class Affinity {
 
   /**
    * Reads the session cookie and starts the lookup. For learn mode with memcached this
-   * may leave `r.stickyPending` true: the cache calls `r.onLookup` later (within `timeout`),
+   * may leave `r.pending` true: the cache calls `r.onLookup` later (within `timeout`),
    * which must then call `resolved`.
    */
-  begin(r: StickyRequest & { onLookup(value: string | null, result: CacheLookupResult): void }, headers: string[] | null, now: number): void {
+  begin(r: StickyState, headers: string[] | null, now: number): void {
     const cookieHeader = r.req.headers.cookie;
     if (this.mode === 'cookie') {
       const value = findCookie(cookieHeader, this.cookie);
-      r.stickyRefresh = true;
+      r.refresh = true;
       if (value === null) return;
       if (headers !== null) stripCookie(headers, this.cookie);
       if (value === false) {
@@ -171,8 +194,8 @@ export class Affinity {
         return;
       }
       this.count('local_hit');
-      r.stickyBound = peer.address;
-      r.stickyRefresh = now - check.issuedAt > this.ttlMs / 4;
+      r.bound = peer.address;
+      r.refresh = now - check.issuedAt > this.ttlMs / 4;
       return;
     }
     const id = sessionIdFromCookieHeader(cookieHeader, this.cookie, this.rules);
@@ -181,7 +204,7 @@ export class Affinity {
       this.count('invalid_id');
       return;
     }
-    r.stickyId = id;
+    r.id = id;
     if (this.mode === 'hash') {
       this.count('local_hit');
       return;
@@ -190,53 +213,53 @@ export class Affinity {
     if (source.kind === 'memory') {
       const bound = source.store.getSync(localKey(this.name, id), now);
       this.count(bound === null ? 'miss' : 'local_hit');
-      r.stickyBound = bound;
+      r.bound = bound;
       return;
     }
     const bound = source.cache.lookup(localKey(this.name, id), this.ttlMs, now, r);
     if (bound === undefined) {
-      r.stickyPending = true;
+      r.pending = true;
       return;
     }
     this.count(bound === null ? 'miss' : 'local_hit');
-    r.stickyBound = bound;
+    r.bound = bound;
   }
 
   /** Completes a lookup that went to the store (called from the request's onLookup). */
-  resolved(r: StickyRequest, value: string | null, result: CacheLookupResult): void {
-    r.stickyPending = false;
+  resolved(r: StickyState, value: string | null, result: CacheLookupResult): void {
+    r.pending = false;
     this.count(result);
-    r.stickyBound = value;
+    r.bound = value;
   }
 
   /**
    * The first pick: the session's server, already acquired (`upstream.acquire`), or null to
-   * let the balancer choose (then `r.stickyReason` says why, when the session had a server).
+   * let the balancer choose (then `r.reason` says why, when the session had a server).
    */
-  choose(r: StickyRequest, now: number): Peer | null {
+  choose(r: StickyState, now: number): Peer | null {
     if (this.mode === 'hash') {
-      if (r.stickyId === null) return null;
+      if (r.id === null) return null;
       const ring = this.ring!;
-      const target = ring.points.length === 0 ? undefined : this.peers.get(ring.serverFor(r.stickyId));
+      const target = ring.points.length === 0 ? undefined : this.peers.get(ring.serverFor(r.id));
       if (target !== undefined) {
-        r.stickyBound = target.address;
+        r.bound = target.address;
         const why = target.unavailable(now, Taking.Bound);
         if (why === null) {
           this.upstream.acquire(target, now);
           return target;
         }
-        r.stickyReason = why;
+        r.reason = why;
       }
       // The next live server on the ring: every instance moves the session to the same one.
       const next = ring.pick(this.upstream.primary, null, r, now);
       if (next !== null) this.upstream.acquire(next, now);
       return next;
     }
-    const bound = r.stickyBound;
+    const bound = r.bound;
     if (bound === null) return null;
     const peer = this.peers.get(bound);
     if (peer === undefined) {
-      r.stickyReason = 'removed';
+      r.reason = 'removed';
       return null;
     }
     const why = peer.unavailable(now, Taking.Bound);
@@ -244,42 +267,42 @@ export class Affinity {
       this.upstream.acquire(peer, now);
       return peer;
     }
-    r.stickyReason = why;
+    r.reason = why;
     return null;
   }
 
   /**
    * The upstream answered (from `peer`): learn bindings from its Set-Cookie headers,
-   * rebind a session that moved, insert our cookie (cookie mode), and set `r.record.sticky`.
+   * rebind a session that moved, insert our cookie (cookie mode), and set `r.outcome`.
    * `clientHeaders` is the flat header list about to be sent to the client; `secure`: the client
    * came over TLS (our cookie then gets `Secure`).
    */
-  onResponse(r: StickyRequest, peer: Peer, upstreamHeaders: readonly string[], clientHeaders: string[], now: number, secure = false): void {
-    const bound = r.stickyBound;
+  onResponse(r: StickyState, peer: Peer, upstreamHeaders: readonly string[], clientHeaders: string[], now: number, secure = false): void {
+    const bound = r.bound;
     const moved = bound !== null && bound !== peer.address;
     if (this.mode === 'cookie') {
-      if (moved || r.stickyRefresh) {
+      if (moved || r.refresh) {
         const sid = this.peerToSid.get(peer);
         if (sid !== undefined) {
           clientHeaders.push('Set-Cookie', ownCookieHeader(this.cookie, this.signer!.value(sid, now), secure));
           noCache(clientHeaders);
         }
       }
-      if (moved) this.rebound(r, r.stickyReason ?? 'failed');
-      else if (bound !== null) r.record.sticky = 'bound';
-      else if (r.stickyRefresh) {
+      if (moved) this.rebound(r, r.reason ?? 'failed');
+      else if (bound !== null) r.outcome = 'bound';
+      else if (r.refresh) {
         this.stats.learned++;
-        r.record.sticky = 'learned';
+        r.outcome = 'learned';
       }
       return;
     }
     if (this.mode === 'hash') {
-      if (moved) this.rebound(r, r.stickyReason ?? 'failed');
-      else if (bound !== null) r.record.sticky = 'bound';
+      if (moved) this.rebound(r, r.reason ?? 'failed');
+      else if (bound !== null) r.outcome = 'bound';
       return;
     }
     // learn
-    const id = r.stickyId;
+    const id = r.id;
     let learned = false;
     let requestIdHandled = false;
     let newIdSet = false;
@@ -315,27 +338,27 @@ export class Affinity {
         }
       } else if (moved) {
         this.hold(r, this.bind(id, peer, now));
-        this.rebound(r, r.stickyReason ?? 'failed');
+        this.rebound(r, r.reason ?? 'failed');
         return;
       }
     }
     if (learned) {
       this.stats.learned++;
-      r.record.sticky = 'learned';
+      r.outcome = 'learned';
     } else if (bound !== null && !moved) {
-      r.record.sticky = 'bound';
+      r.outcome = 'bound';
     }
   }
 
-  private rebound(r: StickyRequest, reason: RebindReason): void {
+  private rebound(r: StickyState, reason: RebindReason): void {
     this.countRebind(reason);
-    r.record.sticky = `rebound:${reason}`;
+    r.outcome = `rebound:${reason}`;
   }
 
-  /** The response announcing a binding waits for its store write (see StickyRequest.stickyWrite). */
-  private hold(r: StickyRequest, write: Promise<void> | null): void {
+  /** The response announcing a binding waits for its store write (see StickyState.write). */
+  private hold(r: StickyState, write: Promise<void> | null): void {
     if (write === null) return;
-    r.stickyWrite = r.stickyWrite === null ? write : Promise.all([r.stickyWrite, write]).then(nothing);
+    r.write = r.write === null ? write : Promise.all([r.write, write]).then(nothing);
   }
 
   /**

@@ -8,7 +8,6 @@ import { PassThrough, type Readable } from 'node:stream';
 import type { LocationConfig, NextUpstreamCondition } from '../../config/model.js';
 import type { Peer } from '../../balancer/peer.js';
 import type { Upstream } from '../../balancer/upstream.js';
-import type { PickRequest } from '../../balancer/policy.js';
 import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, hasContentLength, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
@@ -22,8 +21,8 @@ import { ResponseBuffer, type ResponseBufferOwner } from './response-buffer.js';
 import type { EventLog } from '../../observability/log.js';
 import { statusReason, type RouteMetrics } from '../../observability/metrics.js';
 import type { RequestRecord } from '../../observability/access-log.js';
-import type { Affinity, RebindReason, StickyRequest } from '../../sessions/affinity.js';
-import type { CacheLookupResult, LookupWaiter } from '../../sessions/local-cache.js';
+import type { Affinity } from '../../sessions/affinity.js';
+import { AttemptLoop, failureCondition } from '../attempt-loop.js';
 
 /** Without request buffering, bodies up to this size are still read before the first attempt so that any attempt can replay them. */
 export const REPLAYABLE_BODY_LIMIT = 64 * 1024;
@@ -109,26 +108,7 @@ function statusCondition(status: number): NextUpstreamCondition | null {
   }
 }
 
-export class ForwardRequest implements AttemptHandler, PickRequest, StickyRequest, LookupWaiter, DeferredWrite, RequestBodyOwner, ResponseBufferOwner {
-  readonly remoteAddress: string;
-  /** Session affinity state (see sessions/affinity.ts); plain fields, no per-request objects. */
-  private readonly affinity: Affinity | null;
-  stickyId: string | null = null;
-  stickyBound: string | null = null;
-  stickyReason: RebindReason | null = null;
-  stickyRefresh = false;
-  stickyPending = false;
-  stickyWrite: Promise<void> | null = null;
-  /** The first pick is waiting for a session store lookup (bounded by the store's timeout). */
-  private waitingForSticky = false;
-  private readonly upstream: Upstream;
-  private readonly on: ReadonlySet<NextUpstreamCondition>;
-  private readonly startedAt: number;
-  /** Peers tried so far: the first in `firstTried`, the Set only once there is a second attempt (most requests make one). */
-  private firstTried: Peer | null = null;
-  private tried: Set<Peer> | null = null;
-  private triesLeft: number;
-  private peer: Peer | null = null;
+export class ForwardRequest extends AttemptLoop implements AttemptHandler, DeferredWrite, RequestBodyOwner, ResponseBufferOwner {
   private attempt: Attempt | null = null;
   private attemptStartedAt = 0;
   private headers: string[] | null = null;
@@ -151,20 +131,16 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   readonly record: ForwardRecord;
 
   constructor(
-    readonly req: IncomingMessage,
+    req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly route: Route,
     private readonly hooks: ForwardHooks,
   ) {
-    this.remoteAddress = clientAddressString(req.socket.remoteAddress);
+    const upstream = route.upstream;
+    super(req, clientAddressString(req.socket.remoteAddress), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
     this.record = {
       route, upstreamAddrs: [], upstreamStatuses: [], upstreamTimes: [], status: 0, bodyBytes: 0, startedAt: performance.now(), sticky: 'none',
     };
-    this.upstream = route.upstream;
-    this.affinity = route.affinity ?? null;
-    this.on = route.upstream.config.nextUpstream.on;
-    this.triesLeft = route.upstream.maxTries;
-    this.startedAt = Date.now();
     this.path = rewritePath(req.url ?? '/', route.location);
     (res as ServerResponse & Owned)[FORWARD] = this;
     res.on('close', resClosed);
@@ -201,7 +177,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       underscoresInHeaders: this.route.underscoresInHeaders,
     }, this.route.location.setHeaders);
     // Starts the session lookup now, so that a store round trip overlaps with reading the body.
-    if (this.affinity !== null) this.affinity.begin(this, this.headers, Date.now());
+    this.beginSticky(this.headers, Date.now());
     if (expectContinue && framing !== null) this.res.writeContinue();
 
     const buffering = this.route.location.buffering;
@@ -343,18 +319,8 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
   /** Picks the next peer and sends the request there, or answers 502 when no peer is left. */
   private next(): void {
     const now = Date.now();
-    if (this.firstTried === null && this.affinity !== null) {
-      if (this.stickyPending) {
-        this.waitingForSticky = true;
-        return;
-      }
-      const bound = this.affinity.choose(this, now);
-      if (bound !== null) {
-        this.send(bound, now);
-        return;
-      }
-    }
-    const peer = this.upstream.select(this, this.triedPeers(), now);
+    const peer = this.nextServer(now);
+    if (peer === undefined) return; // waits for the session lookup: resumeAfterLookup
     if (peer === null) {
       this.hooks.log.error({ upstream: this.upstream.name, request: `${this.req.method} ${this.req.url}` },
         `no live upstreams while connecting to upstream "${this.upstream.name}"`);
@@ -364,20 +330,14 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     this.send(peer, now);
   }
 
-  /** A session store lookup finished (LookupWaiter); continues a first pick that waited for it. */
-  onLookup(value: string | null, result: CacheLookupResult): void {
-    this.affinity!.resolved(this, value, result);
-    if (this.waitingForSticky) {
-      this.waitingForSticky = false;
-      if (!this.finished) this.next();
-    }
+  /** The session lookup answered: the first attempt goes on. */
+  protected resumeAfterLookup(): void {
+    if (!this.finished) this.next();
   }
 
+  /** Sends the request to `peer` (acquired, counted as tried). */
   private send(peer: Peer, now: number): void {
     this.peer = peer;
-    this.triesLeft--;
-    if (this.firstTried === null) this.firstTried = peer;
-    else this.triedPeers()!.add(peer);
     this.attemptStartedAt = now;
     this.record.upstreamAddrs.push(peer.address);
     let body = this.body;
@@ -390,23 +350,15 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     );
   }
 
-  /** The peers tried so far as a Set (made on the first retry), null before the first attempt. */
-  private triedPeers(): Set<Peer> | null {
-    if (this.tried === null && this.firstTried !== null) this.tried = new Set([this.firstTried]);
-    return this.tried;
-  }
-
-  private mayRetry(sent: boolean): boolean {
-    if (this.triesLeft <= 0 || this.finished) return false;
-    const limit = this.upstream.config.nextUpstream.timeoutMs;
-    if (limit !== 0 && Date.now() - this.startedAt >= limit) return false;
-    if (this.streamUsed) return false; // a streamed body cannot be sent twice
-    return !sent || this.mayResend();
+  /** Whether a failure of `condition` may move this request on to another server (`sent`: the failed attempt may have reached it). */
+  private mayRetry(condition: NextUpstreamCondition, sent: boolean): boolean {
+    if (this.finished || this.streamUsed) return false; // a streamed body cannot be sent twice
+    return this.mayMoveOn(condition, Date.now()) && (!sent || this.mayResend());
   }
 
   /** Whether this request may be written again after (part of) it reached an upstream. */
   private mayResend(): boolean {
-    return IDEMPOTENT.has(this.req.method ?? 'GET') || this.on.has('non_idempotent');
+    return IDEMPOTENT.has(this.req.method ?? 'GET') || this.rules.on.has('non_idempotent');
   }
 
   private endAttempt(status: number, failed: boolean): Peer {
@@ -432,8 +384,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       this.record.upstreamAddrs.pop();
       this.upstream.release(peer, false, Date.now());
       this.upstream.acquire(peer, Date.now());
-      this.triesLeft++;
-      this.send(peer, Date.now());
+      this.send(peer, Date.now()); // the same server again: not a new try
       return;
     }
     if (failure.kind === 'local') {
@@ -449,10 +400,9 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     this.endAttempt(502, true);
     peer.metrics?.failure(failure.kind);
     const isTimeout = failure.kind === 'timeout';
-    const condition: NextUpstreamCondition = isTimeout ? 'timeout' : failure.kind === 'invalid_header' ? 'invalid_header' : 'error';
     this.hooks.log.error({ upstream: this.upstream.name, server: peer.address, reason: failure.kind, request: `${this.req.method} ${this.req.url}` },
       `upstream ${isTimeout ? 'timed out' : 'failed'}: ${failure.message}`);
-    if (this.on.has(condition) && this.mayRetry(failure.requestSent)) {
+    if (this.mayRetry(failureCondition(failure.kind), failure.requestSent)) {
       this.route.metrics?.upstream.retry(failure.kind);
       this.next();
       return;
@@ -467,15 +417,15 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     }
     const status = upstreamRes.statusCode;
     const condition = statusCondition(status);
-    if (condition !== null && this.on.has(condition) && this.mayRetry(true)) {
+    if (condition !== null && this.mayRetry(condition, true)) {
       // nginx: 403/404 move on without marking the peer failed; 5xx and 429 count as failures.
       const failed = status !== 403 && status !== 404;
       const peer = this.peer!;
       this.upstream.release(peer, failed, Date.now());
       if (failed) peer.metrics?.failure(status === 429 ? 'http_429' : 'http_5xx');
       const now = Date.now();
-      const nextPeer = this.upstream.select(this, this.triedPeers(), now);
-      if (nextPeer !== null) {
+      const nextPeer = this.nextServer(now); // never undefined: not the first attempt
+      if (nextPeer !== null && nextPeer !== undefined) {
         const seconds = (now - this.attemptStartedAt) / 1000;
         this.record.upstreamStatuses.push(status);
         this.record.upstreamTimes.push(seconds);
@@ -502,8 +452,8 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     this.peer!.metrics?.attempt(upstreamRes.statusCode, seconds);
     try {
       const headers = clientResponseHeaders(upstreamRes.rawHeaders, false);
-      if (this.affinity !== null) {
-        this.affinity.onResponse(this, this.peer!, upstreamRes.rawHeaders, headers, now, this.route.scheme === 'https');
+      if (this.sticky !== null) {
+        this.affinity!.onResponse(this.sticky, this.peer!, upstreamRes.rawHeaders, headers, now, this.route.scheme === 'https');
       }
       const complete = upstreamRes.completeBody;
       if (complete !== undefined && mayHaveBody(upstreamRes.statusCode, this.req.method) && !hasContentLength(headers)) {
@@ -522,11 +472,11 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
       this.respondError(502);
       return;
     }
-    const write = this.stickyWrite;
+    const write = this.sticky === null ? null : this.sticky.write;
     if (write !== null) {
-      // A session learned here reaches the client only once the store has it (StickyRequest.stickyWrite).
+      // A session learned here reaches the client only once the store has it (StickyState.write).
       // Once per new session, at most the store's timeout; the body waits in the upstream socket meanwhile.
-      this.stickyWrite = null;
+      this.sticky!.write = null;
       if (upstreamRes.completeBody !== undefined) this.onUpstreamBodyEnd(now); // the upstream connection is free already
       write.then(() => { if (!this.finished) this.deliver(upstreamRes, Date.now()); });
       return;
@@ -728,6 +678,7 @@ export class ForwardRequest implements AttemptHandler, PickRequest, StickyReques
     }
     this.finished = true;
     this.record.status = this.res.headersSent ? this.res.statusCode : 499;
+    if (this.sticky !== null) this.record.sticky = this.sticky.outcome;
     this.hooks.onDone?.(this.req, this.res, this.record);
   }
 

@@ -5,16 +5,13 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import type { Peer } from '../../balancer/peer.js';
-import type { PickRequest } from '../../balancer/policy.js';
 import type { Route } from './forward.js';
 import type { AttemptFailure, UpgradeHandler, UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { rewritePath } from './forward.js';
 import { clientAddress } from '../../net/client-address.js';
 import type { EventLog } from '../../observability/log.js';
-import type { RebindReason, StickyRequest } from '../../sessions/affinity.js';
-import type { CacheLookupResult, LookupWaiter } from '../../sessions/local-cache.js';
+import { AttemptLoop, failureCondition } from '../attempt-loop.js';
 
 function writeHead(socket: Duplex, status: number, message: string, flat: readonly string[]): void {
   let head = `HTTP/1.1 ${status} ${message}\r\n`;
@@ -27,51 +24,39 @@ function rawError(socket: Duplex, status: number, message: string): void {
   socket.end(`HTTP/1.1 ${status} ${message}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
 }
 
-export class UpgradeRequest implements UpgradeHandler, PickRequest, StickyRequest, LookupWaiter {
-  readonly remoteAddress: string;
-  private peer: Peer | null = null;
-  private tried: Set<Peer> | null = null;
-  /** Session affinity (the upstream's `sticky`): an upgrade goes to the session's server too. */
-  stickyId: string | null = null;
-  stickyBound: string | null = null;
-  stickyReason: RebindReason | null = null;
-  stickyRefresh = false;
-  stickyPending = false;
-  stickyWrite: Promise<void> | null = null;
-  readonly record = { sticky: 'none' };
-  private stickyStarted = false;
-
+/** One upgrade request: the attempt loop (the session's server first, nextUpstream on a failed connect), then the tunnel. */
+export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
   constructor(
-    readonly req: IncomingMessage,
+    req: IncomingMessage,
     private readonly socket: Duplex,
     private readonly head: Buffer,
     private readonly route: Route,
     private readonly log: EventLog,
   ) {
-    this.remoteAddress = clientAddress(req.socket.remoteAddress).address;
+    const upstream = route.upstream;
+    super(req, clientAddress(req.socket.remoteAddress).address, upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
     socket.on('error', () => socket.destroy());
   }
 
   start(): void {
-    const upstream = this.route.upstream;
-    const affinity = this.route.affinity ?? null;
-    let peer: Peer | null = null;
-    if (affinity !== null && this.tried === null) {
-      if (!this.stickyStarted) {
-        this.stickyStarted = true;
-        affinity.begin(this, null, Date.now());
-      }
-      if (this.stickyPending) return; // onLookup continues (within the store's timeout)
-      peer = affinity.choose(this, Date.now());
-    }
-    if (peer === null) peer = upstream.select(this, this.tried, Date.now());
+    this.beginSticky(null, Date.now());
+    this.attempt();
+  }
+
+  /** The session lookup answered: the first attempt goes on. */
+  protected resumeAfterLookup(): void {
+    if (!this.socket.destroyed) this.attempt();
+  }
+
+  private attempt(): void {
+    const upstream = this.upstream;
+    const peer = this.nextServer(Date.now());
+    if (peer === undefined) return; // waits for the session lookup: resumeAfterLookup
     if (peer === null) {
       this.log.error({ upstream: upstream.name }, `no live upstreams while connecting to upstream "${upstream.name}"`);
       rawError(this.socket, 502, 'Bad Gateway');
       return;
     }
-    this.peer = peer;
-    (this.tried ??= new Set()).add(peer);
     const headers = upstreamRequestHeaders(this.req.rawHeaders, {
       remoteAddress: this.remoteAddress,
       scheme: this.route.scheme,
@@ -81,12 +66,6 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest, StickyReques
       underscoresInHeaders: this.route.underscoresInHeaders,
     }, this.route.location.setHeaders);
     peer.pool.upgrade({ method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers }, this);
-  }
-
-  /** A session store lookup finished: make the first attempt. */
-  onLookup(value: string | null, result: CacheLookupResult): void {
-    this.route.affinity!.resolved(this, value, result);
-    if (!this.socket.destroyed) this.start();
   }
 
   onUpgraded(res: UpstreamResponse, upstreamSocket: Socket, upstreamHead: Buffer): void {
@@ -139,9 +118,8 @@ export class UpgradeRequest implements UpgradeHandler, PickRequest, StickyReques
     }
     this.done(true);
     this.log.error({ upstream: this.route.upstream.name, reason: failure.kind }, `upstream failed during upgrade: ${failure.message}`);
-    const condition = failure.kind === 'timeout' ? 'timeout' : failure.kind === 'invalid_header' ? 'invalid_header' : 'error';
-    if (this.route.upstream.config.nextUpstream.on.has(condition) && this.tried!.size < this.route.upstream.maxTries && !this.socket.destroyed) {
-      this.start();
+    if (this.mayMoveOn(failureCondition(failure.kind), Date.now()) && !this.socket.destroyed) {
+      this.attempt();
       return;
     }
     rawError(this.socket, failure.kind === 'timeout' ? 504 : 502, failure.kind === 'timeout' ? 'Gateway Timeout' : 'Bad Gateway');

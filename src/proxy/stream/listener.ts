@@ -11,7 +11,7 @@ import type { EventLog } from '../../observability/log.js';
 import type { AccessLog } from '../../observability/access-log.js';
 import { StreamMetrics } from '../../observability/stream-metrics.js';
 import type { Registry } from 'prom-client';
-import { TcpSession, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
+import { TcpSession, retryRules, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
 import { listenOn } from '../../net/listen.js';
 
 export class StreamListener implements StreamSessionOwner {
@@ -91,11 +91,12 @@ export class StreamProxies {
     for (const stream of config.streams) {
       const upstream = upstreams.get(stream.upstream)!;
       const maxTries = upstream.triesFor(stream.nextUpstreamTries);
+      const retry = retryRules(stream);
       for (const l of stream.listen) {
         out.set(l.key, {
           host: l.host,
           port: l.port,
-          route: { stream, listen: l.key, upstream, maxTries, metrics: this.metrics.route(l.key, upstream.name) },
+          route: { stream, listen: l.key, upstream, maxTries, retry, metrics: this.metrics.route(l.key, upstream.name) },
         });
       }
     }

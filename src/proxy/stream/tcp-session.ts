@@ -18,8 +18,8 @@ import net from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import type { Peer } from '../../balancer/peer.js';
 import type { Upstream } from '../../balancer/upstream.js';
-import type { PickRequest } from '../../balancer/policy.js';
-import type { StreamConfig } from '../../config/model.js';
+import type { NextUpstreamCondition, StreamConfig } from '../../config/model.js';
+import { AttemptLoop, failureCondition, type RetryRules } from '../attempt-loop.js';
 import type { EventLog } from '../../observability/log.js';
 import { formatTimes, type AccessLog } from '../../observability/access-log.js';
 import type { StreamRouteMetrics } from '../../observability/stream-metrics.js';
@@ -35,7 +35,17 @@ export interface StreamRoute {
   readonly upstream: Upstream;
   /** Attempts per session: nextUpstreamTries, bounded by the number of servers (nginx). */
   readonly maxTries: number;
+  /** The stream's nextUpstream rules (retryRules). */
+  readonly retry: RetryRules;
   readonly metrics: StreamRouteMetrics;
+}
+
+const CONNECT_FAILURES: ReadonlySet<NextUpstreamCondition> = new Set(['error', 'timeout']);
+const NO_FAILURES: ReadonlySet<NextUpstreamCondition> = new Set();
+
+/** A stream's nextUpstream (nginx stream proxy_next_upstream on|off): every failed connect moves on, or none does. */
+export function retryRules(stream: StreamConfig): RetryRules {
+  return { on: stream.nextUpstream ? CONNECT_FAILURES : NO_FAILURES, timeoutMs: stream.nextUpstreamTimeoutMs };
 }
 
 /** What a session needs from its listener and the balancer. */
@@ -119,18 +129,10 @@ const NO_REQUEST = null as unknown as IncomingMessage;
 
 export const enum State { Picking, Connecting, Piping, Done }
 
-export class TcpSession implements PickRequest, DeferredWrite {
-  readonly req = NO_REQUEST;
-  readonly remoteAddress: string;
+export class TcpSession extends AttemptLoop implements DeferredWrite {
   state = State.Picking;
   private readonly startedAt = performance.now();
-  private readonly startedMs = Date.now();
-  private peer: Peer | null = null;
   upstreamSocket: net.Socket | null = null;
-  /** Servers tried so far: the first in `firstTried`, the Set only once there is a second attempt (most sessions make one). */
-  private firstTried: Peer | null = null;
-  private tried: Set<Peer> | null = null;
-  private triesLeft: number;
   private connectTimer: NodeJS.Timeout | null = null;
   private connectStartedAt = 0;
   private idleTimer: NodeJS.Timeout | null = null;
@@ -146,8 +148,7 @@ export class TcpSession implements PickRequest, DeferredWrite {
   private serverPort = 0;
 
   constructor(readonly client: net.Socket, readonly route: StreamRoute, private readonly owner: StreamSessionOwner) {
-    this.remoteAddress = clientAddressString(client.remoteAddress);
-    this.triesLeft = route.maxTries;
+    super(NO_REQUEST, clientAddressString(client.remoteAddress), route.upstream, null, route.retry, route.maxTries);
   }
 
   start(): void {
@@ -167,17 +168,14 @@ export class TcpSession implements PickRequest, DeferredWrite {
   private next(): void {
     const now = Date.now();
     const up = this.route.upstream;
-    const peer = up.select(this, this.triedPeers(), now);
+    const peer = this.nextServer(now);
+    if (peer === undefined) return; // waits for a session lookup (streams have none yet): resumeAfterLookup
     if (peer === null) {
       this.owner.log.error({ upstream: up.name, client: this.remoteAddress, server: this.route.listen },
         `no live upstreams while connecting to upstream "${up.name}"`);
       this.giveUp();
       return;
     }
-    this.peer = peer;
-    this.triesLeft--;
-    if (this.firstTried === null) this.firstTried = peer;
-    else this.triedPeers()!.add(peer);
     this.addrs.push(peer.address);
     this.connectTimes.push(-1);
     this.state = State.Connecting;
@@ -194,10 +192,9 @@ export class TcpSession implements PickRequest, DeferredWrite {
     this.connectTimer = setTimeout(connectTimedOut, this.route.stream.connectTimeoutMs, this);
   }
 
-  /** The servers tried so far as a Set (made on the first retry), null before the first attempt. */
-  private triedPeers(): Set<Peer> | null {
-    if (this.tried === null && this.firstTried !== null) this.tried = new Set([this.firstTried]);
-    return this.tried;
+  /** The session lookup answered: the first attempt goes on. */
+  protected resumeAfterLookup(): void {
+    if (!this.clientGone) this.next();
   }
 
   /** No server could take the session: nginx closes the client connection (status 502). */
@@ -234,13 +231,12 @@ export class TcpSession implements PickRequest, DeferredWrite {
     this.route.upstream.release(peer, !local, now);
     if (kind !== 'local') peer.metrics?.failure(kind);
     this.owner.log.error({ upstream: this.route.upstream.name, server: peer.address, reason: kind, client: this.remoteAddress, listen: this.route.listen }, message);
-    const s = this.route.stream;
     if (this.clientGone) {
       this.state = State.Done;
       this.finish();
       return;
     }
-    if (!local && s.nextUpstream && this.triesLeft > 0 && (s.nextUpstreamTimeoutMs === 0 || now - this.startedMs < s.nextUpstreamTimeoutMs)) {
+    if (!local && this.mayMoveOn(failureCondition(kind), now)) {
       this.next();
       return;
     }
