@@ -2,18 +2,16 @@
 /**
  * sessionlb command line: run | check | reload | import-nginx | firewall | demo (and --help, --version).
  */
-import type http from 'node:http';
 import { readFileSync, watch, writeFileSync, unlinkSync, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { basename, dirname, join, resolve } from 'node:path';
-import { loadConfig, loadConfigFile, loadConfigText, readConfigText } from './config/load.js';
+import { loadConfigFile, loadConfigText, readConfigText } from './config/load.js';
 import { type Config } from './config/model.js';
 import { SessionLB } from './runtime/sessionlb.js';
 import { createEventLog, type EventLog } from './observability/log.js';
-import { DEMO_WEIGHTS, demoConfig, demoPorts, startDemoBackend } from './tools/demo.js';
-import { probeListen } from './net/listen.js';
-import { firewallCommand, importNginxCommand, loadOrReport } from './tools/offline-commands.js';
+import { demoCommand } from './tools/demo.js';
+import { checkCommand, firewallCommand, importNginxCommand, loadOrReport } from './tools/offline-commands.js';
 import cluster from 'node:cluster';
 import { ClusterPrimary } from './runtime/primary.js';
 import { runWorker } from './runtime/worker.js';
@@ -109,14 +107,6 @@ function fail(message: string): never {
 function version(): string {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   return pkg.version;
-}
-
-async function check(file: string): Promise<number> {
-  const config = await loadOrReport(() => loadConfigFile(file),
-    (err) => `sessionlb: configuration file ${file} test failed (${err.problems.length} problem${err.problems.length === 1 ? '' : 's'})`);
-  if (config === null) return 1;
-  process.stdout.write(`sessionlb: the configuration file ${file} syntax is ok\nconfiguration OK\n`);
-  return 0;
 }
 
 /** `sessionlb reload`: validates the file like `check`, then signals the running process through its pidFile. */
@@ -283,38 +273,8 @@ async function run(args: Args): Promise<void> {
 
 async function demo(args: Args): Promise<void> {
   const log = createEventLog({ pretty: true });
-  const ports = demoPorts(args.portSet ? args.port : null);
-  const all = [ports.balancer, ...ports.backends, ports.admin];
-  if (all.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) fail('--port must leave room for six ports (N..N+5 up to 65535)');
-  for (const port of all) {
-    try {
-      await probeListen('127.0.0.1', port);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      process.stderr.write(`sessionlb: demo: cannot listen on 127.0.0.1:${port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}. `
-        + `The demo binds ${all.join(', ')}; move them all with --port N (it then uses N to N+5).\n`);
-      process.exit(1);
-    }
-  }
-  const backends: http.Server[] = await Promise.all(ports.backends.map((port, i) => startDemoBackend(`backend-${i + 1}`, port)));
-  const config = await loadConfig(demoConfig(ports.balancer, ports.admin, ports.backends), '<embedded demo config>');
-  await serve(config, log, async () => {
-    for (const b of backends) b.close();
-  }, { reloadFile: null, watch: false, pretty: true });
-  const url = `http://127.0.0.1:${ports.balancer}/`;
-  process.stdout.write(`
-sessionlb demo: 4 backends on 127.0.0.1:${ports.backends.join(', ')} with weights ${DEMO_WEIGHTS.join(':')}
-  balancer: ${url}
-  status:   http://127.0.0.1:${ports.admin}/          (live status page; metrics at /metrics)
-
-Try:
-  for i in $(seq 6); do curl -s ${url}; done          # no cookie: rotates 3:1:1:1: 1 2 1 3 4 1 (smooth: no bursts)
-  rm -f /tmp/sessionlb-jar; for i in $(seq 6); do curl -s -c /tmp/sessionlb-jar -b /tmp/sessionlb-jar ${url}; done
-                                                       # with a cookie jar: the backend that issued PHPSESSID, every time
-                                                       # (sticky "learn", memory store: bindings are local to this process)
-
-Ctrl-C stops it.
-`);
+  await demoCommand(args.portSet ? args.port : null, fail, (config, stopBackends) =>
+    serve(config, log, stopBackends, { reloadFile: null, watch: false, pretty: true }));
 }
 
 async function main(): Promise<void> {
@@ -328,7 +288,7 @@ async function main(): Promise<void> {
       process.stdout.write(`sessionlb ${version()}\n`);
       return;
     case 'check':
-      process.exitCode = await check(args.config);
+      process.exitCode = await checkCommand(args.config);
       return;
     case 'run':
       await run(args);

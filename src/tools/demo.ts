@@ -5,6 +5,9 @@
  */
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/model.js';
+import { probeListen } from '../net/listen.js';
 
 export const DEMO_BACKEND_PORTS = [9001, 9002, 9003, 9004];
 export const DEMO_WEIGHTS = [3, 1, 1, 1];
@@ -68,4 +71,49 @@ export function startDemoBackend(name: string, port: number, host = '127.0.0.1')
     server.once('error', reject);
     server.listen(port, host, () => resolve(server));
   });
+}
+
+/**
+ * `sessionlb demo [--port N]` (`base`: N, or null): checks that every port is free, starts the
+ * four backends and has `serve` run sessionlb in front of them (the CLI serves: signals,
+ * shutdown; `stopBackends` goes to it), then prints how to try it. A `base` that leaves no room
+ * for six ports goes to `usage`; a port in use exits 1.
+ */
+export async function demoCommand(
+  base: number | null,
+  usage: (message: string) => never,
+  serve: (config: Config, stopBackends: () => Promise<void>) => Promise<void>,
+): Promise<void> {
+  const ports = demoPorts(base);
+  const all = [ports.balancer, ...ports.backends, ports.admin];
+  if (all.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) usage('--port must leave room for six ports (N..N+5 up to 65535)');
+  for (const port of all) {
+    try {
+      await probeListen('127.0.0.1', port);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      process.stderr.write(`sessionlb: demo: cannot listen on 127.0.0.1:${port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}. `
+        + `The demo binds ${all.join(', ')}; move them all with --port N (it then uses N to N+5).\n`);
+      process.exit(1);
+    }
+  }
+  const backends: http.Server[] = await Promise.all(ports.backends.map((port, i) => startDemoBackend(`backend-${i + 1}`, port)));
+  const config = await loadConfig(demoConfig(ports.balancer, ports.admin, ports.backends), '<embedded demo config>');
+  await serve(config, async () => {
+    for (const b of backends) b.close();
+  });
+  const url = `http://127.0.0.1:${ports.balancer}/`;
+  process.stdout.write(`
+sessionlb demo: 4 backends on 127.0.0.1:${ports.backends.join(', ')} with weights ${DEMO_WEIGHTS.join(':')}
+  balancer: ${url}
+  status:   http://127.0.0.1:${ports.admin}/          (live status page; metrics at /metrics)
+
+Try:
+  for i in $(seq 6); do curl -s ${url}; done          # no cookie: rotates 3:1:1:1: 1 2 1 3 4 1 (smooth: no bursts)
+  rm -f /tmp/sessionlb-jar; for i in $(seq 6); do curl -s -c /tmp/sessionlb-jar -b /tmp/sessionlb-jar ${url}; done
+                                                       # with a cookie jar: the backend that issued PHPSESSID, every time
+                                                       # (sticky "learn", memory store: bindings are local to this process)
+
+Ctrl-C stops it.
+`);
 }

@@ -1,6 +1,7 @@
 /**
- * The two offline commands of the CLI: `import-nginx` (nginx config -> sessionlb JSON) and
- * `firewall` (iptables/nftables rules for the memcached hosts). Both only read files and print text.
+ * The offline commands of the CLI: `check` (validates a configuration file), `import-nginx`
+ * (nginx config -> sessionlb JSON) and `firewall` (iptables/nftables rules for the memcached
+ * hosts). They only read files and print text.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { loadConfig, loadConfigFile } from '../config/load.js';
@@ -21,6 +22,15 @@ export async function loadOrReport<T>(load: () => Promise<T>, failed?: (err: Con
     if (failed !== undefined) process.stderr.write(`${failed(err)}\n`);
     return null;
   }
+}
+
+/** `sessionlb check [--config FILE]`, like `nginx -t`: exit 0 when FILE is a valid configuration, or 1. */
+export async function checkCommand(file: string): Promise<number> {
+  const config = await loadOrReport(() => loadConfigFile(file),
+    (err) => `sessionlb: configuration file ${file} test failed (${err.problems.length} problem${err.problems.length === 1 ? '' : 's'})`);
+  if (config === null) return 1;
+  process.stdout.write(`sessionlb: the configuration file ${file} syntax is ok\nconfiguration OK\n`);
+  return 0;
 }
 
 /** `sessionlb import-nginx FILE [--out OUT]`: exit 0 with the JSON (warnings on stderr), or 1. */

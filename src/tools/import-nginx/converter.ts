@@ -1,0 +1,100 @@
+/**
+ * The conversion: nginx directives (includes already expanded) -> sessionlb's JSON configuration.
+ * The top level and http { } are here; each kind of block has a file of its own.
+ */
+import type { RawConfig, RawUpstream } from '../../config/schema.js';
+import type { NginxDirective } from './tokenizer.js';
+import type { Conversion, Mutable, ProxyScope } from './conversion.js';
+import { isProxyDirective, proxyDirective } from './proxy-settings.js';
+import { convertUpstream } from './upstream-block.js';
+import { convertServer } from './server-block.js';
+import { convertStream } from './stream-block.js';
+import { applyUsages } from './per-upstream-settings.js';
+import { nginxDuration } from './values.js';
+
+/** Directives that belong to nginx's main/events contexts: nothing for a proxy to take over. */
+const MAIN_CONTEXT = new Set([
+  'user', 'worker_processes', 'worker_rlimit_nofile', 'worker_cpu_affinity', 'pid', 'error_log',
+  'load_module', 'daemon', 'master_process', 'env', 'pcre_jit', 'thread_pool', 'timer_resolution',
+  'working_directory', 'lock_file', 'worker_priority', 'worker_shutdown_timeout', 'ssl_engine',
+]);
+
+/** sessionlb's configuration for `tree` (includes expanded); what is not converted is said in `c`. */
+export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
+  // nginx.conf has `http { ... }`; a conf.d file has its upstream/server blocks at the top.
+  const http: NginxDirective[] = [];
+  const streamBlocks: NginxDirective[] = [];
+  for (const d of tree) {
+    if (d.name === 'http' && d.block !== null) http.push(...d.block);
+    else if (d.name === 'stream' && d.block !== null) streamBlocks.push(d);
+    else if (d.name === 'stream') {
+      c.warn(d.line, '"stream" without a block ignored: nothing to convert (nginx wants stream { server { listen ...; proxy_pass ...; } })');
+    } else if (d.name === 'events' || d.name === 'mail') {
+      c.warn(d.line, `"${d.name}" block ignored (sessionlb has no ${d.name === 'events' ? 'worker settings' : 'mail proxy'})`);
+    } else if (MAIN_CONTEXT.has(d.name)) {
+      c.warn(d.line, `"${d.name}" (nginx process setting) is not used by sessionlb; ignored`);
+    } else {
+      http.push(d);
+    }
+  }
+  // Upstreams first: a location may name one defined further down.
+  for (const d of http) if (d.name === 'upstream') convertUpstream(c, d);
+  const scope: ProxyScope = {};
+  for (const d of http) proxyDirective(c, d, scope);
+  for (const d of http) {
+    if (d.name === 'upstream' || isProxyDirective(d)) continue;
+    switch (d.name) {
+      case 'server':
+        convertServer(c, d, scope);
+        break;
+      case 'client_max_body_size':
+        c.size(d, (v) => { c.top.clientMaxBodySize = v; });
+        break;
+      case 'keepalive_timeout': {
+        const a = c.oneArg(d);
+        if (a === null) break;
+        const v = nginxDuration(a);
+        if (v === null) c.error(d.line, `"keepalive_timeout": "${a}" is not a time such as "75s"`);
+        else c.top.keepaliveTimeout = v;
+        if (d.args.length > 1) c.warn(d.line, `"keepalive_timeout": the second parameter (Keep-Alive response header) is not supported by sessionlb; ignored`);
+        break;
+      }
+      case 'access_log':
+        accessLog(c, d);
+        break;
+      default:
+        c.unsupported(d, d.block !== null ? 'block in http' : 'in http');
+    }
+  }
+  applyUsages(c);
+  // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
+  for (const d of streamBlocks) convertStream(c, d);
+  const out: Mutable<RawConfig> = c.top.servers.length === 0 && c.streams.length > 0 ? {} : { servers: c.top.servers };
+  if (c.streams.length > 0) out.streams = c.streams;
+  if (c.upstreams.size > 0) {
+    // Keys in the order the README documents them.
+    const order = ['balance', 'sticky', 'healthCheck', 'servers', 'keepalive', 'keepaliveTimeout', 'nextUpstream', 'timeouts'] as const;
+    out.upstreams = Object.fromEntries([...c.upstreams].map(([name, up]) => [
+      name,
+      Object.fromEntries(order.filter((k) => up[k] !== undefined).map((k) => [k, up[k]])) as RawUpstream,
+    ]));
+  }
+  if (c.top.clientMaxBodySize !== undefined) out.clientMaxBodySize = c.top.clientMaxBodySize;
+  if (c.top.keepaliveTimeout !== undefined) out.keepaliveTimeout = c.top.keepaliveTimeout;
+  if (c.top.accessLog !== undefined) out.accessLog = c.top.accessLog;
+  return out;
+}
+
+function accessLog(c: Conversion, d: NginxDirective): void {
+  const a = c.oneArg(d);
+  if (a === null) return;
+  if (c.top.accessLog !== undefined) {
+    c.warn(d.line, '"access_log": sessionlb writes one access log; this one replaces the previous "access_log"');
+  }
+  if (a === 'off') {
+    c.top.accessLog = false;
+    return;
+  }
+  c.top.accessLog = { path: a };
+  c.warn(d.line, `"access_log": sessionlb writes one JSON object per request to ${a}${d.args.length > 1 ? `; the format/parameters "${d.args.slice(1).join(' ')}" are ignored` : ', not nginx\'s "combined" format'}`);
+}

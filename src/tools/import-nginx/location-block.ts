@@ -1,0 +1,115 @@
+/**
+ * nginx `location [=|^~] PATH { proxy_pass ...; ... }` -> a sessionlb location, and the use of an
+ * upstream it makes (its per-upstream settings are applied later, per-upstream-settings.ts).
+ */
+import type { NginxDirective } from './tokenizer.js';
+import type { Conversion, HealthCheck, Location, Mutable, ProxyScope, Sourced } from './conversion.js';
+import { childScope, isProxyDirective, proxySetHeaders } from './proxy-settings.js';
+import { addressKey, isInt, nginxDuration } from './values.js';
+
+export function convertLocation(c: Conversion, d: NginxDirective, serverScope: ProxyScope, out: Location[], serverLabel: string): void {
+  let exact = false;
+  let path: string | undefined;
+  const [a0, a1] = d.args;
+  if (d.block === null || a0 === undefined) {
+    c.error(d.line, `"location" needs a path and a block`);
+    return;
+  }
+  if (a0 === '=' ) { exact = true; path = a1; }
+  else if (a0 === '^~') path = a1;
+  else if (a0 === '~' || a0 === '~*' || a0.startsWith('~')) {
+    c.warn(d.line, `location ${d.args.join(' ')}: regular-expression locations are not supported by sessionlb; this location is not converted`);
+    return;
+  } else if (a0.startsWith('@')) {
+    c.warn(d.line, `location ${a0}: named locations are not supported by sessionlb; this location is not converted`);
+    return;
+  } else if (a0.startsWith('=')) { exact = true; path = a0.slice(1); }
+  else if (a0.startsWith('^~')) path = a0.slice(2);
+  else path = a0;
+  const expected = a0 === '=' || a0 === '^~' ? 2 : 1;
+  if (path === undefined || d.args.length !== expected) {
+    c.error(d.line, `invalid number of arguments in "location ${d.args.join(' ')}"`);
+    return;
+  }
+  const scope = childScope(c, serverScope, d.block);
+  const where = `${serverLabel}, location ${exact ? '= ' : ''}${path} (${c.at(d.line)})`;
+  let proxyPass: NginxDirective | null = null;
+  let healthCheck: Sourced<HealthCheck> | null = null;
+  let clientMaxBodySize: string | undefined;
+  for (const item of d.block) {
+    if (isProxyDirective(item)) continue;
+    switch (item.name) {
+      case 'proxy_pass':
+        proxyPass = item;
+        break;
+      case 'client_max_body_size':
+        c.size(item, (v) => { clientMaxBodySize = v; });
+        break;
+      case 'health_check':
+        healthCheck = { value: healthCheckSettings(c, item), line: item.line };
+        break;
+      case 'location':
+        c.warn(item.line, `nested location ${item.args.join(' ')} is not supported by sessionlb; not converted (write it as a location of its own)`);
+        break;
+      default:
+        c.unsupported(item, item.block !== null ? 'block in location' : 'in location');
+    }
+  }
+  if (proxyPass === null) {
+    c.warn(d.line, `location ${exact ? '= ' : ''}${path} has no proxy_pass; sessionlb locations only proxy, so it is not converted (requests for it go to the next matching location)`);
+    return;
+  }
+  const url = proxyPass.args[0] ?? '';
+  const m = /^http:\/\/([^/?#]+)(.*)$/.exec(url);
+  if (proxyPass.args.length !== 1 || m === null || url.includes('$')) {
+    c.warn(proxyPass.line, `proxy_pass ${proxyPass.args.join(' ')}: sessionlb supports "http://UPSTREAM[/uri]" and "http://host:port[/uri]" (no https, unix sockets or variables); location ${path} is not converted`);
+    return;
+  }
+  let target = m[1]!;
+  const uri = m[2]!;
+  const isAddress = !c.upstreams.has(target);
+  if (isAddress) {
+    const key = addressKey(target);
+    if (key === null) {
+      c.error(proxyPass.line, `proxy_pass ${url}: "${target}" is neither an upstream defined in this file nor a host:port`);
+      return;
+    }
+    target = key;
+  }
+  const loc: Location = exact ? { path, exact: true, proxyPass: `http://${target}${uri}` } : { path, proxyPass: `http://${target}${uri}` };
+  const headers = proxySetHeaders(c, scope, target, where, d.line);
+  if (headers !== null) loc.proxySetHeader = headers;
+  if (clientMaxBodySize !== undefined) loc.clientMaxBodySize = clientMaxBodySize;
+  out.push(loc);
+  c.usages.push({ target, location: loc, uri, where, line: d.line, scope, healthCheck, isAddress });
+}
+
+/** nginx Plus `health_check [interval=T] [fails=N] [passes=N] [uri=U] [port=N] [mandatory]`. */
+function healthCheckSettings(c: Conversion, d: NginxDirective): HealthCheck {
+  const hc: Mutable<HealthCheck> = {};
+  for (const p of d.args) {
+    const eq = p.indexOf('=');
+    const key = eq === -1 ? p : p.slice(0, eq);
+    const value = eq === -1 ? '' : p.slice(eq + 1);
+    const int = (set: (n: number) => void): void => {
+      if (isInt(value)) set(Number(value));
+      else c.error(d.line, `"health_check": "${p}" is not a number`);
+    };
+    switch (key) {
+      case 'interval': {
+        const t = nginxDuration(value);
+        if (t === null) c.error(d.line, `"health_check": "${p}" is not a time`);
+        else hc.interval = t;
+        break;
+      }
+      case 'fails': int((n) => { hc.fails = n; }); break;
+      case 'passes': int((n) => { hc.passes = n; }); break;
+      case 'port': int((n) => { hc.port = n; }); break;
+      case 'uri': hc.path = value; break;
+      case 'mandatory': hc.mandatory = true; break;
+      default:
+        c.warn(d.line, `"health_check": parameter "${p}" is not supported by sessionlb; ignored`);
+    }
+  }
+  return hc;
+}
