@@ -21,9 +21,9 @@ import type { Peer } from './peer.js';
 import type { Policy, PickRequest } from './policy.js';
 import { RoundRobin } from './round-robin.js';
 import { peerAtWeight, totalWeight } from './weights.js';
+import { HashRing, POINTS_PER_WEIGHT } from './hash-ring.js';
 
 const MAX_TRIES = 20;
-export const POINTS_PER_WEIGHT = 160;
 
 // ---- CRC-32 (IEEE 802.3, reflected, as ngx_crc32_*) over byte strings ----
 
@@ -108,10 +108,8 @@ function serverOf(peer: Peer): string {
 }
 
 export class ConsistentHash implements Policy {
-  /** Point hashes, ascending, unique. */
-  points = new Uint32Array(0);
-  /** For each point, the index into `groups` of the server owning it. */
-  private owners = new Uint32Array(0);
+  /** The ring: points ascending and unique, each owned by an index into `groups`. */
+  private ring = HashRing.EMPTY;
   /** Peers per configured server address, in config order. */
   private groups: Peer[][] = [];
   /** The weights the ring was built with (a weight changed through the admin API rebuilds it). */
@@ -151,37 +149,18 @@ export class ConsistentHash implements Policy {
         prev = h;
       }
     });
-    const order = hashes.map((_, i) => i).sort((a, b) => hashes[a]! - hashes[b]! || a - b);
-    const pts: number[] = [];
-    const own: number[] = [];
-    for (const i of order) {
-      if (pts.length > 0 && pts[pts.length - 1] === hashes[i]) continue;
-      pts.push(hashes[i]!);
-      own.push(owners[i]!);
-    }
     this.groups = groups;
-    this.points = Uint32Array.from(pts);
-    this.owners = Uint32Array.from(own);
+    this.ring = HashRing.from(hashes, owners, () => 0, true);
   }
 
-  /** Index of the first point >= hash (points.length when past the last one). */
-  findPoint(hash: number): number {
-    const pts = this.points;
-    let i = 0;
-    let j = pts.length;
-    while (i < j) {
-      const k = (i + j) >>> 1;
-      const v = pts[k]!;
-      if (hash > v) i = k + 1;
-      else if (hash < v) j = k;
-      else return k;
-    }
-    return i;
+  /** The ring has no points (no server has weight). */
+  get empty(): boolean {
+    return this.ring.points.length === 0;
   }
 
   /** The configured server address a key (a byte string) maps to when every server is available. */
   serverFor(key: string): string {
-    const g = this.owners[this.findPoint(crc32(key)) % this.points.length]!;
+    const g = this.ring.owners[this.ring.at(crc32(key))]!;
     return serverOf(this.groups[g]![0]!);
   }
 
@@ -193,11 +172,12 @@ export class ConsistentHash implements Policy {
         break;
       }
     }
-    if (peers.length < 2 || this.points.length === 0) return this.fallback.pick(peers, tried, request, now);
-    const n = this.points.length;
-    let at = this.findPoint(crc32(this.key.evaluate(request)));
+    const ring = this.ring;
+    if (peers.length < 2 || ring.points.length === 0) return this.fallback.pick(peers, tried, request, now);
+    const n = ring.points.length;
+    let at = ring.at(crc32(this.key.evaluate(request)));
     for (let tries = 0; tries <= MAX_TRIES; tries++, at++) {
-      const group = this.groups[this.owners[at % n]!]!;
+      const group = this.groups[ring.owners[at % n]!]!;
       if (group.length === 1) {
         const peer = group[0]!;
         if ((tried === null || !tried.has(peer)) && peer.canTakeNew(now)) return peer;

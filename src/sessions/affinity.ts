@@ -240,7 +240,7 @@ export class Affinity {
     if (this.mode === 'hash') {
       if (r.id === null) return null;
       const ring = this.ring!;
-      const target = ring.points.length === 0 ? undefined : this.peers.get(ring.serverFor(r.id));
+      const target = ring.empty ? undefined : this.peers.get(ring.serverFor(r.id));
       if (target !== undefined) {
         r.bound = target.address;
         const why = target.unavailable(now, Taking.Bound);

@@ -7,8 +7,7 @@
  * sessionlb instance with the same list agrees on where a key lives.
  */
 import { createHash } from 'node:crypto';
-
-const POINTS_PER_WEIGHT = 160;
+import { HashRing, POINTS_PER_WEIGHT } from '../balancer/hash-ring.js';
 
 export function ketamaHash(key: string): number {
   const d = createHash('md5').update(key).digest();
@@ -16,41 +15,30 @@ export function ketamaHash(key: string): number {
 }
 
 export class KetamaRing<T> {
-  private readonly points: Uint32Array;
-  private readonly owners: Int32Array;
+  private readonly ring: HashRing;
 
   constructor(readonly nodes: readonly T[], name: (node: T) => string, weight: (node: T) => number = () => 1) {
-    const pairs: Array<[number, number]> = [];
+    const hashes: number[] = [];
+    const owners: number[] = [];
     nodes.forEach((node, index) => {
       const n = name(node);
       const iterations = Math.max(1, Math.round((POINTS_PER_WEIGHT * Math.max(1, weight(node))) / 4));
       for (let i = 0; i < iterations; i++) {
         const d = createHash('md5').update(`${n}-${i}`).digest();
-        for (let k = 0; k < 4; k++) pairs.push([d.readUInt32LE(k * 4), index]);
+        for (let k = 0; k < 4; k++) {
+          hashes.push(d.readUInt32LE(k * 4));
+          owners.push(index);
+        }
       }
     });
     // Ties (vanishingly rare) are broken by node name so that every instance builds the same ring.
-    pairs.sort((a, b) => a[0] - b[0] || (name(nodes[a[1]]!) < name(nodes[b[1]]!) ? -1 : 1));
-    this.points = new Uint32Array(pairs.length);
-    this.owners = new Int32Array(pairs.length);
-    pairs.forEach(([p, o], i) => { this.points[i] = p; this.owners[i] = o; });
-  }
-
-  private position(hash: number): number {
-    const points = this.points;
-    let lo = 0;
-    let hi = points.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (points[mid]! < hash) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo === points.length ? 0 : lo;
+    const names = nodes.map(name);
+    this.ring = HashRing.from(hashes, owners, (a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0), false);
   }
 
   /** The node owning `key`, or undefined for an empty ring. */
   get(key: string): T | undefined {
-    if (this.points.length === 0) return undefined;
-    return this.nodes[this.owners[this.position(ketamaHash(key))]!];
+    if (this.ring.points.length === 0) return undefined;
+    return this.nodes[this.ring.owners[this.ring.at(ketamaHash(key))]!];
   }
 }
