@@ -23,6 +23,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Config, ListenAddress } from '../config/model.js';
 import { SessionLB } from './sessionlb.js';
+import { clusterPrimary } from './role.js';
 import { statusDocument } from '../admin/api.js';
 import { sendJson } from '../admin/server.js';
 import type { EventLog } from '../observability/log.js';
@@ -101,8 +102,21 @@ export class ClusterPrimary {
   private readonly gatherings = new Map<number, Gathering>();
 
   constructor(readonly config: Config, readonly log: EventLog, private readonly options: PrimaryOptions) {
-    this.lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: false, role: 'primary' });
-    this.lb.configText = options.configText;
+    this.lb = new SessionLB(config, {
+      log,
+      pretty: options.pretty,
+      accessLogToStdout: false,
+      configText: options.configText,
+      role: clusterPrimary({
+        // Health results (the checker has updated the server's state): to every worker.
+        probed: (upstream, server) => {
+          const peer = this.lb.upstreams.get(upstream)?.find(server);
+          if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
+        },
+        runtimeChanged: () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) })),
+        reloadPeers: { prepare: this.prepareReload, abort: this.abortReload, committed: this.reloadCommitted },
+      }),
+    });
     this.lifecycle = new ProcessLifecycle(log);
   }
 
@@ -114,15 +128,6 @@ export class ClusterPrimary {
   async start(): Promise<void> {
     const lb = this.lb;
     await lb.start();
-    // Health results (onProbe runs once the checker has updated the server's state): to every worker.
-    const onProbe = lb.health.onProbe;
-    lb.health.onProbe = (upstream, server, ok, detail) => {
-      onProbe?.(upstream, server, ok, detail);
-      const peer = this.lb.upstreams.get(upstream)?.find(server);
-      if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
-    };
-    lb.reloadPeers = { prepare: this.prepareReload, abort: this.abortReload, committed: this.reloadCommitted };
-    lb.onRuntimeChange = () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) }));
     this.registerAdmin();
     // The pid file and signals before the workers start: a signal during startup is not fatal.
     this.lifecycle.writePidFile(this.config.pidFile);
@@ -198,7 +203,7 @@ export class ClusterPrimary {
 
   /**
    * Validates the file here, has every worker switch to it, then switches here (see
-   * SessionLB.reloadPeers); counted once, here (reloads in /status and /metrics).
+   * ReloadPeers); counted once, here (reloads in /status and /metrics).
    */
   reloadFromFile(file: string): Promise<boolean> {
     return this.lb.reloadFromFile(file);
@@ -259,7 +264,7 @@ export class ClusterPrimary {
   }
 
   /**
-   * SessionLB.reloadPeers.prepare: the addresses the new config adds must be bindable here
+   * ReloadPeers.prepare: the addresses the new config adds must be bindable here
    * (see checkNewAddresses), then every listening worker switches. When one refuses or does not
    * answer, the others go back to the config in use and the reload is rejected.
    */
@@ -280,7 +285,7 @@ export class ClusterPrimary {
     throw new Error(`the workers could not apply it (${failed.join('; ')}); every worker is back on the previous configuration`);
   };
 
-  /** SessionLB.reloadPeers.abort: this process could not switch after the workers did; they go back. */
+  /** ReloadPeers.abort: this process could not switch after the workers did; they go back. */
   private readonly abortReload = async (): Promise<void> => {
     const text = this.lb.configText;
     await Promise.all(this.workers().filter((w) => this.listening.has(w.id) && this.running.get(w.id) !== text)
@@ -288,7 +293,7 @@ export class ClusterPrimary {
   };
 
   /**
-   * SessionLB.reloadPeers.committed: every worker gets the state of the servers as of the switch
+   * ReloadPeers.committed: every worker gets the state of the servers as of the switch
    * (those the reload added included), and any worker that started from the previous config while
    * the reload was under way switches now.
    */

@@ -8,6 +8,7 @@ import cluster from 'node:cluster';
 import { loadConfigFile, loadConfigText } from '../config/load.js';
 import { type Config } from '../config/model.js';
 import { SessionLB } from './sessionlb.js';
+import { CLUSTER_WORKER } from './role.js';
 import { statusDocument } from '../admin/api.js';
 import type { EventLog } from '../observability/log.js';
 import { SessionManager } from '../sessions/manager.js';
@@ -121,7 +122,7 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
     stores.add(store);
     return store;
   };
-  lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: true, role: 'worker' });
+  lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: true, role: CLUSTER_WORKER });
   if (lifecycle.stopping) return;
 
   // The primary's view of health and runtime state before this worker takes its first request.
