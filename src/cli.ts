@@ -11,7 +11,7 @@ import { loadConfig, loadConfigFile, loadConfigText, readConfigText } from './co
 import { type Config } from './config/model.js';
 import { createEventLog } from './observability/log.js';
 import { DEMO_WEIGHTS, demoConfig, demoPorts, startDemoBackend } from './tools/demo.js';
-import { probeListen } from './net/listen.js';
+import { bindErrorText, probeListen } from './net/listen.js';
 import { firewallCommand, importNginxCommand, loadOrReport } from './tools/offline-commands.js';
 import cluster from 'node:cluster';
 import { ClusterPrimary } from './runtime/primary.js';
@@ -271,9 +271,9 @@ async function main(): Promise<void> {
 main().catch((err: unknown) => {
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
   // A cluster worker's listen fails in the primary's bind(): same message.
-  if ((e.syscall === 'listen' || e.syscall === 'bind') && (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')) {
+  const what = e.syscall === 'listen' || e.syscall === 'bind' ? bindErrorText(e.code) : null;
+  if (what !== null) {
     // Like nginx: "bind() to 127.0.0.1:80 failed (98: Address already in use)" — a clear line, not a stack.
-    const what = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : 'address not available';
     process.stderr.write(`sessionlb: cannot listen on ${e.address ?? '?'}:${e.port ?? '?'}: ${what}\n`);
     process.exit(1);
   }

@@ -31,7 +31,7 @@ import { MemoryStore } from '../sessions/memory-store.js';
 import { plausibleValue } from '../sessions/store.js';
 import { isOurs, peerState, snapshot, type StoreAnswer, type StoreCall, type ToPrimary, type ToWorker } from './ipc.js';
 import { workerExecArgv } from '../process/heap-tuning.js';
-import { probeListen } from '../net/listen.js';
+import { bindErrorText, probeListen } from '../net/listen.js';
 import { ProcessLifecycle } from '../process/lifecycle.js';
 
 export interface PrimaryOptions {
@@ -322,7 +322,7 @@ export class ClusterPrimary {
         await probeListen(l.host, l.port);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
-        throw new Error(`cannot listen on ${l.key}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EADDRNOTAVAIL' ? 'address not available' : e.message} (${e.code ?? 'error'})`);
+        throw new Error(`cannot listen on ${l.key}: ${bindErrorText(e.code) ?? e.message} (${e.code ?? 'error'})`);
       }
     }
   }

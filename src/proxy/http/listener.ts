@@ -9,7 +9,7 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Config, HeaderLimits } from '../../config/model.js';
-import { listenOn } from '../../net/listen.js';
+import { expiresBefore, listenOn } from '../../net/listen.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
 import { UpgradeRequest } from './upgrade.js';
 import { ListenerRouter, matchLocation, pathForMatching } from './router.js';
@@ -331,11 +331,8 @@ export class HttpListeners {
     const sweeper = setInterval(() => {
       for (const l of this.listeners.values()) l.server.closeIdleConnections();
     }, 50);
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), timeoutMs); });
-    const expired = await Promise.race([Promise.all(closed).then(() => false), timedOut]);
+    const expired = await expiresBefore(Promise.all(closed), timeoutMs);
     clearInterval(sweeper);
-    clearTimeout(timer);
     if (expired) {
       this.owner.hooks.log.warn({ timeoutMs }, 'shutdown timeout reached; closing remaining connections');
       for (const l of this.listeners.values()) l.server.closeAllConnections();
