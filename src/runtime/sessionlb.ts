@@ -6,8 +6,7 @@
  * listener set prepares (binds what the new config adds), then everything switches
  * synchronously, or every set aborts; requests in flight keep the objects they started with.
  */
-import { loadConfigText, readConfigText } from '../config/load.js';
-import { ConfigError, type Config } from '../config/model.js';
+import type { Config } from '../config/model.js';
 import { Upstream } from '../balancer/upstream.js';
 import { ServerStates } from '../balancer/server-state.js';
 import type { ForwardHooks } from '../proxy/http/forward.js';
@@ -25,6 +24,7 @@ import { SINGLE_PROCESS, type RuntimeRole } from './role.js';
 import { PeerPools } from './peer-pools.js';
 import { httpRoutes } from './http-routes.js';
 import { RuntimeStateFile } from './state-file.js';
+import { ConfigReloads, type Reloadable } from './config-reloads.js';
 
 export interface SessionLBOptions {
   log: EventLog;
@@ -41,7 +41,7 @@ export interface SessionLBOptions {
 /** A role that binds no listener has no routes to build. */
 const NO_ROUTES: ReadonlyMap<string, HttpRoute> = new Map();
 
-export class SessionLB implements AdminTarget, HttpListenerOwner {
+export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   config: Config;
   readonly log: EventLog;
   readonly hooks: ForwardHooks;
@@ -61,25 +61,14 @@ export class SessionLB implements AdminTarget, HttpListenerOwner {
   readonly health: HealthChecker;
   /** `stateFile`, when the role keeps it. */
   private readonly stateFile: RuntimeStateFile | null;
-  /** Reloads from the config file (SIGHUP, --watch, `sessionlb reload`): counts for metrics and /status. */
-  readonly reloads = { success: 0, failure: 0 };
-  /** When the last reload from file succeeded / failed (ms since epoch), null = never. */
-  lastReloadSuccess: number | null = null;
-  lastReloadFailure: number | null = null;
-  /** Why the last reload from file failed (a cluster worker reports it to the primary); null after a success. */
-  lastReloadError: string | null = null;
-  /**
-   * The text of the config file in use, when it came from a file (given at construction;
-   * reloads update it): a cluster primary hands it to workers it starts or reloads.
-   */
-  configText: string | null;
+  /** Reloads from the config file (SIGHUP, --watch, `sessionlb reload`), one at a time, and their counts. */
+  private readonly fileReloads: ConfigReloads;
   /** When start() ran (ms since epoch). */
   startedAt = 0;
   /** Sessions bound to a server, when the sessions feature knows it (shown in /status); null = unknown. */
   sessionsBound: ((upstream: string, server: string) => number | null) | null = null;
   /** Metrics (`/metrics`), the access log and the status page. */
   readonly observability: Observability;
-  private reloadQueue: Promise<unknown> = Promise.resolve();
   /** Session affinity: the binding store (kept across reloads while `sessionStore` is unchanged) and counters. */
   readonly sessions: SessionManager;
   /** One Affinity per sticky upstream object (a reload makes new upstreams, hence new ones). */
@@ -88,7 +77,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner {
   constructor(config: Config, options: SessionLBOptions) {
     this.config = config;
     this.role = options.role ?? SINGLE_PROCESS;
-    this.configText = options.configText ?? null;
+    this.fileReloads = new ConfigReloads(this, options.log, this.role.reloadPeers, options.configText ?? null);
     this.log = options.log;
     this.observability = new Observability({
       upstreams: () => this.upstreams.values(),
@@ -120,6 +109,33 @@ export class SessionLB implements AdminTarget, HttpListenerOwner {
     this.serverStates.commit(config.upstreams.values());
     this.http = new HttpListeners(this);
     this.streams = new StreamProxies(options.log, () => this.observability.accessLog, metrics.registry, role.bindsListeners);
+  }
+
+  /** Reloads from the config file: counts for metrics and /status. */
+  get reloads(): { readonly success: number; readonly failure: number } {
+    return this.fileReloads.counts;
+  }
+
+  /** When the last reload from file succeeded / failed (ms since epoch), null = never. */
+  get lastReloadSuccess(): number | null {
+    return this.fileReloads.lastSuccess;
+  }
+
+  get lastReloadFailure(): number | null {
+    return this.fileReloads.lastFailure;
+  }
+
+  /** Why the last reload from file failed (a cluster worker reports it to the primary); null after a success. */
+  get lastReloadError(): string | null {
+    return this.fileReloads.lastError;
+  }
+
+  /**
+   * The text of the config file in use, when it came from a file (given at construction;
+   * reloads update it): a cluster primary hands it to workers it starts or reloads.
+   */
+  get configText(): string | null {
+    return this.fileReloads.configText;
   }
 
   /** Binds every listener and the admin listener. */
@@ -203,58 +219,17 @@ export class SessionLB implements AdminTarget, HttpListenerOwner {
    * Resolves true when the new config is in use.
    */
   reloadFromFile(file: string = this.config.file): Promise<boolean> {
-    return this.reloadWith(file, null);
+    return this.fileReloads.run(file, null);
   }
 
   /** Reloads from the text of config file `file` (a cluster worker: the text the primary validated). */
   reloadFromText(text: string, file: string = this.config.file): Promise<boolean> {
-    return this.reloadWith(file, text);
+    return this.fileReloads.run(file, text);
   }
 
-  private reloadWith(file: string, givenText: string | null): Promise<boolean> {
-    const run = async (): Promise<boolean> => {
-      if (this.stopping) return false;
-      let config: Config;
-      let text: string;
-      try {
-        text = givenText ?? await readConfigText(file);
-        config = await loadConfigText(text, file);
-        if (this.config.admin !== null && config.admin !== null && config.admin.listen.key !== this.config.admin.listen.key) {
-          this.log.warn({ file, admin: this.config.admin.listen.key }, 'admin.listen changes take effect only after a restart');
-        }
-        const peers = this.role.reloadPeers;
-        if (peers !== null) await peers.prepare(config, text);
-        try {
-          await this.reload(config);
-        } catch (err) {
-          await peers?.abort();
-          throw err;
-        }
-        this.configText = text;
-        await peers?.committed();
-      } catch (err) {
-        this.reloads.failure++;
-        this.lastReloadFailure = Date.now();
-        this.lastReloadError = err instanceof ConfigError
-          ? err.problems.map((p) => `${p.path}: ${p.message}`).join('; ')
-          : (err as Error).message;
-        if (err instanceof ConfigError) {
-          for (const p of err.problems) this.log.error({ file, path: p.path, problem: p.message }, `${file}: ${p.path}: ${p.message}`);
-        } else {
-          this.log.error({ file, err: (err as Error).message }, `reload of ${file} failed: ${(err as Error).message}`);
-        }
-        this.log.error({ file, failures: this.reloads.failure }, 'reload failed; still serving the previous configuration');
-        return false;
-      }
-      this.reloads.success++;
-      this.lastReloadSuccess = Date.now();
-      this.lastReloadError = null;
-      this.log.info({ file, listen: this.http.keys(), upstreams: [...this.upstreams.keys()] }, 'configuration reloaded');
-      return true;
-    };
-    const result = this.reloadQueue.then(run, run);
-    this.reloadQueue = result;
-    return result;
+  /** Reloadable: what the log line of a reload reports in use. */
+  inUse(): { listen: string[]; upstreams: string[] } {
+    return { listen: this.http.keys(), upstreams: [...this.upstreams.keys()] };
   }
 
   /** A runtime change was made (admin API): the role hears of it (a cluster primary tells its workers), and `stateFile` is written. */
