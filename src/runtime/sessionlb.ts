@@ -66,7 +66,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** When start() ran (ms since epoch). */
   startedAt = 0;
   /** Sessions bound to a server, when the sessions feature knows it (shown in /status); null = unknown. */
-  sessionsBound: ((upstream: string, server: string) => number | null) | null = null;
+  readonly sessionsBound: ((upstream: string, server: string) => number | null) | null;
   /** Metrics (`/metrics`), the access log and the status page. */
   readonly observability: Observability;
   /** Session affinity: the binding store (kept across reloads while `sessionStore` is unchanged) and counters. */

@@ -79,7 +79,7 @@ export class StreamProxies {
     readonly log: EventLog,
     readonly accessLog: () => AccessLog | null,
     registry: Registry,
-    /** 'primary' (cluster): the workers bind the listeners, this process none. */
+    /** False in a process that binds no listener (the cluster primary: its workers do). */
     private readonly bind: boolean,
   ) {
     this.metrics = new StreamMetrics(registry, () => this.activeByListen());
