@@ -2,19 +2,20 @@
 /**
  * sessionlb command line: run | check | reload | import-nginx | firewall | demo (and --help, --version).
  */
-import { readFileSync, watch, writeFileSync, unlinkSync, type FSWatcher } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { basename, dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { loadConfigFile, loadConfigText, readConfigText } from './config/load.js';
 import { type Config } from './config/model.js';
-import { SessionLB } from './runtime/sessionlb.js';
-import { createEventLog, type EventLog } from './observability/log.js';
+import { createEventLog } from './observability/log.js';
 import { demoCommand } from './tools/demo.js';
+import { bindErrorText } from './net/listen.js';
 import { checkCommand, firewallCommand, importNginxCommand, loadOrReport } from './tools/offline-commands.js';
 import cluster from 'node:cluster';
 import { ClusterPrimary } from './runtime/primary.js';
 import { runWorker } from './runtime/worker.js';
+import { serve } from './runtime/single.js';
 import { tuneHeapGrowth, tunePretenuring } from './process/heap-tuning.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -140,90 +141,6 @@ async function reloadCommand(file: string): Promise<number> {
   return 0;
 }
 
-/** Writes the pid file; returns the function that removes it (only if it still holds our pid). */
-function writePidFile(file: string, log: EventLog): () => void {
-  const path = resolve(file);
-  try {
-    writeFileSync(path, `${process.pid}\n`);
-  } catch (err) {
-    log.error({ pidFile: path, err: (err as Error).message }, 'cannot write pidFile');
-    return () => undefined;
-  }
-  return () => {
-    try {
-      if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
-    } catch {
-      // already gone
-    }
-  };
-}
-
-/** `run --watch`: reloads when the file changes. Watches the directory, since editors replace files by renaming. */
-function watchConfig(file: string, lb: { reloadFromFile(file: string): Promise<unknown> }, log: EventLog): FSWatcher | null {
-  const path = resolve(file);
-  const name = basename(path);
-  let timer: NodeJS.Timeout | null = null;
-  try {
-    const watcher = watch(dirname(path), (_event, changed) => {
-      if (changed !== null && changed !== name) return;
-      if (timer !== null) clearTimeout(timer);
-      timer = setTimeout(() => {
-        timer = null;
-        log.info({ file: path }, 'config file changed; reloading');
-        void lb.reloadFromFile(file);
-      }, 300);
-    });
-    watcher.on('error', (err) => log.error({ file: path, err: err.message }, 'config file watch failed'));
-    return watcher;
-  } catch (err) {
-    log.error({ file: path, err: (err as Error).message }, 'cannot watch the config file; SIGHUP still reloads');
-    return null;
-  }
-}
-
-interface ServeOptions {
-  /** Config file reloaded on SIGHUP (and on change with `watch`); null = no reloads (demo). */
-  reloadFile: string | null;
-  watch: boolean;
-  /** Human-readable access log lines (pino-pretty) instead of JSON. */
-  pretty?: boolean;
-}
-
-/** Runs a balancer until SIGTERM/SIGINT, then drains and exits 0. */
-async function serve(config: Config, log: EventLog, onStop?: () => Promise<void>, options: ServeOptions = { reloadFile: null, watch: false }): Promise<void> {
-  const lb = new SessionLB(config, { log, pretty: options.pretty ?? false, accessLogToStdout: true });
-  await lb.start();
-  const removePidFile = config.pidFile !== null ? writePidFile(config.pidFile, log) : () => undefined;
-  const reloadFile = options.reloadFile;
-  let watcher: FSWatcher | null = null;
-  if (reloadFile !== null) {
-    process.on('SIGHUP', () => {
-      log.info({ file: reloadFile }, 'SIGHUP: reloading the configuration');
-      void lb.reloadFromFile(reloadFile);
-    });
-    if (options.watch) watcher = watchConfig(reloadFile, lb, log);
-  }
-  // nginx -s reopen: the access log file is reopened after logrotate moved it.
-  process.on('SIGUSR1', () => {
-    log.info({ reopened: lb.observability.reopenAccessLog() }, 'SIGUSR1: reopening the access log');
-  });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    watcher?.close();
-    log.info({ signal, timeoutMs: config.shutdownTimeoutMs }, 'shutting down: finishing requests in flight');
-    void lb.stop().then(async () => {
-      removePidFile();
-      await onStop?.();
-      log.flush?.();
-      setTimeout(() => process.exit(0), 50).unref();
-    });
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-}
-
 /**
  * With the memcached store, a bounded heap growth factor (src/process/heap-tuning.ts): every store
  * miss promotes a little garbage and V8 would let the heap reach 3-4x the live data. Not for
@@ -262,8 +179,7 @@ async function run(args: Args): Promise<void> {
       file: args.config,
       configText: text,
       pretty: args.pretty,
-      writePidFile,
-      watch: args.watch ? (reloader) => watchConfig(args.config, reloader, log) : null,
+      watch: args.watch,
     });
     await primary.start();
     return;
@@ -316,9 +232,9 @@ async function main(): Promise<void> {
 main().catch((err: unknown) => {
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
   // A cluster worker's listen fails in the primary's bind(): same message.
-  if ((e.syscall === 'listen' || e.syscall === 'bind') && (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')) {
+  const what = e.syscall === 'listen' || e.syscall === 'bind' ? bindErrorText(e.code) : null;
+  if (what !== null) {
     // Like nginx: "bind() to 127.0.0.1:80 failed (98: Address already in use)" — a clear line, not a stack.
-    const what = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : 'address not available';
     process.stderr.write(`sessionlb: cannot listen on ${e.address ?? '?'}:${e.port ?? '?'}: ${what}\n`);
     process.exit(1);
   }

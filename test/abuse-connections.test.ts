@@ -16,7 +16,7 @@ import { describe, expect, it } from 'vitest';
 import { freePort, load, startBackend } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
 import { startProxyProcess, writeConfig } from './helpers/child.js';
-import { parseResponses, rawExchange, recordingSetup, responsesReceived, sleep, statuses } from './helpers/raw-http.js';
+import { defaultAnswer, parseResponses, rawExchange, recordingSetup, responsesReceived, sleep, startRecordingBackend, statuses } from './helpers/raw-http.js';
 
 const scope = useScope();
 
@@ -276,5 +276,29 @@ describe('5,000 concurrent connections, maxConnections 4000 (sessionlb as a chil
     expect(child.child.exitCode).toBeNull();
     const after = await load(`http://127.0.0.1:${port}/after`, 200, 8);
     expect(after.filter((r) => r.status !== 200 || r.body !== 'ok /after').length).toBe(0);
+  });
+});
+
+describe('a client that half-closes with a request body unfinished', () => {
+  // Found by the seeded fuzz (abuse-fuzz.test.ts, input #7882) when the machine was loaded: the
+  // FIN arrived while the GET before the POST was still at the backend, and the connection then
+  // stayed open with nothing more to come from either side.
+  it.each([
+    ['pipelined behind a slow GET, body to be buffered in memory', 'GET /p1 HTTP/1.1\r\nHost: x\r\n\r\n', 100],
+    ['pipelined behind a slow GET, body to be spooled (over clientBodyBufferSize)', 'GET /p1 HTTP/1.1\r\nHost: x\r\n\r\n', 17288],
+    ['alone on its connection', '', 17288],
+  ])('%s: earlier answers arrive, then the connection is closed; the POST never reaches the backend', async (_name, before, length) => {
+    const be = await startRecordingBackend(async (r) => {
+      if (r.method === 'GET') await sleep(300); // still in flight when the FIN comes
+      return defaultAnswer(r);
+    });
+    scope.cleanup.push(() => be.close());
+    const lb = await scope.lb({ upstreams: { backend: { servers: [{ address: be.address }] } } }, { admin: false });
+    const post = `POST /p2 HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\n\r\nabc`;
+    const r = await rawExchange(lb.port, before + post, { end: true, timeoutMs: 6000 });
+    expect(r.closed, `connection still open after 6 s; received ${JSON.stringify(r.text.slice(0, 200))}`).toBe(true);
+    expect(r.closedAfterMs!).toBeLessThan(3000);
+    if (before !== '') expect(r.responses[0]?.status).toBe(200);
+    expect(be.requests.filter((q) => q.method === 'POST')).toHaveLength(0);
   });
 });

@@ -506,7 +506,8 @@ describe('deploy/sessionlb.service', async () => {
     expect(reload.at(-1)).toBe('/bin/kill -HUP $MAINPID');
     // Validation first, so that `systemctl reload` reports an invalid file (sessionlb would keep the old one anyway).
     for (const line of reload.slice(0, -1)) expect(checkCliLine(execArgs(line), 'check', workingDirectory)).toBe(configPath);
-    expect(cliSource).toMatch(/process\.on\('SIGHUP'/);
+    // The signals of every role are handled in one place (src/process/lifecycle.ts), which the CLI's `run` uses.
+    expect(read('src/process/lifecycle.ts')).toMatch(/process\.on\('SIGHUP'/);
     expect(value(unit, S, 'Restart')).toBe('on-failure');
   });
 

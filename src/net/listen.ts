@@ -25,3 +25,22 @@ export async function probeListen(host: string, port: number): Promise<void> {
   await listenOn(server, host, port);
   await new Promise<void>((resolve) => server.close(() => resolve()));
 }
+
+/** What a failed bind means, in the words sessionlb prints (like nginx's "bind() ... failed"); null when `code` is not one of a bind's own. */
+export function bindErrorText(code: string | undefined): string | null {
+  switch (code) {
+    case 'EADDRINUSE': return 'address already in use';
+    case 'EACCES': return 'permission denied';
+    case 'EADDRNOTAVAIL': return 'address not available';
+    default: return null;
+  }
+}
+
+/** Waits for `closed` (listeners draining at stop) up to `timeoutMs`: resolves false when it settled in time, true when the time ran out first. */
+export async function expiresBefore(closed: Promise<unknown>, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), timeoutMs); });
+  const expired = await Promise.race([closed.then(() => false), timedOut]);
+  clearTimeout(timer);
+  return expired;
+}

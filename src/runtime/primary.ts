@@ -20,10 +20,10 @@
  *   only at first start does a worker that cannot start stop everything).
  */
 import cluster, { type Worker } from 'node:cluster';
-import type { FSWatcher } from 'node:fs';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Config, ListenAddress } from '../config/model.js';
 import { SessionLB } from './sessionlb.js';
+import { clusterPrimary } from './role.js';
 import { statusDocument } from '../admin/api.js';
 import { sendJson } from '../admin/server.js';
 import type { EventLog } from '../observability/log.js';
@@ -31,7 +31,8 @@ import { MemoryStore } from '../sessions/memory-store.js';
 import { plausibleValue } from '../sessions/store.js';
 import { isOurs, peerState, snapshot, type StoreAnswer, type StoreCall, type ToPrimary, type ToWorker } from './ipc.js';
 import { workerExecArgv } from '../process/heap-tuning.js';
-import { probeListen } from '../net/listen.js';
+import { bindErrorText, probeListen } from '../net/listen.js';
+import { ProcessLifecycle } from '../process/lifecycle.js';
 
 export interface PrimaryOptions {
   /** The config file (reloads read it again). */
@@ -39,10 +40,8 @@ export interface PrimaryOptions {
   /** Its text as validated at start: what workers load (they never read the file themselves). */
   configText: string;
   pretty: boolean;
-  /** Writes the pidFile; returns its remover. */
-  writePidFile(file: string, log: EventLog): () => void;
-  /** Starts `--watch` (null when not asked for). */
-  watch: ((reloader: { reloadFromFile(file: string): Promise<unknown> }) => FSWatcher | null) | null;
+  /** `run --watch`: reload the file when it changes. */
+  watch: boolean;
 }
 
 /** How long /status and /metrics wait for workers' answers. */
@@ -92,7 +91,8 @@ function send(worker: Worker, message: ToWorker): void {
 
 export class ClusterPrimary {
   readonly lb: SessionLB;
-  private stopping = false;
+  /** Signals, pid file, --watch, the way out. */
+  private readonly lifecycle: ProcessLifecycle;
   private started = false;
   private readonly forkedAt = new Map<number, number>();
   /** Consecutive early deaths (a worker that lived less than STABLE_MS). */
@@ -100,42 +100,50 @@ export class ClusterPrimary {
   private respawnTimer: NodeJS.Timeout | null = null;
   private nextGatherId = 1;
   private readonly gatherings = new Map<number, Gathering>();
-  private watcher: FSWatcher | null = null;
-  private removePidFile: () => void = () => undefined;
 
   constructor(readonly config: Config, readonly log: EventLog, private readonly options: PrimaryOptions) {
-    this.lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: false, role: 'primary' });
-    this.lb.configText = options.configText;
+    this.lb = new SessionLB(config, {
+      log,
+      pretty: options.pretty,
+      accessLogToStdout: false,
+      configText: options.configText,
+      role: clusterPrimary({
+        // Health results (the checker has updated the server's state): to every worker.
+        probed: (upstream, server) => {
+          const peer = this.lb.upstreams.get(upstream)?.find(server);
+          if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
+        },
+        runtimeChanged: () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) })),
+        reloadPeers: { prepare: this.prepareReload, abort: this.abortReload, committed: this.reloadCommitted },
+      }),
+    });
+    this.lifecycle = new ProcessLifecycle(log);
+  }
+
+  private get stopping(): boolean {
+    return this.lifecycle.stopping;
   }
 
   /** Starts the admin listener and health checks, then forks the workers and waits until each listens. */
   async start(): Promise<void> {
     const lb = this.lb;
     await lb.start();
-    // Health results (onProbe runs once the checker has updated the server's state): to every worker.
-    const onProbe = lb.health.onProbe;
-    lb.health.onProbe = (upstream, server, ok, detail) => {
-      onProbe?.(upstream, server, ok, detail);
-      const peer = this.lb.upstreams.get(upstream)?.find(server);
-      if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
-    };
-    lb.reloadPeers = { prepare: this.prepareReload, abort: this.abortReload, committed: this.reloadCommitted };
-    lb.onRuntimeChange = () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) }));
     this.registerAdmin();
     // The pid file and signals before the workers start: a signal during startup is not fatal.
-    this.removePidFile = this.config.pidFile !== null ? this.options.writePidFile(this.config.pidFile, this.log) : () => undefined;
+    this.lifecycle.writePidFile(this.config.pidFile);
     let started: () => void = () => undefined;
     const ready = new Promise<void>((resolve) => { started = resolve; });
-    process.on('SIGHUP', () => {
-      this.log.info({ file: this.options.file }, 'SIGHUP: reloading the configuration');
-      void ready.then(() => this.reloadFromFile(this.options.file));
+    this.lifecycle.onSignals({
+      reload: () => {
+        this.log.info({ file: this.options.file }, 'SIGHUP: reloading the configuration');
+        void ready.then(() => this.reloadFromFile(this.options.file));
+      },
+      reopen: () => {
+        this.log.info('SIGUSR1: workers reopen the access log');
+        this.broadcast({ sl: 'reopen' });
+      },
+      stop: (signal) => this.stop(signal),
     });
-    process.on('SIGUSR1', () => {
-      this.log.info('SIGUSR1: workers reopen the access log');
-      this.broadcast({ sl: 'reopen' });
-    });
-    process.on('SIGTERM', () => this.stop('SIGTERM'));
-    process.on('SIGINT', () => this.stop('SIGINT'));
 
     cluster.on('message', this.onMessage);
     cluster.on('exit', this.onExit);
@@ -153,7 +161,7 @@ export class ClusterPrimary {
     if (this.stopping) return;
     this.started = true;
     started();
-    this.watcher = this.options.watch?.(this) ?? null;
+    if (this.options.watch) this.lifecycle.watchConfig(this.options.file, this);
     this.log.info({ workers: n, pids: this.workers().map((w) => w.process.pid) }, `sessionlb primary ${process.pid}: ${n} workers started`);
   }
 
@@ -195,7 +203,7 @@ export class ClusterPrimary {
 
   /**
    * Validates the file here, has every worker switch to it, then switches here (see
-   * SessionLB.reloadPeers); counted once, here (reloads in /status and /metrics).
+   * ReloadPeers); counted once, here (reloads in /status and /metrics).
    */
   reloadFromFile(file: string): Promise<boolean> {
     return this.lb.reloadFromFile(file);
@@ -256,7 +264,7 @@ export class ClusterPrimary {
   }
 
   /**
-   * SessionLB.reloadPeers.prepare: the addresses the new config adds must be bindable here
+   * ReloadPeers.prepare: the addresses the new config adds must be bindable here
    * (see checkNewAddresses), then every listening worker switches. When one refuses or does not
    * answer, the others go back to the config in use and the reload is rejected.
    */
@@ -277,7 +285,7 @@ export class ClusterPrimary {
     throw new Error(`the workers could not apply it (${failed.join('; ')}); every worker is back on the previous configuration`);
   };
 
-  /** SessionLB.reloadPeers.abort: this process could not switch after the workers did; they go back. */
+  /** ReloadPeers.abort: this process could not switch after the workers did; they go back. */
   private readonly abortReload = async (): Promise<void> => {
     const text = this.lb.configText;
     await Promise.all(this.workers().filter((w) => this.listening.has(w.id) && this.running.get(w.id) !== text)
@@ -285,7 +293,7 @@ export class ClusterPrimary {
   };
 
   /**
-   * SessionLB.reloadPeers.committed: every worker gets the state of the servers as of the switch
+   * ReloadPeers.committed: every worker gets the state of the servers as of the switch
    * (those the reload added included), and any worker that started from the previous config while
    * the reload was under way switches now.
    */
@@ -314,7 +322,7 @@ export class ClusterPrimary {
         await probeListen(l.host, l.port);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
-        throw new Error(`cannot listen on ${l.key}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EADDRNOTAVAIL' ? 'address not available' : e.message} (${e.code ?? 'error'})`);
+        throw new Error(`cannot listen on ${l.key}: ${bindErrorText(e.code) ?? e.message} (${e.code ?? 'error'})`);
       }
     }
   }
@@ -531,31 +539,25 @@ export class ClusterPrimary {
 
   /** Drains every worker (shutdownTimeout), stops here, exits. */
   stop(signal: string, exitCode = 0): void {
-    if (this.stopping) return;
-    this.stopping = true;
-    if (this.respawnTimer !== null) clearTimeout(this.respawnTimer);
-    this.watcher?.close();
-    const timeoutMs = this.config.shutdownTimeoutMs;
-    this.log.info({ signal, timeoutMs, workers: this.workers().length }, 'shutting down: workers finish requests in flight');
-    const workersDone = new Promise<void>((resolve) => {
-      if (this.workers().length === 0) resolve();
-      else this.allStopped = resolve;
-    });
-    this.broadcast({ sl: 'stop' });
-    // A worker that does not finish in time (it closes its own connections at shutdownTimeout) is killed.
-    const killer = setTimeout(() => {
-      for (const w of this.workers()) {
-        this.log.warn({ worker: w.id, pid: w.process.pid }, 'worker did not stop in time; killing it');
-        w.process.kill('SIGKILL');
-      }
-    }, timeoutMs + 5_000);
-    void Promise.all([workersDone, this.lb.stop(timeoutMs)]).then(() => {
+    this.lifecycle.shutdown(async () => {
+      if (this.respawnTimer !== null) clearTimeout(this.respawnTimer);
+      const timeoutMs = this.config.shutdownTimeoutMs;
+      this.log.info({ signal, timeoutMs, workers: this.workers().length }, 'shutting down: workers finish requests in flight');
+      const workersDone = new Promise<void>((resolve) => {
+        if (this.workers().length === 0) resolve();
+        else this.allStopped = resolve;
+      });
+      this.broadcast({ sl: 'stop' });
+      // A worker that does not finish in time (it closes its own connections at shutdownTimeout) is killed.
+      const killer = setTimeout(() => {
+        for (const w of this.workers()) {
+          this.log.warn({ worker: w.id, pid: w.process.pid }, 'worker did not stop in time; killing it');
+          w.process.kill('SIGKILL');
+        }
+      }, timeoutMs + 5_000);
+      await Promise.all([workersDone, this.lb.stop(timeoutMs)]);
       clearTimeout(killer);
-      this.removePidFile();
       this.log.info('sessionlb primary stopped');
-      this.log.flush?.();
-      process.exitCode = exitCode;
-      setTimeout(() => process.exit(exitCode), 50).unref();
-    });
+    }, exitCode);
   }
 }

@@ -8,10 +8,12 @@ import cluster from 'node:cluster';
 import { loadConfigFile, loadConfigText } from '../config/load.js';
 import { type Config } from '../config/model.js';
 import { SessionLB } from './sessionlb.js';
+import { CLUSTER_WORKER } from './role.js';
 import { statusDocument } from '../admin/api.js';
 import type { EventLog } from '../observability/log.js';
 import { SessionManager } from '../sessions/manager.js';
 import { IpcStore } from './ipc-store.js';
+import { ProcessLifecycle } from '../process/lifecycle.js';
 import { applyStates, isOurs, type PeerState, type ToPrimary, type ToWorker } from './ipc.js';
 
 /** Metrics the primary reports itself (server state from its own view, health probes, reloads): not summed over workers. */
@@ -36,27 +38,22 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
   let lb: SessionLB | null = null;
   let gotState: ((states: PeerState[]) => void) | null = null;
   let gotConfig: ((text: string | null) => void) | null = null;
-  let stopping = false;
+  const lifecycle = new ProcessLifecycle(log);
   const stop = (why: string): void => {
-    if (stopping) return;
-    stopping = true;
-    if (lb === null) {
-      // Still loading the config: nothing to drain.
-      process.exit(0);
-    }
-    log.info({ why, timeoutMs: lb.config.shutdownTimeoutMs }, 'worker shutting down: finishing requests in flight');
-    void lb.stop().then(() => {
-      log.flush?.();
-      setTimeout(() => process.exit(0), 50).unref();
+    lifecycle.shutdown(async () => {
+      if (lb === null) {
+        // Still loading the config: nothing to drain.
+        process.exit(0);
+      }
+      log.info({ why, timeoutMs: lb.config.shutdownTimeoutMs }, 'worker shutting down: finishing requests in flight');
+      await lb.stop();
     });
   };
 
   // Listen from the start: a `stop` sent while this worker is still starting must not be lost.
-  // The primary decides about reloads (SIGHUP goes to it); a terminal's signals reach the whole group.
-  process.on('SIGHUP', () => undefined);
-  process.on('SIGUSR1', () => undefined);
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  // The primary decides about reloads and reopens the access logs (SIGHUP and SIGUSR1 go to it);
+  // a terminal's signals reach the whole group.
+  lifecycle.onSignals({ reload: 'ignore', reopen: 'ignore', stop });
   process.on('message', (message: unknown) => {
     if (!isOurs<ToWorker>(message)) return;
     if (message.sl === 'stop') {
@@ -116,7 +113,7 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
     gotConfig = (t) => { clearTimeout(timer); resolve(t); };
     send({ sl: 'config-req' });
   });
-  if (stopping) return;
+  if (lifecycle.stopping) return;
   if (text === null) log.warn({ file: configFile }, 'no config from the primary within 5s; reading the file');
   const config = text === null ? await loadConfigFile(configFile) : await loadConfigText(text, configFile);
   options.onConfig?.(config);
@@ -125,8 +122,8 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
     stores.add(store);
     return store;
   };
-  lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: true, role: 'worker' });
-  if (stopping) return;
+  lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: true, role: CLUSTER_WORKER });
+  if (lifecycle.stopping) return;
 
   // The primary's view of health and runtime state before this worker takes its first request.
   const states = await new Promise<PeerState[] | null>((resolve) => {
@@ -137,7 +134,7 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
   if (states !== null) applyStates(lb.upstreams, states, Date.now());
   else log.warn('no server state from the primary within 5s; starting with every server healthy');
 
-  if (stopping) return; // told to stop while starting
+  if (lifecycle.stopping) return; // told to stop while starting
   await lb.start();
   send({ sl: 'listening' });
 }

@@ -12,7 +12,7 @@ import type { AccessLog } from '../../observability/access-log.js';
 import { StreamMetrics } from '../../observability/stream-metrics.js';
 import type { Registry } from 'prom-client';
 import { TcpSession, retryRules, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
-import { listenOn } from '../../net/listen.js';
+import { expiresBefore, listenOn } from '../../net/listen.js';
 
 export class StreamListener implements StreamSessionOwner {
   readonly server: net.Server;
@@ -79,7 +79,7 @@ export class StreamProxies {
     readonly log: EventLog,
     readonly accessLog: () => AccessLog | null,
     registry: Registry,
-    /** 'primary' (cluster): the workers bind the listeners, this process none. */
+    /** False in a process that binds no listener (the cluster primary: its workers do). */
     private readonly bind: boolean,
   ) {
     this.metrics = new StreamMetrics(registry, () => this.activeByListen());
@@ -175,12 +175,7 @@ export class StreamProxies {
     this.listeners.clear();
     if (all.length === 0) return;
     const closed = Promise.all(all.map((l) => l.close()));
-    let timer: NodeJS.Timeout | undefined;
-    const expired = await Promise.race([
-      closed.then(() => false),
-      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), timeoutMs); }),
-    ]);
-    clearTimeout(timer);
+    const expired = await expiresBefore(closed, timeoutMs);
     if (expired) {
       const n = all.reduce((a, l) => a + l.sessions.size, 0);
       this.log.warn({ timeoutMs, sessions: n }, 'shutdown timeout reached; closing remaining stream sessions');

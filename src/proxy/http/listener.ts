@@ -1,0 +1,341 @@
+/**
+ * The client side of HTTP: one listener per listen address (node's http.Server parses the
+ * request; pipelined requests wait their turn; malformed ones, h2c upgrades and accept errors
+ * are answered here) and the set of them, switched on reload in three steps like the stream
+ * listeners (src/proxy/stream/listener.ts): prepare binds the addresses a config adds, commit
+ * switches every listener to the new routes and closes removed ones, abort undoes prepare.
+ */
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { Config, HeaderLimits } from '../../config/model.js';
+import { expiresBefore, listenOn } from '../../net/listen.js';
+import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
+import { UpgradeRequest } from './upgrade.js';
+import { ListenerRouter, matchLocation, pathForMatching } from './router.js';
+import { sendError } from './errors.js';
+import { requestHeadStatus } from './headers.js';
+
+/** What the HTTP listeners need of the process they run in (runtime/sessionlb.ts provides it). */
+export interface HttpListenerOwner {
+  /** Shutting down: every response closes its connection. */
+  readonly stopping: boolean;
+  /** Given to every forwarded request: the log, metrics and access log it reports to. */
+  readonly hooks: ForwardHooks;
+  /** A request answered here, not forwarded (400, 404, ...): metrics and access log. */
+  answeredLocally(req: http.IncomingMessage, serverName: string, status: number, bodyBytes: number, startedAt: number): void;
+}
+
+/** Whether an Upgrade header offers h2c (RFC 7540 3.2): never passed upstream (the h2c smuggling vector). */
+function offersH2c(upgrade: string | undefined): boolean {
+  return upgrade !== undefined && /(^|,)\s*h2c\s*(,|$)/i.test(upgrade);
+}
+
+/** Longest gap between two reports of the same failing accept (EMFILE under a flood). */
+const ACCEPT_ERROR_LOG_MS = 1000;
+
+/**
+ * Pipelined requests are handled one at a time, as nginx does (RFC 9112 9.3.2 allows parallel
+ * processing only when every method is safe). node parses and emits them all at once, but gives
+ * a response its socket only once the responses before it have finished: a request whose
+ * response has no socket yet waits for the 'socket' event (never comes when an earlier response
+ * closed the connection: nginx reads nothing after that either). A request that is not pipelined
+ * costs one null check.
+ */
+const TURN = Symbol('sessionlb.turn');
+interface Waiting { [TURN]?: { listener: HttpListener; expectContinue: boolean } }
+/** The last pipelined response on a connection (so an error after it is answered after it). */
+const LAST_PIPELINED = Symbol('sessionlb.lastPipelined');
+interface ClientSocket { _httpMessage?: http.ServerResponse | null; [LAST_PIPELINED]?: http.ServerResponse }
+
+/** res 'socket' of a pipelined request: its turn. */
+function pipelinedTurn(this: http.ServerResponse & Waiting): void {
+  const turn = this[TURN]!;
+  this[TURN] = undefined;
+  turn.listener.route(this.req, this, turn.expectContinue);
+}
+
+function errorResponse(status: string): string {
+  return `HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`;
+}
+
+/** One HTTP listening address: node's http.Server, the client-side limits, and the routing of its virtual servers. */
+export class HttpListener {
+  readonly server: http.Server;
+  router: ListenerRouter<Route>;
+  /** large_client_header_buffers. */
+  private headLimits: HeaderLimits = { bufferSize: 0, total: 0 };
+  private lastAcceptError = 0;
+
+  constructor(readonly key: string, readonly host: string, readonly port: number, router: ListenerRouter<Route>, config: Config, private readonly owner: HttpListenerOwner) {
+    this.router = router;
+    this.server = http.createServer({
+      requestTimeout: 0, // large uploads are bounded by the idle timeouts below, not a total
+      // A missing Host is answered by requestHeadStatus, in turn with pipelined requests.
+      requireHostHeader: false,
+      // node looks for header timeouts every connectionsCheckingInterval (30 s by default): every
+      // second, so a slow client is closed within a second of clientHeaderTimeout, as in nginx.
+      connectionsCheckingInterval: 1000,
+      // Upstream connections already carry the request; keep the client side's Nagle off too.
+      noDelay: true,
+    }, this.onRequest);
+    this.configure(config);
+    this.server.on('checkContinue', this.onCheckContinue);
+    this.server.on('upgrade', this.onUpgrade);
+    this.server.on('clientError', this.onClientError);
+    this.server.on('error', this.onServerError);
+  }
+
+  /** The client-side limits of `config` (at start and on every reload). */
+  configure(config: Config): void {
+    const server = this.server;
+    server.headersTimeout = config.clientHeaderTimeoutMs; // nginx client_header_timeout
+    server.keepAliveTimeout = config.keepaliveTimeoutMs;
+    // The whole head (nginx NUMBER x SIZE): over it node answers 431. No count limit: node's
+    // maxHeadersCount (2000) would drop the headers past it silently and forward the rest.
+    // A plain property of node's http.Server (read for each new connection), missing from @types/node.
+    (server as http.Server & { maxHeaderSize: number }).maxHeaderSize = config.headerLimits.total;
+    server.maxHeadersCount = 0;
+    this.headLimits = config.headerLimits;
+    server.maxConnections = config.maxConnections > 0 ? config.maxConnections : Infinity;
+  }
+
+  private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    this.handle(req, res, false);
+  };
+
+  /** `Expect: 100-continue`: the body is invited only once the request may send it (size, route). */
+  private readonly onCheckContinue = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    this.handle(req, res, true);
+  };
+
+  /** A request: now, or, pipelined behind another, once the responses before it finished (see pipelinedTurn). */
+  private handle(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
+    if (res.socket === null) {
+      // Its body, if any, stays in the request stream (paused until read) meanwhile.
+      (res as http.ServerResponse & Waiting)[TURN] = { listener: this, expectContinue };
+      (req.socket as Socket & ClientSocket)[LAST_PIPELINED] = res;
+      res.once('socket', pipelinedTurn);
+      return;
+    }
+    this.route(req, res, expectContinue);
+  }
+
+  /** @internal (pipelinedTurn) Answers or forwards one request. */
+  route(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
+    if (this.owner.stopping) res.shouldKeepAlive = false;
+    const vs = this.router.serverFor(req.headers.host);
+    let status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion === '1.1');
+    // nginx 501 "client sent unknown Transfer-Encoding": a coding other than chunked cannot be passed on.
+    const te = req.headers['transfer-encoding'];
+    if (status === 0 && te !== undefined && te.trim().toLowerCase() !== 'chunked') status = 501;
+    // nginx answers 400 to a target it cannot normalise and to a duplicate Host ("client sent duplicate host header").
+    const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
+    if (path === null) {
+      const startedAt = performance.now();
+      const code = status === 0 ? 400 : status;
+      this.owner.answeredLocally(req, vs.name, code, sendError(res, code, true), startedAt);
+      return;
+    }
+    const route = matchLocation(vs, path);
+    if (route === null) {
+      const startedAt = performance.now();
+      req.resume();
+      this.owner.answeredLocally(req, vs.name, 404, sendError(res, 404, expectContinue), startedAt);
+      return;
+    }
+    new ForwardRequest(req, res, route, this.owner.hooks).start(expectContinue);
+  }
+
+  private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (offersH2c(req.headers.upgrade)) {
+      this.withoutUpgrade(req, socket as Socket);
+      return;
+    }
+    const vs = this.router.serverFor(req.headers.host);
+    const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion === '1.1');
+    const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
+    const route = path === null ? null : matchLocation(vs, path);
+    if (route === null) {
+      const line = status === 414 ? '414 Request-URI Too Large' : status === 431 ? '431 Request Header Fields Too Large'
+        : path === null ? '400 Bad Request' : '404 Not Found';
+      socket.end(errorResponse(line));
+      return;
+    }
+    new UpgradeRequest(req, socket, head, route, this.owner.hooks.log).start();
+  };
+
+  /**
+   * An `Upgrade: h2c` request is served as the plain HTTP/1.1 request it also is (nginx never
+   * passes an Upgrade it was not told to), on this connection, which then closes: node handed the
+   * socket over already. One with a body is refused: node stopped reading it at the head.
+   */
+  private withoutUpgrade(req: http.IncomingMessage, socket: Socket): void {
+    const cl = req.headers['content-length'];
+    if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
+      socket.end(errorResponse('400 Bad Request'));
+      return;
+    }
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket);
+    res.on('finish', () => socket.end());
+    this.handle(req, res, false);
+  }
+
+  private readonly onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    // Malformed request (llhttp rejected it) or a broken client connection: answer 400 when we still can.
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large'
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    const current = (socket as Duplex & ClientSocket)._httpMessage; // node's response in progress on it
+    if (current != null) {
+      if (current.req.complete) {
+        // A later request does not parse: those before it get their answers first (nginx), then this
+        // one, unless one of them closes the connection.
+        const pipelined = (socket as Duplex & ClientSocket)[LAST_PIPELINED];
+        const last = pipelined !== undefined && !pipelined.writableFinished ? pipelined : current;
+        last.once('finish', () => {
+          if (last.shouldKeepAlive && socket.writable) socket.end(errorResponse(status));
+        });
+        return;
+      }
+      if (current.headersSent) {
+        // The request in flight has a bad body and its answer is under way: nothing can follow it.
+        if (current.writableEnded) socket.end();
+        else socket.destroy();
+        return;
+      }
+    }
+    socket.end(errorResponse(status));
+  };
+
+  /**
+   * A failed accept (EMFILE, ENFILE, ENOBUFS: this host's limits, no client's or server's fault).
+   * libuv already takes the pending connection and closes it, so the listener does not spin;
+   * reported at most once a second.
+   */
+  private readonly onServerError = (err: NodeJS.ErrnoException): void => {
+    if (!this.server.listening) return; // a bind error: listen() rejects with it
+    this.owner.hooks.localError?.(err.code ?? 'unknown', 'accept');
+    const now = Date.now();
+    if (now - this.lastAcceptError < ACCEPT_ERROR_LOG_MS) return;
+    this.lastAcceptError = now;
+    this.owner.hooks.log.error({ listen: this.key, code: err.code, err: err.message }, `accept() failed on ${this.key}: ${err.message}`);
+  };
+
+  listen(): Promise<void> {
+    return listenOn(this.server, this.host, this.port);
+  }
+}
+
+/** One HTTP listening address and the routing of every virtual server on it. */
+export interface HttpRoute {
+  host: string;
+  port: number;
+  router: ListenerRouter<Route>;
+}
+
+/** Listeners bound for a config not yet switched to (see HttpListeners.prepare). */
+export interface HttpPlan {
+  config: Config;
+  routes: ReadonlyMap<string, HttpRoute>;
+  fresh: HttpListener[];
+}
+
+/** Every HTTP listener of a process, by listen key. */
+export class HttpListeners {
+  private readonly listeners = new Map<string, HttpListener>();
+
+  constructor(private readonly owner: HttpListenerOwner) {}
+
+  /**
+   * Binds the listeners `routes` adds (listen key -> address and router); nothing changes for
+   * running ones until commit(). Throws, having closed what it bound, when one cannot be bound.
+   */
+  async prepare(config: Config, routes: ReadonlyMap<string, HttpRoute>): Promise<HttpPlan> {
+    const plan: HttpPlan = { config, routes, fresh: [] };
+    try {
+      for (const [key, { host, port, router }] of routes) {
+        if (this.listeners.has(key)) continue;
+        const listener = new HttpListener(key, host, port, router, config, this.owner);
+        await listener.listen();
+        plan.fresh.push(listener);
+      }
+    } catch (err) {
+      this.abort(plan);
+      throw err;
+    }
+    return plan;
+  }
+
+  /** Undoes prepare() (a later step of the reload failed). */
+  abort(plan: HttpPlan): void {
+    for (const l of plan.fresh) l.server.close();
+  }
+
+  /**
+   * Switches to the plan (synchronous): new listeners in, every remaining one on its new router
+   * and client-side limits, removed ones closed (requests in flight on them finish; idle
+   * connections close).
+   */
+  commit(plan: HttpPlan): void {
+    for (const l of plan.fresh) this.listeners.set(l.key, l);
+    const removed: HttpListener[] = [];
+    for (const [key, l] of this.listeners) {
+      const r = plan.routes.get(key);
+      if (r === undefined) {
+        removed.push(l);
+      } else {
+        l.router = r.router;
+        l.configure(plan.config);
+      }
+    }
+    for (const l of removed) {
+      this.listeners.delete(l.key);
+      l.server.close();
+      l.server.closeIdleConnections();
+    }
+  }
+
+  /** Listen keys (`host:port`). */
+  keys(): string[] {
+    return [...this.listeners.keys()];
+  }
+
+  /** Listening addresses, `host:port` -> bound port (useful when tests ask for port 0). */
+  addresses(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [key, l] of this.listeners) out.set(key, (l.server.address() as { port: number }).port);
+    return out;
+  }
+
+  /** Open client connections on every listener. */
+  async connections(): Promise<number> {
+    const counts = await Promise.all([...this.listeners.values()].map((l) => new Promise<number>((resolve) => {
+      l.server.getConnections((err, n) => resolve(err ? 0 : n));
+    })));
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
+  /** Stops accepting, lets requests in flight finish (up to `timeoutMs`), then closes the connections left. */
+  async stop(timeoutMs: number): Promise<void> {
+    const closed = [...this.listeners.values()].map((l) => new Promise<void>((resolve) => {
+      l.server.close(() => resolve());
+      l.server.closeIdleConnections();
+    }));
+    // Keep-alive connections become idle when their last response ends; close them as they do.
+    const sweeper = setInterval(() => {
+      for (const l of this.listeners.values()) l.server.closeIdleConnections();
+    }, 50);
+    const expired = await expiresBefore(Promise.all(closed), timeoutMs);
+    clearInterval(sweeper);
+    if (expired) {
+      this.owner.hooks.log.warn({ timeoutMs }, 'shutdown timeout reached; closing remaining connections');
+      for (const l of this.listeners.values()) l.server.closeAllConnections();
+    }
+  }
+}

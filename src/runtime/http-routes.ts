@@ -1,0 +1,42 @@
+/**
+ * The HTTP routing of a config: for each listen address, the virtual servers on it and, for
+ * each of their locations, where a request goes (upstream, metrics, session affinity).
+ */
+import type { Config } from '../config/model.js';
+import type { Upstream } from '../balancer/upstream.js';
+import type { Observability } from '../observability/observability.js';
+import type { Affinity } from '../sessions/affinity.js';
+import type { Route } from '../proxy/http/forward.js';
+import type { HttpRoute } from '../proxy/http/listener.js';
+import { ListenerRouter, buildVirtualServer } from '../proxy/http/router.js';
+
+/** Listen key -> address and router, for the upstreams `upstreams` built from `config`. */
+export function httpRoutes(
+  config: Config,
+  upstreams: ReadonlyMap<string, Upstream>,
+  observability: Pick<Observability, 'route'>,
+  affinityOf: (upstream: Upstream) => Affinity | null,
+): Map<string, HttpRoute> {
+  const out = new Map<string, HttpRoute>();
+  for (const vsConfig of config.servers) {
+    const serverName = vsConfig.serverNames[0] ?? '_';
+    const vs = buildVirtualServer<Route>(vsConfig, (location) => ({
+      location,
+      upstream: upstreams.get(location.upstream)!,
+      scheme: 'http',
+      sendTimeoutMs: config.sendTimeoutMs,
+      underscoresInHeaders: config.underscoresInHeaders,
+      metrics: observability.route(serverName, upstreams.get(location.upstream)!),
+      affinity: affinityOf(upstreams.get(location.upstream)!),
+    }));
+    for (const l of vsConfig.listen) {
+      let entry = out.get(l.key);
+      if (entry === undefined) {
+        entry = { host: l.host, port: l.port, router: new ListenerRouter<Route>() };
+        out.set(l.key, entry);
+      }
+      entry.router.add(vsConfig, vs);
+    }
+  }
+  return out;
+}
