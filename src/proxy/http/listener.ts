@@ -43,7 +43,7 @@ const ACCEPT_ERROR_LOG_MS = 1000;
  * costs one null check.
  */
 const TURN = Symbol('sessionlb.turn');
-interface Waiting { [TURN]?: { listener: HttpListener; expectContinue: boolean } }
+interface Waiting { [TURN]?: { listener: HttpListener; expectContinue: boolean; broken: string | null } }
 /** The last pipelined response on a connection (so an error after it is answered after it). */
 const LAST_PIPELINED = Symbol('sessionlb.lastPipelined');
 interface ClientSocket { _httpMessage?: http.ServerResponse | null; [LAST_PIPELINED]?: http.ServerResponse }
@@ -52,6 +52,12 @@ interface ClientSocket { _httpMessage?: http.ServerResponse | null; [LAST_PIPELI
 function pipelinedTurn(this: http.ServerResponse & Waiting): void {
   const turn = this[TURN]!;
   this[TURN] = undefined;
+  if (turn.broken !== null) {
+    // Its body was cut off (the client closed its side): the answers before it are out; this one
+    // gets the error and the connection closes (nginx: 400, client prematurely closed connection).
+    this.socket!.end(errorResponse(turn.broken));
+    return;
+  }
   turn.listener.route(this.req, this, turn.expectContinue);
 }
 
@@ -113,7 +119,7 @@ export class HttpListener {
   private handle(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
     if (res.socket === null) {
       // Its body, if any, stays in the request stream (paused until read) meanwhile.
-      (res as http.ServerResponse & Waiting)[TURN] = { listener: this, expectContinue };
+      (res as http.ServerResponse & Waiting)[TURN] = { listener: this, expectContinue, broken: null };
       (req.socket as Socket & ClientSocket)[LAST_PIPELINED] = res;
       res.once('socket', pipelinedTurn);
       return;
@@ -197,6 +203,14 @@ export class HttpListener {
         // A later request does not parse: those before it get their answers first (nginx), then this
         // one, unless one of them closes the connection.
         const pipelined = (socket as Duplex & ClientSocket)[LAST_PIPELINED];
+        const turn = pipelined === undefined ? undefined : (pipelined as http.ServerResponse & Waiting)[TURN];
+        if (turn !== undefined && !pipelined!.req.complete) {
+          // The request that broke is that waiting one (its body ended early, e.g. at the client's
+          // FIN): it is answered with the error at its turn instead of being forwarded, since its
+          // body can never complete.
+          turn.broken = status;
+          return;
+        }
         const last = pipelined !== undefined && !pipelined.writableFinished ? pipelined : current;
         last.once('finish', () => {
           if (last.shouldKeepAlive && socket.writable) socket.end(errorResponse(status));
