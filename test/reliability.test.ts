@@ -314,8 +314,8 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
     return sockets.filter((s) => !s.destroyed && !s.readableEnded && s.readyState === 'open');
   }
 
-  /** One request on an open socket; resolves with the status line's code. */
-  function statusOn(socket: net.Socket, path: string): Promise<number> {
+  /** One request on an open socket (`extra`: more header lines); resolves with the status line's code. */
+  function statusOn(socket: net.Socket, path: string, extra = ''): Promise<number> {
     return new Promise((resolve) => {
       let text = '';
       const onData = (c: Buffer): void => {
@@ -325,7 +325,7 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
       };
       socket.on('data', onData);
       socket.on('close', () => resolve(0));
-      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`);
     });
   }
 
@@ -354,17 +354,85 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
     // Every descriptor is taken by a client: the upstream connect fails with EMFILE.
     const starved = await statusOn(held[0]!, '/starved');
     expect(starved).toBe(500);
+    // A websocket upgrade meets the same: 500, counted, not the server's failure.
+    expect(await statusOn(held[1]!, '/ws', 'Connection: Upgrade\r\nUpgrade: websocket\r\n')).toBe(500);
     // Descriptors free again: the server was never marked failed, so the next request is served at once.
-    for (const s of held.slice(1)) s.destroy();
+    for (const s of held.slice(2)) s.destroy();
     await new Promise((r) => setTimeout(r, 300));
     const after = await request(`http://127.0.0.1:${port}/after`);
     expect(after.status).toBe(200);
     expect(after.headers['x-backend']).toBe('a');
     held[0]!.destroy();
+    held[1]!.destroy();
+    const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
+    expect(metrics).toMatch(/sessionlb_local_errors_total\{code="EMFILE",operation="connect"\} 2\n/);
+    expect(metrics).not.toMatch(/sessionlb_upstream_failures_total\{[^}]*\} [1-9]/);
+    expect(log).toMatch(/local resource error while connecting to upstream/);
+    expect(child.exitCode).toBe(null);
+  });
+
+  it('a stream (TCP) session that meets EMFILE connecting upstream is counted as a local error, never as a server failure', async () => {
+    const echo = net.createServer((s) => { s.on('error', () => undefined); s.pipe(s); });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise<void>((r) => echo.close(() => r())));
+    const echoPort = (echo.address() as net.AddressInfo).port;
+    const httpPort = await freePort();
+    const port = await freePort();
+    const adminPort = await freePort();
+    const file = writeConfig({
+      workers: 1,
+      accessLog: false,
+      admin: { listen: `127.0.0.1:${adminPort}` },
+      servers: [{ listen: [`127.0.0.1:${httpPort}`], locations: [{ path: '/', proxyPass: 'http://echo' }] }],
+      streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: 'echo' }],
+      upstreams: { echo: { servers: [{ address: `127.0.0.1:${echoPort}`, maxFails: 1, failTimeout: '30s' }] } },
+    });
+    const child = spawn('bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${CLI}" run --config "${file}"`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    child.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    cleanup.push(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } });
+    for (let i = 0; i < 200 && !(await canConnect(port)); i++) await new Promise((r) => setTimeout(r, 50));
+
+    // Idle HTTP clients take every descriptor. Then, one at a time, an HTTP client leaves (one
+    // descriptor free) and a stream client comes (two needed: the accepted socket and the upstream
+    // one): once the slack is used up, a stream client is accepted on the last descriptor and its
+    // upstream connect meets EMFILE (counted below).
+    const held = await occupy(httpPort, 260);
+    expect(held.length).toBeGreaterThan(10);
+    const streams: net.Socket[] = [];
+    cleanup.push(async () => { for (const s of streams) s.destroy(); });
+    const outcomes: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      held.pop()!.destroy();
+      await new Promise((r) => setTimeout(r, 150));
+      const outcome = await new Promise<string>((resolve) => {
+        const s = net.connect(port, '127.0.0.1', () => s.write('ping'));
+        streams.push(s);
+        s.on('data', (d: Buffer) => resolve(d.toString()));
+        s.on('error', () => resolve('error'));
+        s.on('close', () => resolve('closed'));
+      });
+      outcomes.push(outcome);
+    }
+    // nginx stream: when no server could be connected, the client is closed.
+    expect(outcomes.filter((o) => o !== 'ping').length, outcomes.join(' ')).toBeGreaterThan(0);
+    for (const s of streams) s.destroy();
+    for (const s of held) s.destroy();
+    await new Promise((r) => setTimeout(r, 500));
+    // Descriptors free again: the server was never marked failed, so a new session is served at once.
+    const echoed = await new Promise<string>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write('ping'));
+      s.on('data', (d: Buffer) => { resolve(d.toString()); s.destroy(); });
+      s.on('error', () => resolve('error'));
+      s.on('close', () => resolve('closed'));
+    });
+    expect(echoed).toBe('ping');
     const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
     expect(metrics).toMatch(/sessionlb_local_errors_total\{code="EMFILE",operation="connect"\} [1-9]/);
     expect(metrics).not.toMatch(/sessionlb_upstream_failures_total\{[^}]*\} [1-9]/);
-    expect(log).toMatch(/local resource error while connecting to upstream/);
+    expect(log).toMatch(/connect\(\) failed \(EMFILE\)/);
     expect(child.exitCode).toBe(null);
   });
 });

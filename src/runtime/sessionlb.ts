@@ -108,7 +108,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.upstreams = this.buildUpstreams(config);
     this.serverStates.commit(config.upstreams.values());
     this.http = new HttpListeners(this);
-    this.streams = new StreamProxies(options.log, () => this.observability.accessLog, metrics.registry, role.bindsListeners);
+    this.streams = new StreamProxies(options.log, () => this.observability.accessLog, metrics.registry, role.bindsListeners,
+      (code, operation) => metrics.localError(code, operation));
   }
 
   /** Reloads from the config file: counts for metrics and /status. */

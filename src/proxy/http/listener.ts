@@ -168,7 +168,7 @@ export class HttpListener {
       socket.end(errorResponse(line));
       return;
     }
-    new UpgradeRequest(req, socket, head, route, this.owner.hooks.log).start();
+    new UpgradeRequest(req, socket, head, route, this.owner.hooks).start();
   };
 
   /**

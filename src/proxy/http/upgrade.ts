@@ -5,12 +5,11 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import type { Route } from './forward.js';
+import type { ForwardHooks, Route } from './forward.js';
 import type { AttemptFailure, UpgradeHandler, UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { rewritePath } from './forward.js';
 import { clientAddress } from '../../net/client-address.js';
-import type { EventLog } from '../../observability/log.js';
 import { AttemptLoop, failureCondition } from '../attempt-loop.js';
 
 function writeHead(socket: Duplex, status: number, message: string, flat: readonly string[]): void {
@@ -31,7 +30,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     private readonly socket: Duplex,
     private readonly head: Buffer,
     private readonly route: Route,
-    private readonly log: EventLog,
+    private readonly hooks: ForwardHooks,
   ) {
     const upstream = route.upstream;
     super(req, clientAddress(req.socket.remoteAddress).address, upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
@@ -53,7 +52,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     const peer = this.nextServer(Date.now());
     if (peer === undefined) return; // waits for the session lookup: resumeAfterLookup
     if (peer === null) {
-      this.log.error({ upstream: upstream.name }, `no live upstreams while connecting to upstream "${upstream.name}"`);
+      this.hooks.log.error({ upstream: upstream.name }, `no live upstreams while connecting to upstream "${upstream.name}"`);
       rawError(this.socket, 502, 'Bad Gateway');
       return;
     }
@@ -112,12 +111,13 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     if (failure.kind === 'local') {
       // This host ran out of a resource: the request's error, not the server's (see forward.ts).
       this.done(false);
-      this.log.error({ upstream: this.route.upstream.name, reason: 'local', code: failure.code }, `local resource error while connecting to upstream: ${failure.message}`);
+      this.hooks.localError?.(failure.code ?? 'unknown', 'connect');
+      this.hooks.log.error({ upstream: this.route.upstream.name, reason: 'local', code: failure.code }, `local resource error while connecting to upstream: ${failure.message}`);
       rawError(this.socket, 500, 'Internal Server Error');
       return;
     }
     this.done(true);
-    this.log.error({ upstream: this.route.upstream.name, reason: failure.kind }, `upstream failed during upgrade: ${failure.message}`);
+    this.hooks.log.error({ upstream: this.route.upstream.name, reason: failure.kind }, `upstream failed during upgrade: ${failure.message}`);
     if (this.mayMoveOn(failureCondition(failure.kind), Date.now()) && !this.socket.destroyed) {
       this.attempt();
       return;

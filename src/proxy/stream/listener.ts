@@ -13,6 +13,7 @@ import { StreamMetrics } from '../../observability/stream-metrics.js';
 import type { Registry } from 'prom-client';
 import { TcpSession, retryRules, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
+import { isLocalResourceError } from '../../net/errors.js';
 
 export class StreamListener implements StreamSessionOwner {
   readonly server: net.Server;
@@ -36,12 +37,18 @@ export class StreamListener implements StreamSessionOwner {
     session.start();
   };
 
-  private readonly onServerError = (err: Error): void => {
+  private readonly onServerError = (err: NodeJS.ErrnoException): void => {
+    // A failed accept (EMFILE, ...): this host's limit, counted like the HTTP listeners' (libuv closes the pending connection).
+    if (isLocalResourceError(err.code)) this.proxies.localError(err.code!, 'accept');
     this.proxies.log.error({ listen: this.key, err: err.message }, 'stream listener error');
   };
 
   sessionDone(session: TcpSession): void {
     this.sessions.delete(session);
+  }
+
+  localError(code: string, operation: string): void {
+    this.proxies.localError(code, operation);
   }
 
   async listen(): Promise<void> {
@@ -81,6 +88,8 @@ export class StreamProxies {
     registry: Registry,
     /** False in a process that binds no listener (the cluster primary: its workers do). */
     private readonly bind: boolean,
+    /** This host ran out of a resource (EMFILE, ...) in `operation` (sessionlb_local_errors_total). */
+    readonly localError: (code: string, operation: string) => void,
   ) {
     this.metrics = new StreamMetrics(registry, () => this.activeByListen());
   }

@@ -55,6 +55,8 @@ export interface StreamSessionOwner {
   accessLog(): AccessLog | null;
   /** The session is over (both sockets closed). */
   sessionDone(session: TcpSession): void;
+  /** This host ran out of a resource (`code`, e.g. EMFILE) in `operation`: counted, never against a server. */
+  localError(code: string, operation: string): void;
 }
 
 const SESSION = Symbol('sessionlb.tcp-session');
@@ -216,20 +218,21 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
   /** @internal listener (upstreamError) */
   onUpstreamError(err: NodeJS.ErrnoException): void {
     if (this.state === State.Connecting) {
-      this.failAttempt(failureKind(err), `connect() failed (${err.code ?? err.message}) while connecting to upstream`);
+      this.failAttempt(failureKind(err), `connect() failed (${err.code ?? err.message}) while connecting to upstream`, err.code);
     }
     // While piping, 'close' (hadError) follows and ends the session.
   }
 
   /** A connection attempt failed: counts toward max_fails, then the next server (proxy_next_upstream) or 502. */
-  private failAttempt(kind: FailureKind, message: string): void {
+  private failAttempt(kind: FailureKind, message: string, code?: string): void {
     const peer = this.dropAttempt();
     const now = Date.now();
     // This host ran out of a resource (EMFILE, ...): the session's error, never the server's
     // failure, and no reason to try another server.
     const local = kind === 'local';
     this.route.upstream.release(peer, !local, now);
-    if (kind !== 'local') peer.metrics?.failure(kind);
+    if (local) this.owner.localError(code ?? 'unknown', 'connect');
+    else peer.metrics?.failure(kind);
     this.owner.log.error({ upstream: this.route.upstream.name, server: peer.address, reason: kind, client: this.remoteAddress, listen: this.route.listen }, message);
     if (this.clientGone) {
       this.state = State.Done;
