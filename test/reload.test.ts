@@ -277,4 +277,38 @@ describe('hot reload', () => {
     await expect(request(`${lb.url}/`)).rejects.toThrow(/ECONNREFUSED/);
     expect(lb.lb.upstreams.get('backend')!.find(a.address)!.state).toMatchObject({ weight: 3, requests: 2 });
   });
+
+  it('a reload that cannot bind changes nothing, the session store included: bound sessions stay; the same reload once the address is free switches the store', async () => {
+    const a = await slowBackend('a', 0);
+    const b = await slowBackend('b', 0);
+    cleanups.push(() => a.close(), () => b.close());
+    const upstreams = { backend: { sticky: { mode: 'learn' }, servers: [{ address: a.address }, { address: b.address }] } };
+    const lb = await startLBWithLog({ upstreams });
+    cleanups.push(() => lb.stop());
+    const store = lb.lb.sessions.store;
+    // Bind a session to b (the server that answers an unknown id gets it).
+    let bound = '';
+    for (let i = 0; i < 4 && bound === ''; i++) {
+      const cookie = `PHPSESSID=reloadfailsessionid0000${i}`;
+      if ((await request(`${lb.url}/`, { headers: { cookie } })).body === 'b') bound = cookie;
+    }
+    expect((await request(`${lb.url}/`, { headers: { cookie: bound } })).body).toBe('b');
+    // The new config changes sessionStore and adds a listen address that is taken.
+    const busy = http.createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => busy.close(() => r())));
+    const busyPort = (busy.address() as { port: number }).port;
+    const next = lb.configFor({
+      sessionStore: { type: 'memory', keyPrefix: 'other:' },
+      servers: [{ listen: [lb.url.replace('http://', ''), `127.0.0.1:${busyPort}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+      upstreams,
+    });
+    await expect(lb.lb.reload(await loadConfig(next, '<test>'))).rejects.toThrow(/EADDRINUSE|in use/);
+    expect(lb.lb.sessions.store).toBe(store);
+    for (let i = 0; i < 6; i++) expect((await request(`${lb.url}/`, { headers: { cookie: bound } })).body).toBe('b');
+    // Once the address is free the same reload goes through, with a new (empty) store.
+    await new Promise<void>((r) => busy.close(() => r()));
+    await lb.lb.reload(await loadConfig(next, '<test>'));
+    expect(lb.lb.sessions.store).not.toBe(store);
+  });
 });

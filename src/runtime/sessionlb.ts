@@ -17,7 +17,7 @@ import { logConfigWeightWins } from '../admin/state.js';
 import { HealthChecker, holdUntilFirstProbe } from '../health/checker.js';
 import type { EventLog } from '../observability/log.js';
 import { Observability } from '../observability/observability.js';
-import { SessionManager } from '../sessions/manager.js';
+import { SessionManager, type StoreSetup } from '../sessions/manager.js';
 import type { Affinity } from '../sessions/affinity.js';
 import { StreamProxies } from '../proxy/stream/listener.js';
 import { SINGLE_PROCESS, type RuntimeRole } from './role.js';
@@ -182,15 +182,21 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
    * Every listener set prepares first; when one cannot, every set aborts and nothing changed.
    */
   async reload(config: Config): Promise<void> {
-    this.sessions.reconfigure(config.sessionStore);
+    // Prepare: the session store, and bind what the config adds.
+    const storePlan = this.sessions.prepare(config.sessionStore);
     const upstreams = this.buildUpstreams(config);
-    // Prepare: bind what the config adds.
-    const httpPlan = await this.http.prepare(config, this.routesFor(config, upstreams));
+    let httpPlan;
     let streamPlan;
     try {
-      streamPlan = await this.streams.prepare(config, upstreams);
+      httpPlan = await this.http.prepare(config, this.routesFor(config, upstreams, storePlan));
+      try {
+        streamPlan = await this.streams.prepare(config, upstreams);
+      } catch (err) {
+        this.http.abort(httpPlan);
+        throw err;
+      }
     } catch (err) {
-      this.http.abort(httpPlan);
+      this.sessions.abort(storePlan);
       throw err;
     }
     // The switch: everything below is synchronous.
@@ -198,6 +204,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.config = config;
     this.upstreams = upstreams;
     this.serverStates.commit(config.upstreams.values());
+    this.sessions.commit(storePlan);
     this.observability.reconfigure(config);
     if (this.role.probesHealth) {
       this.health.sync(upstreams);
@@ -270,18 +277,18 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     return out;
   }
 
-  private affinityOf(upstream: Upstream): Affinity | null {
+  private affinityOf(upstream: Upstream, store: StoreSetup | undefined): Affinity | null {
     let a = this.affinities.get(upstream);
     if (a === undefined) {
-      a = this.sessions.affinityFor(upstream);
+      a = this.sessions.affinityFor(upstream, store);
       this.affinities.set(upstream, a);
     }
     return a;
   }
 
-  /** The HTTP routes of `config` (none when this role binds no listener). */
-  private routesFor(config: Config, upstreams: ReadonlyMap<string, Upstream>): ReadonlyMap<string, HttpRoute> {
+  /** The HTTP routes of `config` (none when this role binds no listener); `store`: a reload's prepared session store. */
+  private routesFor(config: Config, upstreams: ReadonlyMap<string, Upstream>, store?: StoreSetup): ReadonlyMap<string, HttpRoute> {
     if (!this.role.bindsListeners) return NO_ROUTES;
-    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up));
+    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store));
   }
 }

@@ -4,8 +4,9 @@
  * per upstream that survive reloads. SessionLB creates it at start, keeps the store
  * across reloads while `sessionStore` is unchanged, and closes it at stop.
  *
- * For metrics (no change here needed): read `stats(upstream)`, `store.stats`,
- * `store.circuitOpen()`, or set `affinityObserver` / `storeObserver` for events.
+ * A reload prepares its store (`prepare`) and then commits or aborts it with the rest.
+ * For metrics: read `stats(upstream)`, `store.stats`, `store.circuitOpen()`, or set
+ * `storeObserver` for events.
  */
 import type { SessionStoreConfig } from '../config/model.js';
 import type { Upstream } from '../balancer/upstream.js';
@@ -20,27 +21,47 @@ function storeIdentity(c: SessionStoreConfig): string {
   return JSON.stringify([c.type, c.servers, c.keyPrefix, c.timeoutMs, c.hashKey, c.maxFails, c.failTimeoutMs, c.localCacheEntries, c.localCacheFreshMs]);
 }
 
+/**
+ * One session store set up for a `sessionStore` config: the store, the bindings behind it,
+ * and its start-up lines (logged once a sticky "learn" upstream of a config in use needs it).
+ */
+export class StoreSetup {
+  /** A learn-mode upstream of the config this setup was prepared for uses it. */
+  used = false;
+  announced = false;
+
+  constructor(
+    readonly identity: string,
+    readonly store: SessionStore,
+    readonly source: BindingSource,
+    readonly announcement: () => void,
+  ) {}
+}
+
 export class SessionManager {
   /**
    * Set in a cluster worker whose bindings live in the primary (memory store, `workers` > 1):
    * makes the store a "memory" config uses (src/runtime/ipc-store.ts); a local cache goes in front of it.
    */
   static sharedMemoryStore: ((config: SessionStoreConfig) => SessionStore) | null = null;
-  store!: SessionStore;
-  private source!: BindingSource;
-  private identity = '';
+  /** The setup in use. */
+  private current: StoreSetup;
   private readonly statsByUpstream = new Map<string, AffinityStats>();
   private storeObs: StoreObserver | null = null;
   private readonly warnedRandomKey = new Set<string>();
-  /** The store's start-up lines, logged once a sticky "learn" upstream uses it (no store talk in a config without one). */
-  private announcement: (() => void) | null = null;
 
   constructor(config: SessionStoreConfig, private readonly log: EventLog) {
-    this.open(config);
+    this.current = this.setUp(config);
   }
 
-  private open(config: SessionStoreConfig): void {
-    this.identity = storeIdentity(config);
+  /** The store in use. */
+  get store(): SessionStore {
+    return this.current.store;
+  }
+
+  private setUp(config: SessionStoreConfig): StoreSetup {
+    const identity = storeIdentity(config);
+    let setup: StoreSetup;
     if (config.type === 'memcached') {
       const store = new MemcachedStore({
         servers: config.servers,
@@ -49,63 +70,72 @@ export class SessionManager {
         failTimeoutMs: config.failTimeoutMs,
         log: this.log,
       });
-      this.store = store;
-      this.source = {
-        kind: 'cached',
-        cache: new LocalCache(store, { entries: config.localCacheEntries, freshMs: config.localCacheFreshMs },
-          storeKeyFunction(config.keyPrefix, config.hashKey)),
-      };
-      this.announcement = () => {
+      const cache = new LocalCache(store, { entries: config.localCacheEntries, freshMs: config.localCacheFreshMs },
+        storeKeyFunction(config.keyPrefix, config.hashKey));
+      setup = new StoreSetup(identity, store, { kind: 'cached', cache }, () => {
         this.log.info({ servers: config.servers, keyPrefix: config.keyPrefix, timeoutMs: config.timeoutMs },
           `session store: memcached (${config.servers.length === 1 ? 'one server' : `${config.servers.length} servers, ketama`}); bindings are shared with every sessionlb using the same servers`);
         if (config.hashKeySource === 'derived') {
           this.log.warn('session store: no sessionStore.hashKey nor SESSIONLB_HASH_KEY; memcached keys use a key derived from keyPrefix (ids stay unreadable, but set a secret shared by all instances)');
         }
-      };
+      });
     } else if (SessionManager.sharedMemoryStore !== null) {
       const store = SessionManager.sharedMemoryStore(config);
-      this.store = store;
-      this.source = {
-        kind: 'cached',
-        cache: new LocalCache(store, { entries: config.localCacheEntries, freshMs: config.localCacheFreshMs }),
-      };
-      this.announcement = () => this.log.info({ timeoutMs: config.timeoutMs },
-        'session store: memory, owned by the primary process; this worker asks it over IPC behind a local cache');
+      const cache = new LocalCache(store, { entries: config.localCacheEntries, freshMs: config.localCacheFreshMs });
+      setup = new StoreSetup(identity, store, { kind: 'cached', cache }, () => this.log.info({ timeoutMs: config.timeoutMs },
+        'session store: memory, owned by the primary process; this worker asks it over IPC behind a local cache'));
     } else {
       const store = new MemoryStore();
-      this.store = store;
-      this.source = { kind: 'memory', store };
-      this.announcement = () => this.log.info(config.explicit
+      setup = new StoreSetup(identity, store, { kind: 'memory', store }, () => this.log.info(config.explicit
         ? 'session store: memory; sticky bindings are local to this process'
-        : 'session store: memory (no sessionStore configured); sticky bindings are local to this process');
+        : 'session store: memory (no sessionStore configured); sticky bindings are local to this process'));
     }
-    this.store.observer = this.storeObs;
+    setup.store.observer = this.storeObs;
+    return setup;
   }
 
-  /** Switches to a new store config; the old store is closed once requests in flight are done with it. */
-  reconfigure(config: SessionStoreConfig): void {
-    if (storeIdentity(config) === this.identity) return;
-    const old = this.store;
-    this.open(config);
-    const t = setTimeout(() => { old.close().catch(() => undefined); }, 2_000);
+  /**
+   * A reload's store, not yet in use: the one in use when `sessionStore` is unchanged, else a new
+   * one. The reload then `commit`s it (the old store closes once requests in flight are done with
+   * it) or `abort`s it (a new store is closed; nothing changed).
+   */
+  prepare(config: SessionStoreConfig): StoreSetup {
+    return storeIdentity(config) === this.current.identity ? this.current : this.setUp(config);
+  }
+
+  commit(setup: StoreSetup): void {
+    if (setup === this.current) return;
+    const old = this.current;
+    this.current = setup;
+    if (setup.used) this.announce(setup);
+    const t = setTimeout(() => { old.store.close().catch(() => undefined); }, 2_000);
     t.unref();
   }
 
-  /** The Affinity of a sticky upstream for this config, or null when it has no `sticky`. */
-  affinityFor(upstream: Upstream): Affinity | null {
+  abort(setup: StoreSetup): void {
+    if (setup !== this.current) setup.store.close().catch(() => undefined);
+  }
+
+  private announce(setup: StoreSetup): void {
+    if (setup.announced) return;
+    setup.announced = true;
+    setup.announcement();
+  }
+
+  /** The Affinity of a sticky upstream (of the config `setup` was prepared for; default: the one in use), or null when it has no `sticky`. */
+  affinityFor(upstream: Upstream, setup: StoreSetup = this.current): Affinity | null {
     const sticky = upstream.config.sticky;
     if (sticky === null) return null;
-    if (sticky.mode === 'learn' && this.announcement !== null) {
-      const announce = this.announcement;
-      this.announcement = null;
-      announce();
+    if (sticky.mode === 'learn') {
+      setup.used = true;
+      if (setup === this.current) this.announce(setup);
     }
     if (sticky.mode === 'cookie' && sticky.cookieKeySource === 'random' && !this.warnedRandomKey.has(upstream.name)) {
       this.warnedRandomKey.add(upstream.name);
       this.log.warn({ upstream: upstream.name },
         'sticky cookie: no cookieKey nor SESSIONLB_COOKIE_KEY; using a random key for this process (cookies are not valid across instances nor restarts)');
     }
-    return new Affinity(upstream, sticky, sticky.mode === 'learn' ? this.source : null, this.stats(upstream.name));
+    return new Affinity(upstream, sticky, sticky.mode === 'learn' ? setup.source : null, this.stats(upstream.name));
   }
 
   /** Counters of one upstream (created on first use, kept across reloads). */
@@ -129,15 +159,16 @@ export class SessionManager {
 
   set storeObserver(o: StoreObserver | null) {
     this.storeObs = o;
-    this.store.observer = o;
+    this.current.store.observer = o;
   }
 
   /** Sessions bound to a server, when known: counted by the memory store; null with memcached (shared, not enumerable). */
   boundCount(upstream: string, server: string): number | null {
-    return this.source.kind === 'memory' ? this.source.store.boundCount(upstream, server) : null;
+    const source = this.current.source;
+    return source.kind === 'memory' ? source.store.boundCount(upstream, server) : null;
   }
 
   async close(): Promise<void> {
-    await this.store.close();
+    await this.current.store.close();
   }
 }
