@@ -13,7 +13,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import {
   PIN, ROOT, TASKSET, children, freePort, killAllNow, pinnedArgv, sessionlbCheck, startChild, startMemcached, stopChild, waitReady, which, whichOr,
 } from './lib.mjs';
@@ -28,8 +28,12 @@ const CONNECTIONS = Math.max(1, int(env.BENCH_CONNECTIONS, 64));
 const SESSIONS = Math.max(1, int(env.BENCH_SESSIONS, 10_000));
 const ONLY = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
 const PROXY_FILTER = env.BENCH_PROXIES ? new Set(env.BENCH_PROXIES.split(',').map((s) => s.trim())) : null;
-/** Comma-separated upstream transports to run sessionlb with (internal SESSIONLB_UPSTREAM_TRANSPORT), e.g. "raw,node". Empty: the default one. */
-const TRANSPORTS = env.BENCH_TRANSPORTS ? env.BENCH_TRANSPORTS.split(',').map((s) => s.trim()).filter(Boolean) : [''];
+/**
+ * Comma-separated checkouts of sessionlb whose builds run in the same benchmark as this one
+ * (before/after a change: `git worktree add /tmp/before <rev>`, build there, BENCH_BUILDS=/tmp/before).
+ * Each is named "sessionlb (<directory name>)".
+ */
+const BUILDS = env.BENCH_BUILDS ? env.BENCH_BUILDS.split(',').map((s) => s.trim()).filter(Boolean) : [];
 /** Directory for `node --cpu-prof` profiles of sessionlb (one per measured run); unset = no profiling. */
 const CPU_PROF_DIR = env.BENCH_CPU_PROF ? resolve(env.BENCH_CPU_PROF) : null;
 const WEIGHTS = [3, 1, 1, 1];
@@ -358,11 +362,11 @@ ${stick}${backendPorts.map((p, i) => `  server s${i + 1} 127.0.0.1:${p} weight $
 /** Each returns { child, pid, port } started and ready, or { skip: reason }. */
 const PROXIES = [];
 /**
- * sessionlb as `npm start` runs it: one process pinned to the proxy core (once per upstream
- * `transport`), or `multi`: "workers": 2, unpinned, for the multi-core scenario only. Either way
- * the config passes `sessionlb check` first (sessionlbConfigFile).
+ * sessionlb as `npm start` runs it: one process pinned to the proxy core (the build in `root`:
+ * this checkout, or one of BENCH_BUILDS), or `multi`: "workers": 2, unpinned, for the multi-core
+ * scenario only. Either way the config passes `sessionlb check` first (sessionlbConfigFile).
  */
-function sessionlbProxy(name, kind, { transport = '', multi = false }) {
+function sessionlbProxy(name, kind, { root = ROOT, multi = false }) {
   return {
     name,
     kind,
@@ -375,20 +379,26 @@ function sessionlbProxy(name, kind, { transport = '', multi = false }) {
       // Profiles of the single process only (cluster workers would inherit --cpu-prof and its file name).
       if (CPU_PROF_DIR !== null && !multi) {
         mkdirSync(CPU_PROF_DIR, { recursive: true });
-        args.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`, `--cpu-prof-name=${scenario.id.replace(/[^a-z0-9]+/gi, '_')}-${transport || 'default'}-run${ctx.run}.cpuprofile`);
+        args.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`, `--cpu-prof-name=${scenario.id.replace(/[^a-z0-9]+/gi, '_')}-${root === ROOT ? 'default' : basename(root)}-run${ctx.run}.cpuprofile`);
       }
-      args.push(YOUNG_GENERATION_FLAG, join(ROOT, 'dist', 'cli.js'), 'run', '--config', cfg.file);
+      args.push(YOUNG_GENERATION_FLAG, join(root, 'dist', 'cli.js'), 'run', '--config', cfg.file);
       const child = startChild(process.execPath, args, {
         cpu: multi ? null : PROXY_CPU,
         logFile: join(TMP, multi ? 'sessionlb-workers.log' : 'sessionlb.log'),
-        extraEnv: transport === '' ? undefined : { SESSIONLB_UPSTREAM_TRANSPORT: transport },
       });
       await ready(port, scenario.path, child);
       return { child, pid: child.pid, port };
     },
   };
 }
-for (const t of TRANSPORTS) PROXIES.push(sessionlbProxy(t === '' ? 'sessionlb' : `sessionlb (${t})`, 'sessionlb', { transport: t }));
+PROXIES.push(sessionlbProxy('sessionlb', 'sessionlb', {}));
+for (const dir of BUILDS) {
+  if (!existsSync(join(dir, 'dist', 'cli.js'))) {
+    log(`bench: ${dir}/dist/cli.js is missing; build that checkout first (npx tsc -p tsconfig.json there).`);
+    process.exit(2);
+  }
+  PROXIES.push(sessionlbProxy(`sessionlb (${basename(resolve(dir))})`, 'sessionlb', { root: resolve(dir) }));
+}
 if (NGINX !== null) {
   PROXIES.push({
     name: 'nginx',
