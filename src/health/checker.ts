@@ -6,9 +6,9 @@
  * failures (max_fails) and active ones combine: either takes a server out, and a
  * passing probe also ends a passive failure.
  *
- * Probe state lives on the Peer (probeFails/probePasses/lastProbe/healthy), so it
- * survives reloads with the peer; the checker only keeps timers, keyed by
- * upstream name and server address, and points them at the current Peer object.
+ * Probe state lives in the server's runtime state (Peer.state: probeFailsInRow,
+ * probePassesInRow, lastProbe, healthy), which survives reloads; the checker only keeps
+ * timers, keyed by upstream name and server address, and points them at the current Peer.
  */
 import http from 'node:http';
 import net from 'node:net';

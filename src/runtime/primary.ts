@@ -484,7 +484,6 @@ export class ClusterPrimary {
     const admin = this.lb.adminServer;
     if (admin === null) return;
     // Same paths as a single process; these replace the single-process handlers.
-    // Ready only when every worker listens (a probe that sees 200 may send traffic).
     admin.route('GET /healthz', (_req, res) => {
       // Ready as soon as a worker listens (the listener then takes connections), until shutdown.
       const ok = this.listening.size > 0 && !this.stopping;

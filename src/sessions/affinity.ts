@@ -2,7 +2,7 @@
  * Session affinity for one upstream (one object per config; the store, local cache and
  * counters behind it outlive reloads). The proxy calls, per request:
  *
- *   begin(r, now)           read and validate the session cookie; start the lookup (learn)
+ *   begin(r, headers, now)  read and validate the session cookie; start the lookup (learn)
  *   choose(r, now)          at the first pick: the bound server, acquired, or null (balancer)
  *   onResponse(r, peer, upstreamHeaders, clientHeaders, now)
  *                           learn from Set-Cookie / rebind / insert our cookie; sets r.outcome

@@ -1,7 +1,7 @@
 /**
  * Reusable 64 KiB buffers for upstream response body bytes that outlive a read.
  *
- * Pooled upstream connections read into one shared buffer (raw-transport.ts), so body bytes
+ * Pooled upstream connections read into one shared buffer (raw-pool.ts), so body bytes
  * handed to the client socket must be copied out first. A fresh 64 KiB Buffer per copy costs
  * more than the copy itself (new, untouched pages: ~16 us each, then GC of the external memory):
  * ~40% of the proxy's CPU for a 1 MiB response. `copyOut` copies into a buffer from a free list

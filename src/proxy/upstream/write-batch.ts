@@ -2,7 +2,7 @@
  * The proxy's small writes, issued together at the end of the event-loop turn that produced
  * them instead of one by one while the turn's reads are still being handled: per HTTP request
  * the request head to the upstream and the whole small response to the client; in L4 mode the
- * small chunks read from either side (tcp-proxy.ts).
+ * small chunks read from either side (stream/tcp-session.ts).
  *
  * Under load one turn handles many ready sockets. Writing each answer as soon as it is made
  * interleaves reads and writes, so the reader on the other end (the load generator, a
