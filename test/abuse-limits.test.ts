@@ -8,6 +8,7 @@
  * must fit one buffer, the whole head NUMBER x SIZE), `underscoresInHeaders` (false), and
  * `clientMaxBodySize` ("1m", with request buffering on).
  */
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { useScope } from './helpers/scope.js';
 import {
@@ -191,6 +192,36 @@ describe('clientMaxBodySize (default "1m", request buffering on)', () => {
     await sleep(100);
     expect(be.requests.map((r) => r.body.length), 'requests the backend got').toEqual([]);
     expect(totalBytes(be), 'bytes of the oversized request that reached the backend').toBe(0);
+  });
+
+  it('the 413 reaches a client that is still sending its body: sessionlb reads and drops the rest before closing (nginx lingering close), no reset', async () => {
+    const { be, port } = await setup();
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    socket.pause(); // read nothing until the end: a reset would discard what arrived meanwhile
+    const chunk = Buffer.alloc(64 * 1024, 97);
+    const piece = Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]);
+    socket.write('POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+    for (let i = 0; i < 24; i++) socket.write(piece); // 1.5 MiB: over "1m", the 413 is sent
+    await sleep(400);
+    for (let i = 0; i < 8; i++) socket.write(piece); // still sending after sessionlb answered
+    await sleep(400);
+    const received: Buffer[] = [];
+    let reset = false;
+    const closed = new Promise<void>((r) => {
+      socket.on('error', (err: NodeJS.ErrnoException) => { reset = err.code === 'ECONNRESET'; r(); });
+      socket.on('close', () => r());
+    });
+    socket.on('data', (d: Buffer) => received.push(d));
+    socket.end('0\r\n\r\n');
+    socket.resume();
+    await Promise.race([closed, sleep(8000)]);
+    socket.destroy();
+    const text = Buffer.concat(received).toString('latin1');
+    expect(text, `reset ${reset}`).toMatch(/^HTTP\/1\.1 413 /);
+    expect(reset).toBe(false);
+    expect(be.requests).toEqual([]);
   });
 
   it('a 3 MiB Content-Length body against "1m": 413 before anything is sent upstream', async () => {
