@@ -18,8 +18,8 @@ import { balanceProblems, normaliseBalance } from './balance.js';
 import { normaliseStreams, streamProblems } from './streams.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
-  type AdminConfig, type BufferingConfig, type Config, type HeaderLimits, type HealthCheckConfig, type ListenAddress,
-  type LocationConfig, type NextUpstreamCondition, type SessionStoreConfig, type StickyConfig, type UpstreamConfig,
+  type AdminConfig, type BufferingConfig, type Config, type HeaderLimits, type HealthCheckConfig,
+  type LocationConfig, type NextUpstreamCondition, type ServerListen, type SessionStoreConfig, type StickyConfig, type UpstreamConfig,
   type UpstreamServerConfig, type VirtualServerConfig,
 } from './model.js';
 import {
@@ -93,11 +93,11 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   const defaultsByListen = new Map<string, number>();
   const overlap = new ListenOverlap();
   (raw.servers ?? []).forEach((vs, i) => {
-    const listen: ListenAddress[] = [];
+    const listen: ServerListen[] = [];
     vs.listen.forEach((text, j) => {
       const hp = parseHostPort(text, undefined);
       if (typeof hp === 'string') return problem(problems, ['servers', i, 'listen', j], hp);
-      listen.push({ host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port) });
+      listen.push({ host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port), ssl: false, defaultServer: vs.default ?? false });
       overlap.add(hp.host, hp.port, ['servers', i, 'listen', j]);
     });
     if (vs.default) {
@@ -126,6 +126,8 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       listen,
       serverNames: (vs.serverName ?? []).map((n) => n.toLowerCase()),
       isDefault: vs.default ?? false,
+      ssl: null,
+      http2: false,
       locations,
     });
   });

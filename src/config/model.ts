@@ -154,11 +154,39 @@ export interface ListenAddress {
   key: string;
 }
 
+/** A virtual server's `listen` entry: the address and nginx's listen parameters after it. */
+export interface ServerListen extends ListenAddress {
+  /** `ssl`: TLS is terminated on this address (then every server on it listens with `ssl`). */
+  ssl: boolean;
+  /** `default_server` on this entry (the server's `default` key sets it on all of its entries). */
+  defaultServer: boolean;
+}
+
+export type TlsProtocol = 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
+
+/** A virtual server's `ssl` block (nginx ssl_* directives), files resolved against the config's directory. */
+export interface SslConfig {
+  /** Certificate and key file pairs, in config order (e.g. ECDSA and RSA side by side): `certificate[i]` with `certificateKey[i]`. */
+  certificates: Array<{ certificate: string; key: string }>;
+  /** nginx ssl_protocols (default TLSv1.2 and TLSv1.3). */
+  protocols: TlsProtocol[];
+  /** nginx ssl_ciphers, OpenSSL syntax, for TLS 1.2 and below (default "HIGH:!aNULL:!MD5"). */
+  ciphers: string;
+  /** nginx ssl_session_tickets (default true). */
+  sessionTickets: boolean;
+  /** nginx ssl_session_timeout in ms (default 5m). */
+  sessionTimeoutMs: number;
+}
+
 export interface VirtualServerConfig {
   index: number;
-  listen: ListenAddress[];
+  listen: ServerListen[];
   serverNames: string[];
   isDefault: boolean;
+  /** TLS settings; null when the server has no `ssl` block. */
+  ssl: SslConfig | null;
+  /** nginx `http2 on`: HTTP/2 through ALPN on this server's `ssl` addresses. */
+  http2: boolean;
   locations: LocationConfig[];
 }
 
