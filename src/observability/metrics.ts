@@ -294,6 +294,10 @@ export class Metrics {
     'Errors of this host\'s resources (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM), never counted against a server, by code and operation (accept, connect)', ['code', 'operation']);
   readonly tempFiles = new CounterFamily('sessionlb_temp_files_total',
     'Bodies that outgrew their memory buffer and went to a temp file (proxyRequestBuffering, proxyBuffering), by direction (request, response)', ['direction']);
+  readonly tlsHandshakes = new CounterFamily('sessionlb_tls_handshakes_total',
+    'Completed TLS handshakes on ssl addresses, by virtual server (chosen by SNI), protocol and whether the session was resumed', ['server', 'protocol', 'resumed']);
+  readonly tlsHandshakeErrors = new CounterFamily('sessionlb_tls_handshake_errors_total',
+    'Failed TLS handshakes by reason (protocol, cipher, not_tls, certificate, reset, timeout, other)', ['reason']);
   readonly reloads: Counter<'result'>;
   readonly lastReload: Gauge;
   readonly store: StoreMetrics;
@@ -301,7 +305,7 @@ export class Metrics {
   constructor(private readonly source: MetricsSource) {
     const r = this.registry;
     for (const f of [this.httpRequests, this.httpDuration, this.upstreamRequests, this.upstreamSeconds, this.retries,
-      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles]) {
+      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles, this.tlsHandshakes, this.tlsHandshakeErrors]) {
       // prom-client's Registry takes any object with name/get(); its type only lists its own classes.
       r.registerMetric(f as unknown as Metric);
     }
@@ -440,6 +444,16 @@ export class Metrics {
   /** A local resource error (code such as EMFILE) in `operation` (accept, connect). */
   localError(code: string, operation: string): void {
     this.localErrors.cell(code, operation).value++;
+  }
+
+  /** A TLS handshake completed. */
+  tlsHandshake(server: string, protocol: string, resumed: boolean): void {
+    this.tlsHandshakes.cell(server, protocol, resumed ? 'true' : 'false').value++;
+  }
+
+  /** A TLS handshake failed (a bounded reason). */
+  tlsHandshakeError(reason: string): void {
+    this.tlsHandshakeErrors.cell(reason).value++;
   }
 
   /** A body went to a temp file. */

@@ -2,12 +2,12 @@
  * The HTTP routing of a config: for each listen address, the virtual servers on it and, for
  * each of their locations, where a request goes (upstream, metrics, session affinity).
  */
-import type { Config } from '../config/model.js';
+import type { Config, ServerListen, VirtualServerConfig } from '../config/model.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { Observability } from '../observability/observability.js';
 import type { Affinity } from '../sessions/affinity.js';
 import type { Route } from '../proxy/http/forward.js';
-import type { HttpRoute } from '../proxy/http/listener.js';
+import type { HttpRoute, TlsTermination } from '../proxy/http/listener.js';
 import { ListenerRouter, buildVirtualServer } from '../proxy/http/router.js';
 
 /** Listen key -> address and router, for the upstreams `upstreams` built from `config`. */
@@ -16,14 +16,16 @@ export function httpRoutes(
   upstreams: ReadonlyMap<string, Upstream>,
   observability: Pick<Observability, 'route'>,
   affinityOf: (upstream: Upstream) => Affinity | null,
+  tlsFor: (listen: ServerListen, servers: readonly VirtualServerConfig[]) => TlsTermination,
 ): Map<string, HttpRoute> {
   const out = new Map<string, HttpRoute>();
+  /** The servers of each `ssl` address, in config order. */
+  const sslServers = new Map<string, { listen: ServerListen; servers: VirtualServerConfig[] }>();
   for (const vsConfig of config.servers) {
     const serverName = vsConfig.serverNames[0] ?? '_';
     const vs = buildVirtualServer<Route>(vsConfig, (location) => ({
       location,
       upstream: upstreams.get(location.upstream)!,
-      scheme: 'http',
       sendTimeoutMs: config.sendTimeoutMs,
       underscoresInHeaders: config.underscoresInHeaders,
       metrics: observability.route(serverName, upstreams.get(location.upstream)!),
@@ -32,11 +34,17 @@ export function httpRoutes(
     for (const l of vsConfig.listen) {
       let entry = out.get(l.key);
       if (entry === undefined) {
-        entry = { host: l.host, port: l.port, router: new ListenerRouter<Route>() };
+        entry = { host: l.host, port: l.port, router: new ListenerRouter<Route>(), tls: null };
         out.set(l.key, entry);
       }
       entry.router.add(vsConfig, vs);
+      if (l.ssl) {
+        const site = sslServers.get(l.key);
+        if (site === undefined) sslServers.set(l.key, { listen: l, servers: [vsConfig] });
+        else site.servers.push(vsConfig);
+      }
     }
   }
+  for (const [key, { listen, servers }] of sslServers) out.get(key)!.tls = tlsFor(listen, servers);
   return out;
 }

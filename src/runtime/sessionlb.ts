@@ -10,7 +10,7 @@ import type { Config } from '../config/model.js';
 import { Upstream } from '../balancer/upstream.js';
 import { ServerStates } from '../balancer/server-state.js';
 import type { ForwardHooks } from '../proxy/http/forward.js';
-import { HttpListeners, type HttpListenerOwner, type HttpRoute } from '../proxy/http/listener.js';
+import { HttpListeners, type HttpListenerOwner, type HttpRoute, type TlsErrorReason, type TlsTermination } from '../proxy/http/listener.js';
 import { AdminServer } from '../admin/server.js';
 import { registerAdminApi, type AdminTarget } from '../admin/api.js';
 import { logConfigWeightWins } from '../admin/state.js';
@@ -176,6 +176,14 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.observability.answeredLocally(...args);
   }
 
+  tlsHandshake(server: string, protocol: string, resumed: boolean): void {
+    this.observability.metrics.tlsHandshake(server, protocol, resumed);
+  }
+
+  tlsHandshakeError(reason: TlsErrorReason): void {
+    this.observability.metrics.tlsHandshakeError(reason);
+  }
+
   /**
    * Switches to a new config: servers that remain keep their state, new listeners are
    * bound before removed ones close, idle connections of removed servers are closed.
@@ -289,6 +297,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** The HTTP routes of `config` (none when this role binds no listener); `store`: a reload's prepared session store. */
   private routesFor(config: Config, upstreams: ReadonlyMap<string, Upstream>, store?: StoreSetup): ReadonlyMap<string, HttpRoute> {
     if (!this.role.bindsListeners) return NO_ROUTES;
-    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store));
+    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store), (listen): TlsTermination => {
+      throw new Error(`${listen.key}: TLS termination is not wired yet`);
+    });
   }
 }

@@ -9,7 +9,7 @@ import type { LocationConfig, NextUpstreamCondition } from '../../config/model.j
 import type { Peer } from '../../balancer/peer.js';
 import type { Upstream } from '../../balancer/upstream.js';
 import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from '../upstream/transport.js';
-import { clientResponseHeaders, hasContentLength, upstreamRequestHeaders } from './headers.js';
+import { clientResponseHeaders, hasContentLength, requestScheme, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
 import { endWithBody } from './whole-response.js';
 import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
@@ -68,7 +68,6 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 export interface Route {
   readonly location: LocationConfig;
   readonly upstream: Upstream;
-  readonly scheme: string;
   /** Metric cells for this (virtual server, upstream), resolved once per config. */
   readonly metrics?: RouteMetrics;
   /** Session affinity of the upstream (`sticky`), resolved once per config; absent/null = none. */
@@ -129,6 +128,8 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
   private staleRetried = false;
   private finished = false;
   readonly record: ForwardRecord;
+  /** nginx $scheme of this request's connection. */
+  private readonly scheme: 'http' | 'https';
 
   constructor(
     req: IncomingMessage,
@@ -141,6 +142,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     this.record = {
       route, upstreamAddrs: [], upstreamStatuses: [], upstreamTimes: [], status: 0, bodyBytes: 0, startedAt: performance.now(), sticky: 'none',
     };
+    this.scheme = requestScheme(req);
     this.path = rewritePath(req.url ?? '/', route.location);
     (res as ServerResponse & Owned)[FORWARD] = this;
     res.on('close', resClosed);
@@ -170,7 +172,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     }
     this.headers = upstreamRequestHeaders(req.rawHeaders, {
       remoteAddress: this.remoteAddress,
-      scheme: this.route.scheme,
+      scheme: this.scheme,
       bodyFraming: framing,
       upgrade: null,
       proxyHost: this.upstream.name,
@@ -453,7 +455,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     try {
       const headers = clientResponseHeaders(upstreamRes.rawHeaders, false);
       if (this.sticky !== null) {
-        this.affinity!.onResponse(this.sticky, this.peer!, upstreamRes.rawHeaders, headers, now, this.route.scheme === 'https');
+        this.affinity!.onResponse(this.sticky, this.peer!, upstreamRes.rawHeaders, headers, now, this.scheme === 'https');
       }
       const complete = upstreamRes.completeBody;
       if (complete !== undefined && mayHaveBody(upstreamRes.statusCode, this.req.method) && !hasContentLength(headers)) {

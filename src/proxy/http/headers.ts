@@ -3,6 +3,7 @@
  * client's Host kept): hop-by-hop headers are dropped both ways, X-Forwarded-* and
  * X-Real-IP are added, and a location's proxySetHeader overrides.
  */
+import type { IncomingMessage } from 'node:http';
 import type { HeaderLimits } from '../../config/model.js';
 import { equalsLower } from '../../nginx-language/header-tokens.js';
 
@@ -204,4 +205,9 @@ export function requestHeadStatus(method: string, url: string, rawHeaders: reado
 export function hasContentLength(flat: readonly string[]): boolean {
   for (let i = 0; i < flat.length; i += 2) if (equalsLower(flat[i]!, 'content-length')) return true;
   return false;
+}
+
+/** nginx $scheme: "https" for a request that came over TLS (its socket is a TLSSocket), else "http". */
+export function requestScheme(req: IncomingMessage): 'http' | 'https' {
+  return (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
 }

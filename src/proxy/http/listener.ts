@@ -6,8 +6,10 @@
  * switches every listener to the new routes and closes removed ones, abort undoes prepare.
  */
 import http from 'node:http';
+import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
+import type { SecureContext, SecureContextOptions, TLSSocket } from 'node:tls';
 import type { Config, HeaderLimits } from '../../config/model.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
@@ -24,6 +26,40 @@ export interface HttpListenerOwner {
   readonly hooks: ForwardHooks;
   /** A request answered here, not forwarded (400, 404, ...): metrics and access log. */
   answeredLocally(req: http.IncomingMessage, serverName: string, status: number, bodyBytes: number, startedAt: number): void;
+  /** A TLS handshake completed on an `ssl` address: `server` is the virtual server SNI chose. */
+  tlsHandshake(server: string, protocol: string, resumed: boolean): void;
+  /** A TLS handshake failed; `reason` is one of TLS_ERROR_REASONS. */
+  tlsHandshakeError(reason: TlsErrorReason): void;
+}
+
+/**
+ * What an `ssl` address needs from the TLS layer (src/tls builds one per address and config):
+ * the default server's certificate for clients without SNI, the context SNI selects, and the
+ * name of the server a handshake reached.
+ */
+export interface TlsTermination {
+  /** tls.Server options of the default server: certificate(s), protocols, ciphers, tickets. */
+  readonly defaultOptions: SecureContextOptions;
+  /** The context of the server `servername` selects with serverName's rules (the default server's when none matches). */
+  contextFor(servername: string): SecureContext;
+  /** The virtual server (first server name, "_" when none) a handshake with `servername` (undefined: no SNI) reached. */
+  serverFor(servername: string | undefined): string;
+}
+
+/** Why a TLS handshake failed (the `reason` label of sessionlb_tls_handshake_errors_total): a bounded set. */
+export const TLS_ERROR_REASONS = ['protocol', 'cipher', 'not_tls', 'certificate', 'reset', 'timeout', 'other'] as const;
+export type TlsErrorReason = typeof TLS_ERROR_REASONS[number];
+
+/** The bounded reason of a tls.Server 'tlsClientError'. */
+export function tlsErrorReason(err: NodeJS.ErrnoException & { reason?: string }): TlsErrorReason {
+  const code = err.code ?? '';
+  if (code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
+  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
+  if (code === 'ERR_SSL_HTTP_REQUEST' || code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG') return 'not_tls';
+  if (/PROTOCOL|VERSION/.test(code)) return 'protocol';
+  if (/CIPHER|SIGALG|GROUP|CURVE/.test(code)) return 'cipher';
+  if (/CERT/.test(code)) return 'certificate';
+  return 'other';
 }
 
 /** Whether an Upgrade header offers h2c (RFC 7540 3.2): never passed upstream (the h2c smuggling vector). */
@@ -72,10 +108,16 @@ export class HttpListener {
   /** large_client_header_buffers. */
   private headLimits: HeaderLimits = { bufferSize: 0, total: 0 };
   private lastAcceptError = 0;
+  /** The TLS side of an `ssl` address (replaced on reload); null for plain HTTP. */
+  private tls: TlsTermination | null;
 
-  constructor(readonly key: string, readonly host: string, readonly port: number, router: ListenerRouter<Route>, config: Config, private readonly owner: HttpListenerOwner) {
+  constructor(
+    readonly key: string, readonly host: string, readonly port: number, router: ListenerRouter<Route>,
+    tls: TlsTermination | null, config: Config, private readonly owner: HttpListenerOwner,
+  ) {
     this.router = router;
-    this.server = http.createServer({
+    this.tls = tls;
+    const options: http.ServerOptions = {
       requestTimeout: 0, // large uploads are bounded by the idle timeouts below, not a total
       // A missing Host is answered by requestHeadStatus, in turn with pipelined requests.
       requireHostHeader: false,
@@ -84,13 +126,47 @@ export class HttpListener {
       connectionsCheckingInterval: 1000,
       // Upstream connections already carry the request; keep the client side's Nagle off too.
       noDelay: true,
-    }, this.onRequest);
+    };
+    if (tls === null) {
+      this.server = http.createServer(options, this.onRequest);
+    } else {
+      this.server = https.createServer({ ...options, ...tls.defaultOptions, SNICallback: this.onSni }, this.onRequest);
+      this.server.on('secureConnection', this.onSecureConnection);
+      this.server.on('tlsClientError', this.onTlsClientError);
+    }
     this.configure(config);
     this.server.on('checkContinue', this.onCheckContinue);
     this.server.on('upgrade', this.onUpgrade);
     this.server.on('clientError', this.onClientError);
     this.server.on('error', this.onServerError);
   }
+
+  /** Whether this listener terminates TLS (an `ssl` address). */
+  get terminatesTls(): boolean {
+    return this.tls !== null;
+  }
+
+  /** A reload's TLS side for this address: new handshakes use its certificates; open connections go on. */
+  useTls(tls: TlsTermination): void {
+    if (tls === this.tls) return;
+    this.tls = tls;
+    (this.server as https.Server).setSecureContext(tls.defaultOptions);
+  }
+
+  /** SNI: the context of the server the name selects (serverName rules; the default server's otherwise). */
+  private readonly onSni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void => {
+    cb(null, this.tls!.contextFor(servername));
+  };
+
+  private readonly onSecureConnection = (socket: TLSSocket): void => {
+    const name = (socket as TLSSocket & { servername?: string | false }).servername;
+    this.owner.tlsHandshake(this.tls!.serverFor(typeof name === 'string' ? name : undefined), socket.getProtocol() ?? 'unknown', socket.isSessionReused());
+  };
+
+  private readonly onTlsClientError = (err: NodeJS.ErrnoException, socket: TLSSocket): void => {
+    this.owner.tlsHandshakeError(tlsErrorReason(err));
+    socket.destroy();
+  };
 
   /** The client-side limits of `config` (at start and on every reload). */
   configure(config: Config): void {
@@ -251,6 +327,8 @@ export interface HttpRoute {
   host: string;
   port: number;
   router: ListenerRouter<Route>;
+  /** TLS termination of an `ssl` address; null for plain HTTP. */
+  tls: TlsTermination | null;
 }
 
 /** Listeners bound for a config not yet switched to (see HttpListeners.prepare). */
@@ -273,9 +351,15 @@ export class HttpListeners {
   async prepare(config: Config, routes: ReadonlyMap<string, HttpRoute>): Promise<HttpPlan> {
     const plan: HttpPlan = { config, routes, fresh: [] };
     try {
-      for (const [key, { host, port, router }] of routes) {
-        if (this.listeners.has(key)) continue;
-        const listener = new HttpListener(key, host, port, router, config, this.owner);
+      for (const [key, { host, port, router, tls }] of routes) {
+        const running = this.listeners.get(key);
+        if (running !== undefined) {
+          if (running.terminatesTls !== (tls !== null)) {
+            throw new Error(`${key} would switch ${tls !== null ? 'to' : 'from'} ssl: a bound address keeps its protocol across reloads; restart sessionlb (or use another address) to change it`);
+          }
+          continue;
+        }
+        const listener = new HttpListener(key, host, port, router, tls, config, this.owner);
         await listener.listen();
         plan.fresh.push(listener);
       }
@@ -305,6 +389,7 @@ export class HttpListeners {
         removed.push(l);
       } else {
         l.router = r.router;
+        if (r.tls !== null) l.useTls(r.tls);
         l.configure(plan.config);
       }
     }

@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { ForwardHooks, Route } from './forward.js';
 import type { AttemptFailure, UpgradeHandler, UpstreamResponse } from '../upstream/transport.js';
-import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { clientResponseHeaders, requestScheme, upstreamRequestHeaders } from './headers.js';
 import { rewritePath } from './forward.js';
 import { clientAddress } from '../../net/client-address.js';
 import { AttemptLoop, failureCondition } from '../attempt-loop.js';
@@ -58,7 +58,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     }
     const headers = upstreamRequestHeaders(this.req.rawHeaders, {
       remoteAddress: this.remoteAddress,
-      scheme: this.route.scheme,
+      scheme: requestScheme(this.req),
       bodyFraming: null,
       upgrade: this.req.headers.upgrade ?? 'websocket',
       proxyHost: this.route.upstream.name,
