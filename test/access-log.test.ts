@@ -17,7 +17,7 @@ import { waitFor } from './helpers/capture-log.js';
 const FIELDS = [
   'time', 'remote_addr', 'request_method', 'request_uri', 'server_protocol', 'status', 'body_bytes_sent',
   'http_referer', 'http_user_agent', 'request_time', 'upstream_addr', 'upstream_status', 'upstream_response_time',
-  'upstream_name', 'sticky',
+  'upstream_name', 'sticky', 'ssl_protocol', 'ssl_cipher', 'ssl_session_reused',
 ];
 
 const { cleanup, backend, lb } = useScope();
@@ -70,6 +70,7 @@ describe('access log', () => {
       upstream_status: '201',
       upstream_name: 'backend',
       sticky: 'none',
+      ssl_protocol: '', ssl_cipher: '', ssl_session_reused: '', // plain HTTP
     });
     expect(typeof entry!.request_time).toBe('number');
     expect(entry!.request_time as number).toBeGreaterThanOrEqual(0);

@@ -6,6 +6,7 @@
  * line per request instead, like nginx's "combined" format.
  */
 import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import type { RouteMetrics } from './metrics.js';
 
@@ -163,6 +164,8 @@ export class AccessLog {
    */
   write(req: IncomingMessage, status: number, bodyBytes: number, seconds: number, upstreamName: string, record: RequestRecord | null): void {
     const headers = req.headers;
+    const tls = req.socket as TLSSocket;
+    const encrypted = tls.encrypted === true;
     this.logger.info({
       remote_addr: remoteAddr(req.socket.remoteAddress),
       request_method: req.method ?? '',
@@ -178,6 +181,10 @@ export class AccessLog {
       upstream_response_time: record === null ? '' : formatTimes(record.upstreamTimes),
       upstream_name: upstreamName,
       sticky: record?.sticky ?? 'none',
+      // nginx $ssl_protocol, $ssl_cipher, $ssl_session_reused ("r" or "."): "" on plain HTTP.
+      ssl_protocol: encrypted ? tls.getProtocol() ?? '' : '',
+      ssl_cipher: encrypted ? tls.getCipher()?.name ?? '' : '',
+      ssl_session_reused: encrypted ? (tls.isSessionReused() ? 'r' : '.') : '',
     });
   }
 
