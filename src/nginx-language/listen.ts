@@ -32,7 +32,8 @@ export function parseListen(text: string, defaultHost = '0.0.0.0'): ListenEntry 
   if (typeof text !== 'string') return 'must be a non-empty "host:port"';
   const [address = '', ...params] = text.trim().split(/\s+/);
   const hp = parseHostPort(address, undefined, defaultHost);
-  if (typeof hp === 'string') return hp;
+  // With parameters, say which part was read as the address ("exa mple:80" is "exa" and a parameter).
+  if (typeof hp === 'string') return params.length > 0 ? `address "${address}": ${hp}` : hp;
   const entry: ListenEntry = { ...hp, ssl: false, defaultServer: false, http2: false };
   for (const p of params) {
     if (p === 'ssl') entry.ssl = true;
