@@ -116,7 +116,7 @@ describe('validation messages', () => {
       'my.json: $.upstreams.backend.servers[7].address: duplicate server 10.0.0.2:8000',
       'my.json: $.servers[0].listen[0]: a port is required ("host:port")',
       'my.json: $.servers[0].listen[1]: port must be 1-65535',
-      'my.json: $.servers[0].listen[2]: "exa mple" is not a valid IPv4 address or hostname',
+      'my.json: $.servers[0].listen[2]: address "exa": a port is required ("host:port")',
       'my.json: $.admin.allow[0]: "10.0.0.0/33" has an invalid prefix length (0-32)',
       'my.json: $.admin.allow[1]: "everyone" is not an address or CIDR such as "10.0.0.0/8"',
     ]);
@@ -126,13 +126,13 @@ describe('validation messages', () => {
     const raw = minimal();
     (raw.servers as { locations: Record<string, unknown>[] }[])[0]!.locations.push(
       { path: '/a/', proxyPass: 'http://backedn' },
-      { path: '/b/', proxyPass: 'https://backend' },
+      { path: '/b/', proxyPass: 'ftp://backend' },
       { path: '/c/', proxyPass: 'backend' },
     );
     expect(await problems(raw)).toEqual([
       'my.json: $.servers[0].locations[1].proxyPass: no upstream named "backedn" (define it under $.upstreams, or use "http://host:port")',
-      'my.json: $.servers[0].locations[2].proxyPass: must be "http://upstream_name" or "http://host:port" (optionally followed by a URI path)',
-      'my.json: $.servers[0].locations[3].proxyPass: must be "http://upstream_name" or "http://host:port" (optionally followed by a URI path)',
+      'my.json: $.servers[0].locations[2].proxyPass: must be "http://upstream_name" or "http://host:port", or the same with "https://" (optionally followed by a URI path)',
+      'my.json: $.servers[0].locations[3].proxyPass: must be "http://upstream_name" or "http://host:port", or the same with "https://" (optionally followed by a URI path)',
     ]);
   });
 

@@ -9,31 +9,35 @@ import { parseHostPort, formatHostPort, wildcardClashes } from '../nginx-languag
 import { formatPath, type ConfigProblem } from './schema.js';
 import { balanceProblems } from './balance.js';
 import { streamProblems } from './streams.js';
+import { HttpListens, locationTlsProblems } from './tls.js';
 
 export const UPSTREAM_NAME = /^[A-Za-z0-9_.-]+$/;
 export const UPSTREAM_NAME_MESSAGE = 'upstream names may contain only letters, digits, "_", "-" and "."';
 
 export type ProxyPassTarget =
-  | { kind: 'upstream'; name: string; uri: string }
-  | { kind: 'address'; host: string; port: number; key: string; uri: string }
+  | { kind: 'upstream'; name: string; uri: string; tls: boolean }
+  | { kind: 'address'; host: string; port: number; key: string; uri: string; tls: boolean }
   | { kind: 'error'; message: string };
 
 /**
  * Parses nginx `proxy_pass`: "http://<upstream name>" or "http://host:port", optionally followed
- * by a URI. `isUpstream` tells whether a name is a defined (named) upstream.
+ * by a URI; "https://" the same, with TLS to the upstream (`tls`; a missing port is then 443).
+ * `isUpstream` tells whether a name is a defined (named) upstream.
  */
 export function parseProxyPass(text: string, isUpstream: (name: string) => boolean): ProxyPassTarget {
-  const m = /^http:\/\/([^/?#]+)([^?#]*)$/.exec(text);
-  if (!m) return { kind: 'error', message: 'must be "http://upstream_name" or "http://host:port" (optionally followed by a URI path)' };
-  const target = m[1]!;
-  const uri = m[2]!;
-  if (isUpstream(target)) return { kind: 'upstream', name: target, uri };
+  const m = /^(https?):\/\/([^/?#]+)([^?#]*)$/.exec(text);
+  if (!m) return { kind: 'error', message: 'must be "http://upstream_name" or "http://host:port", or the same with "https://" (optionally followed by a URI path)' };
+  const scheme = m[1]!;
+  const tls = scheme === 'https';
+  const target = m[2]!;
+  const uri = m[3]!;
+  if (isUpstream(target)) return { kind: 'upstream', name: target, uri, tls };
   if (/:\d+$/.test(target) || isIP(target.replace(/^\[|\]$/g, '')) !== 0) {
-    const hp = parseHostPort(target, 80);
+    const hp = parseHostPort(target, tls ? 443 : 80);
     if (typeof hp === 'string') return { kind: 'error', message: hp };
-    return { kind: 'address', host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port), uri };
+    return { kind: 'address', host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port), uri, tls };
   }
-  return { kind: 'error', message: `no upstream named "${target}" (define it under $.upstreams, or use "http://host:port")` };
+  return { kind: 'error', message: `no upstream named "${target}" (define it under $.upstreams, or use "${scheme}://host:port")` };
 }
 
 /** Headers sessionlb itself manages per connection and per body: setting them would break framing (request smuggling). */
@@ -91,14 +95,12 @@ export function crossFieldProblems(raw: unknown): ConfigProblem[] {
   }
 
   const listens = new ListenOverlap();
+  const httpListens = new HttpListens(add);
+  const tlsReported = new Set<string>();
   each(raw.servers, (vs, i) => {
     if (!isObject(vs)) return;
-    each(vs.listen, (text, j) => {
-      if (typeof text !== 'string') return;
-      const hp = parseHostPort(text, undefined);
-      if (typeof hp === 'string') add(['servers', i, 'listen', j], hp);
-      else listens.add(hp.host, hp.port, ['servers', i, 'listen', j]);
-    });
+    const parsed = httpListens.server(vs, i);
+    parsed.listen.forEach((l, k) => listens.add(l.host, l.port, parsed.at[k]!));
     const seen = new Set<string>();
     each(vs.locations, (loc, j) => {
       if (!isObject(loc)) return;
@@ -117,7 +119,9 @@ export function crossFieldProblems(raw: unknown): ConfigProblem[] {
       // When $.upstreams itself is malformed its names are unknown: do not guess.
       const namesKnown = raw.upstreams === undefined || isObject(raw.upstreams);
       const target = parseProxyPass(loc.proxyPass, (n) => !namesKnown || upstreamNames.has(n));
-      if (target.kind === 'error') add(['servers', i, 'locations', j, 'proxyPass'], target.message);
+      if (target.kind === 'error') return add(['servers', i, 'locations', j, 'proxyPass'], target.message);
+      const levels = [{ raw, at: [] }, { raw: vs, at: ['servers', i] }, { raw: loc, at: ['servers', i, 'locations', j] }];
+      locationTlsProblems(levels, target.tls, add, tlsReported);
     });
   });
 

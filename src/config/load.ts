@@ -16,10 +16,11 @@ import {
 } from './cross-check.js';
 import { balanceProblems, normaliseBalance } from './balance.js';
 import { normaliseStreams, streamProblems } from './streams.js';
+import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
   type AdminConfig, type BufferingConfig, type Config, type HeaderLimits, type HealthCheckConfig,
-  type LocationConfig, type NextUpstreamCondition, type ServerListen, type SessionStoreConfig, type StickyConfig, type UpstreamConfig,
+  type LocationConfig, type NextUpstreamCondition, type SessionStoreConfig, type StickyConfig, type UpstreamConfig,
   type UpstreamServerConfig, type VirtualServerConfig,
 } from './model.js';
 import {
@@ -90,26 +91,14 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   const globalMaxBody = parseSize(raw.clientMaxBodySize ?? DEFAULTS.clientMaxBodySize);
   const globalBuffering = resolveBuffering(raw, null, dirname(file));
   const servers: VirtualServerConfig[] = [];
-  const defaultsByListen = new Map<string, number>();
   const overlap = new ListenOverlap();
+  // Listen entries and their parameters, the `ssl` block and `http2` (rules shared with cross-check.ts).
+  const httpListens = new HttpListens((at, message) => problem(problems, at, message));
+  const tlsReported = new Set<string>();
+  const dir = dirname(file);
   (raw.servers ?? []).forEach((vs, i) => {
-    const listen: ServerListen[] = [];
-    vs.listen.forEach((text, j) => {
-      const hp = parseHostPort(text, undefined);
-      if (typeof hp === 'string') return problem(problems, ['servers', i, 'listen', j], hp);
-      listen.push({ host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port), ssl: false, defaultServer: vs.default ?? false });
-      overlap.add(hp.host, hp.port, ['servers', i, 'listen', j]);
-    });
-    if (vs.default) {
-      for (const l of listen) {
-        const other = defaultsByListen.get(l.key);
-        if (other !== undefined) {
-          problem(problems, ['servers', i, 'default'], `a default server for ${l.key} is already $.servers[${other}]`);
-        } else {
-          defaultsByListen.set(l.key, i);
-        }
-      }
-    }
+    const { listen, at, http2 } = httpListens.server(vs, i);
+    listen.forEach((l, k) => overlap.add(l.host, l.port, at[k]!));
     const serverMaxBody = vs.clientMaxBodySize !== undefined ? parseSize(vs.clientMaxBodySize) : globalMaxBody;
     const serverBuffering = resolveBuffering(vs, globalBuffering, dirname(file));
     const locations: LocationConfig[] = [];
@@ -118,7 +107,8 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       const key = `${loc.exact ? '=' : ''}${loc.path}`;
       if (seen.has(key)) problem(problems, ['servers', i, 'locations', j, 'path'], `duplicate location "${key}"`);
       seen.add(key);
-      const normalised = normaliseLocation(loc, ['servers', i, 'locations', j], serverMaxBody, serverBuffering, upstreams, problems, dirname(file));
+      const levels = [{ raw, at: [] }, { raw: vs, at: ['servers', i] }, { raw: loc, at: ['servers', i, 'locations', j] }];
+      const normalised = normaliseLocation(loc, levels, serverMaxBody, serverBuffering, upstreams, problems, dir, tlsReported);
       if (normalised) locations.push(normalised);
     });
     servers.push({
@@ -126,8 +116,8 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       listen,
       serverNames: (vs.serverName ?? []).map((n) => n.toLowerCase()),
       isDefault: vs.default ?? false,
-      ssl: null,
-      http2: false,
+      ssl: normaliseSsl(vs.ssl, dir),
+      http2,
       locations,
     });
   });
@@ -337,15 +327,18 @@ function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], p
   };
 }
 
+/** `levels`: the top level, the server and this location (raw, with their paths), for the keys the nearest level sets. */
 function normaliseLocation(
-  loc: RawLocation, path: PropertyKey[], inheritedMaxBody: number, inheritedBuffering: BufferingConfig,
-  upstreams: Map<string, UpstreamConfig>, problems: ConfigProblem[], dir: string,
+  loc: RawLocation, levels: TlsLevels, inheritedMaxBody: number, inheritedBuffering: BufferingConfig,
+  upstreams: Map<string, UpstreamConfig>, problems: ConfigProblem[], dir: string, tlsReported: Set<string>,
 ): LocationConfig | null {
+  const path = levels[levels.length - 1]!.at;
   const target = parseProxyPass(loc.proxyPass, (name) => upstreams.has(name) && !upstreams.get(name)!.implicit);
   if (target.kind === 'error') {
     problem(problems, [...path, 'proxyPass'], target.message);
     return null;
   }
+  locationTlsProblems(levels, target.tls, (at, message) => problem(problems, at, message), tlsReported);
   const uri = target.uri;
   let upstream: string;
   if (target.kind === 'upstream') {
@@ -373,6 +366,7 @@ function normaliseLocation(
     setHeaders,
     clientMaxBodySize: loc.clientMaxBodySize !== undefined ? parseSize(loc.clientMaxBodySize) : inheritedMaxBody,
     buffering: resolveBuffering(loc, inheritedBuffering, dir),
+    upstreamTls: resolveUpstreamTls(levels, target.tls, target.kind === 'upstream' ? target.name : target.host, dir),
   };
 }
 

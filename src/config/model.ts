@@ -122,6 +122,22 @@ export interface LocationConfig {
   clientMaxBodySize: number;
   /** Request and response buffering (nearest of location, server, top level). */
   buffering: BufferingConfig;
+  /** TLS to the upstream for `proxyPass: "https://..."` (proxySsl* keys, nearest of location, server, top level); null for "http://". */
+  upstreamTls: UpstreamTlsConfig | null;
+}
+
+/** nginx proxy_ssl_* for an "https://" proxyPass. */
+export interface UpstreamTlsConfig {
+  /** proxy_ssl_verify (default false, as nginx): verify the upstream's certificate chain and `name`. */
+  verify: boolean;
+  /** proxy_ssl_trusted_certificate, resolved against the config's directory; null = none (then `verify` is false). */
+  trustedCertificate: string | null;
+  /** proxy_ssl_server_name (default false, as nginx): send `name` as SNI (nginx sends none for an IP address). */
+  serverName: boolean;
+  /** proxy_ssl_name: the name verified and sent as SNI; default the proxyPass host without the port (upstream name or host). */
+  name: string;
+  /** proxy_ssl_protocols (default TLSv1.2 and TLSv1.3). */
+  protocols: TlsProtocol[];
 }
 
 /** nginx proxy_request_buffering / proxy_buffering and their sizes, resolved to bytes and paths. */
@@ -182,6 +198,7 @@ export interface VirtualServerConfig {
   index: number;
   listen: ServerListen[];
   serverNames: string[];
+  /** The `default` key (default_server on every listen entry); per address, read `ServerListen.defaultServer`. */
   isDefault: boolean;
   /** TLS settings; null when the server has no `ssl` block. */
   ssl: SslConfig | null;
@@ -268,6 +285,17 @@ export const DEFAULTS = {
     status: '200-399',
     port: 0,
   },
+} as const;
+
+/** nginx's ssl_* and proxy_ssl_* defaults. */
+export const TLS_DEFAULTS = {
+  protocols: ['TLSv1.2', 'TLSv1.3'] as TlsProtocol[],
+  ciphers: 'HIGH:!aNULL:!MD5',
+  sessionTickets: true,
+  sessionTimeout: '5m',
+  proxySslVerify: false,
+  proxySslServerName: false,
+  proxySslProtocols: ['TLSv1.2', 'TLSv1.3'] as TlsProtocol[],
 } as const;
 
 export const SESSION_DEFAULTS = {

@@ -173,28 +173,74 @@ const bufferingKeys = {
     .describe('nginx proxy_temp_path: directory for response temp files (default: the OS temp directory)'),
 };
 
+export const TLS_PROTOCOLS = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const;
+const TLS_PROTOCOLS_MESSAGE = 'must be a list of "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"';
+
+const tlsProtocols = z.array(z.enum(TLS_PROTOCOLS, { error: TLS_PROTOCOLS_MESSAGE }), { error: TLS_PROTOCOLS_MESSAGE })
+  .min(1, { error: 'must list at least one protocol' });
+
+const filePath = z.string({ error: 'must be a file path' }).min(1, { error: 'must be a file path' });
+
+/** One file or a list of files (at least one). */
+const fileList = z.union([filePath, z.array(filePath).min(1, { error: 'must list at least one file' })],
+  {
+    error: (iss) => (iss.input === undefined ? 'is required'
+      : Array.isArray(iss.input) && iss.input.length === 0 ? 'must list at least one file' : 'must be a file path or a list of file paths'),
+  });
+
+/** A virtual server's TLS settings (nginx ssl_*), for its `listen ... ssl` addresses. */
+export const sslSchema = z.strictObject({
+  certificate: fileList
+    .describe('nginx ssl_certificate: PEM file of the certificate (followed by its chain), or a list of them (e.g. ECDSA and RSA), paired by position with certificateKey; relative paths: to the config file'),
+  certificateKey: fileList
+    .describe('nginx ssl_certificate_key: PEM file of the private key of each certificate, in the same order'),
+  protocols: tlsProtocols.optional().describe('nginx ssl_protocols: "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3" (default ["TLSv1.2", "TLSv1.3"])'),
+  ciphers: z.string({ error: 'must be an OpenSSL cipher list' }).min(1, { error: 'must be an OpenSSL cipher list' }).optional()
+    .describe('nginx ssl_ciphers: OpenSSL cipher list for TLS 1.2 and below (default "HIGH:!aNULL:!MD5")'),
+  sessionTickets: bool.optional().describe('nginx ssl_session_tickets: resume TLS sessions with tickets (default true)'),
+  sessionTimeout: duration().optional().describe('nginx ssl_session_timeout: how long a TLS session can be resumed (default "5m")'),
+});
+
+/** TLS to "https://" upstreams (nginx proxy_ssl_*): top level, server or location, the nearest wins. */
+const upstreamTlsKeys = {
+  proxySslVerify: bool.optional()
+    .describe('nginx proxy_ssl_verify: verify an "https://" upstream\'s certificate against proxySslTrustedCertificate (default false, as nginx)'),
+  proxySslTrustedCertificate: filePath.optional()
+    .describe('nginx proxy_ssl_trusted_certificate: PEM file of the CA certificates proxySslVerify trusts (relative paths: to the config file)'),
+  proxySslName: z.string({ error: 'must be a host name' }).regex(/^[^\s/]+$/, { error: 'must be a host name' }).optional()
+    .describe('nginx proxy_ssl_name: the name an "https://" upstream\'s certificate is verified against and, with proxySslServerName, sent as SNI (default: the host of proxyPass without the port)'),
+  proxySslServerName: bool.optional()
+    .describe('nginx proxy_ssl_server_name: send proxySslName as SNI to "https://" upstreams (default false, as nginx)'),
+  proxySslProtocols: tlsProtocols.optional()
+    .describe('nginx proxy_ssl_protocols: TLS versions offered to "https://" upstreams (default ["TLSv1.2", "TLSv1.3"])'),
+};
+
 export const locationSchema = z.strictObject({
   path: z.string({ error: 'must be a path starting with "/"' }).startsWith('/', { error: 'must be a path starting with "/"' })
     .describe('nginx `location /path`: prefix match, the longest wins (or exact with "exact": true)'),
   exact: bool.optional().describe('nginx `location = /path`'),
-  proxyPass: z.string({ error: 'must be "http://upstream_name" or "http://host:port"' })
-    .describe('nginx proxy_pass: "http://<upstream name>" or "http://host:port", optionally with a URI that replaces the matched prefix'),
+  proxyPass: z.string({ error: 'must be "http://upstream_name" or "http://host:port" (or "https://...")' })
+    .describe('nginx proxy_pass: "http://<upstream name>" or "http://host:port", optionally with a URI that replaces the matched prefix; "https://..." speaks TLS to the upstream (proxySsl* keys)'),
   proxySetHeader: z.record(z.string(), z.string({ error: 'must be a string ("" removes the header)' })).optional()
     .describe('nginx proxy_set_header: overrides request headers sent upstream ("" removes one)'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this location (default: the server\'s)'),
   ...bufferingKeys,
+  ...upstreamTlsKeys,
 });
 
 export const virtualServerSchema = z.strictObject({
   listen: z.array(z.string({ error: 'must be "host:port"' }), { error: 'must be an array of "host:port"' })
     .min(1, { error: 'must list at least one address' })
-    .describe('nginx listen: "host:port", "[::1]:port" or a bare port (all IPv4 addresses)'),
+    .describe('nginx listen: "host:port", "[::1]:port" or a bare port (all IPv4 addresses), then nginx\'s parameters "ssl", "default_server", "http2": "0.0.0.0:443 ssl", "80 default_server"'),
   serverName: z.array(z.string({ error: 'must be a string' })).optional()
     .describe('nginx server_name: exact names, "*.example.com", "www.example.*", ".example.com"'),
-  default: bool.optional().describe('nginx `listen ... default_server`'),
+  default: bool.optional().describe('nginx `listen ... default_server` on every listen entry of this server'),
+  ssl: sslSchema.optional().describe('TLS for this server\'s "ssl" listen entries (nginx ssl_* directives); chosen by SNI among the servers of one address'),
+  http2: bool.optional().describe('nginx `http2 on`: offer HTTP/2 (ALPN "h2") on this server\'s "ssl" addresses; not over plain TCP (default false)'),
   locations: z.array(locationSchema, { error: 'must be an array of locations' }).describe('nginx `location` blocks'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this server (default: the top-level one)'),
   ...bufferingKeys,
+  ...upstreamTlsKeys,
 });
 
 export const streamSchema = z.strictObject({
@@ -234,6 +280,7 @@ export const configSchema = z.strictObject({
     .describe('Where sticky "learn" bindings live (default {"type": "memory"}: local to this process)'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size (default "1m"; "0" = unlimited)'),
   ...bufferingKeys,
+  ...upstreamTlsKeys,
   largeClientHeaderBuffers: buffers.optional()
     .describe('nginx large_client_header_buffers: the request line must fit one buffer (else 414), each header line one buffer (else 400), the whole header NUMBER x SIZE (else 431) (default "4 8k")'),
   clientHeaderTimeout: duration().optional()
@@ -274,6 +321,9 @@ export type RawLocation = z.input<typeof locationSchema>;
 export type RawStream = z.input<typeof streamSchema>;
 /** The buffering keys, as written at any of the three levels. */
 export type RawBuffering = z.input<ReturnType<typeof z.strictObject<typeof bufferingKeys>>>;
+/** The proxy_ssl_* keys, as written at any of the three levels. */
+export type RawUpstreamTls = z.input<ReturnType<typeof z.strictObject<typeof upstreamTlsKeys>>>;
+export type RawSsl = z.input<typeof sslSchema>;
 
 /** One validation problem: a JSONPath-like location (`$.upstreams.backend.servers[1].weight`) and what is wrong. */
 export interface ConfigProblem {

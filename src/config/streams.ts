@@ -10,6 +10,7 @@
  * uses may have none of these.
  */
 import { formatHostPort, parseHostPort, wildcardClashes } from '../nginx-language/address.js';
+import { parseListen } from '../nginx-language/listen.js';
 import { formatPath, type RawConfig } from './schema.js';
 import { DURATION_PATTERN, parseDuration } from '../nginx-language/units.js';
 import { compileTemplate } from '../nginx-language/variables.js';
@@ -75,7 +76,7 @@ export function streamProblems(raw: unknown, add: (path: PropertyKey[], message:
       if (!isObject(vs) || !Array.isArray(vs.listen)) return;
       vs.listen.forEach((text: unknown, j: number) => {
         if (typeof text !== 'string') return;
-        const hp = parseHostPort(text, undefined);
+        const hp = parseListen(text);
         if (typeof hp === 'string') return;
         const key = formatHostPort(hp.host, hp.port);
         if (!taken.has(key)) taken.set(key, `$.servers[${i}]`);
