@@ -26,6 +26,8 @@ export interface SignalHandlers {
 /** What `--watch` reloads. */
 export interface Reloader {
   reloadFromFile(file: string): Promise<unknown>;
+  /** Other files the configuration in use reads (TLS certificates and keys): a change to one reloads too. */
+  watchedFiles(): string[];
 }
 
 const ignore = (): void => undefined;
@@ -36,7 +38,7 @@ const EXIT_DELAY_MS = 50;
 const WATCH_DEBOUNCE_MS = 300;
 
 export class ProcessLifecycle {
-  private watcher: FSWatcher | null = null;
+  private readonly watchers = new Map<string, FSWatcher>();
   private removePid: () => void = ignore;
   private exiting = false;
 
@@ -76,28 +78,55 @@ export class ProcessLifecycle {
   }
 
   /**
-   * `run --watch`: `reloader` reloads `file` when it changes (debounced). Watches the
-   * directory, since editors replace files by renaming; shutdown() stops watching.
+   * `run --watch`: `reloader` reloads `file` when it changes (debounced), or when one of the files
+   * the configuration in use reads does (`reloader.watchedFiles()`: certificates, so that a
+   * certbot renewal needs no hook; the set is taken again after every change). Watches
+   * directories, since editors and certbot replace files by renaming (certbot's live/ names are
+   * symbolic links it replaces); shutdown() stops watching.
    */
   watchConfig(file: string, reloader: Reloader): void {
     const log = this.log;
-    const path = resolve(file);
-    const name = basename(path);
+    const configPath = resolve(file);
     let timer: NodeJS.Timeout | null = null;
-    try {
-      this.watcher = watch(dirname(path), (_event, changed) => {
-        if (changed !== null && changed !== name) return;
-        if (timer !== null) clearTimeout(timer);
-        timer = setTimeout(() => {
-          timer = null;
-          log.info({ file: path }, 'config file changed; reloading');
-          void reloader.reloadFromFile(file);
-        }, WATCH_DEBOUNCE_MS);
-      });
-      this.watcher.on('error', (err) => log.error({ file: path, err: err.message }, 'config file watch failed'));
-    } catch (err) {
-      log.error({ file: path, err: (err as Error).message }, 'cannot watch the config file; SIGHUP still reloads');
-    }
+    const names = new Map<string, Set<string>>(); // directory -> file names watched in it
+    const onChange = (dir: string, changed: string | null): void => {
+      if (changed !== null && !(names.get(dir)?.has(changed) ?? false)) return;
+      if (timer !== null) clearTimeout(timer);
+      timer = setTimeout(() => {
+        timer = null;
+        log.info({ file: configPath, changed: changed === null ? dir : resolve(dir, changed) }, 'config file or a file it reads changed; reloading');
+        void reloader.reloadFromFile(file).finally(() => watchAll());
+      }, WATCH_DEBOUNCE_MS);
+    };
+    const watchAll = (): void => {
+      if (this.exiting) return;
+      const wanted = new Map<string, Set<string>>();
+      for (const f of [configPath, ...reloader.watchedFiles().map((p) => resolve(p))]) {
+        const dir = dirname(f);
+        let set = wanted.get(dir);
+        if (set === undefined) wanted.set(dir, set = new Set());
+        set.add(basename(f));
+      }
+      for (const [dir, watcher] of this.watchers) {
+        if (!wanted.has(dir)) {
+          watcher.close();
+          this.watchers.delete(dir);
+        }
+      }
+      names.clear();
+      for (const [dir, set] of wanted) {
+        names.set(dir, set);
+        if (this.watchers.has(dir)) continue;
+        try {
+          const watcher = watch(dir, (_event, changed) => onChange(dir, changed));
+          watcher.on('error', (err) => log.error({ dir, err: err.message }, 'file watch failed'));
+          this.watchers.set(dir, watcher);
+        } catch (err) {
+          log.error({ dir, err: (err as Error).message }, 'cannot watch this directory; SIGHUP still reloads');
+        }
+      }
+    };
+    watchAll();
   }
 
   /**
@@ -108,8 +137,8 @@ export class ProcessLifecycle {
   shutdown(drain: () => Promise<unknown>, exitCode = 0): boolean {
     if (this.exiting) return false;
     this.exiting = true;
-    this.watcher?.close();
-    this.watcher = null;
+    for (const w of this.watchers.values()) w.close();
+    this.watchers.clear();
     void drain().then(() => {
       this.removePid();
       this.log.flush?.();

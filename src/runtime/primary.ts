@@ -205,6 +205,10 @@ export class ClusterPrimary {
    * Validates the file here, has every worker switch to it, then switches here (see
    * ReloadPeers); counted once, here (reloads in /status and /metrics).
    */
+  watchedFiles(): string[] {
+    return this.lb.watchedFiles();
+  }
+
   reloadFromFile(file: string): Promise<boolean> {
     return this.lb.reloadFromFile(file);
   }

@@ -243,6 +243,13 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     return this.fileReloads.run(file, text);
   }
 
+  /** The files the configuration in use reads besides itself (TLS certificates and keys): `run --watch` watches them too. */
+  watchedFiles(): string[] {
+    const out: string[] = [];
+    for (const vs of this.config.servers) for (const p of vs.ssl?.certificates ?? []) out.push(p.certificate, p.key);
+    return out;
+  }
+
   /** Reloadable: what the log line of a reload reports in use. */
   inUse(): { listen: string[]; upstreams: string[] } {
     return { listen: this.http.keys(), upstreams: [...this.upstreams.keys()] };
