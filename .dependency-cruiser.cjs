@@ -6,6 +6,7 @@ const LAYERS = [
   'nginx-language', // nginx's little language: variables, units, addresses, header tokens
   'net',            // sockets: listen, client address, local-resource and failure kinds
   'config',         // config model types; schema, load, cross-checks
+  'tls',            // certificates checked and loaded, secure contexts per listen address, ticket keys
   'balancer',       // peer state and one file per policy
   'observability',  // log, metrics, access log, status page
   'health',         // active probes

@@ -1,10 +1,13 @@
 /**
  * Request routing as nginx does it: the listener's virtual server by Host
- * (exact name, longest `*.suffix` / `.suffix`, longest `prefix.*`, then the default
- * server), then the location (`exact` first, then the longest prefix).
+ * (nginx-language/server-names.ts: exact name, longest `*.suffix` / `.suffix`, longest
+ * `prefix.*`, then the default server), then the location (`exact` first, then the longest prefix).
  * Built once per config; lookups allocate nothing for plain paths.
  */
 import type { LocationConfig, VirtualServerConfig } from '../../config/model.js';
+import { ServerNames } from '../../nginx-language/server-names.js';
+
+export { normaliseHost } from '../../nginx-language/server-names.js';
 
 export interface VirtualServerRoutes<R> {
   /** The first server name ("_" when none): the `server` label of metrics. */
@@ -14,62 +17,18 @@ export interface VirtualServerRoutes<R> {
   readonly prefixes: { path: string; route: R }[];
 }
 
+/** The virtual servers of one listen address, chosen by `Host` with nginx's server name rules. */
 export class ListenerRouter<R> {
-  private readonly exactNames = new Map<string, VirtualServerRoutes<R>>();
-  /** ".example.com" or "*.example.com" as the suffix to match (".example.com"), longest first. */
-  private readonly leading: { suffix: string; bare: string | null; vs: VirtualServerRoutes<R> }[] = [];
-  /** "www.example.*" as "www.example.", longest first. */
-  private readonly trailing: { prefix: string; vs: VirtualServerRoutes<R> }[] = [];
-  private defaultServer: VirtualServerRoutes<R> | null = null;
+  private readonly names = new ServerNames<VirtualServerRoutes<R>>();
 
   add(vsConfig: VirtualServerConfig, vs: VirtualServerRoutes<R>): void {
-    // nginx: the first server of a listen address is its default unless another says `default_server`.
-    if (this.defaultServer === null || vsConfig.isDefault) this.defaultServer = vs;
-    for (const name of vsConfig.serverNames) {
-      if (name.startsWith('*.')) {
-        this.leading.push({ suffix: name.slice(1), bare: null, vs });
-      } else if (name.startsWith('.')) {
-        this.leading.push({ suffix: name, bare: name.slice(1), vs });
-      } else if (name.endsWith('.*')) {
-        this.trailing.push({ prefix: name.slice(0, -1), vs });
-      } else if (!this.exactNames.has(name)) {
-        this.exactNames.set(name, vs);
-      }
-    }
-    this.leading.sort((a, b) => b.suffix.length - a.suffix.length);
-    this.trailing.sort((a, b) => b.prefix.length - a.prefix.length);
+    this.names.add(vsConfig.serverNames, vs, vsConfig.isDefault);
   }
 
   /** The virtual server for a Host header value. */
   serverFor(hostHeader: string | undefined): VirtualServerRoutes<R> {
-    if (hostHeader !== undefined && hostHeader.length > 0) {
-      const host = normaliseHost(hostHeader);
-      const exact = this.exactNames.get(host);
-      if (exact !== undefined) return exact;
-      for (const l of this.leading) {
-        if (host.endsWith(l.suffix) || (l.bare !== null && host === l.bare)) return l.vs;
-      }
-      for (const t of this.trailing) {
-        if (host.startsWith(t.prefix)) return t.vs;
-      }
-    }
-    return this.defaultServer!;
+    return this.names.lookup(hostHeader)!;
   }
-}
-
-/** Host header to a server name: lower case, no port, no trailing dot. */
-export function normaliseHost(host: string): string {
-  let end = host.length;
-  if (host.charCodeAt(0) === 91 /* [ */) {
-    const close = host.indexOf(']');
-    end = close >= 0 ? close + 1 : end;
-  } else {
-    const colon = host.indexOf(':');
-    if (colon >= 0) end = colon;
-  }
-  if (end > 0 && host.charCodeAt(end - 1) === 46 /* . */) end--;
-  const name = host.slice(0, end);
-  return name.toLowerCase();
 }
 
 export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: LocationConfig) => R): VirtualServerRoutes<R> {
