@@ -12,7 +12,7 @@ import { resolve as resolvePath } from 'node:path';
 import { formatHostPort } from '../nginx-language/address.js';
 import { parseListen } from '../nginx-language/listen.js';
 import { DURATION_PATTERN, parseDuration } from '../nginx-language/units.js';
-import { TLS_DEFAULTS, type ServerListen, type SslConfig, type TlsProtocol, type UpstreamTlsConfig } from './model.js';
+import { TLS_DEFAULTS, type Config, type ServerListen, type SslConfig, type TlsProtocol, type UpstreamTlsConfig } from './model.js';
 import { formatPath, type RawSsl, type RawUpstreamTls } from './schema.js';
 
 type Add = (path: PropertyKey[], message: string) => void;
@@ -181,4 +181,22 @@ export function resolveUpstreamTls(levels: TlsLevels, tls: boolean, host: string
     name: value('proxySslName') ?? host,
     protocols: uniqueProtocols(value('proxySslProtocols') ?? TLS_DEFAULTS.proxySslProtocols),
   };
+}
+
+/**
+ * What a valid config may ask for that this version does not serve yet (issue 16 is under way):
+ * HTTP/2 and TLS to upstreams. `check`, start and reload refuse them, so that no config runs
+ * differently from what it says (HTTP/1.1 where HTTP/2 was asked, plain HTTP to an https upstream).
+ */
+export function featuresNotServedYet(config: Config): { path: string; message: string }[] {
+  const out: { path: string; message: string }[] = [];
+  for (const vs of config.servers) {
+    if (vs.http2) out.push({ path: `$.servers[${vs.index}].http2`, message: 'HTTP/2 is not served yet by this version (HTTP/1.1 over TLS is): remove "http2" for now' });
+    vs.locations.forEach((loc, j) => {
+      if (loc.upstreamTls !== null) {
+        out.push({ path: `$.servers[${vs.index}].locations[${j}].proxyPass`, message: 'TLS to upstreams ("https://") is not served yet by this version: use "http://" for now' });
+      }
+    });
+  }
+  return out;
 }

@@ -267,6 +267,8 @@ export interface MetricsSource {
   reloads(): { success: number; failure: number };
   /** When the configuration in use was loaded (start or last successful reload), ms since epoch. */
   lastReloadSuccess(): number;
+  /** The TLS certificates in use: virtual server, certificate file, notAfter (ms since epoch). */
+  tlsCertificates?(): Iterable<{ server: string; certificateFile: string; notAfter: number }>;
 }
 
 export class Metrics {
@@ -312,6 +314,15 @@ export class Metrics {
     this.store = new StoreMetrics(this.storeSeconds, this.storeErrors);
 
     const src = this.source;
+    new Gauge({
+      name: 'sessionlb_tls_certificate_expiry_timestamp_seconds',
+      help: 'When each TLS certificate in use expires (notAfter, Unix time), by virtual server and certificate file',
+      labelNames: ['server', 'certificate'], registers: [r],
+      collect(): void {
+        this.reset();
+        for (const c of src.tlsCertificates?.() ?? []) this.set({ server: c.server, certificate: c.certificateFile }, Math.floor(c.notAfter / 1000));
+      },
+    });
     new Gauge({
       name: 'sessionlb_upstream_server_up', help: '1 when the server takes traffic (state up or drain), else 0',
       labelNames: ['upstream', 'server'], registers: [r],

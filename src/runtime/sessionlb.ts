@@ -6,7 +6,8 @@
  * listener set prepares (binds what the new config adds), then everything switches
  * synchronously, or every set aborts; requests in flight keep the objects they started with.
  */
-import type { Config } from '../config/model.js';
+import type { Config, ServerListen } from '../config/model.js';
+import { featuresNotServedYet } from '../config/tls.js';
 import { Upstream } from '../balancer/upstream.js';
 import { ServerStates } from '../balancer/server-state.js';
 import type { ForwardHooks } from '../proxy/http/forward.js';
@@ -18,6 +19,8 @@ import { HealthChecker, holdUntilFirstProbe } from '../health/checker.js';
 import type { EventLog } from '../observability/log.js';
 import { Observability } from '../observability/observability.js';
 import { SessionManager, type StoreSetup } from '../sessions/manager.js';
+import { TicketKeys } from '../tls/ticket-keys.js';
+import { TlsSites, buildTlsSites, sharedAddressProblems, type TlsSite } from '../tls/contexts.js';
 import type { Affinity } from '../sessions/affinity.js';
 import { StreamProxies } from '../proxy/stream/listener.js';
 import { SINGLE_PROCESS, type RuntimeRole } from './role.js';
@@ -46,6 +49,11 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   readonly log: EventLog;
   readonly hooks: ForwardHooks;
   upstreams = new Map<string, Upstream>();
+  /** Session ticket keys, rotated daily, shared by every ssl address of this process. */
+  private readonly ticketKeys = new TicketKeys();
+  /** The TLS sites (certificates per ssl address and server) in use. */
+  private readonly tlsSites = new TlsSites(this.ticketKeys);
+  private readonly tlsByAddress = new Map<string, TlsTermination>();
   /** Each server's runtime state (health, failures, slow start, admin state and weight), found again by every reload. */
   private readonly serverStates = new ServerStates();
   stopping = false;
@@ -86,6 +94,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       stickyStats: () => this.sessions.allStats(),
       reloads: () => this.reloads,
       lastReloadSuccess: () => this.lastReloadSuccess ?? (this.startedAt || Date.now()),
+      tlsCertificates: () => this.tlsSites.certificates(),
     }, config, { pretty: options.pretty, accessLogToStdout: options.accessLogToStdout });
     const metrics = this.observability.metrics;
     this.hooks = {
@@ -142,6 +151,10 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** Binds every listener and the admin listener. */
   async start(): Promise<void> {
     this.startedAt = Date.now();
+    if (this.role.bindsListeners) {
+      this.tlsSites.swap(await this.buildTls(this.config));
+      if (this.tlsSites.addresses().length > 0) this.ticketKeys.start();
+    }
     if (this.stateFile !== null && this.config.stateFile !== null) await this.stateFile.restore(this.config.stateFile, this.upstreams);
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
     if (this.role.probesHealth) this.health.sync(this.upstreams);
@@ -195,7 +208,11 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     const upstreams = this.buildUpstreams(config);
     let httpPlan;
     let streamPlan;
+    // TLS first: a certificate that does not load fails the reload with nothing changed. The new
+    // set goes in use now (listeners bound next read it) and back out if the reload is abandoned.
+    const tlsBefore = this.tlsSites.inUse();
     try {
+      if (this.role.bindsListeners) this.tlsSites.swap(await this.buildTls(config));
       httpPlan = await this.http.prepare(config, this.routesFor(config, upstreams, storePlan));
       try {
         streamPlan = await this.streams.prepare(config, upstreams);
@@ -205,8 +222,10 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       }
     } catch (err) {
       this.sessions.abort(storePlan);
+      this.tlsSites.swap(tlsBefore);
       throw err;
     }
+    if (this.tlsSites.addresses().length > 0) this.ticketKeys.start();
     // The switch: everything below is synchronous.
     logConfigWeightWins(this.upstreams, upstreams, this.log);
     this.config = config;
@@ -243,6 +262,37 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     return this.fileReloads.run(file, text);
   }
 
+  /**
+   * The TLS sites of `config` (certificates read and checked); throws, naming each file and
+   * what is wrong with it, when one does not load. Warnings (expiry, names) are logged.
+   */
+  private async buildTls(config: Config): Promise<Map<string, TlsSite>> {
+    const built = await buildTlsSites(config.servers, this.ticketKeys);
+    for (const w of built.warnings) this.log.warn({ address: w.address, server: w.server, file: w.file }, `TLS certificate: ${w.message}`);
+    const problems = [
+      ...featuresNotServedYet(config).map((p) => `${p.path}: ${p.message}`),
+      ...[...built.problems, ...sharedAddressProblems(built.sites)].map((p) => `${p.file}: ${p.message} (server ${p.server} on ${p.address})`),
+    ];
+    if (problems.length > 0) throw new Error(problems.join('; '));
+    return built.sites;
+  }
+
+  /** The TLS side of an `ssl` address, for its listener (one per address, following the set in use). */
+  private tlsFor(listen: ServerListen): TlsTermination {
+    let t = this.tlsByAddress.get(listen.key);
+    if (t === undefined) {
+      const key = listen.key;
+      const sites = this.tlsSites;
+      t = {
+        serverOptions: () => sites.serverOptions(key),
+        attach: (server) => sites.attach(key, server),
+        serverFor: (servername) => sites.site(key)?.serverFor(servername).name ?? '_',
+      };
+      this.tlsByAddress.set(key, t);
+    }
+    return t;
+  }
+
   /** The files the configuration in use reads besides itself (TLS certificates and keys): `run --watch` watches them too. */
   watchedFiles(): string[] {
     const out: string[] = [];
@@ -269,6 +319,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** Stops accepting, lets requests in flight finish (up to `shutdownTimeoutMs`), then closes everything. */
   async stop(timeoutMs = this.config.shutdownTimeoutMs): Promise<void> {
     this.stopping = true;
+    this.ticketKeys.stop();
     this.health.stop();
     const streamsStopped = this.streams.stop(timeoutMs);
     await this.http.stop(timeoutMs);
@@ -304,8 +355,6 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** The HTTP routes of `config` (none when this role binds no listener); `store`: a reload's prepared session store. */
   private routesFor(config: Config, upstreams: ReadonlyMap<string, Upstream>, store?: StoreSetup): ReadonlyMap<string, HttpRoute> {
     if (!this.role.bindsListeners) return NO_ROUTES;
-    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store), (listen): TlsTermination => {
-      throw new Error(`${listen.key}: TLS termination is not wired yet`);
-    });
+    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store), (listen) => this.tlsFor(listen));
   }
 }

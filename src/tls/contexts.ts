@@ -130,6 +130,42 @@ export async function buildTlsSites(servers: readonly VirtualServerConfig[], tic
   return { sites: problems.length === 0 ? sites : new Map(), problems, warnings };
 }
 
+/**
+ * Servers sharing an `ssl` address are chosen by SNI, and node then takes from the chosen
+ * server's context only its last certificate/key pair, which replaces the default server's pair
+ * of the same key type (see the comment at the top). So that no client is ever given another
+ * server's certificate, several servers on one address must each have one pair, all of the same
+ * key type (a server alone on its address may have several, e.g. ECDSA and RSA side by side).
+ */
+export function sharedAddressProblems(sites: ReadonlyMap<string, TlsSite>): TlsMessage[] {
+  const out: TlsMessage[] = [];
+  for (const [address, site] of sites) {
+    const problem = sharedAddressProblem(address, site.servers);
+    if (problem !== null) out.push(problem);
+  }
+  return out;
+}
+
+function sharedAddressProblem(address: string, entries: readonly TlsServerEntry[]): TlsMessage | null {
+  if (entries.length < 2) return null;
+  const first = entries[0]!;
+  const firstType = first.certificates.pairs[0]?.keyType;
+  for (const e of entries) {
+    const pairs = e.certificates.pairs;
+    const type = pairs[0]?.keyType;
+    if (pairs.length === 1 && type === firstType) continue;
+    const what = pairs.length > 1
+      ? `has ${pairs.length} certificates (${pairs.map((p) => p.keyType).join(', ')})`
+      : `has a ${type} certificate while ${first.name} has ${firstType}`;
+    return {
+      address, server: e.name, file: pairs[0]?.certificateFile ?? '',
+      message: `servers sharing ${address} must each have one certificate, all of one key type; ${e.name} ${what}. `
+        + 'Give the servers one key type (or their own address): with several servers on an address, sessionlb cannot yet hand a client the whole certificate set of the server SNI chose',
+    };
+  }
+  return null;
+}
+
 const PROTOCOL_ORDER: readonly TlsProtocol[] = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'];
 const NO_PROTOCOL: Record<TlsProtocol, number> = {
   TLSv1: cryptoConstants.SSL_OP_NO_TLSv1,
@@ -208,6 +244,11 @@ export class TlsSites {
       const site = sites.get(address);
       if (site !== undefined) server.setSecureContext(this.defaultOptions(site));
     }
+  }
+
+  /** The set in use (to put back when a reload that swapped it early is abandoned). */
+  inUse(): Map<string, TlsSite> {
+    return this.current;
   }
 
   site(address: string): TlsSite | undefined {

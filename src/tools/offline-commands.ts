@@ -3,6 +3,9 @@
  * (nginx config -> sessionlb JSON) and `firewall` (iptables/nftables rules for the memcached
  * hosts). They only read files and print text.
  */
+import { featuresNotServedYet } from '../config/tls.js';
+import { TicketKeys } from '../tls/ticket-keys.js';
+import { buildTlsSites, sharedAddressProblems } from '../tls/contexts.js';
 import { readFile, writeFile } from 'node:fs/promises';
 import { loadConfig, loadConfigFile } from '../config/load.js';
 import { ConfigError } from '../config/model.js';
@@ -29,6 +32,18 @@ export async function checkCommand(file: string): Promise<number> {
   const config = await loadOrReport(() => loadConfigFile(file),
     (err) => `sessionlb: configuration file ${file} test failed (${err.problems.length} problem${err.problems.length === 1 ? '' : 's'})`);
   if (config === null) return 1;
+  // Like nginx -t: the certificate files too (readable, key matches, chain order; expiry and names warned).
+  const built = await buildTlsSites(config.servers, new TicketKeys());
+  for (const w of built.warnings) process.stderr.write(`sessionlb: warning: ${w.file}: ${w.message} (server ${w.server} on ${w.address})\n`);
+  const problems = [
+    ...featuresNotServedYet(config).map((p) => `${file}: ${p.path}: ${p.message}`),
+    ...[...built.problems, ...sharedAddressProblems(built.sites)].map((p) => `${p.file}: ${p.message} (server ${p.server} on ${p.address})`),
+  ];
+  if (problems.length > 0) {
+    for (const p of problems) process.stderr.write(`${p}\n`);
+    process.stderr.write(`sessionlb: configuration file ${file} test failed (${problems.length} problem${problems.length === 1 ? '' : 's'})\n`);
+    return 1;
+  }
   process.stdout.write(`sessionlb: the configuration file ${file} syntax is ok\nconfiguration OK\n`);
   return 0;
 }

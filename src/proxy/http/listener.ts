@@ -9,7 +9,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import type { SecureContext, SecureContextOptions, TLSSocket } from 'node:tls';
+import type { Server as TlsServer, TLSSocket, TlsOptions } from 'node:tls';
 import type { Config, HeaderLimits } from '../../config/model.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
@@ -33,15 +33,15 @@ export interface HttpListenerOwner {
 }
 
 /**
- * What an `ssl` address needs from the TLS layer (src/tls builds one per address and config):
- * the default server's certificate for clients without SNI, the context SNI selects, and the
- * name of the server a handshake reached.
+ * What an `ssl` address needs from the TLS layer (src/tls: TlsSites, one per process): options
+ * for the server (the default server's certificates for clients without SNI, and an SNI callback
+ * that picks the server's context from the set in use), a way to follow certificate swaps and
+ * ticket key rotations, and the name of the server a handshake reached.
  */
 export interface TlsTermination {
-  /** tls.Server options of the default server: certificate(s), protocols, ciphers, tickets. */
-  readonly defaultOptions: SecureContextOptions;
-  /** The context of the server `servername` selects with serverName's rules (the default server's when none matches). */
-  contextFor(servername: string): SecureContext;
+  serverOptions(): TlsOptions;
+  /** Keeps `server` in step with the TLS set in use (reloads, ticket keys); returns the way to let go. */
+  attach(server: TlsServer): () => void;
   /** The virtual server (first server name, "_" when none) a handshake with `servername` (undefined: no SNI) reached. */
   serverFor(servername: string | undefined): string;
 }
@@ -61,6 +61,8 @@ export function tlsErrorReason(err: NodeJS.ErrnoException & { reason?: string })
   if (/CERT/.test(code)) return 'certificate';
   return 'other';
 }
+
+function noop(): void { /* nothing to let go */ }
 
 /** Whether an Upgrade header offers h2c (RFC 7540 3.2): never passed upstream (the h2c smuggling vector). */
 function offersH2c(upgrade: string | undefined): boolean {
@@ -108,8 +110,10 @@ export class HttpListener {
   /** large_client_header_buffers. */
   private headLimits: HeaderLimits = { bufferSize: 0, total: 0 };
   private lastAcceptError = 0;
-  /** The TLS side of an `ssl` address (replaced on reload); null for plain HTTP. */
-  private tls: TlsTermination | null;
+  /** The TLS side of an `ssl` address; null for plain HTTP. */
+  private readonly tls: TlsTermination | null;
+  /** Lets go of the TLS set (at close). */
+  private readonly detachTls: () => void;
 
   constructor(
     readonly key: string, readonly host: string, readonly port: number, router: ListenerRouter<Route>,
@@ -129,10 +133,14 @@ export class HttpListener {
     };
     if (tls === null) {
       this.server = http.createServer(options, this.onRequest);
+      this.detachTls = noop;
     } else {
-      this.server = https.createServer({ ...options, ...tls.defaultOptions, SNICallback: this.onSni }, this.onRequest);
-      this.server.on('secureConnection', this.onSecureConnection);
-      this.server.on('tlsClientError', this.onTlsClientError);
+      const server = https.createServer({ ...options, ...tls.serverOptions() }, this.onRequest);
+      this.server = server;
+      this.detachTls = tls.attach(server);
+      server.on('secureConnection', this.onSecureConnection);
+      server.on('tlsClientError', this.onTlsClientError);
+      server.once('close', this.detachTls);
     }
     this.configure(config);
     this.server.on('checkContinue', this.onCheckContinue);
@@ -145,18 +153,6 @@ export class HttpListener {
   get terminatesTls(): boolean {
     return this.tls !== null;
   }
-
-  /** A reload's TLS side for this address: new handshakes use its certificates; open connections go on. */
-  useTls(tls: TlsTermination): void {
-    if (tls === this.tls) return;
-    this.tls = tls;
-    (this.server as https.Server).setSecureContext(tls.defaultOptions);
-  }
-
-  /** SNI: the context of the server the name selects (serverName rules; the default server's otherwise). */
-  private readonly onSni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void => {
-    cb(null, this.tls!.contextFor(servername));
-  };
 
   private readonly onSecureConnection = (socket: TLSSocket): void => {
     const name = (socket as TLSSocket & { servername?: string | false }).servername;
@@ -389,7 +385,6 @@ export class HttpListeners {
         removed.push(l);
       } else {
         l.router = r.router;
-        if (r.tls !== null) l.useTls(r.tls);
         l.configure(plan.config);
       }
     }

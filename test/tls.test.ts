@@ -1,0 +1,157 @@
+/**
+ * TLS termination end to end (issue 16): real certificates made with openssl in the test
+ * (test/helpers/tls-certs.ts), sessionlb in-process, node's https/tls clients.
+ * - two servers on one `ssl` address chosen by SNI, no SNI gets the default server's certificate;
+ * - a request over TLS reaches the backend with X-Forwarded-Proto: https, and the cookie-insert
+ *   mode's cookie gets Secure; TLS 1.1 is refused by default;
+ * - handshake metrics and the certificate expiry gauge;
+ * - reload: new certificate files are served to new connections while an open keep-alive
+ *   connection goes on; a key that does not match fails the reload and the old certificate stays.
+ */
+import https from 'node:https';
+import tls from 'node:tls';
+import { copyFileSync, readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { freePort, request } from './helpers/net.js';
+import { useScope } from './helpers/scope.js';
+import { TestPki } from './helpers/tls-certs.js';
+
+const scope = useScope();
+const pki = new TestPki();
+afterAll(() => pki.remove());
+
+/** The leaf certificate a TLS handshake with `servername` (undefined: no SNI) gets. */
+function peerCertificate(port: number, servername: string | undefined, extra: tls.ConnectionOptions = {}): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false, ...extra }, () => {
+      const raw = socket.getPeerX509Certificate();
+      socket.resume(); // read what the server sends (TLS 1.3 session tickets) so that closing sends no reset
+      socket.end();
+      socket.once('close', () => {
+        if (raw === undefined) reject(new Error('no peer certificate'));
+        else resolve(raw);
+      });
+    });
+    socket.on('error', reject);
+  });
+}
+
+interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+
+function httpsGet(port: number, servername: string, path = '/', agent?: https.Agent): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      host: '127.0.0.1', port, path, servername, headers: { host: servername }, rejectUnauthorized: false, agent: agent ?? false,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function setup(): Promise<{ port: number; adminPort: number; shopCert: string; shopKey: string; raw: Record<string, unknown>; reload: () => Promise<void> }> {
+  // The backend answers with the X-Forwarded-Proto it got.
+  const be = await scope.backend('a', (req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/plain' });
+    res.end(`proto=${req.headers['x-forwarded-proto'] ?? ''}`);
+  });
+  const shop = pki.issue('shop.test');
+  const api = pki.issue('api.test');
+  // The files the config names; a reload test replaces them in place.
+  const shopCert = pki.concat(`shop-${Date.now()}.pem`, shop.cert, pki.intermediate.cert);
+  const shopKey = pki.concat(`shop-${Date.now()}.key`, shop.key);
+  const port = await freePort();
+  const listen = [`127.0.0.1:${port} ssl`];
+  const raw = {
+    servers: [
+      { listen, serverName: ['shop.test'], ssl: { certificate: shopCert, certificateKey: shopKey }, locations: [{ path: '/', proxyPass: 'http://backend' }] },
+      { listen, serverName: ['api.test'], ssl: { certificate: pki.concat(`api-${Date.now()}.pem`, api.cert, pki.intermediate.cert), certificateKey: api.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] },
+    ],
+    upstreams: { backend: { sticky: { mode: 'cookie', cookieKey: 'k'.repeat(24) }, servers: [{ address: be.address }] } },
+  };
+  const lb = await scope.lb(raw);
+  return {
+    port, adminPort: lb.adminPort, shopCert, shopKey, raw,
+    reload: async () => lb.lb.reload(await loadConfig({ ...raw, admin: { listen: `127.0.0.1:${lb.adminPort}` } }, '<test>')),
+  };
+}
+
+describe('TLS termination', () => {
+  it('SNI chooses the server (and its certificate); no SNI gets the default server; over TLS the backend sees https and the cookie is Secure', async () => {
+    const { port, adminPort } = await setup();
+    expect((await peerCertificate(port, 'shop.test')).subject).toBe('CN=shop.test');
+    expect((await peerCertificate(port, 'api.test')).subject).toBe('CN=api.test');
+    expect((await peerCertificate(port, undefined)).subject).toBe('CN=shop.test'); // the first server is the default
+    expect((await peerCertificate(port, 'other.test')).subject).toBe('CN=shop.test');
+
+    const res = await httpsGet(port, 'shop.test');
+    expect(res.status).toBe(200);
+    expect(res.body).toBe('proto=https');
+    const cookie = ([] as string[]).concat(res.headers['set-cookie'] ?? []).find((c) => c.startsWith('SESSIONLB='));
+    expect(cookie).toMatch(/; Secure$/);
+
+    const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
+    expect(metrics).toMatch(/sessionlb_tls_handshakes_total\{server="shop\.test",protocol="TLSv1\.3",resumed="false"\} [1-9]/);
+    expect(metrics).toMatch(/sessionlb_tls_handshakes_total\{server="api\.test",protocol="TLSv1\.3",resumed="false"\} [1-9]/);
+  });
+
+  it('servers sharing an ssl address with different key types (ECDSA and RSA) are refused at start, naming the file: no client may get another server\'s certificate', async () => {
+    const port = await freePort();
+    const listen = [`127.0.0.1:${port} ssl`];
+    const ec = pki.issue('ec.test');
+    const rsa = pki.issue('rsa.test', { kind: 'rsa' });
+    await expect(scope.lb({
+      servers: [
+        { listen, serverName: ['ec.test'], ssl: { certificate: ec.cert, certificateKey: ec.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] },
+        { listen, serverName: ['rsa.test'], ssl: { certificate: rsa.cert, certificateKey: rsa.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] },
+      ],
+      upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } },
+    })).rejects.toThrow(/servers sharing 127\.0\.0\.1:\d+ must each have one certificate, all of one key type; rsa\.test has a RSA certificate while ec\.test has EC/);
+  });
+
+  it('TLS 1.1 is refused by default (nginx ssl_protocols TLSv1.2 TLSv1.3), counted as a protocol error; TLS 1.2 works', async () => {
+    const { port, adminPort } = await setup();
+    await expect(peerCertificate(port, 'shop.test', { maxVersion: 'TLSv1.1', minVersion: 'TLSv1.1', ciphers: 'DEFAULT:@SECLEVEL=0' })).rejects.toThrow();
+    expect((await peerCertificate(port, 'shop.test', { maxVersion: 'TLSv1.2' })).subject).toBe('CN=shop.test');
+    const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
+    expect(metrics).toMatch(/sessionlb_tls_handshake_errors_total\{reason="protocol"\} [1-9]/);
+    expect(metrics).toMatch(/sessionlb_tls_handshakes_total\{server="shop\.test",protocol="TLSv1\.2",resumed="false"\} 1/);
+  });
+
+  it('the expiry of every certificate in use is a gauge (Unix time of notAfter)', async () => {
+    const { adminPort, shopCert } = await setup();
+    const notAfter = Math.floor(Date.parse(new X509Certificate(readFileSync(shopCert)).validTo) / 1000);
+    const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
+    const line = metrics.split('\n').find((l) => l.startsWith('sessionlb_tls_certificate_expiry_timestamp_seconds{server="shop.test"'));
+    expect(line).toBe(`sessionlb_tls_certificate_expiry_timestamp_seconds{server="shop.test",certificate="${shopCert}"} ${notAfter}`);
+  });
+
+  it('reload with renewed files: new connections get the new certificate, an open keep-alive connection goes on; a key that does not match fails the reload and the old certificate stays', async () => {
+    const { port, shopCert, shopKey, reload } = await setup();
+    const before = await peerCertificate(port, 'shop.test');
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    scope.cleanup.push(async () => agent.destroy());
+    expect((await httpsGet(port, 'shop.test', '/', agent)).status).toBe(200);
+
+    // A renewal, as certbot does it: new files under the same names.
+    const renewed = pki.issue('shop.test');
+    copyFileSync(pki.concat('renewed.pem', renewed.cert, pki.intermediate.cert), shopCert);
+    copyFileSync(renewed.key, shopKey);
+    await reload();
+    const after = await peerCertificate(port, 'shop.test');
+    expect(after.serialNumber).not.toBe(before.serialNumber);
+    expect(after.serialNumber).toBe(new X509Certificate(readFileSync(renewed.cert)).serialNumber);
+    const open = await httpsGet(port, 'shop.test', '/', agent); // the connection opened before the reload
+    expect(open.status).toBe(200);
+
+    // A key that belongs to another certificate: the reload fails, naming the file; the renewed certificate stays.
+    copyFileSync(pki.issue('other.test').key, shopKey);
+    await expect(reload()).rejects.toThrow(new RegExp(shopKey.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    expect((await peerCertificate(port, 'shop.test')).serialNumber).toBe(after.serialNumber);
+  });
+});
