@@ -222,9 +222,9 @@ describe('import-nginx: every supported directive', () => {
     expect(result.config).toEqual({
       servers: [
         {
-          listen: ['80', '[::]:8080', '0.0.0.0:8081'],
+          // default_server belongs to the one address it is written on, as in nginx.
+          listen: ['80 default_server', '[::]:8080', '0.0.0.0:8081'],
           serverName: ['www.example.com', 'example.com'],
-          default: true,
           locations: [
             { path: '/', proxyPass: 'http://app' },
             {
@@ -297,10 +297,169 @@ describe('import-nginx: every supported directive', () => {
     const { config } = importNginx(EVERYTHING, 'all.conf');
     const text = formatConfigJson(config);
     expect(JSON.parse(text)).toEqual(config);
-    expect(text).toContain('"listen": ["80", "[::]:8080", "0.0.0.0:8081"]');
+    expect(text).toContain('"listen": ["80 default_server", "[::]:8080", "0.0.0.0:8081"]');
     // Values that look like JSON punctuation survive the one-line layout.
     const tricky = { servers: [{ listen: ['80'], locations: [{ path: '/', proxyPass: 'http://b', proxySetHeader: { 'X-A': 'a": "b","c', 'X-B': '{x}, [y]' } }] }] };
     expect(JSON.parse(formatConfigJson(tricky))).toEqual(tricky);
+  });
+});
+
+/** A typical nginx HTTPS site: port 80 and 443 servers, two certificate pairs, TLS to the upstreams. */
+const HTTPS = `http {
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256;
+  ssl_prefer_server_ciphers off;
+  ssl_session_cache shared:SSL:10m;
+  ssl_session_timeout 1d;
+  proxy_ssl_protocols TLSv1.2 TLSv1.3;
+
+  upstream app {
+    server 10.0.0.1:8443;
+    server 10.0.0.2:8443;
+  }
+
+  server {
+    listen 80 default_server;
+    listen [::]:80 default_server;
+    server_name shop.example.com;
+    location / { proxy_pass http://app; }
+  }
+
+  server {
+    listen 443 ssl http2 reuseport;
+    listen [::]:443 ssl http2;
+    server_name shop.example.com;
+    ssl_certificate /etc/nginx/tls/shop.ecdsa.pem;
+    ssl_certificate_key /etc/nginx/tls/shop.ecdsa.key;
+    ssl_certificate /etc/nginx/tls/shop.rsa.pem;
+    ssl_certificate_key /etc/nginx/tls/shop.rsa.key;
+    ssl_session_tickets off;
+    ssl_stapling on;
+    ssl_stapling_verify on;
+    proxy_ssl_verify on;
+    proxy_ssl_trusted_certificate /etc/nginx/tls/internal-ca.pem;
+    location / {
+      proxy_pass https://app;
+      proxy_ssl_name app.internal;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+    }
+    location /legacy/ {
+      proxy_pass https://10.0.0.9:8443/;
+      proxy_ssl_verify off;
+      proxy_ssl_certificate /etc/nginx/tls/client.pem;
+    }
+  }
+}
+`;
+
+describe('import-nginx: TLS (ssl_*, http2, proxy_pass https://, proxy_ssl_*)', () => {
+  it('converts a typical HTTPS site: listen ssl/http2, certificate lists, http-level ssl_* inherited, https upstreams', async () => {
+    const result = importNginx(HTTPS, 'https.conf');
+    expect(result.errors).toEqual([]);
+    expect(result.config).toEqual({
+      servers: [
+        {
+          listen: ['80', '[::]:80'],
+          serverName: ['shop.example.com'],
+          default: true,
+          locations: [{ path: '/', proxyPass: 'http://app' }],
+        },
+        {
+          listen: ['443 ssl http2', '[::]:443 ssl http2'],
+          serverName: ['shop.example.com'],
+          ssl: {
+            certificate: ['/etc/nginx/tls/shop.ecdsa.pem', '/etc/nginx/tls/shop.rsa.pem'],
+            certificateKey: ['/etc/nginx/tls/shop.ecdsa.key', '/etc/nginx/tls/shop.rsa.key'],
+            // Inherited from http, as nginx does.
+            protocols: ['TLSv1.2', 'TLSv1.3'],
+            ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256',
+            sessionTickets: false,
+            sessionTimeout: '1d',
+          },
+          locations: [
+            { path: '/', proxyPass: 'https://app', proxySslName: 'app.internal', proxySslServerName: true },
+            { path: '/legacy/', proxyPass: 'https://10.0.0.9:8443/', proxySslVerify: false },
+          ],
+          proxySslVerify: true,
+          proxySslTrustedCertificate: '/etc/nginx/tls/internal-ca.pem',
+        },
+      ],
+      upstreams: { app: { servers: [{ address: '10.0.0.1:8443' }, { address: '10.0.0.2:8443' }] } },
+      proxySslProtocols: ['TLSv1.2', 'TLSv1.3'],
+    });
+    expect(result.warnings.map((w) => `${w.line}: ${w.message}`)).toEqual([
+      '4: "ssl_prefer_server_ciphers" is not converted: sessionlb has no setting for the cipher preference order; ignored',
+      '22: listen 443: parameter "reuseport" is not supported by sessionlb; ignored',
+      '30: "ssl_stapling" is not converted: OCSP stapling is not supported by sessionlb (clients check revocation themselves); ignored',
+      '31: "ssl_stapling_verify" is not converted: OCSP stapling is not supported by sessionlb; ignored',
+      '38: "proxy_ssl_session_reuse" is not converted: sessionlb has no setting for TLS session reuse to upstreams; ignored',
+      '43: "proxy_ssl_certificate" is not converted: client certificates to upstreams are not supported by sessionlb: the upstream gets none; ignored',
+    ]);
+    expect(result.notes.map((n) => `${n.line}: ${n.message}`)).toEqual([
+      '5: "ssl_session_cache shared:SSL:10m" is not converted: sessionlb resumes TLS sessions with session tickets shared by every worker (and, with the memcached session store, every instance); no session cache is needed',
+      expect.stringMatching(/^18: nginx sends "Host: app"/),
+    ]);
+    // check does not read the certificate files; loadConfig accepts the result as it is.
+    const config = await loadConfig(result.config, 'https.conf (converted)');
+    const [plain, tls] = config.servers;
+    expect(plain!.ssl).toBeNull();
+    expect(tls!.http2).toBe(true);
+    expect(tls!.listen.map((l) => [l.key, l.ssl])).toEqual([['0.0.0.0:443', true], ['[::]:443', true]]);
+    expect(tls!.ssl!.certificates).toEqual([
+      { certificate: '/etc/nginx/tls/shop.ecdsa.pem', key: '/etc/nginx/tls/shop.ecdsa.key' },
+      { certificate: '/etc/nginx/tls/shop.rsa.pem', key: '/etc/nginx/tls/shop.rsa.key' },
+    ]);
+    expect(tls!.ssl!.sessionTimeoutMs).toBe(86_400_000);
+    expect(tls!.locations.map((l) => l.upstreamTls)).toEqual([
+      { verify: true, trustedCertificate: '/etc/nginx/tls/internal-ca.pem', serverName: true, name: 'app.internal', protocols: ['TLSv1.2', 'TLSv1.3'] },
+      { verify: false, trustedCertificate: '/etc/nginx/tls/internal-ca.pem', serverName: false, name: '10.0.0.9', protocols: ['TLSv1.2', 'TLSv1.3'] },
+    ]);
+  });
+
+  it('http2 on, ticket keys, relative paths, h2c, a missing certificate and proxy_ssl_* on an http:// location', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sessionlb-nginx-tls-'));
+    try {
+      const file = join(dir, 'nginx.conf');
+      const result = importNginx([
+        'http2 on;',                                                        // 1
+        'ssl_session_ticket_key /etc/nginx/ticket.key;',                    // 2
+        'ssl_certificate tls/site.pem;',                                    // 3
+        'ssl_certificate_key tls/site.key;',                                // 4
+        'server { listen 8443 ssl; location / { proxy_pass https://10.0.0.1; proxy_read_timeout 5s; } }', // 5
+        'server { listen 8080 http2; location / { proxy_pass http://10.0.0.2:80; proxy_ssl_verify on; } }', // 6
+        'server { listen 9443 ssl; ssl_certificate /a.pem; ssl_certificate /b.pem; location / { proxy_pass http://10.0.0.3:80; } }', // 7
+      ].join('\n'), file);
+      expect(result.errors.map((e) => `${e.line}: ${e.message}`)).toEqual([
+        '7: server (line 7): 2 "ssl_certificate" but 1 "ssl_certificate_key": each certificate needs its key',
+      ]);
+      expect(result.config.servers![0]).toEqual({
+        listen: ['8443 ssl'],
+        ssl: { certificate: join(dir, 'tls/site.pem'), certificateKey: join(dir, 'tls/site.key') },
+        http2: true,
+        // The address gets an upstream of its own (per-upstream timeout); nginx's name for it stays the host.
+        locations: [{ path: '/', proxyPass: 'https://10.0.0.1_443', proxySslName: '10.0.0.1' }],
+      });
+      expect(result.config.upstreams).toEqual({ '10.0.0.1_443': { servers: [{ address: '10.0.0.1:443' }], timeouts: { read: '5s' } } });
+      expect(result.config.servers![1]).toEqual({ listen: ['8080'], locations: [{ path: '/', proxyPass: 'http://10.0.0.2:80' }] });
+      expect(result.warnings.map((w) => `${w.line}: ${w.message}`)).toEqual([
+        '1: "http2 on" for servers without "listen ... ssl": sessionlb offers HTTP/2 only over TLS (h2c is not offered); ignored there',
+        '6: listen 8080 http2 without ssl: sessionlb offers HTTP/2 only over TLS (h2c is not offered); the parameter is ignored',
+        '6: proxy_ssl_* in location /: its proxy_pass is "http://", so nginx does not use it either; ignored',
+        '7: "ssl_certificate" in server (line 7) is paired with the "ssl_certificate_key" it inherits from http, as nginx does: check that they belong together',
+      ]);
+      expect(result.notes.map((n) => `${n.line}: ${n.message}`)).toEqual([
+        '2: "ssl_session_ticket_key" is not used: sessionlb generates the session ticket keys, rotates them daily and shares them between workers (and instances) itself; key files are not used',
+        `3: "ssl_certificate tls/site.pem": nginx reads relative paths from its configuration directory, sessionlb from the JSON file's; written as ${join(dir, 'tls/site.pem')}`,
+        `4: "ssl_certificate_key tls/site.key": nginx reads relative paths from its configuration directory, sessionlb from the JSON file's; written as ${join(dir, 'tls/site.key')}`,
+        expect.stringMatching(/^5: nginx sends "Host: 10.0.0.1:443"/),
+        '5: proxy_pass https://10.0.0.1:443 has timeouts/retry settings, which sessionlb keeps per upstream: it becomes upstream "10.0.0.1_443"',
+      ]);
+      // Without the server in error, the rest is a valid configuration.
+      await loadConfig({ ...result.config, servers: result.config.servers!.slice(0, 2) }, file);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -315,24 +474,25 @@ describe('import-nginx: warnings and errors', () => {
       '  upstream b { zone b 64k; server 10.0.0.1:80 route=a; ntlm; }', // 6
       '  server {',                                           // 7
       '    listen 80 reuseport;',                             // 8
-      '    listen 443 ssl;',                                  // 9
+      '    listen 443 ssl http2 backlog=511;',                // 9
       '    server_name ~^(www\\.)?example\\.com$;',           // 10
-      '    ssl_certificate /x.pem;',                          // 11
+      '    ssl_certificate /x.pem; ssl_certificate_key /x.key; ssl_stapling on;', // 11
       '    location / { proxy_pass http://b; proxy_buffering off; proxy_set_header X-Id $request_id; }', // 12
       '    location ~ \\.php$ { proxy_pass http://b; }',      // 13
       '    location /files/ { root /srv; }',                  // 14
       '    location @fallback { proxy_pass http://b; }',      // 15
-      '    location /tls { proxy_pass https://b; }',          // 16
+      '    location /tls { proxy_pass https://b; proxy_ssl_session_reuse off; }', // 16
       '  }',
       '}',
     ].join('\n'));
     const expected: Array<[number, RegExp]> = [
       [1, /"worker_processes"/], [2, /"events" block ignored/], [4, /"include mime.types" is not followed/], [5, /"gzip" in http/],
       [6, /"zone" is not needed/], [6, /parameter "route=a"/], [6, /"ntlm" in upstream "b"/],
-      [8, /parameter "reuseport"/], [9, /listen 443 ssl: .*not converted/], [10, /regular expressions/], [11, /"ssl_certificate" in server/],
+      [8, /parameter "reuseport"/], [9, /listen 443: parameter "backlog=511" is not supported/], [10, /regular expressions/],
+      [11, /"ssl_stapling" is not converted: OCSP stapling is not supported/],
       [12, /"proxy_buffering" in location/], [12, /proxy_set_header X-Id "\$request_id": variables are not supported/],
       [13, /regular-expression locations/], [14, /"root" in location/], [14, /location \/files\/ has no proxy_pass/],
-      [15, /named locations/], [16, /proxy_pass https:\/\/b: .*not converted/],
+      [15, /named locations/], [16, /"proxy_ssl_session_reuse" is not converted: sessionlb has no setting/],
     ];
     expect(warnings).toHaveLength(expected.length);
     expected.forEach(([line, re], i) => {

@@ -7,6 +7,7 @@
 import type {
   RawConfig, RawLocation, RawStream, RawUpstream, RawUpstreamServer, RawVirtualServer,
 } from '../../config/schema.js';
+import { dirname, resolve } from 'node:path';
 import type { NginxDirective } from './tokenizer.js';
 import { decodeLine, fileAndLine, type ImportDiagnostic } from './diagnostics.js';
 import { nginxSize } from './values.js';
@@ -47,6 +48,13 @@ export interface Usage {
   healthCheck: Sourced<HealthCheck> | null;
   /** The target is `host:port`, not a named upstream. */
   isAddress: boolean;
+  /** proxy_pass http:// or https://. */
+  scheme: 'http' | 'https';
+  /**
+   * An https address target with no proxy_ssl_name at any level: the host nginx verifies and
+   * sends ($proxy_host), to be written as proxySslName if the address becomes a named upstream.
+   */
+  tlsHost: string | null;
 }
 
 export class Conversion {
@@ -59,6 +67,8 @@ export class Conversion {
   readonly top: Mutable<RawConfig> & { servers: RawVirtualServer[] } = { servers: [] };
   hostNoteGiven = false;
   readonly headerWarned = new Set<number>();
+  /** Directives (by line) already warned about once, when several servers inherit them. */
+  readonly inheritedWarned = new Set<number>();
   readonly streams: RawStream[] = [];
 
   /** `files`: the included files by index (index 0, the main file, is never shown). */
@@ -67,6 +77,12 @@ export class Conversion {
   /** "line 12", or "conf.d/a.conf:12" for a line of an included file (see LINE_BASE). */
   at(line: number): string {
     return decodeLine(line).file === 0 ? `line ${line}` : fileAndLine(this.files, line);
+  }
+
+  /** The directory of the converted file: nginx's configuration directory, for relative paths. */
+  configDir(): string {
+    const main = this.files[0];
+    return main === undefined ? process.cwd() : dirname(resolve(main));
   }
 
   warn(line: number, message: string): void {

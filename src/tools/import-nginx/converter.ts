@@ -10,6 +10,8 @@ import { convertUpstream } from './upstream-block.js';
 import { convertServer } from './server-block.js';
 import { convertStream } from './stream-block.js';
 import { applyUsages } from './per-upstream-settings.js';
+import { isProxySslDirective, isSslDirective, proxySslDirective, sslDirective, type SslScope } from './ssl-settings.js';
+import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { nginxDuration } from './values.js';
 
 /** Directives that belong to nginx's main/events contexts: nothing for a proxy to take over. */
@@ -41,11 +43,17 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   for (const d of http) if (d.name === 'upstream') convertUpstream(c, d);
   const scope: ProxyScope = {};
   for (const d of http) proxyDirective(c, d, scope);
+  // nginx inherits ssl_* and http2 from http to each server; proxy_ssl_* become top-level keys.
+  const ssl: SslScope = {};
   for (const d of http) {
-    if (d.name === 'upstream' || isProxyDirective(d)) continue;
+    if (isSslDirective(d)) sslDirective(c, d, ssl);
+    else if (isProxySslDirective(d)) proxySslDirective(c, d, c.top);
+  }
+  for (const d of http) {
+    if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d)) continue;
     switch (d.name) {
       case 'server':
-        convertServer(c, d, scope);
+        convertServer(c, d, scope, ssl);
         break;
       case 'client_max_body_size':
         c.size(d, (v) => { c.top.clientMaxBodySize = v; });
@@ -80,6 +88,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
     ]));
   }
   if (c.top.clientMaxBodySize !== undefined) out.clientMaxBodySize = c.top.clientMaxBodySize;
+  for (const k of UPSTREAM_TLS_KEYS) if (c.top[k] !== undefined) (out as Record<string, unknown>)[k] = c.top[k];
   if (c.top.keepaliveTimeout !== undefined) out.keepaliveTimeout = c.top.keepaliveTimeout;
   if (c.top.accessLog !== undefined) out.accessLog = c.top.accessLog;
   return out;

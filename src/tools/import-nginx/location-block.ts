@@ -2,12 +2,18 @@
  * nginx `location [=|^~] PATH { proxy_pass ...; ... }` -> a sessionlb location, and the use of an
  * upstream it makes (its per-upstream settings are applied later, per-upstream-settings.ts).
  */
+import type { RawUpstreamTls } from '../../config/schema.js';
+import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, HealthCheck, Location, Mutable, ProxyScope, Sourced } from './conversion.js';
 import { childScope, isProxyDirective, proxySetHeaders } from './proxy-settings.js';
+import { isProxySslDirective, proxySslDirective } from './ssl-settings.js';
 import { addressKey, isInt, nginxDuration } from './values.js';
 
-export function convertLocation(c: Conversion, d: NginxDirective, serverScope: ProxyScope, out: Location[], serverLabel: string): void {
+/** `serverTls`: the proxySsl* keys of the server (the top level's are on c.top). */
+export function convertLocation(
+  c: Conversion, d: NginxDirective, serverScope: ProxyScope, out: Location[], serverLabel: string, serverTls: RawUpstreamTls,
+): void {
   let exact = false;
   let path: string | undefined;
   const [a0, a1] = d.args;
@@ -36,8 +42,15 @@ export function convertLocation(c: Conversion, d: NginxDirective, serverScope: P
   let proxyPass: NginxDirective | null = null;
   let healthCheck: Sourced<HealthCheck> | null = null;
   let clientMaxBodySize: string | undefined;
+  const tls: Mutable<RawUpstreamTls> = {};
+  const tlsLines: number[] = [];
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
+    if (isProxySslDirective(item)) {
+      proxySslDirective(c, item, tls);
+      tlsLines.push(item.line);
+      continue;
+    }
     switch (item.name) {
       case 'proxy_pass':
         proxyPass = item;
@@ -60,28 +73,39 @@ export function convertLocation(c: Conversion, d: NginxDirective, serverScope: P
     return;
   }
   const url = proxyPass.args[0] ?? '';
-  const m = /^http:\/\/([^/?#]+)(.*)$/.exec(url);
+  const m = /^(https?):\/\/([^/?#]+)(.*)$/.exec(url);
   if (proxyPass.args.length !== 1 || m === null || url.includes('$')) {
-    c.warn(proxyPass.line, `proxy_pass ${proxyPass.args.join(' ')}: sessionlb supports "http://UPSTREAM[/uri]" and "http://host:port[/uri]" (no https, unix sockets or variables); location ${path} is not converted`);
+    c.warn(proxyPass.line, `proxy_pass ${proxyPass.args.join(' ')}: sessionlb supports "http://UPSTREAM[/uri]" and "http://host:port[/uri]", or the same with "https://" (no unix sockets or variables); location ${path} is not converted`);
     return;
   }
-  let target = m[1]!;
-  const uri = m[2]!;
+  const scheme = m[1] as 'http' | 'https';
+  let target = m[2]!;
+  const uri = m[3]!;
   const isAddress = !c.upstreams.has(target);
+  let host = target;
   if (isAddress) {
-    const key = addressKey(target);
+    const key = addressKey(target, scheme === 'https' ? 443 : 80);
     if (key === null) {
       c.error(proxyPass.line, `proxy_pass ${url}: "${target}" is neither an upstream defined in this file nor a host:port`);
       return;
     }
+    host = key.slice(0, key.lastIndexOf(':')).replace(/^\[|\]$/g, '');
     target = key;
   }
-  const loc: Location = exact ? { path, exact: true, proxyPass: `http://${target}${uri}` } : { path, proxyPass: `http://${target}${uri}` };
+  const loc: Location = exact ? { path, exact: true, proxyPass: `${scheme}://${target}${uri}` } : { path, proxyPass: `${scheme}://${target}${uri}` };
   const headers = proxySetHeaders(c, scope, target, where, d.line);
   if (headers !== null) loc.proxySetHeader = headers;
   if (clientMaxBodySize !== undefined) loc.clientMaxBodySize = clientMaxBodySize;
+  if (scheme === 'https') {
+    for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (loc as Record<string, unknown>)[k] = tls[k];
+  } else {
+    // nginx ignores them with proxy_pass http://; sessionlb's check refuses them on such a location.
+    for (const line of tlsLines) c.warn(line, `proxy_ssl_* in location ${path}: its proxy_pass is "http://", so nginx does not use it either; ignored`);
+  }
+  const named = tls.proxySslName ?? serverTls.proxySslName ?? c.top.proxySslName;
+  const tlsHost = scheme === 'https' && isAddress && named === undefined ? host : null;
   out.push(loc);
-  c.usages.push({ target, location: loc, uri, where, line: d.line, scope, healthCheck, isAddress });
+  c.usages.push({ target, location: loc, uri, where, line: d.line, scope, healthCheck, isAddress, scheme, tlsHost });
 }
 
 /** nginx Plus `health_check [interval=T] [fails=N] [passes=N] [uri=U] [port=N] [mandatory]`. */

@@ -67,8 +67,12 @@ export function applyUsages(c: Conversion): void {
       while (c.upstreams.has(name)) name += '_';
       up = { servers: [{ address: target }] };
       c.upstreams.set(name, up);
-      for (const u of usages) u.location.proxyPass = `http://${name}${u.uri}`;
-      c.notes.push({ line: usages[0]!.line, message: `proxy_pass http://${target} has timeouts/retry settings, which sessionlb keeps per upstream: it becomes upstream "${name}"` });
+      for (const u of usages) {
+        u.location.proxyPass = `${u.scheme}://${name}${u.uri}`;
+        // The name nginx verifies and sends ($proxy_host) stays the address's host, not the new upstream's name.
+        if (u.tlsHost !== null) u.location.proxySslName = u.tlsHost;
+      }
+      c.notes.push({ line: usages[0]!.line, message: `proxy_pass ${usages[0]!.scheme}://${target} has timeouts/retry settings, which sessionlb keeps per upstream: it becomes upstream "${name}"` });
     }
     Object.assign(up, settings);
   }

@@ -1,28 +1,53 @@
 /** nginx `server { listen ...; server_name ...; location ... }` in http -> a sessionlb virtual server. */
 import { isIP } from 'node:net';
-import type { RawVirtualServer } from '../../config/schema.js';
+import type { RawUpstreamTls, RawVirtualServer } from '../../config/schema.js';
 import { parseHostPort } from '../../nginx-language/address.js';
 import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, Location, Mutable, ProxyScope } from './conversion.js';
 import { childScope, isProxyDirective } from './proxy-settings.js';
 import { convertLocation } from './location-block.js';
+import {
+  childSslScope, isProxySslDirective, isSslDirective, proxySslDirective, sslBlock, sslDirective, type SslScope,
+} from './ssl-settings.js';
+import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 
-export function convertServer(c: Conversion, d: NginxDirective, httpScope: ProxyScope): void {
+/** One listen entry as it will be written: the address and the parameters sessionlb takes. */
+interface ListenEntry {
+  text: string;
+  ssl: boolean;
+  http2: boolean;
+  defaultServer: boolean;
+}
+
+export function convertServer(c: Conversion, d: NginxDirective, httpScope: ProxyScope, httpSsl: SslScope): void {
   if (d.block === null) {
     c.error(d.line, `"server" in http needs a block: server { listen ...; location / { proxy_pass ...; } }`);
     return;
   }
   const scope = childScope(c, httpScope, d.block);
-  const vs: Mutable<RawVirtualServer> & { listen: string[]; locations: Location[] } = { listen: [], locations: [] };
+  const vs: Mutable<RawVirtualServer> & { locations: Location[] } = { listen: [], locations: [] };
+  const entries: ListenEntry[] = [];
+  const ownSsl: SslScope = {};
+  const ownSslDirectives: NginxDirective[] = [];
+  const tls: Mutable<RawUpstreamTls> = {};
   const names: string[] = [];
   let sawListen = false;
   const locationDirectives: NginxDirective[] = [];
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
+    if (isSslDirective(item)) {
+      sslDirective(c, item, ownSsl);
+      ownSslDirectives.push(item);
+      continue;
+    }
+    if (isProxySslDirective(item)) {
+      proxySslDirective(c, item, tls);
+      continue;
+    }
     switch (item.name) {
       case 'listen':
         sawListen = true;
-        listen(c, item, vs);
+        listen(c, item, entries);
         break;
       case 'server_name':
         for (const n of item.args) {
@@ -44,21 +69,48 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     }
   }
   // nginx's default when there is no listen: *:80.
-  if (!sawListen) vs.listen.push('80');
+  if (!sawListen) entries.push({ text: '80', ssl: false, http2: false, defaultServer: false });
   const label = `server ${names[0] ?? `(${c.at(d.line)})`}`;
-  for (const loc of locationDirectives) convertLocation(c, loc, scope, vs.locations, label);
+  const ssl = childSslScope(httpSsl, ownSsl);
+  const hasSsl = entries.some((e) => e.ssl);
+  let sslSettings: RawVirtualServer['ssl'] | null = null;
+  let http2 = false;
+  if (hasSsl) {
+    sslSettings = sslBlock(c, ssl, ownSsl, d.line, label);
+    http2 = ssl.http2?.value === true;
+  } else {
+    // nginx ignores a plain server's ssl_* settings; its http2 would be h2c, which sessionlb does not offer.
+    for (const item of ownSslDirectives) {
+      if (/^ssl_(?:certificate|certificate_key|protocols|ciphers|session_tickets|session_timeout)$/.test(item.name)) {
+        c.warn(item.line, `"${item.name}": ${label} has no "listen ... ssl", so nginx does not use it either; ignored`);
+      }
+    }
+    const h2 = ssl.http2;
+    if (h2?.value === true && !c.inheritedWarned.has(h2.line)) {
+      c.inheritedWarned.add(h2.line);
+      c.warn(h2.line, `"http2 on" for ${h2 === ownSsl.http2 ? label : 'servers without "listen ... ssl"'}: sessionlb offers HTTP/2 only over TLS (h2c is not offered); ignored there`);
+    }
+  }
+  // default_server on every entry: the server's "default"; else on the entries that have it.
+  const allDefault = entries.every((e) => e.defaultServer);
+  const listenTexts = entries.map((e) => [e.text, e.ssl ? 'ssl' : '', e.http2 ? 'http2' : '', e.defaultServer && !allDefault ? 'default_server' : '']
+    .filter((p) => p !== '').join(' '));
+  for (const loc of locationDirectives) convertLocation(c, loc, scope, vs.locations, label, tls);
   // Keys in the order the README documents them.
   const ordered: Mutable<RawVirtualServer> = {
-    listen: vs.listen,
+    listen: listenTexts,
     ...(names.length > 0 ? { serverName: names } : {}),
-    ...(vs.default ? { default: true } : {}),
+    ...(allDefault ? { default: true } : {}),
+    ...(sslSettings !== null ? { ssl: sslSettings } : {}),
+    ...(http2 ? { http2: true } : {}),
     locations: vs.locations,
   };
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
+  for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (ordered as Record<string, unknown>)[k] = tls[k];
   c.top.servers.push(ordered as RawVirtualServer);
 }
 
-function listen(c: Conversion, d: NginxDirective, vs: Mutable<RawVirtualServer> & { listen: string[] }): void {
+function listen(c: Conversion, d: NginxDirective, entries: ListenEntry[]): void {
   const addr = c.oneArg(d);
   if (addr === null) return;
   if (addr.startsWith('unix:')) {
@@ -72,15 +124,28 @@ function listen(c: Conversion, d: NginxDirective, vs: Mutable<RawVirtualServer> 
     c.error(d.line, `listen "${addr}": ${hp}`);
     return;
   }
-  let keep = true;
-  for (const p of d.args.slice(1)) {
-    if (p === 'default_server' || p === 'default') vs.default = true;
-    else if (p === 'ssl' || p === 'quic' || p === 'http2') {
-      c.warn(d.line, `listen ${addr} ${p}: sessionlb has no TLS/HTTP2/QUIC (terminate TLS in front of it); this listen address is not converted`);
-      keep = false;
+  const entry: ListenEntry = { text, ssl: false, http2: false, defaultServer: false };
+  const params = d.args.slice(1);
+  if (params.includes('quic')) {
+    c.warn(d.line, `listen ${addr} quic: sessionlb has no HTTP/3 (QUIC); this listen address is not converted`);
+    return;
+  }
+  for (const p of params) {
+    if (p === 'default_server' || p === 'default') entry.defaultServer = true;
+    else if (p === 'ssl') entry.ssl = true;
+    else if (p === 'http2') {
+      if (params.includes('ssl')) entry.http2 = true;
+      else c.warn(d.line, `listen ${addr} http2 without ssl: sessionlb offers HTTP/2 only over TLS (h2c is not offered); the parameter is ignored`);
     } else {
       c.warn(d.line, `listen ${addr}: parameter "${p}" is not supported by sessionlb; ignored`);
     }
   }
-  if (keep && !vs.listen.includes(text)) vs.listen.push(text);
+  const same = entries.find((e) => e.text === text);
+  if (same === undefined) {
+    entries.push(entry);
+  } else {
+    same.ssl ||= entry.ssl;
+    same.http2 ||= entry.http2;
+    same.defaultServer ||= entry.defaultServer;
+  }
 }

@@ -16,8 +16,8 @@ export function nginxSize(text: string): string | null {
   return Number.isNaN(parseSize(text)) ? null : text;
 }
 
-/** Canonical text of a `host:port` target for comparisons (nginx default port 80). */
-export function addressKey(target: string): string | null {
-  const hp = parseHostPort(target, 80);
+/** Canonical text of a `host:port` target for comparisons (nginx default port: 80, 443 for https). */
+export function addressKey(target: string, defaultPort = 80): string | null {
+  const hp = parseHostPort(target, defaultPort);
   return typeof hp === 'string' ? null : formatHostPort(hp.host, hp.port);
 }
