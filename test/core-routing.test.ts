@@ -234,6 +234,21 @@ describe('server_name matching (nginx order)', () => {
     expect((await get(port, '/', [['Host', 'b.test']])).echo!.backend).toBe('b');
     expect((await get(port, '/', [['Host', 'zzz.test']])).echo!.backend).toBe('a');
   });
+
+  it('"default_server" on one listen entry makes the server default on that address only (nginx)', async () => {
+    const a = await echoBackend('a');
+    const b = await echoBackend('b');
+    const p1 = await freePort();
+    const p2 = await freePort();
+    await lbWith({
+      servers: [
+        { listen: [`127.0.0.1:${p1}`, `127.0.0.1:${p2}`], serverName: ['a.test'], locations: [{ path: '/', proxyPass: `http://${a.address}` }] },
+        { listen: [`127.0.0.1:${p1}`, `127.0.0.1:${p2} default_server`], serverName: ['b.test'], locations: [{ path: '/', proxyPass: `http://${b.address}` }] },
+      ],
+    });
+    expect((await get(p1, '/', [['Host', 'zzz.test']])).echo!.backend).toBe('a'); // the first server
+    expect((await get(p2, '/', [['Host', 'zzz.test']])).echo!.backend).toBe('b'); // default_server here
+  });
 });
 
 describe('location matching and proxyPass URI', () => {

@@ -37,7 +37,7 @@ export function httpRoutes(
         entry = { host: l.host, port: l.port, router: new ListenerRouter<Route>(), tls: null };
         out.set(l.key, entry);
       }
-      entry.router.add(vsConfig, vs);
+      entry.router.add(vsConfig, vs, l.defaultServer || vsConfig.isDefault);
       if (l.ssl) {
         const site = sslServers.get(l.key);
         if (site === undefined) sslServers.set(l.key, { listen: l, servers: [vsConfig] });

@@ -21,8 +21,9 @@ export interface VirtualServerRoutes<R> {
 export class ListenerRouter<R> {
   private readonly names = new ServerNames<VirtualServerRoutes<R>>();
 
-  add(vsConfig: VirtualServerConfig, vs: VirtualServerRoutes<R>): void {
-    this.names.add(vsConfig.serverNames, vs, vsConfig.isDefault);
+  /** Adds a server; `isDefault`: `default_server` on this address (its listen entry, or the server's `default` key). */
+  add(vsConfig: VirtualServerConfig, vs: VirtualServerRoutes<R>, isDefault = vsConfig.isDefault): void {
+    this.names.add(vsConfig.serverNames, vs, isDefault);
   }
 
   /** The virtual server for a Host header value. */
