@@ -39,6 +39,8 @@ export type ToWorker =
   | { sl: 'config'; text: string | null }
   /** Switch to this text (what the primary validated, or the config in use when a reload is undone); answered by `reloaded` with this id. */
   | { sl: 'reload'; id: number; text: string | null }
+  /** The TLS session ticket keys (base64: current, then previous), at hello and after each rotation: every worker resumes every ticket. */
+  | { sl: 'tls-keys'; keys: string[] }
   | { sl: 'stop' }
   | { sl: 'reopen' }
   | { sl: 'status-req'; id: number }

@@ -128,6 +128,9 @@ export class ClusterPrimary {
   async start(): Promise<void> {
     const lb = this.lb;
     await lb.start();
+    // The one set of ticket keys of the cluster: made and rotated here, given to every worker.
+    lb.ticketKeys.start();
+    lb.ticketKeys.onChange(() => this.broadcast(this.ticketKeysMessage()));
     this.registerAdmin();
     // The pid file and signals before the workers start: a signal during startup is not fatal.
     this.lifecycle.writePidFile(this.config.pidFile);
@@ -195,6 +198,11 @@ export class ClusterPrimary {
       worker.on('message', onMessage);
       worker.on('exit', onExit);
     });
+  }
+
+  /** The ticket keys for the workers (a secret: sent over the cluster channel only, never logged). */
+  private ticketKeysMessage(): ToWorker {
+    return { sl: 'tls-keys', keys: this.lb.ticketKeys.keys().map((k) => k.toString('base64')) };
   }
 
   private broadcast(message: ToWorker): void {
@@ -340,6 +348,7 @@ export class ClusterPrimary {
         send(worker, { sl: 'config', text: this.lb.configText });
         return;
       case 'hello':
+        send(worker, this.ticketKeysMessage());
         send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
         return;
       case 'listening':

@@ -7,6 +7,7 @@
  * | probes health                | yes    | yes             | no (primary's) |
  * | serves the admin listener    | yes    | yes             | no             |
  * | restores/writes stateFile    | yes    | yes             | no             |
+ * | makes TLS ticket keys        | yes    | yes (for all)   | no (primary's) |
  *
  * and what it hears of it: probe results, runtime changes, and the processes a reload from
  * file must switch with it (the primary's workers).
@@ -52,15 +53,17 @@ export interface RuntimeRole extends RoleEvents {
   readonly servesAdmin: boolean;
   /** Restores the servers' runtime state from `stateFile` at start, and writes it after each change. */
   readonly keepsStateFile: boolean;
+  /** Makes and rotates the TLS session ticket keys (a cluster worker gets the primary's, so that any worker resumes any ticket). */
+  readonly makesTicketKeys: boolean;
 }
 
 const ALONE: RoleEvents = { probed: () => undefined, runtimeChanged: () => undefined, reloadPeers: null };
 
 /** Everything in one process (`workers` = 1, the demo, embedding). */
-export const SINGLE_PROCESS: RuntimeRole = { ...ALONE, bindsListeners: true, probesHealth: true, servesAdmin: true, keepsStateFile: true };
+export const SINGLE_PROCESS: RuntimeRole = { ...ALONE, bindsListeners: true, probesHealth: true, servesAdmin: true, keepsStateFile: true, makesTicketKeys: true };
 
 /** A cluster worker (src/runtime/worker.ts): serves the listeners; health and runtime state come from the primary. */
-export const CLUSTER_WORKER: RuntimeRole = { ...ALONE, bindsListeners: true, probesHealth: false, servesAdmin: false, keepsStateFile: false };
+export const CLUSTER_WORKER: RuntimeRole = { ...ALONE, bindsListeners: true, probesHealth: false, servesAdmin: false, keepsStateFile: false, makesTicketKeys: false };
 
 /** The cluster primary (src/runtime/primary.ts): everything that exists once; its workers hear of it through `events`. */
 export function clusterPrimary(events: RoleEvents): RuntimeRole {
@@ -72,5 +75,6 @@ export function clusterPrimary(events: RoleEvents): RuntimeRole {
     probesHealth: true,
     servesAdmin: true,
     keepsStateFile: true,
+    makesTicketKeys: true,
   };
 }

@@ -49,8 +49,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   readonly log: EventLog;
   readonly hooks: ForwardHooks;
   upstreams = new Map<string, Upstream>();
-  /** Session ticket keys, rotated daily, shared by every ssl address of this process. */
-  private readonly ticketKeys = new TicketKeys();
+  /** Session ticket keys, rotated daily, shared by every ssl address of this process (a cluster worker is given its primary's). */
+  readonly ticketKeys = new TicketKeys();
   /** The TLS sites (certificates per ssl address and server) in use. */
   private readonly tlsSites = new TlsSites(this.ticketKeys);
   private readonly tlsByAddress = new Map<string, TlsTermination>();
@@ -153,7 +153,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.startedAt = Date.now();
     if (this.role.bindsListeners) {
       this.tlsSites.swap(await this.buildTls(this.config));
-      if (this.tlsSites.addresses().length > 0) this.ticketKeys.start();
+      if (this.tlsSites.addresses().length > 0 && this.role.makesTicketKeys) this.ticketKeys.start();
     }
     if (this.stateFile !== null && this.config.stateFile !== null) await this.stateFile.restore(this.config.stateFile, this.upstreams);
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
@@ -225,7 +225,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       this.tlsSites.swap(tlsBefore);
       throw err;
     }
-    if (this.tlsSites.addresses().length > 0) this.ticketKeys.start();
+    if (this.tlsSites.addresses().length > 0 && this.role.makesTicketKeys) this.ticketKeys.start();
     // The switch: everything below is synchronous.
     logConfigWeightWins(this.upstreams, upstreams, this.log);
     this.config = config;

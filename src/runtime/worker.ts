@@ -103,6 +103,9 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
       case 'reopen':
         lb.observability.reopenAccessLog();
         return;
+      case 'tls-keys':
+        lb.ticketKeys.set(message.keys.map((k) => Buffer.from(k, 'base64')));
+        return;
     }
   });
 
