@@ -17,7 +17,6 @@ import { loadConfig } from '../src/config/load.js';
 import { freePort, request } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
 import { TestPki } from './helpers/tls-certs.js';
-import { startProxyProcess, writeConfig } from './helpers/child.js';
 
 const scope = useScope();
 const pki = new TestPki();
@@ -157,50 +156,3 @@ describe('TLS termination', () => {
   });
 });
 
-describe('TLS session resumption across workers', () => {
-  /** One TLS connection (resuming `session` when given): whether it was resumed, and the session it got. */
-  function connectOnce(port: number, session?: Buffer): Promise<{ reused: boolean; session: Buffer | undefined }> {
-    return new Promise((resolve, reject) => {
-      let got: Buffer | undefined;
-      const socket = tls.connect({ host: '127.0.0.1', port, servername: 'shop.test', rejectUnauthorized: false, session });
-      socket.on('session', (s: Buffer) => { got = s; });
-      socket.on('secureConnect', () => {
-        const reused = socket.isSessionReused();
-        socket.resume();
-        // TLS 1.3 sends its tickets after the handshake: give them a moment, then close.
-        setTimeout(() => socket.end(), 100);
-        socket.once('close', () => resolve({ reused, session: got }));
-      });
-      socket.on('error', reject);
-    });
-  }
-
-  it('with 2 workers a ticket issued by one worker resumes on every worker: the primary makes the ticket keys and gives them to all', async () => {
-    const be = await scope.backend('a');
-    const shop = pki.issue('shop.test');
-    const port = await freePort();
-    const file = writeConfig({
-      workers: 2,
-      accessLog: false,
-      servers: [{ listen: [`127.0.0.1:${port} ssl`], serverName: ['shop.test'], ssl: { certificate: shop.cert, certificateKey: shop.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
-      upstreams: { backend: { servers: [{ address: be.address }] } },
-    }, 'tls-workers.json');
-    // Round robin between the workers (node's own policy; sessionlb otherwise lets the kernel
-    // choose, which may hand every connection of a quiet test to one worker).
-    process.env.NODE_CLUSTER_SCHED_POLICY = 'rr';
-    let proc;
-    try {
-      proc = await startProxyProcess(file, port);
-    } finally {
-      delete process.env.NODE_CLUSTER_SCHED_POLICY;
-    }
-    scope.cleanup.push(() => proc.kill());
-    const first = await connectOnce(port);
-    expect(first.reused).toBe(false);
-    expect(first.session).toBeDefined();
-    // In turn: 8 connections reach both workers.
-    const reused: boolean[] = [];
-    for (let i = 0; i < 8; i++) reused.push((await connectOnce(port, first.session)).reused);
-    expect(reused).toEqual(Array(8).fill(true));
-  });
-});
