@@ -185,18 +185,13 @@ export function resolveUpstreamTls(levels: TlsLevels, tls: boolean, host: string
 
 /**
  * What a valid config may ask for that this version does not serve yet (issue 16 is under way):
- * HTTP/2 and TLS to upstreams. `check`, start and reload refuse them, so that no config runs
- * differently from what it says (HTTP/1.1 where HTTP/2 was asked, plain HTTP to an https upstream).
+ * HTTP/2. `check`, start and reload refuse it, so that no config runs differently from what it
+ * says (HTTP/1.1 where HTTP/2 was asked).
  */
 export function featuresNotServedYet(config: Config): { path: string; message: string }[] {
   const out: { path: string; message: string }[] = [];
   for (const vs of config.servers) {
     if (vs.http2) out.push({ path: `$.servers[${vs.index}].http2`, message: 'HTTP/2 is not served yet by this version (HTTP/1.1 over TLS is): remove "http2" for now' });
-    vs.locations.forEach((loc, j) => {
-      if (loc.upstreamTls !== null) {
-        out.push({ path: `$.servers[${vs.index}].locations[${j}].proxyPass`, message: 'TLS to upstreams ("https://") is not served yet by this version: use "http://" for now' });
-      }
-    });
   }
   return out;
 }

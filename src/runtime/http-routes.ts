@@ -9,6 +9,7 @@ import type { Affinity } from '../sessions/affinity.js';
 import type { Route } from '../proxy/http/forward.js';
 import type { HttpRoute, TlsTermination } from '../proxy/http/listener.js';
 import { ListenerRouter, buildVirtualServer } from '../proxy/http/router.js';
+import { tlsPoolKey } from './peer-pools.js';
 
 /** Listen key -> address and router, for the upstreams `upstreams` built from `config`. */
 export function httpRoutes(
@@ -30,6 +31,7 @@ export function httpRoutes(
       underscoresInHeaders: config.underscoresInHeaders,
       metrics: observability.route(serverName, upstreams.get(location.upstream)!),
       affinity: affinityOf(upstreams.get(location.upstream)!),
+      tlsPoolKey: location.upstreamTls === null ? null : tlsPoolKey(location.upstreamTls),
     }));
     for (const l of vsConfig.listen) {
       let entry = out.get(l.key);

@@ -21,10 +21,11 @@ import { Observability } from '../observability/observability.js';
 import { SessionManager, type StoreSetup } from '../sessions/manager.js';
 import { TicketKeys } from '../tls/ticket-keys.js';
 import { TlsSites, buildTlsSites, sharedAddressProblems, type TlsSite } from '../tls/contexts.js';
+import { readTrustedCertificates } from '../tls/upstream-trust.js';
 import type { Affinity } from '../sessions/affinity.js';
 import { StreamProxies } from '../proxy/stream/listener.js';
 import { SINGLE_PROCESS, type RuntimeRole } from './role.js';
-import { PeerPools } from './peer-pools.js';
+import { PeerPools, upstreamTlsSettings } from './peer-pools.js';
 import { httpRoutes } from './http-routes.js';
 import { RuntimeStateFile } from './state-file.js';
 import { ConfigReloads, type Reloadable } from './config-reloads.js';
@@ -43,6 +44,16 @@ export interface SessionLBOptions {
 
 /** A role that binds no listener has no routes to build. */
 const NO_ROUTES: ReadonlyMap<string, HttpRoute> = new Map();
+
+/**
+ * The trusted certificate files of `config`'s "https://" upstreams (proxySslTrustedCertificate), read
+ * now; throws, naming each file and what is wrong with it, when one does not load.
+ */
+function trustedCertificates(config: Config): ReadonlyMap<string, Buffer> {
+  const trusted = readTrustedCertificates(config);
+  if (trusted.problems.length > 0) throw new Error(trusted.problems.map((p) => `${p.file}: ${p.message}`).join('; '));
+  return trusted.files;
+}
 
 export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   config: Config;
@@ -83,6 +94,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   private readonly affinities = new WeakMap<Upstream, Affinity | null>();
 
   constructor(config: Config, options: SessionLBOptions) {
+    // Before anything opens: a trusted certificate file that does not load fails here with nothing started.
+    const trusted = trustedCertificates(config);
     this.config = config;
     this.role = options.role ?? SINGLE_PROCESS;
     this.fileReloads = new ConfigReloads(this, options.log, this.role.reloadPeers, options.configText ?? null);
@@ -114,7 +127,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.sessionsBound = (upstream, server) =>
       (this.upstreams.get(upstream)?.config.sticky?.mode === 'learn' ? this.sessions.boundCount(upstream, server) : null);
     this.sessions.storeObserver = metrics.store;
-    this.upstreams = this.buildUpstreams(config);
+    this.upstreams = this.buildUpstreams(config, trusted);
     this.serverStates.commit(config.upstreams.values());
     this.http = new HttpListeners(this);
     this.streams = new StreamProxies(options.log, () => this.observability.accessLog, metrics.registry, role.bindsListeners,
@@ -203,9 +216,11 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
    * Every listener set prepares first; when one cannot, every set aborts and nothing changed.
    */
   async reload(config: Config): Promise<void> {
-    // Prepare: the session store, and bind what the config adds.
+    // Prepare: the trusted certificates of https upstreams (a file that does not load fails the
+    // reload with nothing changed), the session store, and bind what the config adds.
+    const trusted = trustedCertificates(config);
     const storePlan = this.sessions.prepare(config.sessionStore);
-    const upstreams = this.buildUpstreams(config);
+    const upstreams = this.buildUpstreams(config, trusted);
     let httpPlan;
     let streamPlan;
     // TLS first: a certificate that does not load fails the reload with nothing changed. The new
@@ -332,11 +347,19 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.log.info('sessionlb stopped');
   }
 
-  private buildUpstreams(config: Config): Map<string, Upstream> {
+  /** `trusted`: the trusted certificate files of the https upstreams, as read. */
+  private buildUpstreams(config: Config, trusted: ReadonlyMap<string, Buffer>): Map<string, Upstream> {
     const out = new Map<string, Upstream>();
+    const tlsSettings = upstreamTlsSettings(config);
     for (const [name, upConfig] of config.upstreams) {
       const up = new Upstream(upConfig, this.serverStates);
-      for (const peer of up.all()) peer.pool = this.pools.poolFor(upConfig, peer.host, peer.port);
+      const tls = tlsSettings.get(name);
+      for (const peer of up.all()) {
+        peer.pool = this.pools.poolFor(upConfig, peer.host, peer.port);
+        if (tls !== undefined) {
+          peer.tlsPools = new Map([...tls].map(([key, settings]) => [key, this.pools.poolFor(upConfig, peer.host, peer.port, { settings, trusted })]));
+        }
+      }
       this.observability.attachPeers(up);
       out.set(name, up);
     }

@@ -263,7 +263,7 @@ function oneLine(dn: string): string {
 }
 
 /** `ENOENT (no such file or directory)`: the code and the system's words, without the path (the message names the file). */
-function errnoText(err: unknown): string {
+export function errnoText(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   if (typeof e?.code === 'string') {
     const words = typeof e.message === 'string' ? /^[A-Z]+: ([^,]+)/.exec(e.message)?.[1] : undefined;
@@ -272,7 +272,8 @@ function errnoText(err: unknown): string {
   return 'unknown error';
 }
 
-function codeOf(err: unknown): string {
+/** An error's code, or "invalid". */
+export function codeOf(err: unknown): string {
   const code = (err as { code?: unknown })?.code;
   return typeof code === 'string' ? code : 'invalid';
 }

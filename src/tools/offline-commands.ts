@@ -6,6 +6,7 @@
 import { featuresNotServedYet } from '../config/tls.js';
 import { TicketKeys } from '../tls/ticket-keys.js';
 import { buildTlsSites, sharedAddressProblems } from '../tls/contexts.js';
+import { readTrustedCertificates } from '../tls/upstream-trust.js';
 import { readFile, writeFile } from 'node:fs/promises';
 import { loadConfig, loadConfigFile } from '../config/load.js';
 import { ConfigError } from '../config/model.js';
@@ -32,12 +33,15 @@ export async function checkCommand(file: string): Promise<number> {
   const config = await loadOrReport(() => loadConfigFile(file),
     (err) => `sessionlb: configuration file ${file} test failed (${err.problems.length} problem${err.problems.length === 1 ? '' : 's'})`);
   if (config === null) return 1;
-  // Like nginx -t: the certificate files too (readable, key matches, chain order; expiry and names warned).
+  // Like nginx -t: the certificate files too (readable, key matches, chain order; expiry and names warned),
+  // and the trusted certificates of verified https upstreams.
   const built = await buildTlsSites(config.servers, new TicketKeys());
+  const trusted = readTrustedCertificates(config);
   for (const w of built.warnings) process.stderr.write(`sessionlb: warning: ${w.file}: ${w.message} (server ${w.server} on ${w.address})\n`);
   const problems = [
     ...featuresNotServedYet(config).map((p) => `${file}: ${p.path}: ${p.message}`),
     ...[...built.problems, ...sharedAddressProblems(built.sites)].map((p) => `${p.file}: ${p.message} (server ${p.server} on ${p.address})`),
+    ...trusted.problems.map((p) => `${p.file}: ${p.message}`),
   ];
   if (problems.length > 0) {
     for (const p of problems) process.stderr.write(`${p}\n`);

@@ -8,7 +8,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import type { LocationConfig, NextUpstreamCondition } from '../../config/model.js';
 import type { Peer } from '../../balancer/peer.js';
 import type { Upstream } from '../../balancer/upstream.js';
-import type { Attempt, AttemptFailure, AttemptHandler, UpstreamResponse } from '../upstream/transport.js';
+import { poolOf, type Attempt, type AttemptFailure, type AttemptHandler, type UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, hasContentLength, requestScheme, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
 import { endWithBody } from './whole-response.js';
@@ -76,6 +76,8 @@ export interface Route {
   readonly sendTimeoutMs?: number;
   /** nginx underscores_in_headers (config `underscoresInHeaders`); absent = false. */
   readonly underscoresInHeaders?: boolean;
+  /** An "https://" proxyPass: the key of the location's TLS pool on each server (`Peer.tlsPools`); absent/null = plain HTTP. */
+  readonly tlsPoolKey?: string | null;
 }
 
 /** What happened, for the access log and metrics (filled as the request goes). */
@@ -345,7 +347,8 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     let body = this.body;
     if (body instanceof RequestBody) body = body.stream(); // stored whole: each attempt reads it anew
     else if (body !== null && !Buffer.isBuffer(body)) this.streamUsed = true;
-    this.attempt = peer.pool.request(
+    const key = this.route.tlsPoolKey;
+    this.attempt = (key == null ? peer.pool : poolOf(peer, key)).request(
       { method: this.req.method ?? 'GET', path: this.path, headers: this.headers! },
       body,
       this,

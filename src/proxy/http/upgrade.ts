@@ -6,7 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { ForwardHooks, Route } from './forward.js';
-import type { AttemptFailure, UpgradeHandler, UpstreamResponse } from '../upstream/transport.js';
+import { poolOf, type AttemptFailure, type UpgradeHandler, type UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, requestScheme, upstreamRequestHeaders } from './headers.js';
 import { rewritePath } from './forward.js';
 import { clientAddress } from '../../net/client-address.js';
@@ -64,7 +64,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
       proxyHost: this.route.upstream.name,
       underscoresInHeaders: this.route.underscoresInHeaders,
     }, this.route.location.setHeaders);
-    peer.pool.upgrade({ method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers }, this);
+    poolOf(peer, this.route.tlsPoolKey).upgrade({ method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers }, this);
   }
 
   onUpgraded(res: UpstreamResponse, upstreamSocket: Socket, upstreamHead: Buffer): void {

@@ -10,11 +10,19 @@
  * response is complete (or failed), then the connection goes back to the idle list when
  * the response allowed keep-alive, the request was fully written and nothing extra
  * arrived; otherwise it is closed.
+ *
+ * A pool with TLS options (an "https://" proxyPass) opens each connection with `tls.connect`
+ * instead, and counts it connected once the handshake is done (the connect timeout covers the
+ * handshake, as nginx's); a failed handshake or verification is a connection error like a refused
+ * connect. Reconnects offer the pool's last TLS session (nginx proxy_ssl_session_reuse).
  */
 import net from 'node:net';
+import {
+  checkServerIdentity, connect as tlsConnect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket,
+} from 'node:tls';
 import { Readable } from 'node:stream';
 import type {
-  Attempt, AttemptHandler, PeerPool, PoolOptions, RequestHead, UpgradeHandler, UpstreamResponse,
+  Attempt, AttemptHandler, PeerPool, PoolOptions, RequestHead, UpgradeHandler, UpstreamResponse, UpstreamTlsOptions,
 } from './transport.js';
 import { failureKind, type FailureKind } from '../../net/errors.js';
 import {
@@ -138,7 +146,7 @@ export class RawAttempt implements Attempt {
   }
 }
 
-/** One upstream TCP connection and its response parser. */
+/** One upstream TCP (or TLS) connection and its response parser. */
 export class UpstreamConnection implements ResponseParserHandler, DeferredWrite {
   readonly socket: net.Socket;
   readonly parser: Http1ResponseParser;
@@ -170,12 +178,13 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
    */
   constructor(private readonly pool: RawPeerPool, private readonly upgrade: boolean) {
     this.parser = new Http1ResponseParser(this);
-    const socket = upgrade
-      ? net.connect({ host: pool.host, port: pool.port })
-      : net.connect({ host: pool.host, port: pool.port, onread: { buffer: READ_BUFFER, callback: this.onRead } });
+    const onread = upgrade ? undefined : { buffer: READ_BUFFER, callback: this.onRead };
+    const socket = pool.tls === null
+      ? net.connect({ host: pool.host, port: pool.port, onread })
+      : pool.connectTls(onread);
     this.socket = socket;
     socket.setNoDelay(true);
-    socket.on('connect', this.onConnect);
+    socket.on(pool.tls === null ? 'connect' : 'secureConnect', this.onConnect);
     if (upgrade) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
@@ -382,6 +391,14 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
   };
 
   private readonly onError = (err: NodeJS.ErrnoException): void => {
+    if (this.pool.tls !== null && !this.connected) {
+      // The TCP connect or the TLS handshake failed (refused, reset, a verify error, no common protocol):
+      // the server's failure, never this host's; a session it might not take again is not offered again.
+      this.pool.tlsSession = null;
+      const message = err.syscall === undefined ? `SSL handshake with upstream failed: ${err.message}` : err.message;
+      this.fail(this.timedOut ? 'timeout' : failureKind(err), message, err.code);
+      return;
+    }
     this.fail(this.timedOut ? 'timeout' : failureKind(err), err.message, err.code);
   };
 
@@ -497,7 +514,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
     this.closed = true;
     if (this.connectTimer !== null) clearTimeout(this.connectTimer);
     this.connectTimer = null;
-    socket.off('connect', this.onConnect);
+    socket.off(this.pool.tls === null ? 'connect' : 'secureConnect', this.onConnect);
     socket.off('data', this.onData);
     socket.off('end', this.onEnd);
     socket.off('error', this.onError);
@@ -579,7 +596,36 @@ export class RawPeerPool implements PeerPool {
   private readonly idleList: UpstreamConnection[] = [];
   private closing = false;
 
-  constructor(readonly host: string, readonly port: number, readonly options: PoolOptions) {}
+  /** The last TLS session the server gave (offered when the next connection opens); TLS pools only. */
+  tlsSession: Buffer | null = null;
+  private readonly secureContext: SecureContext | null;
+
+  constructor(readonly host: string, readonly port: number, readonly options: PoolOptions, readonly tls: UpstreamTlsOptions | null = null) {
+    this.secureContext = tls === null ? null : createSecureContext({
+      ca: tls.ca ?? undefined, minVersion: tls.minVersion, maxVersion: tls.maxVersion,
+    });
+  }
+
+  /** A new TLS connection to the server (pools with `tls` only). */
+  connectTls(onread: net.OnReadOpts | undefined): TLSSocket {
+    const o = this.tls!;
+    const name = o.name;
+    // `onread` works for tls.connect as for net.connect (node >= 12.2) but is missing from its types.
+    const options: ConnectionOptions & { onread?: net.OnReadOpts } = {
+      host: this.host,
+      port: this.port,
+      onread,
+      secureContext: this.secureContext!,
+      ...(o.servername === null ? {} : { servername: o.servername }),
+      rejectUnauthorized: o.verify,
+      checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
+      ALPNProtocols: ['http/1.1'],
+      ...(this.tlsSession === null ? {} : { session: this.tlsSession }),
+    };
+    const socket = tlsConnect(options);
+    socket.on('session', (session: Buffer) => { this.tlsSession = session; });
+    return socket;
+  }
 
   /** Idle connections now (for tests and status). */
   get idleCount(): number {

@@ -5,8 +5,10 @@
  * response-parser.ts) can be replaced without touching the proxy.
  */
 import type { Socket } from 'node:net';
+import type { SecureVersion } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { FailureKind } from '../../net/errors.js';
+import type { Peer } from '../../balancer/peer.js';
 
 export interface UpstreamResponse {
   statusCode: number;
@@ -59,6 +61,24 @@ export interface PoolOptions {
   readTimeoutMs: number;
 }
 
+/**
+ * TLS to the server (an "https://" proxyPass, nginx proxy_ssl_*), resolved when the config was
+ * loaded: a pool with these options speaks TLS on every connection it opens.
+ */
+export interface UpstreamTlsOptions {
+  /** proxy_ssl_verify: reject a chain `ca` does not trust, or a certificate not for `name`. */
+  verify: boolean;
+  /** The trusted CA certificates (PEM, the proxySslTrustedCertificate file as read at load); null = none. */
+  ca: Buffer | null;
+  /** The name checked against the certificate when `verify`. */
+  name: string;
+  /** The SNI sent; null = none (proxySslServerName off, or `name` is an IP address). */
+  servername: string | null;
+  /** proxy_ssl_protocols as a range. */
+  minVersion: SecureVersion;
+  maxVersion: SecureVersion;
+}
+
 /** An in-flight attempt; `abort` tears down its upstream connection. */
 export interface Attempt {
   abort(): void;
@@ -69,6 +89,8 @@ export interface PeerPool {
   readonly host: string;
   readonly port: number;
   readonly options: PoolOptions;
+  /** TLS on each connection; null = plain TCP. */
+  readonly tls: UpstreamTlsOptions | null;
   /** Sends a request; `body` is a complete Buffer, a stream to pipe, or null for none. */
   request(head: RequestHead, body: Buffer | Readable | null, handler: AttemptHandler): Attempt;
   /**
@@ -82,7 +104,20 @@ export interface PeerPool {
 
 declare module '../../balancer/peer.js' {
   interface Peer {
-    /** Connections to this server; attached by the runtime, shared across reloads while the address stays. */
+    /** Connections to this server (plain HTTP); attached by the runtime, shared across reloads while the address stays. */
     pool: PeerPool;
+    /**
+     * Connections to this server over TLS, one pool per TLS setting the config's "https://"
+     * locations use with its upstream, by `Route.tlsPoolKey`; absent when none does.
+     */
+    tlsPools?: ReadonlyMap<string, PeerPool>;
   }
+}
+
+/** The pool of `peer` for a route with TLS pool key `tlsPoolKey` (null/undefined: plain HTTP). */
+export function poolOf(peer: Peer, tlsPoolKey: string | null | undefined): PeerPool {
+  if (tlsPoolKey == null) return peer.pool;
+  const pool = peer.tlsPools?.get(tlsPoolKey);
+  if (pool === undefined) throw new Error(`no TLS pool for ${peer.address} (${tlsPoolKey})`);
+  return pool;
 }
