@@ -3,6 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -92,14 +93,17 @@ export async function startMemcached(cmd, { memoryMiB, cpu, logFile }) {
   throw new Error('memcached did not start');
 }
 
-/** Waits until `GET path` on the port answers 200 (the whole chain is up); throws when `child` exits first or after `timeoutMs`. */
-export async function waitReady(port, { path = '/', child = null, headers = {}, timeoutMs = 15_000 } = {}) {
+/**
+ * Waits until `GET path` on the port answers 200 (the whole chain is up); throws when `child` exits first or after `timeoutMs`.
+ * `tls`: over HTTPS (the bench's self-signed certificate is not verified).
+ */
+export async function waitReady(port, { path = '/', child = null, headers = {}, timeoutMs = 15_000, tls = false } = {}) {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
     if (child !== null && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`process exited early (${child.exitCode ?? child.signalCode})`);
     const status = await new Promise((res) => {
-      const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 1000, headers }, (r) => { r.resume(); r.on('end', () => res(r.statusCode)); });
+      const req = (tls ? https : http).get({ host: '127.0.0.1', port, path, agent: false, timeout: 1000, headers, ...(tls ? { rejectUnauthorized: false } : {}) }, (r) => { r.resume(); r.on('end', () => res(r.statusCode)); });
       req.on('error', (e) => res(e.message));
       req.on('timeout', () => req.destroy(new Error('timeout')));
     });
