@@ -2,7 +2,7 @@
  * Issue 14's defects, each with the exact bytes or steps that showed it: real backends (raw
  * sockets where the defect is in framing or connection handling) and sessionlb in-process.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
@@ -314,6 +314,18 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
     return sockets.filter((s) => !s.destroyed && !s.readableEnded && s.readyState === 'open');
   }
 
+  /** `sessionlb run` with `ulimit -n 200`, until `port` accepts; killed after the test. `log()`: its output so far. */
+  async function runUnderUlimit(file: string, port: number): Promise<{ child: ChildProcess; log: () => string }> {
+    const child = spawn('bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${CLI}" run --config "${file}"`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    cleanup.push(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } });
+    for (let i = 0; i < 200 && !(await canConnect(port)); i++) await new Promise((r) => setTimeout(r, 50));
+    return { child, log: () => out };
+  }
+
   /** One request on an open socket (`extra`: more header lines); resolves with the status line's code. */
   function statusOn(socket: net.Socket, path: string, extra = ''): Promise<number> {
     return new Promise((resolve) => {
@@ -341,13 +353,7 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
       servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
       upstreams: { backend: { servers: [{ address: backend.address, maxFails: 1, failTimeout: '30s' }], keepalive: 0 } },
     });
-    const child = spawn('bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${CLI}" run --config "${file}"`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let log = '';
-    child.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
-    child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    cleanup.push(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } });
-    for (let i = 0; i < 200 && !(await canConnect(port)); i++) await new Promise((r) => setTimeout(r, 50));
+    const { child, log } = await runUnderUlimit(file, port);
 
     const held = await occupy(port, 260);
     expect(held.length).toBeGreaterThan(10);
@@ -367,7 +373,7 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
     const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
     expect(metrics).toMatch(/sessionlb_local_errors_total\{code="EMFILE",operation="connect"\} 2\n/);
     expect(metrics).not.toMatch(/sessionlb_upstream_failures_total\{[^}]*\} [1-9]/);
-    expect(log).toMatch(/local resource error while connecting to upstream/);
+    expect(log()).toMatch(/local resource error while connecting to upstream/);
     expect(child.exitCode).toBe(null);
   });
 
@@ -387,13 +393,7 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
       streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: 'echo' }],
       upstreams: { echo: { servers: [{ address: `127.0.0.1:${echoPort}`, maxFails: 1, failTimeout: '30s' }] } },
     });
-    const child = spawn('bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${CLI}" run --config "${file}"`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let log = '';
-    child.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
-    child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    cleanup.push(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } });
-    for (let i = 0; i < 200 && !(await canConnect(port)); i++) await new Promise((r) => setTimeout(r, 50));
+    const { child, log } = await runUnderUlimit(file, port);
 
     // Idle HTTP clients take every descriptor. Then, one at a time, an HTTP client leaves (one
     // descriptor free) and a stream client comes (two needed: the accepted socket and the upstream
@@ -432,7 +432,7 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
     const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
     expect(metrics).toMatch(/sessionlb_local_errors_total\{code="EMFILE",operation="connect"\} [1-9]/);
     expect(metrics).not.toMatch(/sessionlb_upstream_failures_total\{[^}]*\} [1-9]/);
-    expect(log).toMatch(/connect\(\) failed \(EMFILE\)/);
+    expect(log()).toMatch(/connect\(\) failed \(EMFILE\)/);
     expect(child.exitCode).toBe(null);
   });
 });
