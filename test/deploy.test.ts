@@ -466,6 +466,21 @@ function checkCliLine(args: string[], command: string, workingDirectory: string)
 /** The example config the unit's comments tell users to install as its config file. */
 const HOST_CONFIG = 'deploy/sessionlb.systemd.json';
 
+describe('deploy/sessionlb-rules.yml and deploy/grafana/sessionlb.json', () => {
+  it('name only metrics sessionlb exports (a renamed metric must not leave a silent alert or an empty panel)', () => {
+    const code = ['metrics.ts', 'stream-metrics.ts'].map((f) => read(`src/observability/${f}`)).join('\n');
+    const exported = new Set([...code.matchAll(/'(sessionlb_[a-z0-9_]+)'/g)].map((m) => m[1]!));
+    const known = (name: string): boolean => exported.has(name) || exported.has(name.replace(/_(bucket|sum|count)$/, ''));
+    const named = (text: string): string[] => [...new Set([...text.matchAll(/\b(sessionlb_[a-z0-9_]+)/g)].map((m) => m[1]!))];
+    const rules = named(read('deploy/sessionlb-rules.yml'));
+    const dashboard = named(read('deploy/grafana/sessionlb.json'));
+    expect(rules).toContain('sessionlb_tls_certificate_expiry_timestamp_seconds'); // the 14-day certificate alert (issue 16)
+    expect(dashboard).toContain('sessionlb_tls_certificate_expiry_timestamp_seconds');
+    expect(rules.filter((n) => !known(n)), 'in the rules, not exported').toEqual([]);
+    expect(dashboard.filter((n) => !known(n)), 'in the dashboard, not exported').toEqual([]);
+  });
+});
+
 describe('deploy/sessionlb.service', async () => {
   const text = read('deploy/sessionlb.service');
   const unit = parseUnit(text);
