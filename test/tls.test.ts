@@ -17,6 +17,7 @@ import { loadConfig } from '../src/config/load.js';
 import { freePort, request } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
 import { TestPki } from './helpers/tls-certs.js';
+import { startProxyProcess, writeConfig } from './helpers/child.js';
 
 const scope = useScope();
 const pki = new TestPki();
@@ -156,3 +157,24 @@ describe('TLS termination', () => {
   });
 });
 
+describe('TLS metrics with workers', () => {
+  it('the certificate expiry gauge of a 2-worker cluster is the certificate\'s notAfter, not the sum of the workers\' reports', async () => {
+    const be = await scope.backend('a');
+    const shop = pki.issue('shop.test');
+    const port = await freePort();
+    const adminPort = await freePort();
+    const file = writeConfig({
+      workers: 2,
+      accessLog: false,
+      admin: { listen: `127.0.0.1:${adminPort}` },
+      servers: [{ listen: [`127.0.0.1:${port} ssl`], serverName: ['shop.test'], ssl: { certificate: shop.cert, certificateKey: shop.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+      upstreams: { backend: { servers: [{ address: be.address }] } },
+    }, 'tls-workers.json');
+    const proc = await startProxyProcess(file, port);
+    scope.cleanup.push(() => proc.kill());
+    const notAfter = Math.floor(Date.parse(new X509Certificate(readFileSync(shop.cert)).validTo) / 1000);
+    const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
+    const line = metrics.split('\n').find((l) => l.startsWith('sessionlb_tls_certificate_expiry_timestamp_seconds{'));
+    expect(line).toBe(`sessionlb_tls_certificate_expiry_timestamp_seconds{server="shop.test",certificate="${shop.cert}"} ${notAfter}`);
+  });
+});

@@ -318,6 +318,8 @@ export class Metrics {
       name: 'sessionlb_tls_certificate_expiry_timestamp_seconds',
       help: 'When each TLS certificate in use expires (notAfter, Unix time), by virtual server and certificate file',
       labelNames: ['server', 'certificate'], registers: [r],
+      // Every cluster worker reports the same certificates: merged by min, not summed.
+      aggregator: 'min',
       collect(): void {
         this.reset();
         for (const c of src.tlsCertificates?.() ?? []) this.set({ server: c.server, certificate: c.certificateFile }, Math.floor(c.notAfter / 1000));
