@@ -20,7 +20,7 @@ import type { EventLog } from '../observability/log.js';
 import { Observability } from '../observability/observability.js';
 import { SessionManager, type StoreSetup } from '../sessions/manager.js';
 import { TicketKeys } from '../tls/ticket-keys.js';
-import { TlsSites, buildTlsSites, sharedAddressProblems, type TlsSite } from '../tls/contexts.js';
+import { TlsSites, buildTlsSites, tlsBuildProblems, type TlsSite } from '../tls/contexts.js';
 import { readTrustedCertificates } from '../tls/upstream-trust.js';
 import type { Affinity } from '../sessions/affinity.js';
 import { StreamProxies } from '../proxy/stream/listener.js';
@@ -286,7 +286,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     for (const w of built.warnings) this.log.warn({ address: w.address, server: w.server, file: w.file }, `TLS certificate: ${w.message}`);
     const problems = [
       ...featuresNotServedYet(config).map((p) => `${p.path}: ${p.message}`),
-      ...[...built.problems, ...sharedAddressProblems(built.sites)].map((p) => `${p.file}: ${p.message} (server ${p.server} on ${p.address})`),
+      ...tlsBuildProblems(built),
     ];
     if (problems.length > 0) throw new Error(problems.join('; '));
     return built.sites;

@@ -103,26 +103,40 @@ export async function buildTlsSites(servers: readonly VirtualServerConfig[], tic
     if (vs.ssl !== null) loaded.set(vs, await loadServerCertificates(vs.ssl, vs.serverNames, options));
   }));
 
+  // Per server, once (a server on 0.0.0.0 and [::] reports its files once and shares one context).
+  const contexts = new Map<VirtualServerConfig, { options: tls.SecureContextOptions; context: tls.SecureContext } | null>();
+  const contextOf = (vs: VirtualServerConfig, address: string): { options: tls.SecureContextOptions; context: tls.SecureContext } | null => {
+    if (contexts.has(vs)) return contexts.get(vs)!;
+    const name = vs.serverNames[0] ?? '_';
+    const certs = loaded.get(vs)!;
+    for (const p of certs.problems) problems.push({ address, server: name, ...p });
+    for (const w of certs.warnings) warnings.push({ address, server: name, ...w });
+    let made: { options: tls.SecureContextOptions; context: tls.SecureContext } | null = null;
+    if (certs.ok) {
+      const options = secureContextOptions(vs.ssl!, certs, ticketKeys);
+      try {
+        made = { options, context: tls.createSecureContext(options) };
+      } catch (err) {
+        // OpenSSL's message here is about ciphers or protocols, not key content (keys were parsed above).
+        problems.push({ address, server: name, file: '', message: `cannot set up TLS: ${(err as Error).message}` });
+      }
+    }
+    contexts.set(vs, made);
+    return made;
+  };
+
   const sites = new Map<string, TlsSite>();
   for (const [address, list] of byAddress) {
     const entries: TlsServerEntry[] = [];
     for (const { vs, isDefault } of list) {
       const name = vs.serverNames[0] ?? '_';
-      const certs = loaded.get(vs);
-      if (vs.ssl === null || certs === undefined) {
+      if (vs.ssl === null || !loaded.has(vs)) {
         problems.push({ address, server: name, file: '', message: `no "ssl" block (certificate and key) for a server listening with ssl on ${address}` });
         continue;
       }
-      for (const p of certs.problems) problems.push({ address, server: name, ...p });
-      for (const w of certs.warnings) warnings.push({ address, server: name, ...w });
-      if (!certs.ok) continue;
-      const contextOptions = secureContextOptions(vs.ssl, certs, ticketKeys);
-      try {
-        entries.push({ name, index: vs.index, serverNames: vs.serverNames, isDefault, certificates: certs, options: contextOptions, context: tls.createSecureContext(contextOptions) });
-      } catch (err) {
-        // OpenSSL's message here is about ciphers or protocols, not key content (keys were parsed above).
-        problems.push({ address, server: name, file: '', message: `cannot set up TLS: ${(err as Error).message}` });
-      }
+      const made = contextOf(vs, address);
+      if (made === null) continue;
+      entries.push({ name, index: vs.index, serverNames: vs.serverNames, isDefault, certificates: loaded.get(vs)!, options: made.options, context: made.context });
     }
     if (entries.length !== list.length) continue;
     sites.set(address, new TlsSite(address, entries));
@@ -137,7 +151,16 @@ export async function buildTlsSites(servers: readonly VirtualServerConfig[], tic
  * server's certificate, several servers on one address must each have one pair, all of the same
  * key type (a server alone on its address may have several, e.g. ECDSA and RSA side by side).
  */
-export function sharedAddressProblems(sites: ReadonlyMap<string, TlsSite>): TlsMessage[] {
+/**
+ * Why a built set cannot be served, one line each: certificate files that did not load and
+ * servers on a shared address with mixed certificates (what check prints and a start or reload
+ * fails with).
+ */
+export function tlsBuildProblems(built: TlsBuild): string[] {
+  return [...built.problems, ...sharedAddressProblems(built.sites)].map((p) => `${p.file}: ${p.message} (server ${p.server})`);
+}
+
+function sharedAddressProblems(sites: ReadonlyMap<string, TlsSite>): TlsMessage[] {
   const out: TlsMessage[] = [];
   for (const [address, site] of sites) {
     const problem = sharedAddressProblem(address, site.servers);

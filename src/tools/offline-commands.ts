@@ -5,7 +5,7 @@
  */
 import { featuresNotServedYet } from '../config/tls.js';
 import { TicketKeys } from '../tls/ticket-keys.js';
-import { buildTlsSites, sharedAddressProblems } from '../tls/contexts.js';
+import { buildTlsSites, tlsBuildProblems } from '../tls/contexts.js';
 import { readTrustedCertificates } from '../tls/upstream-trust.js';
 import { readFile, writeFile } from 'node:fs/promises';
 import { loadConfig, loadConfigFile } from '../config/load.js';
@@ -38,12 +38,11 @@ export async function checkCommand(file: string): Promise<number> {
   const built = await buildTlsSites(config.servers, new TicketKeys());
   const trusted = readTrustedCertificates(config);
   for (const w of built.warnings) process.stderr.write(`sessionlb: warning: ${w.file}: ${w.message} (server ${w.server} on ${w.address})\n`);
-  // A server on several addresses (0.0.0.0 and [::]) reports its files once.
-  const problems = [...new Set([
+  const problems = [
     ...featuresNotServedYet(config).map((p) => `${file}: ${p.path}: ${p.message}`),
-    ...[...built.problems, ...sharedAddressProblems(built.sites)].map((p) => `${p.file}: ${p.message} (server ${p.server})`),
+    ...tlsBuildProblems(built),
     ...trusted.problems.map((p) => `${p.file}: ${p.message}`),
-  ])];
+  ];
   if (problems.length > 0) {
     for (const p of problems) process.stderr.write(`${p}\n`);
     process.stderr.write(`sessionlb: configuration file ${file} test failed (${problems.length} problem${problems.length === 1 ? '' : 's'})\n`);
