@@ -326,6 +326,20 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
     return { child, log: () => out };
   }
 
+  /** Writes "ping" on a new stream connection: what comes back ('ping' echoed), or 'error'/'closed'; `keep`: leave it open there (null: close it). */
+  function pingThrough(port: number, keep: net.Socket[] | null): Promise<string> {
+    return new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write('ping'));
+      keep?.push(s);
+      s.on('data', (d: Buffer) => {
+        resolve(d.toString());
+        if (keep === null) s.destroy();
+      });
+      s.on('error', () => resolve('error'));
+      s.on('close', () => resolve('closed'));
+    });
+  }
+
   /** One request on an open socket (`extra`: more header lines); resolves with the status line's code. */
   function statusOn(socket: net.Socket, path: string, extra = ''): Promise<number> {
     return new Promise((resolve) => {
@@ -407,14 +421,7 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
     for (let i = 0; i < 8; i++) {
       held.pop()!.destroy();
       await new Promise((r) => setTimeout(r, 150));
-      const outcome = await new Promise<string>((resolve) => {
-        const s = net.connect(port, '127.0.0.1', () => s.write('ping'));
-        streams.push(s);
-        s.on('data', (d: Buffer) => resolve(d.toString()));
-        s.on('error', () => resolve('error'));
-        s.on('close', () => resolve('closed'));
-      });
-      outcomes.push(outcome);
+      outcomes.push(await pingThrough(port, streams));
     }
     // nginx stream: when no server could be connected, the client is closed.
     expect(outcomes.filter((o) => o !== 'ping').length, outcomes.join(' ')).toBeGreaterThan(0);
@@ -422,13 +429,7 @@ describe('defect 7: running out of file descriptors is never blamed on the serve
     for (const s of held) s.destroy();
     await new Promise((r) => setTimeout(r, 500));
     // Descriptors free again: the server was never marked failed, so a new session is served at once.
-    const echoed = await new Promise<string>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => s.write('ping'));
-      s.on('data', (d: Buffer) => { resolve(d.toString()); s.destroy(); });
-      s.on('error', () => resolve('error'));
-      s.on('close', () => resolve('closed'));
-    });
-    expect(echoed).toBe('ping');
+    expect(await pingThrough(port, null)).toBe('ping');
     const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
     expect(metrics).toMatch(/sessionlb_local_errors_total\{code="EMFILE",operation="connect"\} [1-9]/);
     expect(metrics).not.toMatch(/sessionlb_upstream_failures_total\{[^}]*\} [1-9]/);
