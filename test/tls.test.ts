@@ -2,6 +2,7 @@
  * TLS termination end to end (issue 16): real certificates made with openssl in the test
  * (test/helpers/tls-certs.ts), sessionlb in-process, node's https/tls clients.
  * - two servers on one `ssl` address chosen by SNI, no SNI gets the default server's certificate;
+ *   servers of several key types on one address; a plain HTTP request to the address;
  * - a request over TLS reaches the backend with X-Forwarded-Proto: https, and the cookie-insert
  *   mode's cookie gets Secure; TLS 1.1 is refused by default;
  * - handshake metrics and the certificate expiry gauge;
@@ -101,18 +102,35 @@ describe('TLS termination', () => {
     expect(metrics).toMatch(/sessionlb_tls_handshakes_total\{server="api\.test",protocol="TLSv1\.3",resumed="false"\} [1-9]/);
   });
 
-  it('servers sharing an ssl address with different key types (ECDSA and RSA) are refused at start, naming the file: no client may get another server\'s certificate', async () => {
+  it('servers sharing an ssl address each hand out their own certificates, whatever their key types (ECDSA beside RSA, or both for one server)', async () => {
     const port = await freePort();
     const listen = [`127.0.0.1:${port} ssl`];
     const ec = pki.issue('ec.test');
     const rsa = pki.issue('rsa.test', { kind: 'rsa' });
-    await expect(scope.lb({
+    const bothEc = pki.issue('both-ec.test', { names: ['both.test'] });
+    const bothRsa = pki.issue('both-rsa.test', { kind: 'rsa', names: ['both.test'] });
+    await scope.lb({
       servers: [
         { listen, serverName: ['ec.test'], ssl: { certificate: ec.cert, certificateKey: ec.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] },
         { listen, serverName: ['rsa.test'], ssl: { certificate: rsa.cert, certificateKey: rsa.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] },
+        { listen, serverName: ['both.test'], ssl: { certificate: [bothEc.cert, bothRsa.cert], certificateKey: [bothEc.key, bothRsa.key] }, locations: [{ path: '/', proxyPass: 'http://backend' }] },
       ],
       upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } },
-    })).rejects.toThrow(/servers sharing 127\.0\.0\.1:\d+ must each have one certificate, all of one key type; rsa\.test has a RSA certificate while ec\.test has EC/);
+    });
+    expect((await peerCertificate(port, 'rsa.test')).subject).toBe('CN=rsa.test');
+    expect((await peerCertificate(port, 'ec.test')).subject).toBe('CN=ec.test');
+    expect((await peerCertificate(port, undefined)).subject).toBe('CN=ec.test');
+    expect((await peerCertificate(port, 'both.test', { sigalgs: 'ECDSA+SHA256' })).subject).toBe('CN=both-ec.test');
+    expect((await peerCertificate(port, 'both.test', { sigalgs: 'RSA-PSS+SHA256:RSA+SHA256' })).subject).toBe('CN=both-rsa.test');
+  });
+
+  it('a plain HTTP request to an ssl address gets nginx\'s 400 "plain HTTP request was sent to HTTPS port", counted as not_tls', async () => {
+    const { port, adminPort } = await setup();
+    const res = await request(`http://127.0.0.1:${port}/`);
+    expect(res.status).toBe(400);
+    expect(res.body).toContain('The plain HTTP request was sent to HTTPS port');
+    const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
+    expect(metrics).toMatch(/sessionlb_tls_handshake_errors_total\{reason="not_tls"\} 1/);
   });
 
   it('TLS 1.1 is refused by default (nginx ssl_protocols TLSv1.2 TLSv1.3), counted as a protocol error; TLS 1.2 works', async () => {

@@ -12,7 +12,7 @@ import { resolve as resolvePath } from 'node:path';
 import { formatHostPort } from '../nginx-language/address.js';
 import { parseListen } from '../nginx-language/listen.js';
 import { DURATION_PATTERN, parseDuration } from '../nginx-language/units.js';
-import { TLS_DEFAULTS, type Config, type ServerListen, type SslConfig, type TlsProtocol, type UpstreamTlsConfig } from './model.js';
+import { TLS_DEFAULTS, type ServerListen, type SslConfig, type TlsProtocol, type UpstreamTlsConfig } from './model.js';
 import { formatPath, type RawSsl, type RawUpstreamTls } from './schema.js';
 
 type Add = (path: PropertyKey[], message: string) => void;
@@ -183,15 +183,3 @@ export function resolveUpstreamTls(levels: TlsLevels, tls: boolean, host: string
   };
 }
 
-/**
- * What a valid config may ask for that this version does not serve yet (issue 16 is under way):
- * HTTP/2. `check`, start and reload refuse it, so that no config runs differently from what it
- * says (HTTP/1.1 where HTTP/2 was asked).
- */
-export function featuresNotServedYet(config: Config): { path: string; message: string }[] {
-  const out: { path: string; message: string }[] = [];
-  for (const vs of config.servers) {
-    if (vs.http2) out.push({ path: `$.servers[${vs.index}].http2`, message: 'HTTP/2 is not served yet by this version (HTTP/1.1 over TLS is): remove "http2" for now' });
-  }
-  return out;
-}

@@ -2,12 +2,13 @@
  * The HTTP routing of a config: for each listen address, the virtual servers on it and, for
  * each of their locations, where a request goes (upstream, metrics, session affinity).
  */
-import type { Config, ServerListen, VirtualServerConfig } from '../config/model.js';
+import type { Config } from '../config/model.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { Observability } from '../observability/observability.js';
 import type { Affinity } from '../sessions/affinity.js';
 import type { Route } from '../proxy/http/forward.js';
-import type { HttpRoute, TlsTermination } from '../proxy/http/listener.js';
+import type { HttpRoute } from '../proxy/http/listener.js';
+import type { TlsSiteSource } from '../tls/acceptor.js';
 import { ListenerRouter, buildVirtualServer } from '../proxy/http/router.js';
 import { tlsPoolKey } from './peer-pools.js';
 
@@ -17,11 +18,10 @@ export function httpRoutes(
   upstreams: ReadonlyMap<string, Upstream>,
   observability: Pick<Observability, 'route'>,
   affinityOf: (upstream: Upstream) => Affinity | null,
-  tlsFor: (listen: ServerListen, servers: readonly VirtualServerConfig[]) => TlsTermination,
+  /** The TLS set in use, for the `ssl` addresses. */
+  tls: TlsSiteSource,
 ): Map<string, HttpRoute> {
   const out = new Map<string, HttpRoute>();
-  /** The servers of each `ssl` address, in config order. */
-  const sslServers = new Map<string, { listen: ServerListen; servers: VirtualServerConfig[] }>();
   for (const vsConfig of config.servers) {
     const serverName = vsConfig.serverNames[0] ?? '_';
     const vs = buildVirtualServer<Route>(vsConfig, (location) => ({
@@ -40,13 +40,8 @@ export function httpRoutes(
         out.set(l.key, entry);
       }
       entry.router.add(vsConfig, vs, l.defaultServer || vsConfig.isDefault);
-      if (l.ssl) {
-        const site = sslServers.get(l.key);
-        if (site === undefined) sslServers.set(l.key, { listen: l, servers: [vsConfig] });
-        else site.servers.push(vsConfig);
-      }
+      if (l.ssl) entry.tls = tls;
     }
   }
-  for (const [key, { listen, servers }] of sslServers) out.get(key)!.tls = tlsFor(listen, servers);
   return out;
 }

@@ -6,12 +6,12 @@
  * listener set prepares (binds what the new config adds), then everything switches
  * synchronously, or every set aborts; requests in flight keep the objects they started with.
  */
-import type { Config, ServerListen } from '../config/model.js';
-import { featuresNotServedYet } from '../config/tls.js';
+import type { Config } from '../config/model.js';
 import { Upstream } from '../balancer/upstream.js';
 import { ServerStates } from '../balancer/server-state.js';
 import type { ForwardHooks } from '../proxy/http/forward.js';
-import { HttpListeners, type HttpListenerOwner, type HttpRoute, type TlsErrorReason, type TlsTermination } from '../proxy/http/listener.js';
+import { HttpListeners, type HttpListenerOwner, type HttpRoute } from '../proxy/http/listener.js';
+import type { TlsErrorReason } from '../tls/acceptor.js';
 import { AdminServer } from '../admin/server.js';
 import { registerAdminApi, type AdminTarget } from '../admin/api.js';
 import { logConfigWeightWins } from '../admin/state.js';
@@ -64,7 +64,6 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   readonly ticketKeys = new TicketKeys();
   /** The TLS sites (certificates per ssl address and server) in use. */
   private readonly tlsSites = new TlsSites(this.ticketKeys);
-  private readonly tlsByAddress = new Map<string, TlsTermination>();
   /** Each server's runtime state (health, failures, slow start, admin state and weight), found again by every reload. */
   private readonly serverStates = new ServerStates();
   stopping = false;
@@ -284,28 +283,9 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   private async buildTls(config: Config): Promise<Map<string, TlsSite>> {
     const built = await buildTlsSites(config.servers, this.ticketKeys);
     for (const w of built.warnings) this.log.warn({ address: w.address, server: w.server, file: w.file }, `TLS certificate: ${w.message}`);
-    const problems = [
-      ...featuresNotServedYet(config).map((p) => `${p.path}: ${p.message}`),
-      ...tlsBuildProblems(built),
-    ];
+    const problems = tlsBuildProblems(built);
     if (problems.length > 0) throw new Error(problems.join('; '));
     return built.sites;
-  }
-
-  /** The TLS side of an `ssl` address, for its listener (one per address, following the set in use). */
-  private tlsFor(listen: ServerListen): TlsTermination {
-    let t = this.tlsByAddress.get(listen.key);
-    if (t === undefined) {
-      const key = listen.key;
-      const sites = this.tlsSites;
-      t = {
-        serverOptions: () => sites.serverOptions(key),
-        attach: (server) => sites.attach(key, server),
-        serverFor: (servername) => sites.site(key)?.serverFor(servername).name ?? '_',
-      };
-      this.tlsByAddress.set(key, t);
-    }
-    return t;
   }
 
   /** The files the configuration in use reads besides itself (TLS certificates and keys): `run --watch` watches them too. */
@@ -378,6 +358,6 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** The HTTP routes of `config` (none when this role binds no listener); `store`: a reload's prepared session store. */
   private routesFor(config: Config, upstreams: ReadonlyMap<string, Upstream>, store?: StoreSetup): ReadonlyMap<string, HttpRoute> {
     if (!this.role.bindsListeners) return NO_ROUTES;
-    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store), (listen) => this.tlsFor(listen));
+    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store), this.tlsSites);
   }
 }

@@ -2,30 +2,12 @@
  * The TLS side of each `ssl` listen address: one secure context per virtual server (all of its
  * certificate/key pairs in one context, so OpenSSL picks ECDSA or RSA by what the client
  * supports), chosen by SNI with nginx's server name rules (nginx-language/server-names.ts); a
- * client without SNI gets the default server's.
+ * client without SNI gets the default server's. tls/acceptor.ts reads the ClientHello and hands
+ * each connection to its server's context.
  *
  * `TlsSites` holds the current set across reloads: `load` builds a whole new set and swaps it in
- * only when every file loaded; on any problem the old set stays and the problems are returned. A
- * listener uses it like this:
- *
- *   const server = tls.createServer(sites.serverOptions(key));   // or https/http2 createSecureServer
- *   const detach = sites.attach(key, server);                     // follows swaps and ticket key rotations
- *   ... on close: detach();
- *
- * `serverOptions` is the default server's settings (what a client without SNI gets) plus an
- * `SNICallback` that reads the current set at each handshake; `attach` re-applies the default
- * server's settings with `server.setSecureContext` after a swap (new handshakes only: open
- * connections keep theirs) and `server.setTicketKeys` after a ticket key rotation.
- *
- * What node does with a context chosen in SNICallback (measured, node 20 / OpenSSL 3.0; see
- * test/tls-contexts.test.ts): the connection starts from the server's own context (the default
- * server's) and takes from the chosen context only its LAST certificate/key pair, which replaces
- * the pair of the same key type. So ECDSA and RSA side by side work for the default server
- * (with or without SNI), while another server reached by SNI serves its last pair only, and a
- * client that cannot use that key type gets the default server's pair of its type. Likewise the
- * protocol versions, ciphers, session tickets and session timeout of an address are the default
- * server's (they are fixed before the SNI callback runs; nginx with OpenSSL behaves the same for
- * protocols). Lifting this needs reading the ClientHello before node does (not done yet).
+ * only when every file loaded; on any problem the old set stays and the problems are returned.
+ * Open connections keep the context they started with.
  *
  * TLS 1.0 and 1.1 are refused unless `protocols` lists them; when it does, `@SECLEVEL=0` is added
  * to the ciphers, as OpenSSL 3 (Debian 12) refuses their SHA-1 signatures at the default level 1.
@@ -53,6 +35,8 @@ export interface TlsServerEntry {
   readonly serverNames: readonly string[];
   /** `default_server` on this address (or the server's `default`). */
   readonly isDefault: boolean;
+  /** nginx `http2 on`: ALPN offers h2. */
+  readonly http2: boolean;
   readonly certificates: ServerCertificates;
   /** What tls.createSecureContext got (the key material inside; never log it). */
   readonly options: tls.SecureContextOptions;
@@ -136,7 +120,7 @@ export async function buildTlsSites(servers: readonly VirtualServerConfig[], tic
       }
       const made = contextOf(vs, address);
       if (made === null) continue;
-      entries.push({ name, index: vs.index, serverNames: vs.serverNames, isDefault, certificates: loaded.get(vs)!, options: made.options, context: made.context });
+      entries.push({ name, index: vs.index, serverNames: vs.serverNames, isDefault, http2: vs.http2, certificates: loaded.get(vs)!, options: made.options, context: made.context });
     }
     if (entries.length !== list.length) continue;
     sites.set(address, new TlsSite(address, entries));
@@ -144,49 +128,9 @@ export async function buildTlsSites(servers: readonly VirtualServerConfig[], tic
   return { sites: problems.length === 0 ? sites : new Map(), problems, warnings };
 }
 
-/**
- * Servers sharing an `ssl` address are chosen by SNI, and node then takes from the chosen
- * server's context only its last certificate/key pair, which replaces the default server's pair
- * of the same key type (see the comment at the top). So that no client is ever given another
- * server's certificate, several servers on one address must each have one pair, all of the same
- * key type (a server alone on its address may have several, e.g. ECDSA and RSA side by side).
- */
-/**
- * Why a built set cannot be served, one line each: certificate files that did not load and
- * servers on a shared address with mixed certificates (what check prints and a start or reload
- * fails with).
- */
+/** Why a built set cannot be served, one line each (what check prints and a start or reload fails with). */
 export function tlsBuildProblems(built: TlsBuild): string[] {
-  return [...built.problems, ...sharedAddressProblems(built.sites)].map((p) => `${p.file}: ${p.message} (server ${p.server})`);
-}
-
-function sharedAddressProblems(sites: ReadonlyMap<string, TlsSite>): TlsMessage[] {
-  const out: TlsMessage[] = [];
-  for (const [address, site] of sites) {
-    const problem = sharedAddressProblem(address, site.servers);
-    if (problem !== null) out.push(problem);
-  }
-  return out;
-}
-
-function sharedAddressProblem(address: string, entries: readonly TlsServerEntry[]): TlsMessage | null {
-  if (entries.length < 2) return null;
-  const first = entries[0]!;
-  const firstType = first.certificates.pairs[0]?.keyType;
-  for (const e of entries) {
-    const pairs = e.certificates.pairs;
-    const type = pairs[0]?.keyType;
-    if (pairs.length === 1 && type === firstType) continue;
-    const what = pairs.length > 1
-      ? `has ${pairs.length} certificates (${pairs.map((p) => p.keyType).join(', ')})`
-      : `has a ${type} certificate while ${first.name} has ${firstType}`;
-    return {
-      address, server: e.name, file: pairs[0]?.certificateFile ?? '',
-      message: `servers sharing ${address} must each have one certificate, all of one key type; ${e.name} ${what}. `
-        + 'Give the servers one key type (or their own address): with several servers on an address, sessionlb cannot yet hand a client the whole certificate set of the server SNI chose',
-    };
-  }
-  return null;
+  return built.problems.map((p) => `${p.file}: ${p.message} (server ${p.server})`);
 }
 
 const PROTOCOL_ORDER: readonly TlsProtocol[] = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'];
@@ -236,23 +180,13 @@ export interface CertificateInUse extends CertificateInfo {
   server: string;
 }
 
-/** The current sites of every `ssl` address, across reloads. */
+/** The current sites of every `ssl` address, across reloads (what each address's TlsAcceptor reads). */
 export class TlsSites {
   private current = new Map<string, TlsSite>();
-  private readonly attached = new Map<tls.Server, string>();
 
-  constructor(readonly ticketKeys: TicketKeys) {
-    ticketKeys.onChange((key) => {
-      for (const [server, address] of this.attached) {
-        if (this.current.get(address)?.defaultServer.options.ticketKeys !== undefined) server.setTicketKeys(key);
-      }
-    });
-  }
+  constructor(readonly ticketKeys: TicketKeys) {}
 
-  /**
-   * Loads the config's certificates and builds a new set; in use only if there is no problem
-   * (then attached servers get the new default context). On a problem the old set stays.
-   */
+  /** Loads the config's certificates and builds a new set; in use only if there is no problem, else the old set stays. */
   async load(servers: readonly VirtualServerConfig[], options: LoadCertificatesOptions = {}): Promise<TlsLoadResult> {
     const built = await buildTlsSites(servers, this.ticketKeys, options);
     if (built.problems.length > 0) return { ok: false, problems: built.problems, warnings: built.warnings };
@@ -263,10 +197,6 @@ export class TlsSites {
   /** Puts a built set in use: new handshakes use it; open connections keep what they have. */
   swap(sites: Map<string, TlsSite>): void {
     this.current = sites;
-    for (const [server, address] of this.attached) {
-      const site = sites.get(address);
-      if (site !== undefined) server.setSecureContext(this.defaultOptions(site));
-    }
   }
 
   /** The set in use (to put back when a reload that swapped it early is abandoned). */
@@ -283,22 +213,6 @@ export class TlsSites {
     return [...this.current.keys()];
   }
 
-  /**
-   * Options for tls.createServer (or https/http2 createSecureServer) on `address`: the default
-   * server's settings and an SNICallback that reads the current set at each handshake.
-   */
-  serverOptions(address: string): tls.TlsOptions {
-    const site = this.current.get(address);
-    if (site === undefined) throw new Error(`no TLS site for ${address}`);
-    return { ...this.defaultOptions(site), SNICallback: this.sniCallbackFor(address) };
-  }
-
-  /** Keeps `server` in step with swaps and ticket key rotations; returns the way to let go. */
-  attach(address: string, server: tls.Server): () => void {
-    this.attached.set(server, address);
-    return () => this.attached.delete(server);
-  }
-
   /** Every certificate in use: address, server, file, notAfter and the rest of its report. */
   certificates(): CertificateInUse[] {
     const out: CertificateInUse[] = [];
@@ -308,19 +222,5 @@ export class TlsSites {
       }
     }
     return out;
-  }
-
-  /** The default server's options with the ticket key of now (it may have rotated since the set was built). */
-  private defaultOptions(site: TlsSite): tls.SecureContextOptions {
-    const options = site.defaultServer.options;
-    return options.ticketKeys === undefined ? options : { ...options, ticketKeys: this.ticketKeys.current };
-  }
-
-  private sniCallbackFor(address: string): (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void {
-    return (servername, cb) => {
-      const site = this.current.get(address);
-      if (site === undefined) return cb(new Error(`no TLS site for ${address}`));
-      cb(null, site.serverFor(servername).context);
-    };
   }
 }

@@ -3,7 +3,6 @@
  * (nginx config -> sessionlb JSON) and `firewall` (iptables/nftables rules for the memcached
  * hosts). They only read files and print text.
  */
-import { featuresNotServedYet } from '../config/tls.js';
 import { TicketKeys } from '../tls/ticket-keys.js';
 import { buildTlsSites, tlsBuildProblems } from '../tls/contexts.js';
 import { readTrustedCertificates } from '../tls/upstream-trust.js';
@@ -39,7 +38,6 @@ export async function checkCommand(file: string): Promise<number> {
   const trusted = readTrustedCertificates(config);
   for (const w of built.warnings) process.stderr.write(`sessionlb: warning: ${w.file}: ${w.message} (server ${w.server} on ${w.address})\n`);
   const problems = [
-    ...featuresNotServedYet(config).map((p) => `${file}: ${p.path}: ${p.message}`),
     ...tlsBuildProblems(built),
     ...trusted.problems.map((p) => `${p.file}: ${p.message}`),
   ];

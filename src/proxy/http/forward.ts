@@ -467,7 +467,8 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
         // leaves in one write (node's chunked path costs ~2 us more per request).
         headers.push('Content-Length', String(complete.length));
       }
-      res.writeHead(upstreamRes.statusCode, upstreamRes.statusMessage || undefined, headers);
+      // HTTP/2 has no reason phrase (node warns when given one).
+      res.writeHead(upstreamRes.statusCode, this.req.httpVersionMajor === 2 ? undefined : upstreamRes.statusMessage || undefined, headers);
     } catch (err) {
       this.hooks.log.error({ upstream: this.upstream.name, server: this.peer!.address, err: (err as Error).message }, 'upstream sent an invalid header');
       upstreamRes.body.destroy();

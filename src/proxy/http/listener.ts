@@ -1,15 +1,18 @@
 /**
  * The client side of HTTP: one listener per listen address (node's http.Server parses the
  * request; pipelined requests wait their turn; malformed ones, h2c upgrades and accept errors
- * are answered here) and the set of them, switched on reload in three steps like the stream
+ * are answered here; on an `ssl` address, tls/acceptor.ts does the handshake first and ALPN
+ * `h2` connections go to the HTTP/2 side, http2.ts) and the set of them, switched on reload in three steps like the stream
  * listeners (src/proxy/stream/listener.ts): prepare binds the addresses a config adds, commit
  * switches every listener to the new routes and closes removed ones, abort undoes prepare.
  */
 import http from 'node:http';
-import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import type { Server as TlsServer, TLSSocket, TlsOptions } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
+import { TlsAcceptor, type TlsAcceptorOwner, type TlsErrorReason, type TlsSiteSource } from '../../tls/acceptor.js';
+import type { TlsServerEntry } from '../../tls/contexts.js';
+import { Http2Side, type Http2Requests } from './http2.js';
 import type { Config, HeaderLimits } from '../../config/model.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
@@ -31,38 +34,6 @@ export interface HttpListenerOwner {
   /** A TLS handshake failed; `reason` is one of TLS_ERROR_REASONS. */
   tlsHandshakeError(reason: TlsErrorReason): void;
 }
-
-/**
- * What an `ssl` address needs from the TLS layer (src/tls: TlsSites, one per process): options
- * for the server (the default server's certificates for clients without SNI, and an SNI callback
- * that picks the server's context from the set in use), a way to follow certificate swaps and
- * ticket key rotations, and the name of the server a handshake reached.
- */
-export interface TlsTermination {
-  serverOptions(): TlsOptions;
-  /** Keeps `server` in step with the TLS set in use (reloads, ticket keys); returns the way to let go. */
-  attach(server: TlsServer): () => void;
-  /** The virtual server (first server name, "_" when none) a handshake with `servername` (undefined: no SNI) reached. */
-  serverFor(servername: string | undefined): string;
-}
-
-/** Why a TLS handshake failed (the `reason` label of sessionlb_tls_handshake_errors_total): a bounded set. */
-export const TLS_ERROR_REASONS = ['protocol', 'cipher', 'not_tls', 'certificate', 'reset', 'timeout', 'other'] as const;
-export type TlsErrorReason = typeof TLS_ERROR_REASONS[number];
-
-/** The bounded reason of a tls.Server 'tlsClientError'. */
-export function tlsErrorReason(err: NodeJS.ErrnoException & { reason?: string }): TlsErrorReason {
-  const code = err.code ?? '';
-  if (code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
-  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
-  if (code === 'ERR_SSL_HTTP_REQUEST' || code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG') return 'not_tls';
-  if (/PROTOCOL|VERSION/.test(code)) return 'protocol';
-  if (/CIPHER|SIGALG|GROUP|CURVE/.test(code)) return 'cipher';
-  if (/CERT/.test(code)) return 'certificate';
-  return 'other';
-}
-
-function noop(): void { /* nothing to let go */ }
 
 /** Whether an Upgrade header offers h2c (RFC 7540 3.2): never passed upstream (the h2c smuggling vector). */
 function offersH2c(upgrade: string | undefined): boolean {
@@ -103,24 +74,29 @@ function errorResponse(status: string): string {
   return `HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`;
 }
 
+/** node's own 'connection' listener of an http.Server (it parses HTTP/1 on the socket it is given). */
+type ConnectionListener = (this: http.Server, socket: Duplex) => void;
+
 /** One HTTP listening address: node's http.Server, the client-side limits, and the routing of its virtual servers. */
-export class HttpListener {
+export class HttpListener implements TlsAcceptorOwner, Http2Requests {
   readonly server: http.Server;
   router: ListenerRouter<Route>;
   /** large_client_header_buffers. */
   private headLimits: HeaderLimits = { bufferSize: 0, total: 0 };
+  private keepaliveTimeoutMs = 0;
   private lastAcceptError = 0;
   /** The TLS side of an `ssl` address; null for plain HTTP. */
-  private readonly tls: TlsTermination | null;
-  /** Lets go of the TLS set (at close). */
-  private readonly detachTls: () => void;
+  private readonly tls: TlsAcceptor | null = null;
+  /** node's HTTP/1 connection handling, given the TLS connections that did not choose h2. */
+  private readonly http1: ConnectionListener | null = null;
+  /** The HTTP/2 side, made when a client first negotiates h2. */
+  private http2: Http2Side | null = null;
 
   constructor(
     readonly key: string, readonly host: string, readonly port: number, router: ListenerRouter<Route>,
-    tls: TlsTermination | null, config: Config, private readonly owner: HttpListenerOwner,
+    tls: TlsSiteSource | null, config: Config, private readonly owner: HttpListenerOwner,
   ) {
     this.router = router;
-    this.tls = tls;
     const options: http.ServerOptions = {
       requestTimeout: 0, // large uploads are bounded by the idle timeouts below, not a total
       // A missing Host is answered by requestHeadStatus, in turn with pipelined requests.
@@ -131,16 +107,19 @@ export class HttpListener {
       // Upstream connections already carry the request; keep the client side's Nagle off too.
       noDelay: true,
     };
-    if (tls === null) {
-      this.server = http.createServer(options, this.onRequest);
-      this.detachTls = noop;
-    } else {
-      const server = https.createServer({ ...options, ...tls.serverOptions() }, this.onRequest);
-      this.server = server;
-      this.detachTls = tls.attach(server);
-      server.on('secureConnection', this.onSecureConnection);
-      server.on('tlsClientError', this.onTlsClientError);
-      server.once('close', this.detachTls);
+    this.server = http.createServer(options, this.onRequest);
+    if (tls !== null) {
+      // An ssl address: the http.Server listens (so that node tracks its connections, header
+      // timeouts and idle ones as for plain HTTP), but each accepted socket goes through the TLS
+      // acceptor first, then to node's HTTP/1 handling (as https.Server does) or to HTTP/2.
+      const listeners = this.server.listeners('connection');
+      if (listeners.length !== 1) throw new Error(`node's http.Server has ${listeners.length} connection listeners, expected 1`);
+      this.http1 = listeners[0] as ConnectionListener;
+      this.server.removeListener('connection', this.http1);
+      const acceptor = new TlsAcceptor(tls, key, this);
+      this.tls = acceptor;
+      this.server.on('connection', (socket: Socket) => acceptor.accept(socket));
+      this.server.once('close', () => acceptor.close());
     }
     this.configure(config);
     this.server.on('checkContinue', this.onCheckContinue);
@@ -154,15 +133,24 @@ export class HttpListener {
     return this.tls !== null;
   }
 
-  private readonly onSecureConnection = (socket: TLSSocket): void => {
-    const name = (socket as TLSSocket & { servername?: string | false }).servername;
-    this.owner.tlsHandshake(this.tls!.serverFor(typeof name === 'string' ? name : undefined), socket.getProtocol() ?? 'unknown', socket.isSessionReused());
-  };
+  /** TlsAcceptorOwner: a handshake completed with virtual server `server`. */
+  secure(socket: TLSSocket, server: TlsServerEntry): void {
+    this.owner.tlsHandshake(server.name, socket.getProtocol() ?? 'unknown', socket.isSessionReused());
+    if (socket.alpnProtocol === 'h2') {
+      let side = this.http2;
+      if (side === null) {
+        side = this.http2 = new Http2Side(this, this.keepaliveTimeoutMs, this.headLimits.total);
+      }
+      side.accept(socket);
+    } else {
+      this.http1!.call(this.server, socket);
+    }
+  }
 
-  private readonly onTlsClientError = (err: NodeJS.ErrnoException, socket: TLSSocket): void => {
-    this.owner.tlsHandshakeError(tlsErrorReason(err));
-    socket.destroy();
-  };
+  /** TlsAcceptorOwner: a handshake failed. */
+  failed(reason: TlsErrorReason): void {
+    this.owner.tlsHandshakeError(reason);
+  }
 
   /** The client-side limits of `config` (at start and on every reload). */
   configure(config: Config): void {
@@ -176,6 +164,22 @@ export class HttpListener {
     server.maxHeadersCount = 0;
     this.headLimits = config.headerLimits;
     server.maxConnections = config.maxConnections > 0 ? config.maxConnections : Infinity;
+    this.keepaliveTimeoutMs = config.keepaliveTimeoutMs;
+    this.tls?.setTimeout(config.clientHeaderTimeoutMs);
+    this.http2?.configure(config.keepaliveTimeoutMs, config.headerLimits.total);
+  }
+
+  /** Stops accepting; idle connections close now, HTTP/2 ones get a GOAWAY (requests in flight finish). */
+  close(done?: () => void): void {
+    this.server.close(done === undefined ? undefined : () => done());
+    this.server.closeIdleConnections();
+    this.http2?.shutdown();
+  }
+
+  /** Closes what close() left open (shutdown timeout). */
+  closeAll(): void {
+    this.server.closeAllConnections();
+    this.http2?.destroy();
   }
 
   private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -199,11 +203,13 @@ export class HttpListener {
     this.route(req, res, expectContinue);
   }
 
-  /** @internal (pipelinedTurn) Answers or forwards one request. */
+  /** @internal (pipelinedTurn, Http2Requests) Answers or forwards one request. */
   route(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
     if (this.owner.stopping) res.shouldKeepAlive = false;
     const vs = this.router.serverFor(req.headers.host);
-    let status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion === '1.1');
+    let status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion !== '1.0');
+    // CONNECT reaches here only over HTTP/2 (node hands an HTTP/1 one to 'connect'): not a proxy.
+    if (status === 0 && req.method === 'CONNECT') status = 405;
     // nginx 501 "client sent unknown Transfer-Encoding": a coding other than chunked cannot be passed on.
     const te = req.headers['transfer-encoding'];
     if (status === 0 && te !== undefined && te.trim().toLowerCase() !== 'chunked') status = 501;
@@ -324,7 +330,7 @@ export interface HttpRoute {
   port: number;
   router: ListenerRouter<Route>;
   /** TLS termination of an `ssl` address; null for plain HTTP. */
-  tls: TlsTermination | null;
+  tls: TlsSiteSource | null;
 }
 
 /** Listeners bound for a config not yet switched to (see HttpListeners.prepare). */
@@ -368,7 +374,7 @@ export class HttpListeners {
 
   /** Undoes prepare() (a later step of the reload failed). */
   abort(plan: HttpPlan): void {
-    for (const l of plan.fresh) l.server.close();
+    for (const l of plan.fresh) l.close();
   }
 
   /**
@@ -390,8 +396,7 @@ export class HttpListeners {
     }
     for (const l of removed) {
       this.listeners.delete(l.key);
-      l.server.close();
-      l.server.closeIdleConnections();
+      l.close();
     }
   }
 
@@ -418,8 +423,7 @@ export class HttpListeners {
   /** Stops accepting, lets requests in flight finish (up to `timeoutMs`), then closes the connections left. */
   async stop(timeoutMs: number): Promise<void> {
     const closed = [...this.listeners.values()].map((l) => new Promise<void>((resolve) => {
-      l.server.close(() => resolve());
-      l.server.closeIdleConnections();
+      l.close(resolve);
     }));
     // Keep-alive connections become idle when their last response ends; close them as they do.
     const sweeper = setInterval(() => {
@@ -429,7 +433,7 @@ export class HttpListeners {
     clearInterval(sweeper);
     if (expired) {
       this.owner.hooks.log.warn({ timeoutMs }, 'shutdown timeout reached; closing remaining connections');
-      for (const l of this.listeners.values()) l.server.closeAllConnections();
+      for (const l of this.listeners.values()) l.closeAll();
     }
   }
 }
