@@ -9,24 +9,81 @@
  * Probe state lives in the server's runtime state (Peer.state: probeFailsInRow,
  * probePassesInRow, lastProbe, healthy), which survives reloads; the checker only keeps
  * timers, keyed by upstream name and server address, and points them at the current Peer.
+ *
+ * TLS: an upstream that an "https://" location proxies to is probed over TLS, as nginx Plus's
+ * health_check uses the scheme and proxy_ssl_* settings of the location it is in. sessionlb's check
+ * belongs to the upstream, so the first location in config order that reaches it over https gives
+ * the settings (`healthCheckTls`, at start and reload): its SNI, verification and protocols, the
+ * same connect options as the request pools. `http` probes send their GET over that TLS connection;
+ * `tcp` probes complete the TLS handshake (verification included) instead of a bare connect.
  */
 import http from 'node:http';
 import net from 'node:net';
-import type { HealthCheckConfig } from '../config/model.js';
+import { connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:tls';
+import type { Config, HealthCheckConfig } from '../config/model.js';
 import type { Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { EventLog } from '../observability/log.js';
 import { isLocalResourceError } from '../net/errors.js';
+import {
+  upstreamConnectOptions, upstreamSecureContext, upstreamTlsOptions, type UpstreamTlsOptions,
+} from '../tls/upstream-trust.js';
 
 /** Only this much of a probe's response body is matched against `body`. */
 export const PROBE_BODY_LIMIT = 64 * 1024;
 
 type ProbeDone = (ok: boolean, detail: string) => void;
 
+/** How an upstream's servers are reached over TLS by its probes: a location's settings, resolved once per config. */
+export interface ProbeTls {
+  readonly options: UpstreamTlsOptions;
+  readonly context: SecureContext;
+}
+
+/**
+ * Upstream name -> the TLS its probes use, for every upstream with `healthCheck` that some
+ * "https://" location proxies to: the settings of the first such location in config order (nginx
+ * Plus probes with the scheme and proxy_ssl_* of the location holding `health_check`). Upstreams
+ * reached only over http:// (or only by streams) are absent: plain probes. `trusted`: the
+ * proxySslTrustedCertificate files as read at load (readTrustedCertificates).
+ */
+export function healthCheckTls(config: Config, trusted: ReadonlyMap<string, Buffer>): Map<string, ProbeTls> {
+  const out = new Map<string, ProbeTls>();
+  for (const vs of config.servers) {
+    for (const loc of vs.locations) {
+      if (loc.upstreamTls === null || out.has(loc.upstream)) continue;
+      if ((config.upstreams.get(loc.upstream)?.healthCheck ?? null) === null) continue;
+      const options = upstreamTlsOptions(loc.upstreamTls, trusted);
+      out.set(loc.upstream, { options, context: upstreamSecureContext(options) });
+    }
+  }
+  return out;
+}
+
+/** A TLS connection to the server a probe checks, opened as a request pool opens one (no session reuse: each probe handshakes). */
+function connectTls(host: string, port: number, tls: ProbeTls): TLSSocket {
+  return tlsConnect({ host, port, ...upstreamConnectOptions(tls.options, tls.context) });
+}
+
+/**
+ * A probe's detail for `err` on a TLS connection whose handshake was not done: a rejected
+ * certificate ("certificate verify failed: ..."), another handshake failure, or the socket's
+ * own error code (refused, reset: as a plain probe says it, so local resource errors stay known).
+ */
+function tlsFailure(socket: TLSSocket, err: NodeJS.ErrnoException): string {
+  if (!socket.authorized && socket.authorizationError) {
+    return `certificate verify failed: ${err.message}${err.code !== undefined && !err.message.includes(err.code) ? ` (${err.code})` : ''}`;
+  }
+  if (err.syscall === undefined) return `SSL handshake failed: ${err.message}`;
+  return err.code ?? err.message;
+}
+
 interface Target {
   readonly upstream: string;
   peer: Peer;
   config: HealthCheckConfig;
+  /** TLS to the server (the upstream is reached over https); null: plain. */
+  tls: ProbeTls | null;
   timer: NodeJS.Timeout | null;
   /** Aborts the probe in flight; null when none runs. */
   abort: (() => void) | null;
@@ -44,8 +101,11 @@ function defaultHost(peer: Peer): string {
   return hash < 0 ? peer.address : peer.address.slice(0, hash);
 }
 
-/** One HTTP probe: GET path on a fresh connection; checks status and, if configured, the body. Returns an abort function. */
-export function probeHttp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): () => void {
+/**
+ * One HTTP probe: GET path on a fresh connection (TLS with `tls`); checks status and, if
+ * configured, the body. Returns an abort function.
+ */
+export function probeHttp(peer: Peer, hc: HealthCheckConfig, tls: ProbeTls | null, done: ProbeDone): () => void {
   let finished = false;
   const headers: Record<string, string> = { 'User-Agent': 'sessionlb-health-check', Connection: 'close' };
   let hasHost = false;
@@ -54,13 +114,23 @@ export function probeHttp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): (
     headers[name] = value;
   }
   if (!hasHost) headers.Host = defaultHost(peer);
+  const port = hc.port === 0 ? peer.port : hc.port;
+  let socket: TLSSocket | null = null;
+  let secured = false;
   const req = http.request({
     host: peer.host,
-    port: hc.port === 0 ? peer.port : hc.port,
+    port,
     method: 'GET',
     path: hc.path,
     headers,
-    agent: false, // probes never use (or disturb) the request pool
+    // Probes never use (or disturb) the request pool: no agent, a connection of their own.
+    ...(tls === null ? { agent: false } : {
+      createConnection: () => {
+        socket = connectTls(peer.host, port, tls);
+        socket.once('secureConnect', () => { secured = true; });
+        return socket;
+      },
+    }),
     setHost: false,
   });
   const finish = (ok: boolean, detail: string): void => {
@@ -71,7 +141,9 @@ export function probeHttp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): (
     done(ok, detail);
   };
   const timer = setTimeout(() => finish(false, 'timeout'), hc.timeoutMs);
-  req.on('error', (err: NodeJS.ErrnoException) => finish(false, err.code ?? err.message));
+  req.on('error', (err: NodeJS.ErrnoException) => {
+    finish(false, socket !== null && !secured ? tlsFailure(socket, err) : err.code ?? err.message);
+  });
   req.on('response', (res) => {
     const status = res.statusCode ?? 0;
     if (!statusAccepted(status, hc.status)) {
@@ -103,10 +175,11 @@ export function probeHttp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): (
   return () => finish(false, 'aborted');
 }
 
-/** One TCP probe: the connection is accepted. */
-export function probeTcp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): () => void {
+/** One TCP probe: the connection is accepted (with `tls`: and the TLS handshake, verification included, completes). */
+export function probeTcp(peer: Peer, hc: HealthCheckConfig, tls: ProbeTls | null, done: ProbeDone): () => void {
   let finished = false;
-  const socket = net.connect({ host: peer.host, port: hc.port === 0 ? peer.port : hc.port });
+  const port = hc.port === 0 ? peer.port : hc.port;
+  const socket = tls === null ? net.connect({ host: peer.host, port }) : connectTls(peer.host, port, tls);
   const finish = (ok: boolean, detail: string): void => {
     if (finished) return;
     finished = true;
@@ -115,8 +188,14 @@ export function probeTcp(peer: Peer, hc: HealthCheckConfig, done: ProbeDone): ()
     done(ok, detail);
   };
   const timer = setTimeout(() => finish(false, 'timeout'), hc.timeoutMs);
-  socket.once('connect', () => finish(true, 'connected'));
-  socket.once('error', (err: NodeJS.ErrnoException) => finish(false, err.code ?? err.message));
+  if (tls === null) {
+    socket.once('connect', () => finish(true, 'connected'));
+    socket.once('error', (err: NodeJS.ErrnoException) => finish(false, err.code ?? err.message));
+  } else {
+    const tlsSocket = socket as TLSSocket;
+    tlsSocket.once('secureConnect', () => finish(true, `connected, ${tlsSocket.getProtocol() ?? 'TLS'}`));
+    tlsSocket.once('error', (err: NodeJS.ErrnoException) => finish(false, tlsFailure(tlsSocket, err)));
+  }
   return () => finish(false, 'aborted');
 }
 
@@ -144,12 +223,14 @@ export class HealthChecker {
    * with the switch): starts probing added servers (a `mandatory` check makes a new server
    * unhealthy until its first passing probe), stops probing removed ones, and points the
    * probes of remaining servers at their new Peer objects and current check settings.
+   * `tls`: the TLS of the upstreams reached over https (healthCheckTls of the same config).
    */
-  sync(upstreams: ReadonlyMap<string, Upstream>): void {
+  sync(upstreams: ReadonlyMap<string, Upstream>, tls: ReadonlyMap<string, ProbeTls>): void {
     if (this.stopped) return;
     const seen = new Set<string>();
     for (const up of upstreams.values()) {
       const hc = up.config.healthCheck;
+      const upTls = tls.get(up.name) ?? null;
       for (const peer of up.all()) {
         if (hc === null) {
           if (!peer.state.healthy) {
@@ -166,10 +247,11 @@ export class HealthChecker {
         if (existing !== undefined) {
           existing.peer = peer;
           existing.config = hc;
+          existing.tls = upTls;
           continue;
         }
         holdUntilFirstProbe(peer, hc);
-        const target: Target = { upstream: up.name, peer, config: hc, timer: null, abort: null, stopped: false };
+        const target: Target = { upstream: up.name, peer, config: hc, tls: upTls, timer: null, abort: null, stopped: false };
         this.targets.set(key, target);
         // Spread the first probes over one interval (mandatory ones soon: the server waits for them).
         const spread = peer.state.awaitingFirstProbe ? Math.min(hc.intervalMs, 250) : hc.intervalMs;
@@ -212,13 +294,13 @@ export class HealthChecker {
   private probe(target: Target): void {
     target.timer = null;
     if (target.stopped) return;
-    const { peer, config } = target;
+    const { peer, config, tls } = target;
     if (peer.down) {
       this.next(target);
       return;
     }
     const run = config.type === 'tcp' ? probeTcp : probeHttp;
-    target.abort = run(peer, config, (ok, detail) => {
+    target.abort = run(peer, config, tls, (ok, detail) => {
       target.abort = null;
       if (target.stopped) return;
       if (!ok && isLocalResourceError(detail)) {

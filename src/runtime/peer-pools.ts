@@ -11,10 +11,10 @@
  * either gets new connections.
  */
 import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { Config, UpstreamConfig, UpstreamTlsConfig } from '../config/model.js';
 import type { Upstream } from '../balancer/upstream.js';
-import type { PeerPool, PoolOptions, UpstreamTlsOptions } from '../proxy/upstream/transport.js';
+import type { PeerPool, PoolOptions } from '../proxy/upstream/transport.js';
+import { upstreamTlsOptions } from '../tls/upstream-trust.js';
 import { RawPeerPool } from '../proxy/upstream/raw-pool.js';
 
 /** The key of a location's TLS settings among the TLS pools of a server (`Route.tlsPoolKey`, `Peer.tlsPools`). */
@@ -36,21 +36,6 @@ export function upstreamTlsSettings(config: Config): Map<string, Map<string, Ups
   return out;
 }
 
-/** The transport's TLS options for `tls`; `trusted`: the trusted certificate files as read (readTrustedCertificates). */
-function transportTls(tls: UpstreamTlsConfig, trusted: ReadonlyMap<string, Buffer>): UpstreamTlsOptions {
-  const ca = tls.verify && tls.trustedCertificate !== null ? trusted.get(tls.trustedCertificate) ?? null : null;
-  // Never verify against node's default roots: the file is read at load, a missing one is a config problem.
-  if (tls.verify && ca === null) throw new Error(`${tls.trustedCertificate ?? 'proxySslTrustedCertificate'}: the trusted certificate file was not read`);
-  return {
-    verify: tls.verify,
-    ca,
-    name: tls.name,
-    servername: tls.serverName && isIP(tls.name) === 0 ? tls.name : null,
-    minVersion: tls.protocols[0] ?? 'TLSv1.2',
-    maxVersion: tls.protocols[tls.protocols.length - 1] ?? 'TLSv1.3',
-  };
-}
-
 export class PeerPools {
   private readonly pools = new Map<string, PeerPool>();
 
@@ -66,7 +51,7 @@ export class PeerPools {
       sendTimeoutMs: up.timeouts.sendMs,
       readTimeoutMs: up.timeouts.readMs,
     };
-    const transport = tls === null ? null : transportTls(tls.settings, tls.trusted);
+    const transport = tls === null ? null : upstreamTlsOptions(tls.settings, tls.trusted);
     let key = `${up.name}|${host}|${port}|${JSON.stringify(options)}`;
     if (tls !== null) {
       const ca = transport!.ca === null ? '' : createHash('sha256').update(transport!.ca).digest('hex');

@@ -15,7 +15,7 @@ import type { TlsErrorReason } from '../tls/acceptor.js';
 import { AdminServer } from '../admin/server.js';
 import { registerAdminApi, type AdminTarget } from '../admin/api.js';
 import { logConfigWeightWins } from '../admin/state.js';
-import { HealthChecker, holdUntilFirstProbe } from '../health/checker.js';
+import { HealthChecker, healthCheckTls, holdUntilFirstProbe, type ProbeTls } from '../health/checker.js';
 import type { EventLog } from '../observability/log.js';
 import { Observability } from '../observability/observability.js';
 import { SessionManager, type StoreSetup } from '../sessions/manager.js';
@@ -77,6 +77,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   private admin: AdminServer | null = null;
   /** Active health checks of every upstream that has `healthCheck` (idle when the role does not probe). */
   readonly health: HealthChecker;
+  /** The TLS the probes of upstreams reached over https use (healthCheckTls), derived with each config. */
+  private probeTls: ReadonlyMap<string, ProbeTls>;
   /** `stateFile`, when the role keeps it. */
   private readonly stateFile: RuntimeStateFile | null;
   /** Reloads from the config file (SIGHUP, --watch, `sessionlb reload`), one at a time, and their counts. */
@@ -127,6 +129,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       (this.upstreams.get(upstream)?.config.sticky?.mode === 'learn' ? this.sessions.boundCount(upstream, server) : null);
     this.sessions.storeObserver = metrics.store;
     this.upstreams = this.buildUpstreams(config, trusted);
+    this.probeTls = healthCheckTls(config, trusted);
     this.serverStates.commit(config.upstreams.values());
     this.http = new HttpListeners(this);
     this.streams = new StreamProxies(options.log, () => this.observability.accessLog, metrics.registry, role.bindsListeners,
@@ -169,7 +172,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     }
     if (this.stateFile !== null && this.config.stateFile !== null) await this.stateFile.restore(this.config.stateFile, this.upstreams);
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
-    if (this.role.probesHealth) this.health.sync(this.upstreams);
+    if (this.role.probesHealth) this.health.sync(this.upstreams, this.probeTls);
     this.http.commit(await this.http.prepare(this.config, this.routesFor(this.config, this.upstreams)));
     await this.streams.start(this.config, this.upstreams);
     if (this.config.admin && this.role.servesAdmin) {
@@ -220,6 +223,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     const trusted = trustedCertificates(config);
     const storePlan = this.sessions.prepare(config.sessionStore);
     const upstreams = this.buildUpstreams(config, trusted);
+    const probeTls = healthCheckTls(config, trusted);
     let httpPlan;
     let streamPlan;
     // TLS first: a certificate that does not load fails the reload with nothing changed. The new
@@ -244,11 +248,12 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     logConfigWeightWins(this.upstreams, upstreams, this.log);
     this.config = config;
     this.upstreams = upstreams;
+    this.probeTls = probeTls;
     this.serverStates.commit(config.upstreams.values());
     this.sessions.commit(storePlan);
     this.observability.reconfigure(config);
     if (this.role.probesHealth) {
-      this.health.sync(upstreams);
+      this.health.sync(upstreams, probeTls);
     } else {
       // Another process probes; until its state arrives, a server this reload added behind a
       // `mandatory` check is unhealthy here as there (HealthChecker.sync).

@@ -17,9 +17,7 @@
  * connect. Reconnects offer the pool's last TLS session (nginx proxy_ssl_session_reuse).
  */
 import net from 'node:net';
-import {
-  checkServerIdentity, connect as tlsConnect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket,
-} from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type SecureContext, type TLSSocket } from 'node:tls';
 import { Readable } from 'node:stream';
 import type {
   Attempt, AttemptHandler, PeerPool, PoolOptions, RequestHead, UpgradeHandler, UpstreamResponse, UpstreamTlsOptions,
@@ -30,6 +28,7 @@ import {
 } from './response-parser.js';
 import { copyOut } from './body-chunks.js';
 import { equalsLower } from '../../nginx-language/header-tokens.js';
+import { upstreamConnectOptions, upstreamSecureContext } from '../../tls/upstream-trust.js';
 import { deferWrite, type DeferredWrite } from './write-batch.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -601,25 +600,17 @@ export class RawPeerPool implements PeerPool {
   private readonly secureContext: SecureContext | null;
 
   constructor(readonly host: string, readonly port: number, readonly options: PoolOptions, readonly tls: UpstreamTlsOptions | null = null) {
-    this.secureContext = tls === null ? null : createSecureContext({
-      ca: tls.ca ?? undefined, minVersion: tls.minVersion, maxVersion: tls.maxVersion,
-    });
+    this.secureContext = tls === null ? null : upstreamSecureContext(tls);
   }
 
   /** A new TLS connection to the server (pools with `tls` only). */
   connectTls(onread: net.OnReadOpts | undefined): TLSSocket {
-    const o = this.tls!;
-    const name = o.name;
     // `onread` works for tls.connect as for net.connect (node >= 12.2) but is missing from its types.
     const options: ConnectionOptions & { onread?: net.OnReadOpts } = {
       host: this.host,
       port: this.port,
       onread,
-      secureContext: this.secureContext!,
-      ...(o.servername === null ? {} : { servername: o.servername }),
-      rejectUnauthorized: o.verify,
-      checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
-      ALPNProtocols: ['http/1.1'],
+      ...upstreamConnectOptions(this.tls!, this.secureContext!),
       ...(this.tlsSession === null ? {} : { session: this.tlsSession }),
     };
     const socket = tlsConnect(options);

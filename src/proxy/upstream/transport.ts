@@ -5,10 +5,10 @@
  * response-parser.ts) can be replaced without touching the proxy.
  */
 import type { Socket } from 'node:net';
-import type { SecureVersion } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { FailureKind } from '../../net/errors.js';
 import type { Peer } from '../../balancer/peer.js';
+import type { UpstreamTlsOptions } from '../../tls/upstream-trust.js';
 
 export interface UpstreamResponse {
   statusCode: number;
@@ -63,21 +63,10 @@ export interface PoolOptions {
 
 /**
  * TLS to the server (an "https://" proxyPass, nginx proxy_ssl_*), resolved when the config was
- * loaded: a pool with these options speaks TLS on every connection it opens.
+ * loaded: a pool with these options speaks TLS on every connection it opens. The type and the
+ * rule that makes it live in tls/upstream-trust.ts, shared with the health probes.
  */
-export interface UpstreamTlsOptions {
-  /** proxy_ssl_verify: reject a chain `ca` does not trust, or a certificate not for `name`. */
-  verify: boolean;
-  /** The trusted CA certificates (PEM, the proxySslTrustedCertificate file as read at load); null = none. */
-  ca: Buffer | null;
-  /** The name checked against the certificate when `verify`. */
-  name: string;
-  /** The SNI sent; null = none (proxySslServerName off, or `name` is an IP address). */
-  servername: string | null;
-  /** proxy_ssl_protocols as a range. */
-  minVersion: SecureVersion;
-  maxVersion: SecureVersion;
-}
+export type { UpstreamTlsOptions };
 
 /** An in-flight attempt; `abort` tears down its upstream connection. */
 export interface Attempt {
