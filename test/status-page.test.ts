@@ -1,18 +1,43 @@
 /**
  * The status page (`GET /` on the admin listener): self-contained HTML, behind the
  * allow-list, and rendered for real in Debian's chromium (playwright-core, no browser
- * download) while demo backends serve traffic.
+ * download) while demo backends serve traffic; its certificates table with certificates made
+ * in the test (test/helpers/tls-certs.ts).
  */
 import http from 'node:http';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { BrowserContext } from 'playwright-core';
 import { freePort, request, startLB, type RunningLB } from './helpers/net.js';
 import { demoConfig, startDemoBackend } from '../src/tools/demo.js';
+import { TestPki } from './helpers/tls-certs.js';
 
 const CHROMIUM = '/usr/bin/chromium';
+const DAY = 24 * 3600 * 1000;
+
+/** Debian's chromium, headless, with a fresh profile in a temp directory (removed by `close`). */
+async function browser(): Promise<{ context: BrowserContext; work: string; close: () => Promise<void> }> {
+  const { chromium } = await import('playwright-core');
+  const work = await mkdtemp(join(tmpdir(), 'sessionlb-status-page-'));
+  // A fresh profile (playwright passes it as --user-data-dir); a screenshot may go next to it.
+  const context = await chromium.launchPersistentContext(join(work, 'profile'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1180, height: 520 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  return {
+    context, work,
+    close: async () => {
+      await context.close();
+      await rm(join(work, 'profile'), { recursive: true, force: true });
+    },
+  };
+}
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -99,16 +124,7 @@ describe('status page', () => {
       await Promise.all([worker(false), worker(false), worker(true), worker(true)]);
     })();
 
-    const { chromium } = await import('playwright-core');
-    const work = await mkdtemp(join(tmpdir(), 'sessionlb-status-page-'));
-    // A fresh profile (playwright passes it as --user-data-dir); the screenshot goes next to it.
-    const context = await chromium.launchPersistentContext(join(work, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1180, height: 520 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync'],
-    });
+    const { context, work, close } = await browser();
     try {
       const page = context.pages()[0] ?? await context.newPage();
       const errors: string[] = [];
@@ -147,6 +163,8 @@ describe('status page', () => {
       // The demo upstream is sticky (learn): the clients that keep their cookie are looked up and found.
       await expect.poll(async () => (await page.locator('section[data-upstream="backend"] .sticky').textContent()) ?? '', { timeout: 10_000 })
         .toMatch(/^sticky hit ratio \d+(\.\d)?%$/);
+      // No ssl server: no certificates table.
+      expect(await page.locator('section.certificates').count()).toBe(0);
       expect(errors).toEqual([]);
 
       const shot = join(work, 'status-page.png');
@@ -155,12 +173,60 @@ describe('status page', () => {
       process.stdout.write(`status page screenshot: ${shot}\n`);
     } finally {
       stop = true;
-      await context.close();
-      await rm(join(work, 'profile'), { recursive: true, force: true });
+      await close();
       await traffic;
       agent.destroy();
     }
     expect(sent).toBeGreaterThan(0);
+  });
+});
+
+describe('status page: certificates', () => {
+  const pki = new TestPki();
+  afterAll(() => pki.remove());
+
+  it.skipIf(!existsSync(CHROMIUM))('renders a Certificates table in chromium, expiring and expired rows highlighted', async () => {
+    const now = Date.now();
+    const ok = pki.issue('shop.test', { names: ['shop.test', 'www.shop.test'] });
+    const soon = pki.issue('soon.test', { notAfter: now + 5 * DAY });
+    const old = pki.issue('old.test', { notBefore: now - 30 * DAY, notAfter: now - DAY });
+    const port = await freePort();
+    const listen = [`127.0.0.1:${port} ssl`];
+    const server = (name: string, c: { cert: string; key: string }): Record<string, unknown> =>
+      ({ listen, serverName: [name], ssl: { certificate: c.cert, certificateKey: c.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] });
+    const r = await lb({
+      servers: [server('shop.test', ok), server('soon.test', soon), server('old.test', old)],
+      upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } },
+    });
+    const { context, close } = await browser();
+    try {
+      const page = context.pages()[0] ?? await context.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`http://127.0.0.1:${r.adminPort}/`);
+      const rows = page.locator('section.certificates tbody tr[data-certificate]');
+      await expect.poll(() => rows.count(), { timeout: 10_000 }).toBe(3);
+      expect(await page.locator('section.certificates h2').textContent()).toBe('Certificates3 in use · 2 expiring or expired');
+      const cells = await rows.evaluateAll((trs) => trs.map((tr) => [tr.getAttribute('data-state'), tr.className, ...[...tr.children].map((td) => td.textContent)]));
+      const address = `127.0.0.1:${port}`;
+      const shown = (iso: string): string => iso.replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+      const doc = JSON.parse((await request(`http://127.0.0.1:${r.adminPort}/status`)).body) as { certificates: Array<{ notAfter: string }> };
+      const [a, b, c] = doc.certificates.map((x) => shown(x.notAfter));
+      expect(cells).toEqual([
+        ['ok', 'c-ok', 'shop.test', address, ok.cert, 'shop.test, www.shop.test', a, '89', 'ok'],
+        ['expiring', 'c-expiring', 'soon.test', address, soon.cert, 'soon.test', b, '4', 'expiring'],
+        ['expired', 'c-expired', 'old.test', address, old.cert, 'old.test', c, '-1', 'expired'],
+      ]);
+      // Highlighted: the expiring and expired rows have a background, the ok row none.
+      const backgrounds = await rows.evaluateAll((trs) => trs.map((tr) =>
+        (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(tr.children[0]).backgroundColor));
+      expect(backgrounds[0]).toBe('rgba(0, 0, 0, 0)');
+      expect(backgrounds[1]).toBe('rgb(254, 243, 199)');
+      expect(backgrounds[2]).toBe('rgb(254, 226, 226)');
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
   });
 });
 

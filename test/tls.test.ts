@@ -7,7 +7,9 @@
  *   mode's cookie gets Secure; TLS 1.1 is refused by default;
  * - handshake metrics and the certificate expiry gauge;
  * - reload: new certificate files are served to new connections while an open keep-alive
- *   connection goes on; a key that does not match fails the reload and the old certificate stays.
+ *   connection goes on; a key that does not match fails the reload and the old certificate stays;
+ * - the certificates in use in /status (expiry, state; never a key), in one process and through
+ *   a 2-worker cluster's primary, before and after a reload.
  */
 import https from 'node:https';
 import tls from 'node:tls';
@@ -194,5 +196,126 @@ describe('TLS metrics with workers', () => {
     const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
     const line = metrics.split('\n').find((l) => l.startsWith('sessionlb_tls_certificate_expiry_timestamp_seconds{'));
     expect(line).toBe(`sessionlb_tls_certificate_expiry_timestamp_seconds{server="shop.test",certificate="${shop.cert}"} ${notAfter}`);
+  });
+});
+
+const DAY = 24 * 3600 * 1000;
+
+interface CertificateDoc {
+  server: string; address: string; file: string; commonName: string | null; names: string[]; keyType: string;
+  notBefore: string; notAfter: string; daysLeft: number; state: string;
+}
+
+/** notAfter of a certificate file's leaf, ISO, as /status gives it. */
+function notAfterOf(file: string): string {
+  return new Date(Date.parse(new X509Certificate(readFileSync(file)).validTo)).toISOString();
+}
+
+async function statusText(adminPort: number): Promise<string> {
+  const res = await request(`http://127.0.0.1:${adminPort}/status`);
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+async function certificatesOf(adminPort: number): Promise<CertificateDoc[]> {
+  return (JSON.parse(await statusText(adminPort)) as { certificates: CertificateDoc[] }).certificates;
+}
+
+function sslServer(listen: string[], name: string, cert: { cert: string; key: string }): Record<string, unknown> {
+  return { listen, serverName: [name], ssl: { certificate: cert.cert, certificateKey: cert.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] };
+}
+
+describe('certificates in /status', () => {
+  it('lists every certificate in use: server, address, file, names, notAfter, days left and ok / expiring (14 days) / expired; never a key', async () => {
+    const now = Date.now();
+    const shop = pki.issue('shop.test', { names: ['shop.test', 'www.shop.test'] });
+    const soon = pki.issue('soon.test', { notAfter: now + 5 * DAY });
+    const old = pki.issue('old.test', { notBefore: now - 30 * DAY, notAfter: now - DAY });
+    const port = await freePort();
+    const listen = [`127.0.0.1:${port} ssl`];
+    const { adminPort } = await scope.lb({
+      servers: [sslServer(listen, 'shop.test', shop), sslServer(listen, 'soon.test', soon), sslServer(listen, 'old.test', old)],
+      upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } },
+    });
+    const text = await statusText(adminPort);
+    const certs = (JSON.parse(text) as { certificates: CertificateDoc[] }).certificates;
+    const address = `127.0.0.1:${port}`;
+    expect(certs).toEqual([
+      { server: 'shop.test', address, file: shop.cert, commonName: 'shop.test', names: ['shop.test', 'www.shop.test'], keyType: 'EC',
+        notBefore: expect.any(String), notAfter: notAfterOf(shop.cert), daysLeft: 89, state: 'ok' },
+      { server: 'soon.test', address, file: soon.cert, commonName: 'soon.test', names: ['soon.test'], keyType: 'EC',
+        notBefore: expect.any(String), notAfter: notAfterOf(soon.cert), daysLeft: 4, state: 'expiring' },
+      { server: 'old.test', address, file: old.cert, commonName: 'old.test', names: ['old.test'], keyType: 'EC',
+        notBefore: expect.any(String), notAfter: notAfterOf(old.cert), daysLeft: -1, state: 'expired' },
+    ]);
+    // Nothing of a key: neither its content nor its file.
+    expect(text).not.toMatch(/PRIVATE KEY|keyFile/);
+    for (const c of [shop, soon, old]) expect(text).not.toContain(c.key);
+  });
+
+  it('is empty without an ssl server', async () => {
+    const be = await scope.backend('a');
+    const { adminPort } = await scope.lb({ upstreams: { backend: { servers: [{ address: be.address }] } } });
+    expect(await certificatesOf(adminPort)).toEqual([]);
+  });
+
+  it('after a reload that renews the certificate file, lists the new certificate', async () => {
+    const soon = pki.issue('shop.test', { notAfter: Date.now() + 5 * DAY });
+    const cert = pki.concat(`status-shop-${Date.now()}.pem`, soon.cert);
+    const key = pki.concat(`status-shop-${Date.now()}.key`, soon.key);
+    const port = await freePort();
+    const raw = {
+      servers: [sslServer([`127.0.0.1:${port} ssl`], 'shop.test', { cert, key })],
+      upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } },
+    };
+    const lb = await scope.lb(raw);
+    const before = await certificatesOf(lb.adminPort);
+    expect(before.map((c) => [c.file, c.notAfter, c.state])).toEqual([[cert, notAfterOf(soon.cert), 'expiring']]);
+
+    const renewed = pki.issue('shop.test');
+    copyFileSync(renewed.cert, cert);
+    copyFileSync(renewed.key, key);
+    await lb.lb.reload(await loadConfig({ ...raw, admin: { listen: `127.0.0.1:${lb.adminPort}` } }, '<test>'));
+    const after = await certificatesOf(lb.adminPort);
+    expect(after.map((c) => [c.file, c.notAfter, c.state, c.daysLeft])).toEqual([[cert, notAfterOf(renewed.cert), 'ok', 89]]);
+  });
+
+  it('a 2-worker cluster lists them through the primary (from the workers, each certificate once), and the new one after SIGHUP', async () => {
+    const be = await scope.backend('a');
+    const shop = pki.issue('shop.test');
+    const soon = pki.issue('soon.test', { notAfter: Date.now() + 5 * DAY });
+    const soonCert = pki.concat(`cluster-soon-${Date.now()}.pem`, soon.cert);
+    const soonKey = pki.concat(`cluster-soon-${Date.now()}.key`, soon.key);
+    const port = await freePort();
+    const adminPort = await freePort();
+    const listen = [`127.0.0.1:${port} ssl`];
+    const file = writeConfig({
+      workers: 2,
+      accessLog: false,
+      admin: { listen: `127.0.0.1:${adminPort}` },
+      servers: [sslServer(listen, 'shop.test', shop), sslServer(listen, 'soon.test', { cert: soonCert, key: soonKey })],
+      upstreams: { backend: { servers: [{ address: be.address }] } },
+    }, 'tls-status-workers.json');
+    const proc = await startProxyProcess(file, port);
+    scope.cleanup.push(() => proc.kill());
+    type Doc = { pid: number; workers: Array<{ answered: boolean }>; certificates: CertificateDoc[] };
+    const status = async (): Promise<Doc> => JSON.parse(await statusText(adminPort)) as Doc;
+    await expect.poll(async () => (await status()).workers.filter((w) => w.answered).length, { timeout: 10_000 }).toBe(2);
+    const doc = await status();
+    expect(doc.pid).toBe(proc.pid);
+    expect(doc.certificates.map((c) => [c.server, c.address, c.file, c.notAfter, c.state])).toEqual([
+      ['shop.test', `127.0.0.1:${port}`, shop.cert, notAfterOf(shop.cert), 'ok'],
+      ['soon.test', `127.0.0.1:${port}`, soonCert, notAfterOf(soon.cert), 'expiring'],
+    ]);
+
+    // Renewed in place, then SIGHUP to the primary: every worker reloads and reports the new one.
+    const renewed = pki.issue('soon.test');
+    copyFileSync(renewed.cert, soonCert);
+    copyFileSync(renewed.key, soonKey);
+    proc.child.kill('SIGHUP');
+    await expect.poll(async () => (await status()).certificates.map((c) => [c.server, c.notAfter, c.state]), { timeout: 10_000 }).toEqual([
+      ['shop.test', notAfterOf(shop.cert), 'ok'],
+      ['soon.test', notAfterOf(renewed.cert), 'ok'],
+    ]);
   });
 });

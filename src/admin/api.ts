@@ -2,6 +2,7 @@
  * The runtime admin API (like HAProxy's runtime API / nginx Plus's API), on the admin listener:
  *   GET /status                                   every upstream and server, as JSON
  *   PUT /upstreams/{name}/servers/{address}       {"state": "drain"|"maint"|"ready", "weight": N}
+ * /status also lists the TLS certificates in use with their expiry (`certificates`; never a key).
  * The allow-list and token are checked by AdminServer before these handlers run.
  */
 import type http from 'node:http';
@@ -12,6 +13,8 @@ import { clientAddress } from '../net/client-address.js';
 import type { Config } from '../config/model.js';
 import type { EventLog } from '../observability/log.js';
 import type { AffinityStats } from '../sessions/affinity.js';
+import { EXPIRY_WARNING_MS } from '../tls/certificates.js';
+import type { CertificateInUse } from '../tls/contexts.js';
 import { sendJson, type AdminServer } from './server.js';
 
 /** Larger PUT bodies get 413. */
@@ -41,6 +44,8 @@ export interface AdminTarget {
   /** Sessions bound to a server (memory store only); null when the store cannot count them. */
   readonly sessionsBound: ((upstream: string, server: string) => number | null) | null;
   readonly sessions: { stats(upstream: string): AffinityStats };
+  /** The TLS certificates this process serves (none where no listener terminates TLS, e.g. a cluster primary). */
+  tlsCertificates(): readonly CertificateInUse[];
   /** Writes `stateFile` after a runtime change. */
   saveRuntimeState(): void;
 }
@@ -85,6 +90,48 @@ function stickyStatus(lb: AdminTarget, up: Upstream): Record<string, unknown> | 
   };
 }
 
+const DAY_MS = 24 * 3600 * 1000;
+
+/** `ok`, `expiring` (within 14 days: `check`'s warning and the example alert), `expired`. */
+export type CertificateState = 'ok' | 'expiring' | 'expired';
+
+/** One certificate in use, as /status lists it: public facts only (no key, no key file). */
+export interface CertificateStatus {
+  /** The virtual server's first name ("_" when none), as the metrics' `server` label. */
+  server: string;
+  /** The `ssl` listen address (`host:port`): a server on two addresses has a row for each. */
+  address: string;
+  /** The certificate file, as the config names it. */
+  file: string;
+  /** The leaf's subject CN (null when it has none) and its DNS subjectAltNames: the names it covers. */
+  commonName: string | null;
+  names: string[];
+  keyType: string;
+  notBefore: string;
+  notAfter: string;
+  /** Whole days until notAfter, as `check` counts them; once expired, minus the whole days since. */
+  daysLeft: number;
+  state: CertificateState;
+}
+
+/** A certificate's /status entry at `now`; the same thresholds as `check` (tls/certificates.ts). */
+export function certificateStatus(c: CertificateInUse, now: number): CertificateStatus {
+  const left = c.notAfter - now;
+  const cn = c.subject.split('\n').find((l) => l.startsWith('CN='));
+  return {
+    server: c.server,
+    address: c.address,
+    file: c.certificateFile,
+    commonName: cn === undefined ? null : cn.slice(3),
+    names: [...c.sanNames],
+    keyType: c.keyType,
+    notBefore: new Date(c.notBefore).toISOString(),
+    notAfter: new Date(c.notAfter).toISOString(),
+    daysLeft: Math.trunc(left / DAY_MS) || 0,
+    state: left <= 0 ? 'expired' : left <= EXPIRY_WARNING_MS ? 'expiring' : 'ok',
+  };
+}
+
 /** The whole /status document. */
 export function statusDocument(lb: AdminTarget, now = Date.now()): Record<string, unknown> {
   const upstreams: Record<string, unknown> = {};
@@ -119,6 +166,8 @@ export function statusDocument(lb: AdminTarget, now = Date.now()): Record<string
       proxyConnectTimeoutMs: st.connectTimeoutMs,
       proxyTimeoutMs: st.timeoutMs,
     })),
+    // TLS certificates in use (empty without ssl servers); a cluster primary takes them from its workers.
+    certificates: lb.tlsCertificates().map((c) => certificateStatus(c, now)),
   };
 }
 

@@ -2,7 +2,9 @@
  * The live status page (`GET /` on the admin listener): one self-contained HTML document
  * (inline CSS and JS, nothing loaded from elsewhere) that polls `/status` every 2 s and
  * shows every upstream's servers: state, weight, active connections, requests per second
- * with a sparkline of the last minute, error rate, and the sticky hit ratio.
+ * with a sparkline of the last minute, error rate, and the sticky hit ratio; then, when
+ * `/status` lists any, the TLS certificates in use with their expiry (rows expiring within
+ * 14 days or expired are highlighted).
  *
  * Rates are computed in the browser from the counters in /status (`requests`, `failures`
  * per server; `sticky.lookups` / `sticky.hits` per upstream when sessions are on), so the
@@ -45,6 +47,8 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   #tokenbox { display:none; padding:16px 22px; }
   #tokenbox input { font:inherit; padding:5px 8px; width:320px; }
   #empty { color:var(--muted); }
+  .s-ok { background:var(--up); } .s-expiring { background:var(--drain); } .s-expired { background:var(--bad); }
+  tr.c-expiring td { background:#fef3c7; } tr.c-expired td { background:#fee2e2; }
 </style>
 </head>
 <body>
@@ -194,6 +198,36 @@ export const STATUS_PAGE_HTML = `<!doctype html>
       sec.appendChild(table);
       main.appendChild(sec);
     });
+    renderCertificates(main, doc.certificates);
+  }
+
+  // The TLS certificates in use (nothing when there are none: no ssl server).
+  function renderCertificates(main, certs) {
+    if (!certs || certs.length === 0) return;
+    var sec = el("section", { "class": "upstream certificates" });
+    var h2 = el("h2", null, "Certificates");
+    var bad = certs.filter(function (c) { return c.state !== "ok"; }).length;
+    h2.appendChild(el("span", { "class": "sub" }, certs.length + " in use" + (bad ? " · " + bad + " expiring or expired" : "")));
+    sec.appendChild(h2);
+    var table = el("table"), thead = el("thead"), hr = el("tr"), tbody = el("tbody");
+    [["server", ""], ["listen", ""], ["certificate", ""], ["names", ""], ["expires", ""], ["days left", "num"], ["state", ""]]
+      .forEach(function (c) { hr.appendChild(el("th", c[1] ? { "class": c[1] } : null, c[0])); });
+    certs.forEach(function (c) {
+      var tr = el("tr", { "data-certificate": c.file, "data-state": c.state, "class": "c-" + c.state });
+      tr.appendChild(el("td", null, c.server));
+      tr.appendChild(el("td", null, c.address));
+      tr.appendChild(el("td", null, c.file));
+      var names = (c.names || []).slice();
+      if (c.commonName && names.indexOf(c.commonName.toLowerCase()) < 0) names.unshift("CN=" + c.commonName);
+      tr.appendChild(el("td", null, names.join(", ") || "–"));
+      tr.appendChild(el("td", { title: c.notAfter }, c.notAfter.replace("T", " ").replace(/\\.\\d+Z$/, " UTC")));
+      tr.appendChild(el("td", { "class": "num" }, String(c.daysLeft)));
+      var td = el("td"); td.appendChild(el("span", { "class": "badge s-" + c.state }, c.state)); tr.appendChild(td);
+      tbody.appendChild(tr);
+    });
+    thead.appendChild(hr); table.appendChild(thead); table.appendChild(tbody);
+    sec.appendChild(table);
+    main.appendChild(sec);
   }
 
   function setConn(ok, text) {

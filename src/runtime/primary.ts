@@ -3,7 +3,8 @@
  * serve the listeners (node:cluster shares them), and keeps what must exist once:
  *
  * - active health checks: probed here only; every result is sent to every worker;
- * - the admin listener: /healthz, /status (summed over workers), /metrics (prom-client's
+ * - the admin listener: /healthz, /status (summed over workers; the TLS certificates as the
+ *   workers, which hold them, report them), /metrics (prom-client's
  *   AggregatorRegistry over the workers' registries and this one), runtime changes (PUT),
  *   applied here and sent to every worker; the stateFile;
  * - session bindings of the memory store: the MemoryStore lives here, workers reach it
@@ -24,7 +25,7 @@ import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } fro
 import type { Config, ListenAddress } from '../config/model.js';
 import { SessionLB } from './sessionlb.js';
 import { clusterPrimary } from './role.js';
-import { statusDocument } from '../admin/api.js';
+import { statusDocument, type CertificateStatus } from '../admin/api.js';
 import { sendJson } from '../admin/server.js';
 import type { EventLog } from '../observability/log.js';
 import { MemoryStore } from '../sessions/memory-store.js';
@@ -87,6 +88,27 @@ function ignoreSendError(): void { /* the worker is gone or going: onExit replac
 
 function send(worker: Worker, message: ToWorker): void {
   if (worker.isConnected()) worker.send(message, undefined, undefined, ignoreSendError);
+}
+
+/**
+ * /status `certificates` of a cluster: this process holds no certificate (the workers terminate
+ * TLS), so the list is what the workers that answered report, each certificate once (same
+ * address, server, file and notAfter). Workers on different sets (a reload under way) show both;
+ * null when no worker answered (not known).
+ */
+function workerCertificates(answers: readonly unknown[]): CertificateStatus[] | null {
+  const seen = new Map<string, CertificateStatus>();
+  let answered = false;
+  for (const answer of answers) {
+    const list = (answer as { certificates?: unknown } | undefined)?.certificates;
+    if (!Array.isArray(list)) continue;
+    answered = true;
+    for (const c of list as CertificateStatus[]) {
+      const key = JSON.stringify([c.address, c.server, c.file, c.notAfter]);
+      if (!seen.has(key)) seen.set(key, c);
+    }
+  }
+  return answered ? [...seen.values()] : null;
 }
 
 export class ClusterPrimary {
@@ -480,6 +502,7 @@ export class ClusterPrimary {
       workers.push({ id: w.id, pid: w.process.pid ?? null, answered: wd !== undefined, requests });
     }
     doc.workers = workers;
+    doc.certificates = workerCertificates(this.workers().map((w) => docs.get(w.id)));
     return doc;
   }
 

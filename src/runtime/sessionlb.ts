@@ -20,7 +20,7 @@ import type { EventLog } from '../observability/log.js';
 import { Observability } from '../observability/observability.js';
 import { SessionManager, type StoreSetup } from '../sessions/manager.js';
 import { TicketKeys } from '../tls/ticket-keys.js';
-import { TlsSites, buildTlsSites, tlsBuildProblems, type TlsSite } from '../tls/contexts.js';
+import { TlsSites, buildTlsSites, tlsBuildProblems, type CertificateInUse, type TlsSite } from '../tls/contexts.js';
 import { readTrustedCertificates } from '../tls/upstream-trust.js';
 import type { Affinity } from '../sessions/affinity.js';
 import { StreamProxies } from '../proxy/stream/listener.js';
@@ -182,6 +182,11 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       await this.admin.listen();
     }
     this.log.info({ listen: this.http.keys(), streams: [...this.streams.addresses().keys()], admin: this.config.admin?.listen.key ?? null }, 'sessionlb started');
+  }
+
+  /** AdminTarget: the TLS certificates in use here (none when this role binds no listener). */
+  tlsCertificates(): CertificateInUse[] {
+    return this.tlsSites.certificates();
   }
 
   /** The admin listener, for later features to add routes (metrics, status, runtime API). */
