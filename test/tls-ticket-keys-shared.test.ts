@@ -179,6 +179,24 @@ describe.skipIf(!HAVE_MEMCACHED)('TLS ticket keys shared through memcached', () 
     expect(await rawRecord(m)).toBe(raw);
   });
 
+  it('a record altered in memcached is never used: an instance with the right secret keeps its own keys, logs and counts it', async () => {
+    const m = await startMemcached();
+    memcacheds.push(m);
+    const be = await backend();
+    const a = await instance(m, be, { hashKey: SECRET });
+    const raw = Buffer.from((await rawRecord(m))!, 'base64');
+    raw[raw.length - 1]! ^= 0x01; // one bit of the ciphertext
+    const altered = raw.toString('base64');
+    expect(await memcachedCommand(m.port, `set ${RECORD} 0 0 ${altered.length}\r\n${altered}`, 'STORED\r\n')).toBe('STORED\r\n');
+    const c = await instance(m, be, { hashKey: SECRET });
+    expect(c.lb.ticketKeys.current.equals(a.lb.ticketKeys.current)).toBe(false);
+    expect(await syncMetric(c.lb, 'rejected')).toBe(1);
+    expect(c.records.filter((r) => r.level >= 50 && r.msg.includes('does not decrypt'))).toHaveLength(1);
+    expect(await rawRecord(m)).toBe(altered); // not overwritten
+    const first = await visit(c.port);
+    expect((await visit(c.port, first.session)).reused).toBe(true); // resumption on its own keys goes on
+  });
+
   it('a derived hashKey (no secret) shares nothing: a warning says what to set, no record is written', async () => {
     const m = await startMemcached();
     memcacheds.push(m);
@@ -202,6 +220,10 @@ describe.skipIf(!HAVE_MEMCACHED)('TLS ticket keys shared through memcached', () 
     const b = await instance(m, be, { hashKey: SECRET }, timing);
     const before = a.lb.ticketKeys.current;
     expect(b.lb.ticketKeys.current.equals(before)).toBe(true);
+    // Every key each instance takes into use, in order: with one rotator per period (cas) both see the same sequence.
+    const seen = { a: [] as string[], b: [] as string[] };
+    a.lb.ticketKeys.onChange((k) => seen.a.push(k.toString('hex')));
+    b.lb.ticketKeys.onChange((k) => seen.b.push(k.toString('hex')));
 
     expect(await waitFor(() => !a.lb.ticketKeys.current.equals(before) && !b.lb.ticketKeys.current.equals(before), 5_000)).toBe(true);
     // The same new set on both, the old key kept as previous.
@@ -212,6 +234,18 @@ describe.skipIf(!HAVE_MEMCACHED)('TLS ticket keys shared through memcached', () 
     expect(rotated).toBeGreaterThanOrEqual(1);
     const adopted = (await syncMetric(a.lb, 'adopted')) + (await syncMetric(b.lb, 'adopted'));
     expect(adopted).toBeGreaterThanOrEqual(rotated); // the other instance adopted each (plus B's first adoption)
+
+    // Two more periods, then the two sequences agree: no instance ever used a key the other did not.
+    await new Promise((r) => setTimeout(r, 3_200));
+    // (Each new key comes from exactly one `rotated`: read together, as a rotation may land meanwhile.)
+    const agree = async (): Promise<boolean> => {
+      const rotations = (await syncMetric(a.lb, 'rotated')) + (await syncMetric(b.lb, 'rotated'));
+      return seen.a.length === seen.b.length && seen.a.every((k, i) => k === seen.b[i]) && rotations === seen.a.length;
+    };
+    expect(await waitFor(agree, 2_000)).toBe(true);
+    expect(seen.a.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(seen.a).size).toBe(seen.a.length);
+    expect(await syncMetric(a.lb, 'local_rotation') + await syncMetric(b.lb, 'local_rotation')).toBe(0);
 
     // Right after a rotation, both have the same key for a while: a ticket from one resumes on the other.
     let resumedAcross = false;
