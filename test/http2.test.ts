@@ -80,7 +80,7 @@ function alpn(port: number, servername: string): Promise<string | false> {
     const socket = tls.connect({ host: '127.0.0.1', port, servername, ALPNProtocols: ['h2', 'http/1.1'], rejectUnauthorized: false }, () => {
       const chosen = socket.alpnProtocol;
       socket.destroy();
-      resolve(chosen);
+      resolve(chosen ?? false);
     });
     socket.on('error', reject);
   });

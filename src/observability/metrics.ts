@@ -300,6 +300,8 @@ export class Metrics {
     'Completed TLS handshakes on ssl addresses, by virtual server (chosen by SNI), protocol and whether the session was resumed', ['server', 'protocol', 'resumed']);
   readonly tlsHandshakeErrors = new CounterFamily('sessionlb_tls_handshake_errors_total',
     'Failed TLS handshakes by reason (protocol, cipher, not_tls, certificate, reset, timeout, other)', ['reason']);
+  readonly tlsTicketKeySync = new CounterFamily('sessionlb_tls_ticket_key_sync_total',
+    'Syncs of the TLS session ticket keys through memcached by result (adopted, published, rotated, rejected, store_error, local_rotation)', ['result']);
   readonly reloads: Counter<'result'>;
   readonly lastReload: Gauge;
   readonly store: StoreMetrics;
@@ -307,7 +309,7 @@ export class Metrics {
   constructor(private readonly source: MetricsSource) {
     const r = this.registry;
     for (const f of [this.httpRequests, this.httpDuration, this.upstreamRequests, this.upstreamSeconds, this.retries,
-      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles, this.tlsHandshakes, this.tlsHandshakeErrors]) {
+      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles, this.tlsHandshakes, this.tlsHandshakeErrors, this.tlsTicketKeySync]) {
       // prom-client's Registry takes any object with name/get(); its type only lists its own classes.
       r.registerMetric(f as unknown as Metric);
     }
@@ -467,6 +469,11 @@ export class Metrics {
   /** A TLS handshake failed (a bounded reason). */
   tlsHandshakeError(reason: string): void {
     this.tlsHandshakeErrors.cell(reason).value++;
+  }
+
+  /** A sync of the shared TLS ticket keys ended so (src/sessions/shared-ticket-keys.ts). */
+  tlsTicketKeySyncResult(result: string): void {
+    this.tlsTicketKeySync.cell(result).value++;
   }
 
   /** A body went to a temp file. */

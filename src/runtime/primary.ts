@@ -150,8 +150,8 @@ export class ClusterPrimary {
   async start(): Promise<void> {
     const lb = this.lb;
     await lb.start();
-    // The one set of ticket keys of the cluster: made and rotated here, given to every worker.
-    lb.ticketKeys.start();
+    // The one set of ticket keys of the cluster: made and rotated here (lb.start: shared through
+    // memcached with the other instances when configured), given to every worker.
     lb.ticketKeys.onChange(() => this.broadcast(this.ticketKeysMessage()));
     this.registerAdmin();
     // The pid file and signals before the workers start: a signal during startup is not fatal.

@@ -19,7 +19,9 @@ import { HealthChecker, healthCheckTls, holdUntilFirstProbe, type ProbeTls } fro
 import type { EventLog } from '../observability/log.js';
 import { Observability } from '../observability/observability.js';
 import { SessionManager, type StoreSetup } from '../sessions/manager.js';
-import { TicketKeys } from '../tls/ticket-keys.js';
+import { DEFAULT_ROTATE_MS, TicketKeys } from '../tls/ticket-keys.js';
+import { MemcachedStore } from '../sessions/memcached-store.js';
+import { SharedTicketKeys, TICKET_KEYS_RECORD } from '../sessions/shared-ticket-keys.js';
 import { TlsSites, buildTlsSites, tlsBuildProblems, type CertificateInUse, type TlsSite } from '../tls/contexts.js';
 import { readTrustedCertificates } from '../tls/upstream-trust.js';
 import type { Affinity } from '../sessions/affinity.js';
@@ -40,6 +42,18 @@ export interface SessionLBOptions {
   role?: RuntimeRole;
   /** The text of the config file, when the config came from one (see SessionLB.configText). */
   configText?: string | null;
+  /**
+   * Session ticket key timing (tests): `rotateMs` (default daily) and, when shared through
+   * memcached, `pollMs` (how often the shared record is read again, default a minute).
+   */
+  ticketKeyTiming?: { rotateMs?: number; pollMs?: number };
+}
+
+/** How the ticket keys of a config are made: nowhere (no TLS), here alone, or shared through memcached. */
+interface TicketKeyPlan {
+  /** `local` or the identity of the memcached settings they are shared through. */
+  identity: string;
+  shared: SharedTicketKeys | null;
 }
 
 /** A role that binds no listener has no routes to build. */
@@ -61,9 +75,14 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   readonly hooks: ForwardHooks;
   upstreams = new Map<string, Upstream>();
   /** Session ticket keys, rotated daily, shared by every ssl address of this process (a cluster worker is given its primary's). */
-  readonly ticketKeys = new TicketKeys();
+  readonly ticketKeys: TicketKeys;
   /** The TLS sites (certificates per ssl address and server) in use. */
-  private readonly tlsSites = new TlsSites(this.ticketKeys);
+  private readonly tlsSites: TlsSites;
+  /** How the ticket keys are made now (null: not made here, or no TLS); see manageTicketKeys. */
+  private ticketKeyPlan: TicketKeyPlan | null = null;
+  private readonly ticketKeyTiming: { rotateMs: number; pollMs: number | undefined };
+  private warnedDerivedTicketKeys = false;
+  private ticketKeyQueue: Promise<void> = Promise.resolve();
   /** Each server's runtime state (health, failures, slow start, admin state and weight), found again by every reload. */
   private readonly serverStates = new ServerStates();
   stopping = false;
@@ -99,6 +118,9 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     const trusted = trustedCertificates(config);
     this.config = config;
     this.role = options.role ?? SINGLE_PROCESS;
+    this.ticketKeyTiming = { rotateMs: options.ticketKeyTiming?.rotateMs ?? DEFAULT_ROTATE_MS, pollMs: options.ticketKeyTiming?.pollMs };
+    this.ticketKeys = new TicketKeys(this.ticketKeyTiming.rotateMs);
+    this.tlsSites = new TlsSites(this.ticketKeys);
     this.fileReloads = new ConfigReloads(this, options.log, this.role.reloadPeers, options.configText ?? null);
     this.log = options.log;
     this.observability = new Observability({
@@ -166,10 +188,9 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** Binds every listener and the admin listener. */
   async start(): Promise<void> {
     this.startedAt = Date.now();
-    if (this.role.bindsListeners) {
-      this.tlsSites.swap(await this.buildTls(this.config));
-      if (this.tlsSites.addresses().length > 0 && this.role.makesTicketKeys) this.ticketKeys.start();
-    }
+    if (this.role.bindsListeners) this.tlsSites.swap(await this.buildTls(this.config));
+    // Before any listener accepts: the keys shared by the other instances, when there are (one bounded read).
+    await this.manageTicketKeys(this.config);
     if (this.stateFile !== null && this.config.stateFile !== null) await this.stateFile.restore(this.config.stateFile, this.upstreams);
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
     if (this.role.probesHealth) this.health.sync(this.upstreams, this.probeTls);
@@ -248,7 +269,6 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       this.tlsSites.swap(tlsBefore);
       throw err;
     }
-    if (this.tlsSites.addresses().length > 0 && this.role.makesTicketKeys) this.ticketKeys.start();
     // The switch: everything below is synchronous.
     logConfigWeightWins(this.upstreams, upstreams, this.log);
     this.config = config;
@@ -268,6 +288,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.streams.commit(streamPlan);
     this.pools.keepOnly(upstreams);
     if (this.admin && config.admin) this.admin.update(config.admin);
+    // TLS or the memcached settings may have changed: keys made here, or shared through another store.
+    void this.manageTicketKeys(config);
     // Not saveRuntimeState(): the workers reload next and then get the whole state (cluster primary).
     void this.writeStateFile();
   }
@@ -298,6 +320,71 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     return built.sites;
   }
 
+  /**
+   * Makes the session ticket keys as `config` says, when this role makes them (single process,
+   * cluster primary; workers get the primary's over IPC): with TLS, rotated here; and with session
+   * tickets on and the memcached session store keyed by a secret (`sessionStore.hashKey` or
+   * SESSIONLB_HASH_KEY), shared with every instance through memcached (src/sessions/shared-ticket-keys.ts).
+   * Never rejects: memcached unavailable leaves the keys in use.
+   */
+  private manageTicketKeys(config: Config): Promise<void> {
+    // One change at a time (a reload does not wait for it; the next one queues behind it).
+    const next = this.ticketKeyQueue.then(() => this.applyTicketKeyPlan(config));
+    this.ticketKeyQueue = next;
+    return next;
+  }
+
+  private async applyTicketKeyPlan(config: Config): Promise<void> {
+    if (!this.role.makesTicketKeys || this.stopping) return;
+    const tls = config.servers.some((vs) => vs.ssl !== null);
+    const tickets = config.servers.some((vs) => vs.ssl?.sessionTickets === true);
+    const st = config.sessionStore;
+    const memcached = tickets && st.type === 'memcached';
+    if (memcached && st.hashKeySource === 'derived' && !this.warnedDerivedTicketKeys) {
+      this.warnedDerivedTicketKeys = true;
+      this.log.warn('TLS ticket keys: not shared through memcached, because sessionStore has no secret key: set sessionStore.hashKey or SESSIONLB_HASH_KEY to the same secret on every instance so that a client resumes its TLS session on any instance (the keys stay this instance\'s own until then)');
+    }
+    const share = memcached && st.hashKeySource !== 'derived';
+    const identity = share ? JSON.stringify([st.servers, st.keyPrefix, st.hashKey, st.timeoutMs, st.maxFails, st.failTimeoutMs]) : tls ? 'local' : null;
+    if (identity === (this.ticketKeyPlan?.identity ?? null)) return;
+    const before = this.ticketKeyPlan;
+    this.ticketKeyPlan = null;
+    await before?.shared?.stop();
+    if (identity === null) {
+      this.ticketKeys.stop();
+      return;
+    }
+    if (!share) {
+      this.ticketKeyPlan = { identity, shared: null };
+      this.ticketKeys.start();
+      return;
+    }
+    // Shared: the record decides rotation; the local timer would make keys no other instance has.
+    this.ticketKeys.stop();
+    const store = new MemcachedStore({
+      servers: st.servers,
+      // Not on any request's path: a slower answer is fine (one sync at start waits for it, bounded).
+      timeoutMs: Math.max(st.timeoutMs, 500),
+      maxFails: st.maxFails,
+      failTimeoutMs: st.failTimeoutMs,
+      log: this.log,
+    });
+    const shared = new SharedTicketKeys({
+      store,
+      recordKey: st.keyPrefix + TICKET_KEYS_RECORD,
+      secret: st.hashKey,
+      keys: this.ticketKeys,
+      rotateMs: this.ticketKeyTiming.rotateMs,
+      pollMs: this.ticketKeyTiming.pollMs,
+      log: this.log,
+      onResult: (result) => this.observability.metrics.tlsTicketKeySyncResult(result),
+    });
+    this.ticketKeyPlan = { identity, shared };
+    this.log.info({ servers: st.servers, record: st.keyPrefix + TICKET_KEYS_RECORD },
+      'TLS ticket keys: shared with the other sessionlb instances through memcached (encrypted with a key derived from the sessionStore secret)');
+    await shared.start();
+  }
+
   /** The files the configuration in use reads besides itself (TLS certificates and keys): `run --watch` watches them too. */
   watchedFiles(): string[] {
     const out: string[] = [];
@@ -324,7 +411,11 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** Stops accepting, lets requests in flight finish (up to `shutdownTimeoutMs`), then closes everything. */
   async stop(timeoutMs = this.config.shutdownTimeoutMs): Promise<void> {
     this.stopping = true;
+    await this.ticketKeyQueue;
     this.ticketKeys.stop();
+    const sharedKeys = this.ticketKeyPlan?.shared ?? null;
+    this.ticketKeyPlan = null;
+    await sharedKeys?.stop();
     this.health.stop();
     const streamsStopped = this.streams.stop(timeoutMs);
     await this.http.stop(timeoutMs);

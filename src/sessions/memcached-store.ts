@@ -221,6 +221,47 @@ export class MemcachedStore implements SessionStore {
     ));
   }
 
+  /**
+   * `gets`: a value (any text, not checked as a server name) with its CAS unique, or null when
+   * absent. For records of sessionlb's own (shared TLS ticket keys), not bindings.
+   */
+  getsRecord(key: string): Promise<{ value: string; cas: string } | null> {
+    return this.call('get', key, (node) => node.client.gets<string>(key).then((r) => {
+      const res = r as { value?: unknown; casUniq?: number | string } | undefined;
+      if (res === undefined || typeof res.value !== 'string' || res.casUniq === undefined) return null;
+      return { value: res.value, cas: String(res.casUniq) };
+    }));
+  }
+
+  /**
+   * `add` a record (stored only when the key is absent): true when stored, false when the key
+   * exists (NOT_STORED is an answer, not a failure of the server). `ttlSeconds` 0: no expiry.
+   */
+  addRecord(key: string, value: string, ttlSeconds: number): Promise<boolean> {
+    return this.call('set', key, (node) => node.client.add(key, value, { lifetime: Math.floor(ttlSeconds) }).then(
+      () => true,
+      (err: Error) => {
+        if (err.message === 'NOT_STORED') return false;
+        throw err;
+      },
+    ));
+  }
+
+  /**
+   * `cas` a record read with `getsRecord`: 'stored', or 'exists' (changed by someone else since)
+   * or 'not_found' (gone since); both answers, not failures.
+   */
+  casRecord(key: string, value: string, cas: string, ttlSeconds: number): Promise<'stored' | 'exists' | 'not_found'> {
+    return this.call('set', key, (node) => node.client.cas(key, value, { casUniq: cas, lifetime: Math.floor(ttlSeconds) }).then(
+      () => 'stored' as const,
+      (err: Error) => {
+        if (err.message === 'EXISTS') return 'exists' as const;
+        if (err.message === 'NOT_FOUND') return 'not_found' as const;
+        throw err;
+      },
+    ));
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     for (const node of this.nodes) node.client.shutdown();

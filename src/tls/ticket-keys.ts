@@ -8,8 +8,9 @@
  * gets a full handshake and a new ticket (no error). With a daily rotation and nginx's 5 minute
  * session timeout, that is one extra full handshake for clients resuming in the minutes after the
  * rotation. `previous` is kept anyway, in `keys()`, so that a set shared between workers or
- * instances (later: `set(keys)` from outside) carries both, ready for a runtime that can decrypt
- * with more than one key.
+ * instances (`set(keys)` from outside: the cluster primary's IPC, and the record in memcached of
+ * src/sessions/shared-ticket-keys.ts) carries both, ready for a runtime that can decrypt with
+ * more than one key.
  *
  * The keys are secrets: never logged (`toJSON` and util.inspect print no bytes).
  */
@@ -24,6 +25,7 @@ export class TicketKeys {
   private previousKey: Buffer | null = null;
   private readonly listeners = new Set<(current: Buffer) => void>();
   private timer: NodeJS.Timeout | null = null;
+  private madeAt = Date.now();
 
   constructor(readonly rotateEveryMs = DEFAULT_ROTATE_MS) {
     this.currentKey = randomBytes(TICKET_KEY_BYTES);
@@ -39,6 +41,11 @@ export class TicketKeys {
     return this.previousKey;
   }
 
+  /** When the current key was made (ms since epoch): by `rotate`, or as given to `set`. */
+  get createdAt(): number {
+    return this.madeAt;
+  }
+
   /** [current, previous?]: what to hand to another worker or instance (`set`). */
   keys(): Buffer[] {
     return this.previousKey === null ? [this.currentKey] : [this.currentKey, this.previousKey];
@@ -46,20 +53,21 @@ export class TicketKeys {
 
   /** A new random current key; the current one becomes the previous. */
   rotate(): void {
-    this.apply(randomBytes(TICKET_KEY_BYTES), this.currentKey);
+    this.apply(randomBytes(TICKET_KEY_BYTES), this.currentKey, Date.now());
   }
 
   /**
    * Keys from outside (shared across workers or instances): `keys[0]` is the current key,
-   * `keys[1]` (optional) the previous. Each must be 48 bytes. Copies are kept.
+   * `keys[1]` (optional) the previous. Each must be 48 bytes. Copies are kept. `createdAt`: when
+   * the current key was made (default now).
    */
-  set(keys: readonly Buffer[]): void {
+  set(keys: readonly Buffer[], createdAt = Date.now()): void {
     const [current, previous] = keys;
     if (current === undefined || keys.length > 2) throw new RangeError('ticket keys: one or two keys (current, previous)');
     for (const k of keys) {
       if (!Buffer.isBuffer(k) || k.length !== TICKET_KEY_BYTES) throw new RangeError(`ticket keys: each key is ${TICKET_KEY_BYTES} bytes`);
     }
-    this.apply(Buffer.from(current), previous === undefined ? null : Buffer.from(previous));
+    this.apply(Buffer.from(current), previous === undefined ? null : Buffer.from(previous), createdAt);
   }
 
   /** Called with the new current key after `rotate` or `set`; returns the way to unsubscribe. */
@@ -88,8 +96,9 @@ export class TicketKeys {
     return '[TicketKeys]';
   }
 
-  private apply(current: Buffer, previous: Buffer | null): void {
+  private apply(current: Buffer, previous: Buffer | null, createdAt: number): void {
     this.currentKey = current;
+    this.madeAt = createdAt;
     this.previousKey = previous;
     for (const l of this.listeners) l(current);
   }
