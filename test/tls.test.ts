@@ -20,6 +20,7 @@ import { loadConfig } from '../src/config/load.js';
 import { freePort, request } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
 import { TestPki } from './helpers/tls-certs.js';
+import { until } from './helpers/faults.js';
 import { startProxyProcess, writeConfig } from './helpers/child.js';
 
 const scope = useScope();
@@ -177,6 +178,51 @@ describe('TLS termination', () => {
   });
 });
 
+describe('TLS session resumption with workers', () => {
+  it('a session ticket from one connection resumes on every later connection, whichever of 2 workers accepts it', async () => {
+    const be = await scope.backend('a');
+    const shop = pki.issue('shop.test');
+    const port = await freePort();
+    const adminPort = await freePort();
+    const file = writeConfig({
+      workers: 2,
+      accessLog: false,
+      admin: { listen: `127.0.0.1:${adminPort}` },
+      servers: [{ listen: [`127.0.0.1:${port} ssl`], serverName: ['shop.test'], ssl: { certificate: shop.cert, certificateKey: shop.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+      upstreams: { backend: { servers: [{ address: be.address }] } },
+    }, 'tls-resume-workers.json');
+    const proc = await startProxyProcess(file, port);
+    scope.cleanup.push(() => proc.kill());
+    expect(await until(async () => {
+      const status = JSON.parse((await request(`http://127.0.0.1:${adminPort}/status`)).body) as { workers: { answered: boolean }[] };
+      return status.workers.filter((w) => w.answered).length === 2;
+    })).toBe(true);
+    // A TLS 1.3 ticket arrives after the handshake ('session' event).
+    const ticket = await new Promise<Buffer>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, servername: 'shop.test', rejectUnauthorized: false });
+      socket.once('session', (session: Buffer) => { resolve(session); socket.destroy(); });
+      socket.on('error', reject);
+    });
+    let reused = 0;
+    for (let i = 0; i < 20; i++) {
+      // The cluster hands new connections to the workers in turn: about half go to each.
+      reused += await new Promise<number>((resolve, reject) => {
+        const socket = tls.connect({ host: '127.0.0.1', port, servername: 'shop.test', rejectUnauthorized: false, session: ticket }, () => {
+          const r = socket.isSessionReused() ? 1 : 0;
+          // A request and its answer, so that the server saw the whole handshake too.
+          socket.write('GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n');
+          socket.resume();
+          socket.once('end', () => { socket.destroy(); resolve(r); });
+        });
+        socket.on('error', reject);
+      });
+    }
+    expect(reused).toBe(20);
+    const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
+    expect(metrics).toMatch(/sessionlb_tls_handshakes_total\{server="shop\.test",protocol="TLSv1\.3",resumed="true"\} 20/);
+  });
+});
+
 describe('TLS metrics with workers', () => {
   it('the certificate expiry gauge of a 2-worker cluster is the certificate\'s notAfter, not the sum of the workers\' reports', async () => {
     const be = await scope.backend('a');
@@ -193,6 +239,11 @@ describe('TLS metrics with workers', () => {
     const proc = await startProxyProcess(file, port);
     scope.cleanup.push(() => proc.kill());
     const notAfter = Math.floor(Date.parse(new X509Certificate(readFileSync(shop.cert)).validTo) / 1000);
+    // The port answers once one worker listens: wait until both answer the primary, so that both report the gauge.
+    expect(await until(async () => {
+      const status = JSON.parse((await request(`http://127.0.0.1:${adminPort}/status`)).body) as { workers: { answered: boolean }[] };
+      return status.workers.filter((w) => w.answered).length === 2;
+    })).toBe(true);
     const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
     const line = metrics.split('\n').find((l) => l.startsWith('sessionlb_tls_certificate_expiry_timestamp_seconds{'));
     expect(line).toBe(`sessionlb_tls_certificate_expiry_timestamp_seconds{server="shop.test",certificate="${shop.cert}"} ${notAfter}`);
