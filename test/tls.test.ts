@@ -19,7 +19,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { freePort, request } from './helpers/net.js';
 import { useScope } from './helpers/scope.js';
-import { TestPki } from './helpers/tls-certs.js';
+import { TestPki, type Issued } from './helpers/tls-certs.js';
 import { until } from './helpers/faults.js';
 import { startProxyProcess, writeConfig } from './helpers/child.js';
 
@@ -178,25 +178,32 @@ describe('TLS termination', () => {
   });
 });
 
+/** A 2-worker sessionlb process with one ssl server (shop.test), once both workers answer the primary. */
+async function twoWorkerTlsCluster(name: string): Promise<{ port: number; adminPort: number; shop: Issued }> {
+  const be = await scope.backend('a');
+  const shop = pki.issue('shop.test');
+  const port = await freePort();
+  const adminPort = await freePort();
+  const file = writeConfig({
+    workers: 2,
+    accessLog: false,
+    admin: { listen: `127.0.0.1:${adminPort}` },
+    servers: [{ listen: [`127.0.0.1:${port} ssl`], serverName: ['shop.test'], ssl: { certificate: shop.cert, certificateKey: shop.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+    upstreams: { backend: { servers: [{ address: be.address }] } },
+  }, name);
+  const proc = await startProxyProcess(file, port);
+  scope.cleanup.push(() => proc.kill());
+  // The port answers once one worker listens: wait until both answer the primary.
+  expect(await until(async () => {
+    const status = JSON.parse((await request(`http://127.0.0.1:${adminPort}/status`)).body) as { workers: { answered: boolean }[] };
+    return status.workers.filter((w) => w.answered).length === 2;
+  })).toBe(true);
+  return { port, adminPort, shop };
+}
+
 describe('TLS session resumption with workers', () => {
   it('a session ticket from one connection resumes on every later connection, whichever of 2 workers accepts it', async () => {
-    const be = await scope.backend('a');
-    const shop = pki.issue('shop.test');
-    const port = await freePort();
-    const adminPort = await freePort();
-    const file = writeConfig({
-      workers: 2,
-      accessLog: false,
-      admin: { listen: `127.0.0.1:${adminPort}` },
-      servers: [{ listen: [`127.0.0.1:${port} ssl`], serverName: ['shop.test'], ssl: { certificate: shop.cert, certificateKey: shop.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
-      upstreams: { backend: { servers: [{ address: be.address }] } },
-    }, 'tls-resume-workers.json');
-    const proc = await startProxyProcess(file, port);
-    scope.cleanup.push(() => proc.kill());
-    expect(await until(async () => {
-      const status = JSON.parse((await request(`http://127.0.0.1:${adminPort}/status`)).body) as { workers: { answered: boolean }[] };
-      return status.workers.filter((w) => w.answered).length === 2;
-    })).toBe(true);
+    const { port, adminPort } = await twoWorkerTlsCluster('tls-resume-workers.json');
     // A TLS 1.3 ticket arrives after the handshake ('session' event).
     const ticket = await new Promise<Buffer>((resolve, reject) => {
       const socket = tls.connect({ host: '127.0.0.1', port, servername: 'shop.test', rejectUnauthorized: false });
@@ -225,25 +232,8 @@ describe('TLS session resumption with workers', () => {
 
 describe('TLS metrics with workers', () => {
   it('the certificate expiry gauge of a 2-worker cluster is the certificate\'s notAfter, not the sum of the workers\' reports', async () => {
-    const be = await scope.backend('a');
-    const shop = pki.issue('shop.test');
-    const port = await freePort();
-    const adminPort = await freePort();
-    const file = writeConfig({
-      workers: 2,
-      accessLog: false,
-      admin: { listen: `127.0.0.1:${adminPort}` },
-      servers: [{ listen: [`127.0.0.1:${port} ssl`], serverName: ['shop.test'], ssl: { certificate: shop.cert, certificateKey: shop.key }, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
-      upstreams: { backend: { servers: [{ address: be.address }] } },
-    }, 'tls-workers.json');
-    const proc = await startProxyProcess(file, port);
-    scope.cleanup.push(() => proc.kill());
+    const { adminPort, shop } = await twoWorkerTlsCluster('tls-workers.json');
     const notAfter = Math.floor(Date.parse(new X509Certificate(readFileSync(shop.cert)).validTo) / 1000);
-    // The port answers once one worker listens: wait until both answer the primary, so that both report the gauge.
-    expect(await until(async () => {
-      const status = JSON.parse((await request(`http://127.0.0.1:${adminPort}/status`)).body) as { workers: { answered: boolean }[] };
-      return status.workers.filter((w) => w.answered).length === 2;
-    })).toBe(true);
     const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`)).body;
     const line = metrics.split('\n').find((l) => l.startsWith('sessionlb_tls_certificate_expiry_timestamp_seconds{'));
     expect(line).toBe(`sessionlb_tls_certificate_expiry_timestamp_seconds{server="shop.test",certificate="${shop.cert}"} ${notAfter}`);
