@@ -163,6 +163,7 @@ export function statusDocument(lb: AdminTarget, now = Date.now()): Record<string
     streams: lb.config.streams.map((st) => ({
       listen: st.listen.map((l) => l.key),
       upstream: st.upstream,
+      ...(st.route === null ? {} : { route: { by: st.route.by, map: Object.fromEntries(st.route.map), default: st.route.default } }),
       proxyConnectTimeoutMs: st.connectTimeoutMs,
       proxyTimeoutMs: st.timeoutMs,
     })),

@@ -313,12 +313,29 @@ export const SESSION_DEFAULTS = {
   localCacheFresh: '5s',
 } as const;
 
+/** A stream's `route`, normalised: upstream names (named or implicit `host:port`). */
+export interface StreamRouteConfig {
+  by: 'sni' | 'alpn';
+  /** Map keys as written ("sni": lower-cased) -> upstream name, in file order. */
+  map: Map<string, string>;
+  /** Where unnamed connections go; null: they are closed. */
+  default: string | null;
+  /** Non-TLS or malformed hellos: to `default`, or closed. */
+  onNonTls: 'default' | 'close';
+  /** nginx preread_timeout. */
+  prereadTimeoutMs: number;
+  /** nginx preread_buffer_size. */
+  prereadBufferSize: number;
+}
+
 /** One `streams[]` entry, normalised. */
 export interface StreamConfig {
   index: number;
   listen: ListenAddress[];
-  /** The upstream's name: a named one, or the implicit `host:port` one. */
-  upstream: string;
+  /** The upstream's name (a named one, or the implicit `host:port` one); null when `route` decides. */
+  upstream: string | null;
+  /** Routing by the TLS ClientHello (`route`, nginx ssl_preread + map); null: every connection goes to `upstream`. */
+  route: StreamRouteConfig | null;
   /** nginx proxy_connect_timeout. */
   connectTimeoutMs: number;
   /** nginx proxy_timeout: idle time on both connections that ends the session; 0 = never. */

@@ -243,12 +243,28 @@ export const virtualServerSchema = z.strictObject({
   ...upstreamTlsKeys,
 });
 
+/** A stream's routing by the TLS ClientHello, read without terminating TLS (nginx ssl_preread + map). */
+export const streamRouteSchema = z.strictObject({
+  by: z.enum(['sni', 'alpn'], { error: 'must be "sni" or "alpn"' })
+    .describe('what routes: "sni" the server name of the ClientHello (nginx $ssl_preread_server_name), "alpn" its ALPN protocols (the first one the client offers that the map has)'),
+  map: z.record(z.string(), z.string({ error: 'must be an upstream name or "host:port"' }), { error: 'must be an object of name -> upstream' })
+    .describe('"sni": server name (exact, "*.example.com", ".example.com", "www.example.*"; case-insensitive) -> upstream name or "host:port"; "alpn": protocol ("h2", "http/1.1") -> upstream'),
+  default: z.string({ error: 'must be an upstream name or "host:port"' }).min(1, { error: 'must be an upstream name or "host:port"' }).optional()
+    .describe('nginx map `default`: the upstream of a connection the map does not name (no SNI, no ALPN, no match); without it such connections are closed'),
+  onNonTls: z.enum(['default', 'close'], { error: 'must be "default" or "close"' }).optional()
+    .describe('a connection that does not start with a TLS ClientHello, or a malformed one: "default" goes to `default` (nginx), "close" closes it (default "default")'),
+  prereadTimeout: duration().optional().describe('nginx preread_timeout: longest wait for the whole ClientHello; then the connection is closed (default "30s")'),
+  prereadBufferSize: size.optional().describe('nginx preread_buffer_size: most bytes read for the ClientHello; a longer one closes the connection (default "16k")'),
+});
+
 export const streamSchema = z.strictObject({
   listen: z.array(z.string({ error: 'must be "host:port"' }), { error: 'must be an array of "host:port"' })
     .min(1, { error: 'must list at least one address' })
     .describe('nginx stream `listen`: "host:port", "[::1]:port" or a bare port (all IPv4 addresses)'),
-  proxyPass: z.string({ error: 'must be an upstream name or "host:port"' }).min(1, { error: 'must be an upstream name or "host:port"' })
-    .describe('nginx stream proxy_pass: the name of an upstream in $.upstreams ("pg") or one "host:port" (no "http://": the bytes pass unchanged)'),
+  proxyPass: z.string({ error: 'must be an upstream name or "host:port"' }).min(1, { error: 'must be an upstream name or "host:port"' }).optional()
+    .describe('nginx stream proxy_pass: the name of an upstream in $.upstreams ("pg") or one "host:port" (no "http://": the bytes pass unchanged); required unless `route`'),
+  route: streamRouteSchema.optional()
+    .describe('TLS passthrough routed by the ClientHello (nginx ssl_preread on + map $ssl_preread_server_name): instead of proxyPass'),
   proxyConnectTimeout: duration().optional().describe('nginx proxy_connect_timeout: longest wait for a connection to a server (default "60s")'),
   proxyTimeout: duration().optional()
     .describe('nginx proxy_timeout: the session is closed when nothing was read or written on either connection for this long (default "10m"; "0s" = never)'),
@@ -319,6 +335,7 @@ export type RawUpstreamServer = z.input<typeof upstreamServerSchema>;
 export type RawVirtualServer = z.input<typeof virtualServerSchema>;
 export type RawLocation = z.input<typeof locationSchema>;
 export type RawStream = z.input<typeof streamSchema>;
+export type RawStreamRoute = z.input<typeof streamRouteSchema>;
 /** The buffering keys, as written at any of the three levels. */
 export type RawBuffering = z.input<ReturnType<typeof z.strictObject<typeof bufferingKeys>>>;
 /** The proxy_ssl_* keys, as written at any of the three levels. */

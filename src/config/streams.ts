@@ -12,9 +12,9 @@
 import { formatHostPort, parseHostPort, wildcardClashes } from '../nginx-language/address.js';
 import { parseListen } from '../nginx-language/listen.js';
 import { formatPath, type RawConfig } from './schema.js';
-import { DURATION_PATTERN, parseDuration } from '../nginx-language/units.js';
+import { DURATION_PATTERN, SIZE_PATTERN, parseDuration, parseSize } from '../nginx-language/units.js';
 import { compileTemplate } from '../nginx-language/variables.js';
-import type { ListenAddress, StreamConfig } from './model.js';
+import type { ListenAddress, StreamConfig, StreamRouteConfig } from './model.js';
 
 export const STREAM_DEFAULTS = {
   proxyConnectTimeout: '60s',
@@ -51,8 +51,67 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 const DURATION = new RegExp(DURATION_PATTERN);
+const SIZE = new RegExp(SIZE_PATTERN);
 function durationMs(v: unknown): number | null {
   return typeof v === 'string' && DURATION.test(v) ? parseDuration(v) : null;
+}
+
+export const STREAM_ROUTE_DEFAULTS = {
+  onNonTls: 'default',
+  prereadTimeout: '30s',
+  prereadBufferSize: '16k',
+} as const;
+
+const NAME_LABELS = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/;
+
+/**
+ * A `route.map` key of `"by": "sni"` as nginx's map with `hostnames` takes it (lower-cased):
+ * an exact name, `*.example.com` or `.example.com` (the latter also matches `example.com`),
+ * `www.example.*`. Returns the problem, or null.
+ */
+export function sniKeyProblem(key: string): string | null {
+  if (key.startsWith('~')) return 'regular expressions are not supported: write the names, or wildcards ("*.example.com", ".example.com", "www.example.*")';
+  const k = key.toLowerCase();
+  const body = k.startsWith('*.') ? k.slice(2) : k.startsWith('.') ? k.slice(1) : k.endsWith('.*') ? k.slice(0, -2) : k;
+  if (body.length === 0 || body.length > 253 || !NAME_LABELS.test(body)) {
+    return 'must be a server name: "shop.example.com", "*.example.com", ".example.com" or "www.example.*" (letters, digits, "-", "_"; a "*" only as a whole first or last label)';
+  }
+  return null;
+}
+
+/** A `route` of a stream: its keys and where they point (targets collects the values for the caller's checks). */
+function routeProblems(route: Record<string, unknown>, at: PropertyKey[], add: (path: PropertyKey[], message: string) => void, targets: [PropertyKey[], unknown][]): void {
+  const timeout = durationMs(route.prereadTimeout);
+  if (timeout !== null && timeout < 1) add([...at, 'prereadTimeout'], 'must be at least "1ms"');
+  if (typeof route.prereadBufferSize === 'string' && SIZE.test(route.prereadBufferSize)) {
+    const n = parseSize(route.prereadBufferSize);
+    if (n < 512 || n > 1024 * 1024) add([...at, 'prereadBufferSize'], 'must be between "512" and "1m" (a ClientHello is rarely over 2k; nginx\'s default is "16k")');
+  }
+  if (route.default !== undefined) targets.push([[...at, 'default'], route.default]);
+  if (!isObject(route.map)) return;
+  const keys = Object.keys(route.map);
+  if (keys.length === 0 && route.default === undefined) add([...at, 'map'], 'is empty and there is no "default": no connection could go anywhere');
+  const seen = new Map<string, string>();
+  for (const key of keys) {
+    const path = [...at, 'map', key];
+    targets.push([path, route.map[key]]);
+    if (route.by === 'sni') {
+      const problem = sniKeyProblem(key);
+      if (problem !== null) {
+        add(path, problem);
+        continue;
+      }
+    } else if (route.by === 'alpn') {
+      if (key.length === 0 || key.length > 255 || !/^[\x21-\x7e]+$/.test(key)) {
+        add(path, 'must be an ALPN protocol name such as "h2" or "http/1.1" (1 to 255 visible ASCII characters)');
+        continue;
+      }
+    }
+    const norm = route.by === 'sni' ? key.toLowerCase() : key;
+    const other = seen.get(norm);
+    if (other !== undefined) add(path, `is the key "${other}" again (server names are case-insensitive)`);
+    else seen.set(norm, key);
+  }
 }
 
 /**
@@ -111,16 +170,32 @@ export function streamProblems(raw: unknown, add: (path: PropertyKey[], message:
     }
     const connect = durationMs(st.proxyConnectTimeout);
     if (connect !== null && connect < 1) add(['streams', i, 'proxyConnectTimeout'], 'must be at least "1ms"');
-    if (typeof st.proxyPass !== 'string' || st.proxyPass === '') return;
-    const target = parseStreamProxyPass(st.proxyPass, (n) => !namesKnown || (upstreams !== null && Object.hasOwn(upstreams, n)));
-    if (target.kind === 'error') return add(['streams', i, 'proxyPass'], target.message);
-    if (target.kind !== 'upstream' || upstreams === null || reported.has(target.name)) return;
-    const up = upstreams[target.name];
+    // Where the stream's connections may go: proxyPass, or the route's map values and default.
+    const targets: [PropertyKey[], unknown][] = [];
+    if (st.route !== undefined && st.proxyPass !== undefined) {
+      add(['streams', i, 'route'], 'a stream has "proxyPass" or "route", not both (the route\'s "default" takes the place of proxyPass)');
+    } else if (st.route === undefined && st.proxyPass === undefined) {
+      add(['streams', i, 'proxyPass'], 'is required (or "route")');
+    }
+    if (st.proxyPass !== undefined) targets.push([['streams', i, 'proxyPass'], st.proxyPass]);
+    if (isObject(st.route)) routeProblems(st.route, ['streams', i, 'route'], add, targets);
+    for (const [path, text] of targets) {
+      if (typeof text !== 'string' || text === '') continue;
+      const target = parseStreamProxyPass(text, (n) => !namesKnown || (upstreams !== null && Object.hasOwn(upstreams, n)));
+      if (target.kind === 'error') add(path, target.message);
+      else if (target.kind === 'upstream') usedBy(target.name, i);
+    }
+  });
+
+  /** The upstream features a stream cannot use, once per upstream. */
+  function usedBy(name: string, i: number): void {
+    if (upstreams === null || reported.has(name)) return;
+    const up = upstreams[name];
     if (!isObject(up)) return;
-    reported.add(target.name);
+    reported.add(name);
     const user = `$.streams[${i}]`;
     if (up.balance === 'ip_hash') {
-      add(['upstreams', target.name, 'balance'],
+      add(['upstreams', name, 'balance'],
         `"ip_hash" cannot be used by a stream (${user} uses this upstream; nginx's stream module has no ip_hash): use {"hash": "$remote_addr"}`);
     }
     if (isObject(up.balance) && typeof up.balance.hash === 'string') {
@@ -128,16 +203,16 @@ export function streamProblems(raw: unknown, add: (path: PropertyKey[], message:
       if (typeof key !== 'string') {
         const http = key.variables.filter((v) => !STREAM_VARIABLES.has(v));
         if (http.length > 0) {
-          add(['upstreams', target.name, 'balance', 'hash'],
+          add(['upstreams', name, 'balance', 'hash'],
             `${http.map((v) => `$${v}`).join(', ')} ${http.length === 1 ? 'is an HTTP variable' : 'are HTTP variables'}, but ${user} uses this upstream: a stream's hash key may use only $remote_addr`);
         }
       }
     }
     if (up.sticky !== undefined) {
-      add(['upstreams', target.name, 'sticky'],
+      add(['upstreams', name, 'sticky'],
         `sticky sessions are HTTP-only, but ${user} uses this upstream: give the stream an upstream of its own (same servers), or use "balance": {"hash": "$remote_addr", "consistent": true}`);
     }
-  });
+  }
 
   // A wildcard and a specific address on one port cannot both be bound; pairs of two HTTP listen
   // addresses are ListenOverlap's to report (cross-check.ts).
@@ -158,13 +233,41 @@ export function normaliseStreams(raw: RawConfig, isUpstream: (name: string) => b
       const hp = parseHostPort(text, undefined);
       if (typeof hp !== 'string') listen.push({ host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port) });
     }
-    const target = parseStreamProxyPass(st.proxyPass, isUpstream);
-    if (target.kind === 'error') return;
-    const upstream = target.kind === 'upstream' ? target.name : implicit(target.key, ['streams', i, 'proxyPass']);
+    const resolve = (text: string, path: PropertyKey[]): string | null => {
+      const target = parseStreamProxyPass(text, isUpstream);
+      if (target.kind === 'error') return null;
+      return target.kind === 'upstream' ? target.name : implicit(target.key, path);
+    };
+    let upstream: string | null = null;
+    let route: StreamRouteConfig | null = null;
+    if (st.route !== undefined) {
+      const r = st.route;
+      const map = new Map<string, string>();
+      for (const [key, text] of Object.entries(r.map)) {
+        const name = resolve(text, ['streams', i, 'route', 'map', key]);
+        if (name === null) return;
+        map.set(r.by === 'sni' ? key.toLowerCase() : key, name);
+      }
+      const dflt = r.default === undefined ? null : resolve(r.default, ['streams', i, 'route', 'default']);
+      if (r.default !== undefined && dflt === null) return;
+      route = {
+        by: r.by,
+        map,
+        default: dflt,
+        onNonTls: r.onNonTls ?? STREAM_ROUTE_DEFAULTS.onNonTls,
+        prereadTimeoutMs: parseDuration(r.prereadTimeout ?? STREAM_ROUTE_DEFAULTS.prereadTimeout),
+        prereadBufferSize: parseSize(r.prereadBufferSize ?? STREAM_ROUTE_DEFAULTS.prereadBufferSize),
+      };
+    } else {
+      if (st.proxyPass === undefined) return;
+      upstream = resolve(st.proxyPass, ['streams', i, 'proxyPass']);
+      if (upstream === null) return;
+    }
     out.push({
       index: i,
       listen,
       upstream,
+      route,
       connectTimeoutMs: parseDuration(st.proxyConnectTimeout ?? STREAM_DEFAULTS.proxyConnectTimeout),
       timeoutMs: parseDuration(st.proxyTimeout ?? STREAM_DEFAULTS.proxyTimeout),
       nextUpstream: st.nextUpstream ?? STREAM_DEFAULTS.nextUpstream,

@@ -63,6 +63,10 @@ export interface StreamLogEntry {
   /** Per attempt, seconds; "-" for an attempt that did not connect (nginx $upstream_connect_time). */
   upstream_connect_time: string;
   upstream_name: string;
+  /** Streams with `route` only: the ClientHello's server name, "" when none (nginx $ssl_preread_server_name). */
+  ssl_preread_server_name?: string;
+  /** Streams with `route` only: the ALPN protocols offered, comma-separated, "" when none (nginx $ssl_preread_alpn_protocols). */
+  ssl_preread_alpn_protocols?: string;
 }
 
 const PRETTY_FORMAT = '{remote_addr} "{request_method} {request_uri} {server_protocol}" {status} {body_bytes_sent} {request_time}s'

@@ -8,6 +8,8 @@
  * - `sessionlb_stream_bytes_total{listen,direction}`: bytes from clients (`received`, nginx
  *   `$bytes_received`) and to clients (`sent`, `$bytes_sent`), counted when a session ends.
  * - `sessionlb_stream_active_sessions{listen}`: open sessions now.
+ * - `sessionlb_stream_preread_total{listen,result}`: ClientHellos read by streams with `route`
+ *   (PREREAD_RESULTS), counted when the hello decided the connection's way.
  * Upstream servers' gauges and failures (`sessionlb_upstream_active_connections`,
  * `sessionlb_upstream_failures_total{reason}`) count stream connections too.
  */
@@ -32,6 +34,12 @@ export class StreamRouteMetrics {
   }
 }
 
+/** How reading a routed stream's ClientHello ended (the `result` label). */
+export const PREREAD_RESULTS = ['matched', 'default', 'not_tls', 'malformed', 'too_large', 'timeout', 'client_closed'] as const;
+export type PrereadResult = typeof PREREAD_RESULTS[number];
+/** One cell per result, of one listen address. */
+export type PrereadCells = Record<PrereadResult, CounterCell>;
+
 export class StreamMetrics {
   readonly sessions = new CounterFamily('sessionlb_stream_sessions_total',
     'Finished TCP sessions of `streams` by listen address, upstream and status (nginx stream $status: 200 passed, 502 no server could be connected)',
@@ -39,11 +47,15 @@ export class StreamMetrics {
   readonly bytes = new CounterFamily('sessionlb_stream_bytes_total',
     'Bytes passed by `streams`, by listen address and direction: "received" from clients, "sent" to clients (nginx $bytes_received, $bytes_sent)',
     ['listen', 'direction']);
+  readonly preread = new CounterFamily('sessionlb_stream_preread_total',
+    'ClientHellos read by `streams` with a `route`, by listen address and result: matched (a map key), default (TLS, no key matched), not_tls, malformed, too_large (over prereadBufferSize), timeout (prereadTimeout), client_closed',
+    ['listen', 'result']);
 
   constructor(registry: Registry, active: () => Iterable<[string, number]>) {
     // prom-client's Registry takes any object with name/get(); its type only lists its own classes.
     registry.registerMetric(this.sessions as unknown as Metric);
     registry.registerMetric(this.bytes as unknown as Metric);
+    registry.registerMetric(this.preread as unknown as Metric);
     new Gauge({
       name: 'sessionlb_stream_active_sessions', help: 'Open TCP sessions of `streams`, by listen address',
       labelNames: ['listen'], registers: [registry],
@@ -62,5 +74,12 @@ export class StreamMetrics {
       this.bytes.cell(listen, 'received'),
       this.bytes.cell(listen, 'sent'),
     );
+  }
+
+  /** Cells of the ClientHello results on `listen` (call once per config, for a routed stream). */
+  prereadCells(listen: string): PrereadCells {
+    const out = {} as PrereadCells;
+    for (const r of PREREAD_RESULTS) out[r] = this.preread.cell(listen, r);
+    return out;
   }
 }

@@ -11,15 +11,27 @@ import type { EventLog } from '../../observability/log.js';
 import type { AccessLog } from '../../observability/access-log.js';
 import { StreamMetrics } from '../../observability/stream-metrics.js';
 import type { Registry } from 'prom-client';
-import { TcpSession, retryRules, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
+import { TcpSession, prereadFields, retryRules, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
+import { StreamPreread } from './preread.js';
+import { readClientHello, type ClientHello, type HelloResult } from '../../tls/client-hello.js';
+import { clientAddressString } from '../../net/client-address.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
 import { isLocalResourceError } from '../../net/errors.js';
+
+const NO_HELLO: ClientHello = { serverName: undefined, alpn: undefined };
+/** Errors after a rejected connection is destroyed are of no interest. */
+function ignoreError(): void { /* closing */ }
+
+/** Where a listener's connections go: one route, or the one a ClientHello chooses (a stream's `route`). */
+export type ListenRoute = StreamRoute | StreamPreread;
 
 export class StreamListener implements StreamSessionOwner {
   readonly server: net.Server;
   readonly sessions = new Set<TcpSession>();
+  /** Connections whose ClientHello is being read (a stream's `route`): no session yet. */
+  readonly prereading = new Set<net.Socket>();
 
-  constructor(readonly key: string, readonly host: string, readonly port: number, public route: StreamRoute, private readonly proxies: StreamProxies) {
+  constructor(readonly key: string, readonly host: string, readonly port: number, public route: ListenRoute, private readonly proxies: StreamProxies) {
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, this.onConnection);
   }
 
@@ -32,10 +44,64 @@ export class StreamListener implements StreamSessionOwner {
   }
 
   private readonly onConnection = (socket: net.Socket): void => {
-    const session = new TcpSession(socket, this.route, this);
+    const route = this.route;
+    if (route instanceof StreamPreread) {
+      // One closure per routed connection: its socket, rules and accept time until the hello is in.
+      const acceptedAt = performance.now();
+      this.prereading.add(socket);
+      readClientHello(socket, route.options, (result, bytes) => this.prereadDone(socket, route, result, bytes, acceptedAt));
+      return;
+    }
+    const session = new TcpSession(socket, route, this);
     this.sessions.add(session);
     session.start();
   };
+
+  /** The ClientHello was read (or reading failed): the session goes on to the chosen upstream with the bytes put back, or the connection is closed. */
+  private prereadDone(socket: net.Socket, preread: StreamPreread, result: HelloResult, bytes: Buffer, acceptedAt: number): void {
+    this.prereading.delete(socket);
+    const hello = result.ok ? result.hello : null;
+    const route = preread.choose(result);
+    if (route === null || socket.destroyed) {
+      this.rejected(socket, hello, bytes.length, acceptedAt);
+      return;
+    }
+    if (bytes.length > 0) socket.unshift(bytes);
+    const session = new TcpSession(socket, route, this);
+    session.afterPreread(hello, acceptedAt);
+    this.sessions.add(session);
+    session.start();
+  }
+
+  /**
+   * A connection closed before any server was tried (see preread.ts; counted there): one access
+   * log line with status 400, nginx's for a failed preread, and no event log line (a scanner
+   * would fill it; sessionlb_stream_preread_total counts them).
+   */
+  private rejected(socket: net.Socket, hello: ClientHello | null, received: number, acceptedAt: number): void {
+    const log = this.accessLog();
+    if (log !== null) {
+      log.writeStream({
+        remote_addr: clientAddressString(socket.remoteAddress),
+        remote_port: socket.remotePort ?? 0,
+        server_addr: clientAddressString(socket.localAddress),
+        server_port: socket.localPort ?? 0,
+        protocol: 'TCP',
+        status: 400,
+        bytes_sent: 0,
+        bytes_received: received,
+        session_time: Math.round(performance.now() - acceptedAt) / 1000,
+        upstream_addr: '',
+        upstream_bytes_sent: 0,
+        upstream_bytes_received: 0,
+        upstream_connect_time: '',
+        upstream_name: '',
+        ...prereadFields(hello ?? NO_HELLO),
+      });
+    }
+    socket.on('error', ignoreError);
+    socket.destroy();
+  }
 
   private readonly onServerError = (err: NodeJS.ErrnoException): void => {
     // A failed accept (EMFILE, ...): this host's limit, counted like the HTTP listeners' (libuv closes the pending connection).
@@ -61,7 +127,7 @@ export class StreamListener implements StreamSessionOwner {
   close(): Promise<void> {
     return new Promise((resolve) => {
       if (!this.server.listening) {
-        if (this.sessions.size === 0) resolve();
+        if (this.sessions.size === 0 && this.prereading.size === 0) resolve();
         else this.server.once('close', () => resolve());
         return;
       }
@@ -72,7 +138,7 @@ export class StreamListener implements StreamSessionOwner {
 
 /** Listeners bound for a config not yet switched to (see SessionLB.reload). */
 export interface StreamPlan {
-  routes: Map<string, { host: string; port: number; route: StreamRoute }>;
+  routes: Map<string, { host: string; port: number; route: ListenRoute }>;
   fresh: StreamListener[];
 }
 
@@ -95,18 +161,26 @@ export class StreamProxies {
   }
 
   /** Routes of a config: listen key -> where its connections go. */
-  private routes(config: Config, upstreams: Map<string, Upstream>): Map<string, { host: string; port: number; route: StreamRoute }> {
-    const out = new Map<string, { host: string; port: number; route: StreamRoute }>();
+  private routes(config: Config, upstreams: Map<string, Upstream>): Map<string, { host: string; port: number; route: ListenRoute }> {
+    const out = new Map<string, { host: string; port: number; route: ListenRoute }>();
     for (const stream of config.streams) {
-      const upstream = upstreams.get(stream.upstream)!;
-      const maxTries = upstream.triesFor(stream.nextUpstreamTries);
       const retry = retryRules(stream);
+      const routeTo = (listen: string, name: string): StreamRoute => {
+        const upstream = upstreams.get(name)!;
+        return { stream, listen, upstream, maxTries: upstream.triesFor(stream.nextUpstreamTries), retry, metrics: this.metrics.route(listen, upstream.name) };
+      };
       for (const l of stream.listen) {
-        out.set(l.key, {
-          host: l.host,
-          port: l.port,
-          route: { stream, listen: l.key, upstream, maxTries, retry, metrics: this.metrics.route(l.key, upstream.name) },
-        });
+        let route: ListenRoute;
+        if (stream.route === null) {
+          route = routeTo(l.key, stream.upstream!);
+        } else {
+          const targets = new Map<string, StreamRoute>();
+          for (const name of [...stream.route.map.values(), ...(stream.route.default === null ? [] : [stream.route.default])]) {
+            if (!targets.has(name)) targets.set(name, routeTo(l.key, name));
+          }
+          route = new StreamPreread(stream.route, targets, this.metrics.prereadCells(l.key));
+        }
+        out.set(l.key, { host: l.host, port: l.port, route });
       }
     }
     return out;
@@ -167,14 +241,14 @@ export class StreamProxies {
   /** Open sessions on every listener, removed ones included. */
   sessionCount(): number {
     let n = 0;
-    for (const l of this.listeners.values()) n += l.sessions.size;
-    for (const l of this.draining) n += l.sessions.size;
+    for (const l of this.listeners.values()) n += l.sessions.size + l.prereading.size;
+    for (const l of this.draining) n += l.sessions.size + l.prereading.size;
     return n;
   }
 
   private *activeByListen(): Iterable<[string, number]> {
     const counts = new Map<string, number>();
-    for (const l of [...this.listeners.values(), ...this.draining]) counts.set(l.key, (counts.get(l.key) ?? 0) + l.sessions.size);
+    for (const l of [...this.listeners.values(), ...this.draining]) counts.set(l.key, (counts.get(l.key) ?? 0) + l.sessions.size + l.prereading.size);
     yield* counts;
   }
 
@@ -186,9 +260,12 @@ export class StreamProxies {
     const closed = Promise.all(all.map((l) => l.close()));
     const expired = await expiresBefore(closed, timeoutMs);
     if (expired) {
-      const n = all.reduce((a, l) => a + l.sessions.size, 0);
+      const n = all.reduce((a, l) => a + l.sessions.size + l.prereading.size, 0);
       this.log.warn({ timeoutMs, sessions: n }, 'shutdown timeout reached; closing remaining stream sessions');
-      for (const l of all) for (const s of l.sessions) s.destroy();
+      for (const l of all) {
+        for (const s of l.sessions) s.destroy();
+        for (const socket of l.prereading) socket.destroy();
+      }
       await closed;
     }
     this.draining.clear();

@@ -26,6 +26,7 @@ import type { StreamRouteMetrics } from '../../observability/stream-metrics.js';
 import { failureKind, type FailureKind } from '../../net/errors.js';
 import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
 import { clientAddressString } from '../../net/client-address.js';
+import type { ClientHello } from '../../tls/client-hello.js';
 
 /** Where a listener's connections go, resolved once per config. */
 export interface StreamRoute {
@@ -129,11 +130,20 @@ function ignoreError(): void { /* see 'close' */ }
  */
 const NO_REQUEST = null as unknown as IncomingMessage;
 
+const NO_HELLO: ClientHello = { serverName: undefined, alpn: undefined };
+
+/** The access log fields of a ClientHello read by a stream's `route` (nginx $ssl_preread_server_name, $ssl_preread_alpn_protocols). */
+export function prereadFields(hello: ClientHello): { ssl_preread_server_name: string; ssl_preread_alpn_protocols: string } {
+  return { ssl_preread_server_name: hello.serverName ?? '', ssl_preread_alpn_protocols: hello.alpn?.join(',') ?? '' };
+}
+
 export const enum State { Picking, Connecting, Piping, Done }
 
 export class TcpSession extends AttemptLoop implements DeferredWrite {
   state = State.Picking;
-  private readonly startedAt = performance.now();
+  private startedAt = performance.now();
+  /** The ClientHello's server name and ALPN protocols (a stream with `route`), for the access log; null otherwise. */
+  private hello: ClientHello | null = null;
   upstreamSocket: net.Socket | null = null;
   private connectTimer: NodeJS.Timeout | null = null;
   private connectStartedAt = 0;
@@ -151,6 +161,12 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
 
   constructor(readonly client: net.Socket, readonly route: StreamRoute, private readonly owner: StreamSessionOwner) {
     super(NO_REQUEST, clientAddressString(client.remoteAddress), route.upstream, null, route.retry, route.maxTries);
+  }
+
+  /** The stream's `route` read this connection's ClientHello (`hello`, null if there was none) from `acceptedAt` on: call before start(). */
+  afterPreread(hello: ClientHello | null, acceptedAt: number): void {
+    this.hello = hello ?? NO_HELLO;
+    this.startedAt = acceptedAt;
   }
 
   start(): void {
@@ -280,6 +296,8 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
     c.on('drain', clientDrained);
     up.on('end', upstreamEnded);
     up.on('drain', upstreamDrained);
+    // After a ClientHello was read (readClientHello pauses the socket, the hello is put back): flow again.
+    if (this.hello !== null) c.resume();
     // A client that sent its FIN (and nothing left unread) while we were connecting has had its
     // 'end' already: node reads the EOF and emits 'end' with nobody consuming. Pass it on now,
     // or both connections would wait for each other until proxyTimeout.
@@ -377,6 +395,7 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
         upstream_bytes_received: up?.bytesRead ?? 0,
         upstream_connect_time: formatTimes(this.connectTimes),
         upstream_name: this.route.upstream.name,
+        ...(this.hello === null ? undefined : prereadFields(this.hello)),
       });
     }
     this.owner.sessionDone(this);
