@@ -63,6 +63,8 @@ export interface StreamLogEntry {
   /** Per attempt, seconds; "-" for an attempt that did not connect (nginx $upstream_connect_time). */
   upstream_connect_time: string;
   upstream_name: string;
+  /** Source affinity (`sticky` "source"): `bound`, `learned`, `rebound:<reason>` or `none`, as for HTTP. */
+  sticky: string;
 }
 
 const PRETTY_FORMAT = '{remote_addr} "{request_method} {request_uri} {server_protocol}" {status} {body_bytes_sent} {request_time}s'

@@ -7,6 +7,7 @@
 import net from 'node:net';
 import type { Config } from '../../config/model.js';
 import type { Upstream } from '../../balancer/upstream.js';
+import type { Affinity } from '../../sessions/affinity.js';
 import type { EventLog } from '../../observability/log.js';
 import type { AccessLog } from '../../observability/access-log.js';
 import { StreamMetrics } from '../../observability/stream-metrics.js';
@@ -76,6 +77,10 @@ export interface StreamPlan {
   fresh: StreamListener[];
 }
 
+/** The Affinity of an upstream with `sticky`, or null (SessionLB resolves one per upstream object). */
+export type AffinityOf = (upstream: Upstream) => Affinity | null;
+const NO_AFFINITY: AffinityOf = () => null;
+
 export class StreamProxies {
   private readonly listeners = new Map<string, StreamListener>();
   /** Listeners a reload removed: closed, waiting for their sessions to end. */
@@ -95,17 +100,19 @@ export class StreamProxies {
   }
 
   /** Routes of a config: listen key -> where its connections go. */
-  private routes(config: Config, upstreams: Map<string, Upstream>): Map<string, { host: string; port: number; route: StreamRoute }> {
+  private routes(config: Config, upstreams: Map<string, Upstream>, affinityOf: AffinityOf): Map<string, { host: string; port: number; route: StreamRoute }> {
     const out = new Map<string, { host: string; port: number; route: StreamRoute }>();
     for (const stream of config.streams) {
       const upstream = upstreams.get(stream.upstream)!;
       const maxTries = upstream.triesFor(stream.nextUpstreamTries);
       const retry = retryRules(stream);
+      // A process that binds no listener (the cluster primary) routes no connection: no affinity, no store announced.
+      const affinity = this.bind ? affinityOf(upstream) : null;
       for (const l of stream.listen) {
         out.set(l.key, {
           host: l.host,
           port: l.port,
-          route: { stream, listen: l.key, upstream, maxTries, retry, metrics: this.metrics.route(l.key, upstream.name) },
+          route: { stream, listen: l.key, upstream, maxTries, retry, metrics: this.metrics.route(l.key, upstream.name), affinity },
         });
       }
     }
@@ -113,14 +120,18 @@ export class StreamProxies {
   }
 
   /** Binds every stream listener of the config (start). */
-  async start(config: Config, upstreams: Map<string, Upstream>): Promise<void> {
-    const plan = await this.prepare(config, upstreams);
+  async start(config: Config, upstreams: Map<string, Upstream>, affinityOf: AffinityOf = NO_AFFINITY): Promise<void> {
+    const plan = await this.prepare(config, upstreams, affinityOf);
     this.commit(plan);
   }
 
-  /** Binds the listeners the config adds; nothing changes for running ones until commit(). Throws (having closed what it bound) when one cannot be bound. */
-  async prepare(config: Config, upstreams: Map<string, Upstream>): Promise<StreamPlan> {
-    const routes = this.routes(config, upstreams);
+  /**
+   * Binds the listeners the config adds; nothing changes for running ones until commit(). Throws
+   * (having closed what it bound) when one cannot be bound. `affinityOf`: the session affinity of
+   * an upstream with `sticky` ("source"), on the config's session store.
+   */
+  async prepare(config: Config, upstreams: Map<string, Upstream>, affinityOf: AffinityOf = NO_AFFINITY): Promise<StreamPlan> {
+    const routes = this.routes(config, upstreams, affinityOf);
     const fresh: StreamListener[] = [];
     if (!this.bind) return { routes, fresh };
     try {
