@@ -17,6 +17,7 @@ import { sourceSessionId } from '../src/sessions/session-id.js';
 import { freePort, request, startBackend, startDelayRelay, type Backend } from './helpers/net.js';
 import { memcachedAvailable, memcachedCommand, startMemcached, type MemcachedProcess } from './helpers/memcached.js';
 import { parseMetrics, sum } from './helpers/prom.js';
+import { startProxyProcess, writeConfig } from './helpers/child.js';
 
 const HAVE_MEMCACHED = memcachedAvailable();
 if (!HAVE_MEMCACHED) console.warn('memcached is not installed: skipping the shared source affinity tests (.ci/run installs it)');
@@ -296,6 +297,30 @@ describe.skipIf(!HAVE_MEMCACHED)('source affinity shared through memcached', () 
     expect(lines).toHaveLength(120);
     expect(lines.filter((l) => l.sticky === 'learned')).toHaveLength(CLIENTS.length);
     expect(lines.filter((l) => l.sticky === 'bound')).toHaveLength(120 - CLIENTS.length);
+  });
+
+  it('two sessionlb processes (one with two workers): each client address keeps its backend over 20 connections split between them', async () => {
+    const m = await memcached();
+    const bs = await Promise.all(['b1', 'b2', 'b3'].map((n) => tcpBackend(n)));
+    const ports = [await freePort(), await freePort()];
+    for (const [i, port] of ports.entries()) {
+      const file = writeConfig({
+        workers: i === 0 ? 1 : 2,
+        sessionStore: { ...STORE, servers: [m.address] },
+        streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: 'pool' }],
+        upstreams: { pool: { sticky: STICKY, servers: bs.map((b) => ({ address: b.address })) } },
+      });
+      const child = await startProxyProcess(file, port);
+      cleanups.push(() => child.kill());
+    }
+    const seen = await Promise.all(CLIENTS.map((from, i) => connections(i % 2 === 0 ? ports : [...ports].reverse(), from, 20)));
+    seen.forEach((names, i) => expect(new Set(names).size, `${CLIENTS[i]}: ${names.join(' ')}`).toBe(1));
+    expect(new Set(seen.map((n) => n[0])).size).toBeGreaterThan(1);
+    const keys = await m.keys();
+    for (const k of keys) expect(k).toMatch(KEY_PATTERN);
+    // The clients', and 127.0.0.1's (startProxyProcess's readiness probes).
+    expect(keys.length).toBeGreaterThanOrEqual(CLIENTS.length);
+    expect(keys.length).toBeLessThanOrEqual(CLIENTS.length + 1);
   });
 
   it('a new binding is in memcached before the first byte passes: another instance finds it at once, even over a slow path', async () => {
