@@ -224,7 +224,7 @@ describe('config', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const text = (err as Error).message;
     expect(text).toContain('$.sessionStore.timeout: must be a duration');
-    expect(text).toContain('$.upstreams.backend.sticky.mode: must be "learn", "cookie" or "hash"');
+    expect(text).toContain('$.upstreams.backend.sticky.mode: must be "learn", "cookie", "hash" or "source"');
     const err2 = await loadConfig({
       ...base,
       sessionStore: { type: 'memcached', keyPrefix: 'bad prefix' },

@@ -510,7 +510,7 @@ describe('streams: configuration', () => {
     expect(await problems({ streams: [{ listen: ['127.0.0.1:5433'], proxyPass: 'pg' }], upstreams: { pg: { balance: 'ip_hash', servers } } }))
       .toEqual(['$.upstreams.pg.balance: "ip_hash" cannot be used by a stream ($.streams[0] uses this upstream; nginx\'s stream module has no ip_hash): use {"hash": "$remote_addr"}']);
     expect(await problems({ streams: [{ listen: ['127.0.0.1:5433'], proxyPass: 'pg' }], upstreams: { pg: { sticky: { mode: 'learn' }, servers } } }))
-      .toEqual(['$.upstreams.pg.sticky: sticky sessions are HTTP-only, but $.streams[0] uses this upstream: give the stream an upstream of its own (same servers), or use "balance": {"hash": "$remote_addr", "consistent": true}']);
+      .toEqual(['$.upstreams.pg.sticky.mode: "learn" reads HTTP cookies, but $.streams[0] uses this upstream: use "source" (the client address bound to a server in the session store), or give the stream an upstream of its own (same servers)']);
     expect(await problems({ streams: [{ listen: ['127.0.0.1:5433'], proxyPass: 'pg' }], upstreams: { pg: { balance: { hash: '$remote_addr$cookie_x' }, servers } } }))
       .toEqual(['$.upstreams.pg.balance.hash: $cookie_x is an HTTP variable, but $.streams[0] uses this upstream: a stream\'s hash key may use only $remote_addr']);
     expect(await problems({ streams: [{ listen: ['127.0.0.1:5433'], proxyPass: 'http://pg' }], upstreams: { pg: { servers } } }))

@@ -428,6 +428,15 @@ function normaliseSticky(raw: RawUpstream['sticky'], path: PropertyKey[], proble
   if (raw.cookieKey !== undefined && raw.mode !== 'cookie') {
     problem(problems, [...path, 'cookieKey'], 'applies only to "mode": "cookie"');
   }
+  if (raw.mask !== undefined && raw.mode !== 'source') {
+    problem(problems, [...path, 'mask'], 'applies only to "mode": "source"');
+  }
+  if (raw.mode === 'source') {
+    // The client address is the key: no cookie is read, so the cookie keys would be silently ignored.
+    for (const key of ['cookie', 'minIdLength', 'maxIdLength'] as const) {
+      if (raw[key] !== undefined) problem(problems, [...path, key], '"mode": "source" reads no cookie: the client address is the key');
+    }
+  }
   let cookieKey = '';
   let cookieKeySource: StickyConfig['cookieKeySource'] = 'random';
   if (raw.mode === 'cookie') {
@@ -442,6 +451,7 @@ function normaliseSticky(raw: RawUpstream['sticky'], path: PropertyKey[], proble
     idRules: { minLength, maxLength },
     cookieKey,
     cookieKeySource,
+    mask: { ipv4: raw.mask?.ipv4 ?? 32, ipv6: raw.mask?.ipv6 ?? 128 },
   };
 }
 

@@ -32,7 +32,7 @@ export interface UpstreamServerConfig {
 
 /** An upstream's session affinity (`sticky`). */
 export interface StickyConfig {
-  mode: 'learn' | 'cookie' | 'hash';
+  mode: 'learn' | 'cookie' | 'hash' | 'source';
   /** learn/hash: the backend's session cookie; cookie: the cookie sessionlb sets. */
   cookie: string;
   ttlMs: number;
@@ -40,6 +40,8 @@ export interface StickyConfig {
   /** cookie mode: the signing secret, and where it came from. */
   cookieKey: string;
   cookieKeySource: 'config' | 'env' | 'random';
+  /** source mode: prefix lengths the client address is cut to (32 / 128: the whole address). */
+  mask: { ipv4: number; ipv6: number };
 }
 
 /** Where learned bindings live (`sessionStore`). */

@@ -41,11 +41,15 @@ export const upstreamServerSchema = z.strictObject({
     .describe('Sessions bound to this server keep going to it, but it gets no new ones (HAProxy drain; also settable through the admin API)'),
 });
 
-export const STICKY_MODES = ['learn', 'cookie', 'hash'] as const;
+export const STICKY_MODES = ['learn', 'cookie', 'hash', 'source'] as const;
+
+const intBetween = (min: number, max: number) =>
+  z.number({ error: `must be an integer from ${min} to ${max}` }).int({ error: `must be an integer from ${min} to ${max}` })
+    .min(min, { error: `must be an integer from ${min} to ${max}` }).max(max, { error: `must be an integer from ${min} to ${max}` });
 
 export const stickySchema = z.strictObject({
-  mode: z.enum(STICKY_MODES, { error: 'must be "learn", "cookie" or "hash"' })
-    .describe('"learn": bind the session cookie the backend sets to the server that set it (in the session store); "cookie": sessionlb sets its own signed cookie naming the server; "hash": consistent hash of the session cookie over the live servers'),
+  mode: z.enum(STICKY_MODES, { error: 'must be "learn", "cookie", "hash" or "source"' })
+    .describe('"learn": bind the session cookie the backend sets to the server that set it (in the session store); "cookie": sessionlb sets its own signed cookie naming the server; "hash": consistent hash of the session cookie over the live servers; "source": bind the client address (masked by "mask") to the server that took its first connection or request (in the session store; streams and HTTP)'),
   cookie: z.string({ error: 'must be a cookie name' }).regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/, { error: 'must be a cookie name (letters, digits and !#$%&\'*+-.^_`|~, at most 128)' }).optional()
     .describe('learn/hash: the session cookie (default "PHPSESSID"); cookie: the cookie sessionlb sets (default "SESSIONLB")'),
   ttl: duration().optional().describe('How long a binding lives without requests (default "24m", PHP\'s session.gc_maxlifetime); refreshed while the session is used'),
@@ -53,6 +57,11 @@ export const stickySchema = z.strictObject({
   maxIdLength: intAtLeast(1).optional().describe('Longest accepted session id (default 256)'),
   cookieKey: z.string({ error: 'must be a string of at least 16 characters' }).min(16, { error: 'must be a string of at least 16 characters' }).optional()
     .describe('cookie mode: secret that signs the cookie (default: env SESSIONLB_COOKIE_KEY; else a random key per process, so cookies do not survive restarts nor work across instances)'),
+  mask: z.strictObject({
+    ipv4: intBetween(1, 32).optional().describe('Prefix length an IPv4 client address is cut to (default 32: the whole address; 24: a /24 shares one binding)'),
+    ipv6: intBetween(1, 128).optional().describe('Prefix length an IPv6 client address is cut to (default 128: the whole address; 64: a /64 shares one binding)'),
+  }, { error: 'must be an object such as {"ipv4": 24, "ipv6": 64}' }).optional()
+    .describe('source mode: clients whose addresses share this prefix share one binding (default {"ipv4": 32, "ipv6": 128})'),
 });
 
 export const sessionStoreSchema = z.strictObject({

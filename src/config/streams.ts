@@ -6,8 +6,8 @@
  *
  * nginx's stream module shares the upstream concepts of the http one (weights, backup, down,
  * max_fails/fail_timeout, max_conns, hash, least_conn, random) but has no `ip_hash` and no
- * HTTP variables, and sessionlb's `sticky` modes read HTTP cookies: an upstream a stream
- * uses may have none of these.
+ * HTTP variables, and sessionlb's `sticky` modes other than `source` read HTTP cookies: an
+ * upstream a stream uses may have none of these.
  */
 import { formatHostPort, parseHostPort, wildcardClashes } from '../nginx-language/address.js';
 import { parseListen } from '../nginx-language/listen.js';
@@ -117,7 +117,7 @@ function routeProblems(route: Record<string, unknown>, at: PropertyKey[], add: (
 /**
  * Every problem of `streams` and of what it refers to, on the raw JSON (shape not assumed):
  * listen addresses (parse, duplicates, clashes with HTTP and admin listeners), proxyPass,
- * and the upstream features a stream cannot use (ip_hash, HTTP variables, sticky).
+ * and the upstream features a stream cannot use (ip_hash, HTTP variables, sticky other than `source`).
  * Also the rule that a file needs `servers` or `streams`.
  */
 export function streamProblems(raw: unknown, add: (path: PropertyKey[], message: string) => void): void {
@@ -208,9 +208,9 @@ export function streamProblems(raw: unknown, add: (path: PropertyKey[], message:
         }
       }
     }
-    if (up.sticky !== undefined) {
-      add(['upstreams', name, 'sticky'],
-        `sticky sessions are HTTP-only, but ${user} uses this upstream: give the stream an upstream of its own (same servers), or use "balance": {"hash": "$remote_addr", "consistent": true}`);
+    if (isObject(up.sticky) && typeof up.sticky.mode === 'string' && up.sticky.mode !== 'source') {
+      add(['upstreams', name, 'sticky', 'mode'],
+        `"${up.sticky.mode}" reads HTTP cookies, but ${user} uses this upstream: use "source" (the client address bound to a server in the session store), or give the stream an upstream of its own (same servers)`);
     }
   }
 

@@ -63,6 +63,8 @@ export interface StreamLogEntry {
   /** Per attempt, seconds; "-" for an attempt that did not connect (nginx $upstream_connect_time). */
   upstream_connect_time: string;
   upstream_name: string;
+  /** Source affinity (`sticky` "source"): `bound`, `learned`, `rebound:<reason>` or `none`, as for HTTP. */
+  sticky: string;
   /** Streams with `route` only: the ClientHello's server name, "" when none (nginx $ssl_preread_server_name). */
   ssl_preread_server_name?: string;
   /** Streams with `route` only: the ALPN protocols offered, comma-separated, "" when none (nginx $ssl_preread_alpn_protocols). */

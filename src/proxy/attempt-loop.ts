@@ -1,7 +1,8 @@
 /**
  * The one attempt loop of the proxy, shared by HTTP requests (http/forward.ts), upgrades
  * (http/upgrade.ts) and TCP sessions (stream/tcp-session.ts): on the first attempt the
- * session's bound server, else the upstream's policy among the servers not tried yet; each
+ * session's bound server, else (a source-affinity client leaving its server: the next server on
+ * its hash ring, Affinity.replacement) the upstream's policy among the servers not tried yet; each
  * server at most once; another attempt only for a failure nextUpstream names, within its tries
  * and its timeout (nginx proxy_next_upstream, _tries, _timeout). What differs (how an attempt
  * is sent, what a failure costs) stays in the subclasses.
@@ -78,6 +79,8 @@ export abstract class AttemptLoop implements PickRequest, StickyOwner {
       }
       peer = this.affinity.choose(sticky, now);
     }
+    // A bound client leaving its server (source mode): where every instance moves it.
+    if (peer === null && this.affinity !== null) peer = this.affinity.replacement(this.sticky!, this.triedPeers(), now);
     if (peer === null) peer = this.upstream.select(this, this.triedPeers(), now);
     if (peer === null) return null;
     this.triesLeft--;

@@ -18,7 +18,7 @@ import { logConfigWeightWins } from '../admin/state.js';
 import { HealthChecker, healthCheckTls, holdUntilFirstProbe, type ProbeTls } from '../health/checker.js';
 import type { EventLog } from '../observability/log.js';
 import { Observability } from '../observability/observability.js';
-import { SessionManager, type StoreSetup } from '../sessions/manager.js';
+import { SessionManager, storesBindings, type StoreSetup } from '../sessions/manager.js';
 import { DEFAULT_ROTATE_MS, TicketKeys } from '../tls/ticket-keys.js';
 import { MemcachedStore } from '../sessions/memcached-store.js';
 import { SharedTicketKeys, TICKET_KEYS_RECORD } from '../sessions/shared-ticket-keys.js';
@@ -148,7 +148,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.stateFile = role.keepsStateFile ? new RuntimeStateFile(options.log) : null;
     this.sessions = new SessionManager(config.sessionStore, options.log);
     this.sessionsBound = (upstream, server) =>
-      (this.upstreams.get(upstream)?.config.sticky?.mode === 'learn' ? this.sessions.boundCount(upstream, server) : null);
+      (storesBindings(this.upstreams.get(upstream)?.config.sticky?.mode) ? this.sessions.boundCount(upstream, server) : null);
     this.sessions.storeObserver = metrics.store;
     this.upstreams = this.buildUpstreams(config, trusted);
     this.probeTls = healthCheckTls(config, trusted);
@@ -195,7 +195,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
     if (this.role.probesHealth) this.health.sync(this.upstreams, this.probeTls);
     this.http.commit(await this.http.prepare(this.config, this.routesFor(this.config, this.upstreams)));
-    await this.streams.start(this.config, this.upstreams);
+    await this.streams.start(this.config, this.upstreams, (up) => this.affinityOf(up, undefined));
     if (this.config.admin && this.role.servesAdmin) {
       this.admin = new AdminServer(this.config.admin, this.log);
       registerAdminApi(this.admin, this);
@@ -259,7 +259,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       if (this.role.bindsListeners) this.tlsSites.swap(await this.buildTls(config));
       httpPlan = await this.http.prepare(config, this.routesFor(config, upstreams, storePlan));
       try {
-        streamPlan = await this.streams.prepare(config, upstreams);
+        streamPlan = await this.streams.prepare(config, upstreams, (up) => this.affinityOf(up, storePlan));
       } catch (err) {
         this.http.abort(httpPlan);
         throw err;

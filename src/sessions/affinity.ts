@@ -13,6 +13,9 @@
  * - cookie: sessionlb's own signed cookie names the server (no store).
  * - hash:   consistent hash (ketama, src/balancer/hash.ts) of the session cookie over the servers;
  *           when the hashed server cannot take it, the next one on the ring (no store).
+ * - source: learn, keyed by the client address cut to `mask` (sourceSessionId) instead of a
+ *           cookie: a client unknown or moved is bound to the server that answered (HTTP) or
+ *           took the connection (streams: `onConnected`), in the same store, the same way.
  *
  * A bound server that cannot take the request (down, failed, unhealthy, maint, maxConns,
  * removed by reload) is replaced by the balancer's pick and the session rebound (counted).
@@ -26,7 +29,7 @@ import type { PickRequest } from '../balancer/policy.js';
 import { ConsistentHash } from '../balancer/hash.js';
 import type { CompiledTemplate, VariableSource } from '../nginx-language/variables.js';
 import { equalsLower } from '../nginx-language/header-tokens.js';
-import { findCookie, parseSetCookie, sessionIdFromCookieHeader, type SessionIdRules } from './session-id.js';
+import { findCookie, parseSetCookie, sessionIdFromCookieHeader, sourceSessionId, type SessionIdRules } from './session-id.js';
 import { CookieSigner, ownCookieHeader, stripCookie } from './signed-cookie.js';
 import type { CacheLookupResult, LocalCache, LookupWaiter } from './local-cache.js';
 import type { MemoryStore } from './memory-store.js';
@@ -70,7 +73,7 @@ export interface StickyOwner {
  * `sticky`, carried by the proxy's attempt loop; the Affinity reads and writes it.
  */
 export class StickyState implements PickRequest, LookupWaiter {
-  /** The valid session id the request carries (learn, hash), or null. */
+  /** The valid session id the request carries (learn, hash), its masked client address (source), or null. */
   id: string | null = null;
   /** Server address the session is bound to (learn: from the store; cookie: from the cookie), or null. */
   bound: string | null = null;
@@ -128,6 +131,8 @@ export class Affinity {
   private readonly peerToSid = new Map<Peer, string>();
   // hash mode
   private readonly ring: ConsistentHash | null = null;
+  // source mode
+  private readonly mask: StickyConfig['mask'];
 
   constructor(
     readonly upstream: Upstream,
@@ -148,10 +153,12 @@ export class Affinity {
         this.sidToPeer.set(sid, p);
         this.peerToSid.set(p, sid);
       }
-    } else if (this.mode === 'hash') {
+    } else if (this.mode === 'hash' || this.mode === 'source') {
+      // source: where a client whose server is gone moves (see `replacement`).
       this.ring = new ConsistentHash(upstream.primary, SESSION_ID_TEMPLATE);
     }
-    if (this.mode === 'learn' && source === null) throw new Error('sticky learn needs a binding source');
+    this.mask = config.mask;
+    if ((this.mode === 'learn' || this.mode === 'source') && source === null) throw new Error(`sticky ${this.mode} needs a binding source`);
   }
 
   private count(result: StickyLookupResult): void {
@@ -173,6 +180,17 @@ export class Affinity {
    * which must then call `resolved`.
    */
   begin(r: StickyState, headers: string[] | null, now: number): void {
+    if (this.mode === 'source') {
+      // No request to read (a stream has none): the client address is the key.
+      const id = sourceSessionId(r.remoteAddress, this.mask);
+      if (id === null) {
+        this.count('invalid_id');
+        return;
+      }
+      r.id = id;
+      this.lookUp(r, id, now);
+      return;
+    }
     const cookieHeader = r.req.headers.cookie;
     if (this.mode === 'cookie') {
       const value = findCookie(cookieHeader, this.cookie);
@@ -209,6 +227,11 @@ export class Affinity {
       this.count('local_hit');
       return;
     }
+    this.lookUp(r, id, now);
+  }
+
+  /** learn, source: the binding of `id`, from the memory store or the local cache (may leave `r.pending`). */
+  private lookUp(r: StickyState, id: string, now: number): void {
     const source = this.source!;
     if (source.kind === 'memory') {
       const bound = source.store.getSync(localKey(this.name, id), now);
@@ -272,6 +295,22 @@ export class Affinity {
   }
 
   /**
+   * source mode: the server for a bound client whose server cannot take it (unavailable, or its
+   * connection failed: `tried`), already acquired: the next available server on the consistent
+   * hash ring of the client's key, not the policy's pick. Every instance and worker then moves
+   * the client to the same server on its own, whether or not it has seen the failure yet (one
+   * that has not tries the old server, fails, and lands where the others did), so a client does
+   * not flip between two new homes chosen by two round robins. null: no binding to replace, not
+   * source mode, or no primary server left (the caller asks the balancer, backups included).
+   */
+  replacement(r: StickyState, tried: ReadonlySet<Peer> | null, now: number): Peer | null {
+    if (this.mode !== 'source' || r.bound === null || r.id === null) return null;
+    const next = this.ring!.pick(this.upstream.primary, tried, r, now);
+    if (next !== null) this.upstream.acquire(next, now);
+    return next;
+  }
+
+  /**
    * The upstream answered (from `peer`): learn bindings from its Set-Cookie headers,
    * rebind a session that moved, insert our cookie (cookie mode), and set `r.outcome`.
    * `clientHeaders` is the flat header list about to be sent to the client; `secure`: the client
@@ -301,12 +340,13 @@ export class Affinity {
       else if (bound !== null) r.outcome = 'bound';
       return;
     }
-    // learn
+    // learn, source (no Set-Cookie is read: the address is the key)
     const id = r.id;
     let learned = false;
     let requestIdHandled = false;
     let newIdSet = false;
-    for (let i = 0; i < upstreamHeaders.length; i += 2) {
+    const headerCount = this.mode === 'learn' ? upstreamHeaders.length : 0;
+    for (let i = 0; i < headerCount; i += 2) {
       const name = upstreamHeaders[i]!;
       if (!equalsLower(name, 'set-cookie')) continue;
       const effect = parseSetCookie(upstreamHeaders[i + 1]!, this.cookie, this.rules, now);
@@ -350,6 +390,15 @@ export class Affinity {
     }
   }
 
+  /**
+   * A stream's connection to `peer` is established (source mode): binds a client nobody bound
+   * yet, rebinds one that moved, sets `r.outcome`; the write to a shared store is in `r.write`
+   * (the session passes no byte before it settles, as a learning HTTP response waits for it).
+   */
+  onConnected(r: StickyState, peer: Peer, now: number): void {
+    this.onResponse(r, peer, NO_HEADERS, [], now);
+  }
+
   private rebound(r: StickyState, reason: RebindReason): void {
     this.countRebind(reason);
     r.outcome = `rebound:${reason}`;
@@ -383,6 +432,8 @@ export class Affinity {
     else source.cache.unbind(key);
   }
 }
+
+const NO_HEADERS: readonly string[] = [];
 
 function nothing(): void {
   // Promise.all's values are not needed, only that every write settled.

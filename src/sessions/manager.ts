@@ -8,7 +8,7 @@
  * For metrics: read `stats(upstream)`, `store.stats`, `store.circuitOpen()`, or set
  * `storeObserver` for events.
  */
-import type { SessionStoreConfig } from '../config/model.js';
+import type { SessionStoreConfig, StickyConfig } from '../config/model.js';
 import type { Upstream } from '../balancer/upstream.js';
 import type { EventLog } from '../observability/log.js';
 import { Affinity, AffinityStats, type BindingSource } from './affinity.js';
@@ -21,12 +21,17 @@ function storeIdentity(c: SessionStoreConfig): string {
   return JSON.stringify([c.type, c.servers, c.keyPrefix, c.timeoutMs, c.hashKey, c.maxFails, c.failTimeoutMs, c.localCacheEntries, c.localCacheFreshMs]);
 }
 
+/** Whether a sticky mode keeps its bindings in the session store (learn: session ids; source: client addresses). */
+export function storesBindings(mode: StickyConfig['mode'] | undefined): boolean {
+  return mode === 'learn' || mode === 'source';
+}
+
 /**
  * One session store set up for a `sessionStore` config: the store, the bindings behind it,
- * and its start-up lines (logged once a sticky "learn" upstream of a config in use needs it).
+ * and its start-up lines (logged once a sticky "learn" or "source" upstream of a config in use needs it).
  */
 export class StoreSetup {
-  /** A learn-mode upstream of the config this setup was prepared for uses it. */
+  /** A learn- or source-mode upstream of the config this setup was prepared for uses it. */
   used = false;
   announced = false;
 
@@ -126,7 +131,8 @@ export class SessionManager {
   affinityFor(upstream: Upstream, setup: StoreSetup = this.current): Affinity | null {
     const sticky = upstream.config.sticky;
     if (sticky === null) return null;
-    if (sticky.mode === 'learn') {
+    const stored = storesBindings(sticky.mode);
+    if (stored) {
       setup.used = true;
       if (setup === this.current) this.announce(setup);
     }
@@ -135,7 +141,7 @@ export class SessionManager {
       this.log.warn({ upstream: upstream.name },
         'sticky cookie: no cookieKey nor SESSIONLB_COOKIE_KEY; using a random key for this process (cookies are not valid across instances nor restarts)');
     }
-    return new Affinity(upstream, sticky, sticky.mode === 'learn' ? setup.source : null, this.stats(upstream.name));
+    return new Affinity(upstream, sticky, stored ? setup.source : null, this.stats(upstream.name));
   }
 
   /** Counters of one upstream (created on first use, kept across reloads). */

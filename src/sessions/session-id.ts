@@ -112,3 +112,85 @@ export function parseSetCookie(value: string, name: string, rules: SessionIdRule
   }
   return deleting ? { kind: 'delete', id } : { kind: 'set', id };
 }
+
+/**
+ * `source` mode: the "session id" of a client is its address cut to a prefix (`ipv4` / `ipv6`
+ * bits), written canonically with the prefix length: `192.0.2.0/24`, `2001:db8:0:0:0:0:0:0/64`,
+ * `192.0.2.7/32`. The same client (or prefix) gives the same string whatever form its address
+ * came in (IPv6 compressed or not, upper or lower case, a zone). The `/` keeps it apart from any
+ * PHP session id. Like a session id it only ever leaves the process through the keyed hash of
+ * the store key. Null when `address` is not an IP address (the connection is then balanced
+ * normally).
+ */
+export function sourceSessionId(address: string, mask: { readonly ipv4: number; readonly ipv6: number }): string | null {
+  const v4 = parseIpv4(address);
+  if (v4 !== null) {
+    const bits = mask.ipv4;
+    const masked = bits >= 32 ? v4 : (v4 & (~0 << (32 - bits))) >>> 0;
+    return `${masked >>> 24}.${(masked >>> 16) & 255}.${(masked >>> 8) & 255}.${masked & 255}/${bits}`;
+  }
+  const v6 = parseIpv6(address);
+  if (v6 === null) return null;
+  const bits = mask.ipv6;
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    const keep = Math.max(0, Math.min(16, bits - i * 16));
+    const group = keep === 0 ? 0 : v6[i]! & ((0xffff << (16 - keep)) & 0xffff);
+    out += (i === 0 ? '' : ':') + group.toString(16);
+  }
+  return `${out}/${bits}`;
+}
+
+/** Dotted-quad IPv4 as an unsigned 32-bit number, or null. */
+function parseIpv4(s: string): number | null {
+  let value = 0;
+  let part = -1;
+  let parts = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 46;
+    if (c === 46 /* . */) {
+      if (part < 0 || ++parts > 4) return null;
+      value = value * 256 + part;
+      part = -1;
+    } else if (c >= 48 && c <= 57) {
+      part = (part < 0 ? 0 : part * 10) + c - 48;
+      if (part > 255) return null;
+    } else {
+      return null;
+    }
+  }
+  return parts === 4 ? value : null;
+}
+
+/** IPv6 text (`::` compression, an IPv4 tail, a `%zone` ignored) as eight 16-bit groups, or null. */
+function parseIpv6(text: string): number[] | null {
+  const zone = text.indexOf('%');
+  const s = zone >= 0 ? text.slice(0, zone) : text;
+  if (s.length < 2 || s.length > 45) return null;
+  const halves = s.split('::');
+  if (halves.length > 2) return null;
+  const groupsOf = (part: string, last: boolean): number[] | null => {
+    if (part === '') return [];
+    const out: number[] = [];
+    const fields = part.split(':');
+    for (let i = 0; i < fields.length; i++) {
+      const f = fields[i]!;
+      if (last && i === fields.length - 1 && f.includes('.')) {
+        const v4 = parseIpv4(f);
+        if (v4 === null) return null;
+        out.push(v4 >>> 16, v4 & 0xffff);
+      } else {
+        if (!/^[0-9a-fA-F]{1,4}$/.test(f)) return null;
+        out.push(parseInt(f, 16));
+      }
+    }
+    return out;
+  };
+  const head = groupsOf(halves[0]!, halves.length === 1);
+  const tail = halves.length === 2 ? groupsOf(halves[1]!, true) : [];
+  if (head === null || tail === null) return null;
+  if (halves.length === 1) return head.length === 8 ? head : null;
+  const fill = 8 - head.length - tail.length;
+  if (fill < 1) return null;
+  return [...head, ...new Array<number>(fill).fill(0), ...tail];
+}

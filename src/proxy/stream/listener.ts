@@ -7,6 +7,7 @@
 import net from 'node:net';
 import type { Config } from '../../config/model.js';
 import type { Upstream } from '../../balancer/upstream.js';
+import type { Affinity } from '../../sessions/affinity.js';
 import type { EventLog } from '../../observability/log.js';
 import type { AccessLog } from '../../observability/access-log.js';
 import { StreamMetrics } from '../../observability/stream-metrics.js';
@@ -96,6 +97,7 @@ export class StreamListener implements StreamSessionOwner {
         upstream_bytes_received: 0,
         upstream_connect_time: '',
         upstream_name: '',
+        sticky: 'none',
         ...prereadFields(hello ?? NO_HELLO),
       });
     }
@@ -142,6 +144,10 @@ export interface StreamPlan {
   fresh: StreamListener[];
 }
 
+/** The Affinity of an upstream with `sticky`, or null (SessionLB resolves one per upstream object). */
+export type AffinityOf = (upstream: Upstream) => Affinity | null;
+const NO_AFFINITY: AffinityOf = () => null;
+
 export class StreamProxies {
   private readonly listeners = new Map<string, StreamListener>();
   /** Listeners a reload removed: closed, waiting for their sessions to end. */
@@ -161,13 +167,15 @@ export class StreamProxies {
   }
 
   /** Routes of a config: listen key -> where its connections go. */
-  private routes(config: Config, upstreams: Map<string, Upstream>): Map<string, { host: string; port: number; route: ListenRoute }> {
+  private routes(config: Config, upstreams: Map<string, Upstream>, affinityOf: AffinityOf): Map<string, { host: string; port: number; route: ListenRoute }> {
     const out = new Map<string, { host: string; port: number; route: ListenRoute }>();
     for (const stream of config.streams) {
       const retry = retryRules(stream);
       const routeTo = (listen: string, name: string): StreamRoute => {
         const upstream = upstreams.get(name)!;
-        return { stream, listen, upstream, maxTries: upstream.triesFor(stream.nextUpstreamTries), retry, metrics: this.metrics.route(listen, upstream.name) };
+        // A process that binds no listener (the cluster primary) routes no connection: no affinity, no store announced.
+        const affinity = this.bind ? affinityOf(upstream) : null;
+        return { stream, listen, upstream, maxTries: upstream.triesFor(stream.nextUpstreamTries), retry, metrics: this.metrics.route(listen, upstream.name), affinity };
       };
       for (const l of stream.listen) {
         let route: ListenRoute;
@@ -187,14 +195,18 @@ export class StreamProxies {
   }
 
   /** Binds every stream listener of the config (start). */
-  async start(config: Config, upstreams: Map<string, Upstream>): Promise<void> {
-    const plan = await this.prepare(config, upstreams);
+  async start(config: Config, upstreams: Map<string, Upstream>, affinityOf: AffinityOf = NO_AFFINITY): Promise<void> {
+    const plan = await this.prepare(config, upstreams, affinityOf);
     this.commit(plan);
   }
 
-  /** Binds the listeners the config adds; nothing changes for running ones until commit(). Throws (having closed what it bound) when one cannot be bound. */
-  async prepare(config: Config, upstreams: Map<string, Upstream>): Promise<StreamPlan> {
-    const routes = this.routes(config, upstreams);
+  /**
+   * Binds the listeners the config adds; nothing changes for running ones until commit(). Throws
+   * (having closed what it bound) when one cannot be bound. `affinityOf`: the session affinity of
+   * an upstream with `sticky` ("source"), on the config's session store.
+   */
+  async prepare(config: Config, upstreams: Map<string, Upstream>, affinityOf: AffinityOf = NO_AFFINITY): Promise<StreamPlan> {
+    const routes = this.routes(config, upstreams, affinityOf);
     const fresh: StreamListener[] = [];
     if (!this.bind) return { routes, fresh };
     try {

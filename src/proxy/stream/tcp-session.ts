@@ -4,6 +4,12 @@
  * a connection fails (proxy_next_upstream), then passes bytes both ways with back-pressure
  * until both directions ended, the idle timeout (`proxyTimeout`) fired, or an error closed it.
  *
+ * With `sticky: {"mode": "source"}` the client's binding is looked up before connecting (the
+ * bound server first; a lookup the store must answer waits at most its timeout, then the
+ * policy picks), and once connected a new or moved binding is written to the store before any
+ * byte passes (State.Binding, at most the store's timeout): the client's next connection may
+ * reach another worker or instance, which must find it. The store never fails a connection.
+ *
  * Half-close: a FIN from one side is passed on as `end()` to the other and the other
  * direction keeps going (nginx's `proxy_half_close on`); the session is over when both
  * sockets closed. An error or reset on either side destroys both.
@@ -20,6 +26,7 @@ import type { Peer } from '../../balancer/peer.js';
 import type { Upstream } from '../../balancer/upstream.js';
 import type { NextUpstreamCondition, StreamConfig } from '../../config/model.js';
 import { AttemptLoop, failureCondition, type RetryRules } from '../attempt-loop.js';
+import type { Affinity } from '../../sessions/affinity.js';
 import type { EventLog } from '../../observability/log.js';
 import { formatTimes, type AccessLog } from '../../observability/access-log.js';
 import type { StreamRouteMetrics } from '../../observability/stream-metrics.js';
@@ -39,6 +46,8 @@ export interface StreamRoute {
   /** The stream's nextUpstream rules (retryRules). */
   readonly retry: RetryRules;
   readonly metrics: StreamRouteMetrics;
+  /** Source affinity (`sticky: {"mode": "source"}`) of the upstream, or null. */
+  readonly affinity: Affinity | null;
 }
 
 const CONNECT_FAILURES: ReadonlySet<NextUpstreamCondition> = new Set(['error', 'timeout']);
@@ -125,8 +134,9 @@ function upstreamRead(this: net.Socket, n: number, buf: Buffer): boolean {
 function ignoreError(): void { /* see 'close' */ }
 
 /**
- * A stream's upstream may not use HTTP variables or sticky modes (`check` refuses them), so
- * no policy reads `req`: a session has none.
+ * A stream's upstream may not use HTTP variables or sticky modes other than `source`, which
+ * reads only the client address (`check` refuses the others), so nothing reads `req`: a
+ * session has none.
  */
 const NO_REQUEST = null as unknown as IncomingMessage;
 
@@ -137,7 +147,8 @@ export function prereadFields(hello: ClientHello): { ssl_preread_server_name: st
   return { ssl_preread_server_name: hello.serverName ?? '', ssl_preread_alpn_protocols: hello.alpn?.join(',') ?? '' };
 }
 
-export const enum State { Picking, Connecting, Piping, Done }
+/** Binding: connected, waiting (bounded) for the store to take a new or moved source binding; no byte passes yet. */
+export const enum State { Picking, Connecting, Binding, Piping, Done }
 
 export class TcpSession extends AttemptLoop implements DeferredWrite {
   state = State.Picking;
@@ -160,7 +171,7 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
   private serverPort = 0;
 
   constructor(readonly client: net.Socket, readonly route: StreamRoute, private readonly owner: StreamSessionOwner) {
-    super(NO_REQUEST, clientAddressString(client.remoteAddress), route.upstream, null, route.retry, route.maxTries);
+    super(NO_REQUEST, clientAddressString(client.remoteAddress), route.upstream, route.affinity, route.retry, route.maxTries);
   }
 
   /** The stream's `route` read this connection's ClientHello (`hello`, null if there was none) from `acceptedAt` on: call before start(). */
@@ -179,6 +190,7 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
       this.serverAddr = clientAddressString(client.localAddress);
       this.serverPort = client.localPort ?? 0;
     }
+    this.beginSticky(null, Date.now());
     this.next();
   }
 
@@ -187,7 +199,7 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
     const now = Date.now();
     const up = this.route.upstream;
     const peer = this.nextServer(now);
-    if (peer === undefined) return; // waits for a session lookup (streams have none yet): resumeAfterLookup
+    if (peer === undefined) return; // waits for the source binding's lookup: resumeAfterLookup
     if (peer === null) {
       this.owner.log.error({ upstream: up.name, client: this.remoteAddress, server: this.route.listen },
         `no live upstreams while connecting to upstream "${up.name}"`);
@@ -287,6 +299,31 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
       this.connectTimer = null;
     }
     this.connectTimes[this.connectTimes.length - 1] = (performance.now() - this.connectStartedAt) / 1000;
+    const sticky = this.sticky;
+    if (sticky !== null) {
+      this.affinity!.onConnected(sticky, this.peer!, Date.now());
+      const write = sticky.write;
+      if (write !== null) {
+        // A new or moved binding: no byte passes before the store has it (or failed to take it).
+        // Paused here, before node's first read: the server's first bytes wait in the kernel.
+        sticky.write = null;
+        this.state = State.Binding;
+        this.upstreamSocket!.pause();
+        void write.then(() => this.bindingWritten());
+        return;
+      }
+    }
+    this.startPiping();
+  }
+
+  /** The store took (or failed to take, within its timeout) the binding this session announced. */
+  private bindingWritten(): void {
+    if (this.state !== State.Binding) return; // a side closed meanwhile
+    this.upstreamSocket!.resume();
+    this.startPiping();
+  }
+
+  private startPiping(): void {
     this.state = State.Piping;
     const up = this.upstreamSocket!;
     // Both sockets allow half-open: an 'end' is passed on as end() and the other direction goes on.
@@ -340,6 +377,12 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
         this.finish();
         return;
       }
+      case State.Binding:
+        // Gone before a byte passed: the server connection goes too (its 'close' finishes the session).
+        this.state = State.Done;
+        this.upstreamSocket!.destroy();
+        if (this.upstreamGone) this.finish();
+        return;
       case State.Piping:
         // A reset (or our own destroy): the other side goes too. A clean close means both
         // directions ended, so the server side is finishing on its own.
@@ -355,7 +398,7 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
   /** @internal listener (upstreamClosed), only while connected */
   onUpstreamClose(hadError: boolean): void {
     this.upstreamGone = true;
-    if (hadError) this.client.destroy();
+    if (hadError || this.state === State.Binding) this.client.destroy();
     if (this.clientGone) this.finish();
   }
 
@@ -396,6 +439,7 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
         upstream_connect_time: formatTimes(this.connectTimes),
         upstream_name: this.route.upstream.name,
         ...(this.hello === null ? undefined : prereadFields(this.hello)),
+        sticky: this.sticky === null ? 'none' : this.sticky.outcome,
       });
     }
     this.owner.sessionDone(this);
