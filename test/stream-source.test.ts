@@ -380,6 +380,35 @@ describe.skipIf(!HAVE_MEMCACHED)('source affinity shared through memcached', () 
     expect(lines.filter((l) => l.sticky === 'rebound:failed')).toHaveLength(rebinds);
   });
 
+  it('a drained backend: its clients move to one new server on both instances (L4: a client address has no session to finish); the others do not move', async () => {
+    const m = await memcached();
+    const bs = await Promise.all(['b1', 'b2', 'b3'].map((n) => tcpBackend(n)));
+    const store = { ...STORE, servers: [m.address] };
+    const a = await startStreamLB(bs, STICKY, store);
+    const b = await startStreamLB(bs, STICKY, store);
+    const ports = [a.port, b.port];
+    const home = new Map<string, string>();
+    for (const from of CLIENTS) home.set(from, (await connections(ports, from, 2))[0]!);
+    const counts = new Map<string, number>();
+    for (const n of home.values()) counts.set(n, (counts.get(n) ?? 0) + 1);
+    const drained = [...counts].sort((x, y) => y[1] - x[1])[0]![0];
+    const address = bs.find((x) => x.name === drained)!.address;
+    for (const lb of [a, b]) {
+      const r = await request(`http://127.0.0.1:${lb.adminPort}/upstreams/pool/servers/${encodeURIComponent(address)}`, { method: 'PUT', body: '{"state": "drain"}' });
+      expect(r.status).toBe(200);
+    }
+    const moved = CLIENTS.filter((c) => home.get(c) === drained);
+    expect(moved.length).toBeGreaterThan(0);
+    const after = await Promise.all(CLIENTS.map((from) => connections(ports, from, 10)));
+    after.forEach((names, i) => {
+      const from = CLIENTS[i]!;
+      expect(new Set(names).size, `${from}: ${names.join(' ')}`).toBe(1);
+      if (moved.includes(from)) expect(names[0]).not.toBe(drained);
+      else expect(names[0], `${from} must not move`).toBe(home.get(from));
+    });
+    expect(a.lb.sessions.stats('pool').rebinds.drain + b.lb.sessions.stats('pool').rebinds.drain).toBeGreaterThanOrEqual(moved.length);
+  });
+
   it('mask 24 in memcached: two addresses of one /24 are one item and one server on both instances', async () => {
     const m = await memcached();
     const bs = await Promise.all(['b1', 'b2', 'b3'].map((n) => tcpBackend(n)));

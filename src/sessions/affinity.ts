@@ -19,7 +19,9 @@
  *
  * A bound server that cannot take the request (down, failed, unhealthy, maint, maxConns,
  * removed by reload) is replaced by the balancer's pick and the session rebound (counted).
- * A drained server keeps its bound sessions (Peer.unavailable, Taking.Bound) and gets no new ones.
+ * A drained server keeps its bound sessions (Peer.unavailable, Taking.Bound) and gets no new ones;
+ * in source mode its clients move too (the issue's rule for L4: a client moves when its server
+ * fails, is drained or removed), since a client address has no session that ends by itself.
  */
 import type { IncomingMessage } from 'node:http';
 import type { StickyConfig } from '../config/model.js';
@@ -47,14 +49,14 @@ export type StickyLookupResult =
 export type RejectedCookie = 'forged' | 'stale';
 
 /** Why a session left its server (metric `sessionlb_sticky_rebinds_total{reason}`). */
-export type RebindReason = Exclude<Unavailable, 'drain'> | 'removed';
+export type RebindReason = Unavailable | 'removed';
 
 /** Plain counters per upstream (kept across reloads), for metrics and /status. */
 export class AffinityStats {
   readonly lookups: Record<StickyLookupResult, number> = { local_hit: 0, store_hit: 0, miss: 0, invalid_id: 0, store_error: 0 };
   /** cookie mode: ignored cookies by reason (each also counted in lookups.invalid_id). */
   readonly rejectedCookies: Record<RejectedCookie, number> = { forged: 0, stale: 0 };
-  readonly rebinds: Record<RebindReason, number> = { down: 0, failed: 0, unhealthy: 0, maint: 0, maxconns: 0, removed: 0 };
+  readonly rebinds: Record<RebindReason, number> = { down: 0, failed: 0, unhealthy: 0, maint: 0, maxconns: 0, drain: 0, removed: 0 };
   /** New bindings (learn: from Set-Cookie or an unknown id; cookie: cookies inserted). */
   learned = 0;
   /** Bindings removed because the backend deleted its session cookie. */
@@ -285,7 +287,7 @@ export class Affinity {
       r.reason = 'removed';
       return null;
     }
-    const why = peer.unavailable(now, Taking.Bound);
+    const why = this.mode === 'source' ? peer.unavailable(now, Taking.New) : peer.unavailable(now, Taking.Bound);
     if (why === null) {
       this.upstream.acquire(peer, now);
       return peer;
