@@ -16,6 +16,7 @@ import {
 } from './cross-check.js';
 import { balanceProblems, normaliseBalance } from './balance.js';
 import { normaliseStreams, streamProblems } from './streams.js';
+import { proxyProtocolProblems } from './proxy-protocol.js';
 import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
@@ -118,6 +119,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       isDefault: vs.default ?? false,
       ssl: normaliseSsl(vs.ssl, dir),
       http2,
+      proxyProtocolFrom: vs.proxyProtocolFrom ?? raw.proxyProtocolFrom ?? [],
       locations,
     });
   });
@@ -147,6 +149,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   }
 
   streamProblems(raw, (at, message) => problem(problems, at, message));
+  proxyProtocolProblems(raw, (at, message) => problem(problems, at, message));
   const streams = normaliseStreams(raw, (name) => upstreams.has(name) && !upstreams.get(name)!.implicit, (key, at) => {
     if (!upstreams.has(key)) {
       upstreams.set(key, { ...normaliseUpstream(key, { servers: [{ address: key }] }, at, problems), implicit: true });
@@ -173,6 +176,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     clientHeaderTimeoutMs: ms(raw.clientHeaderTimeout, DEFAULTS.clientHeaderTimeout),
     underscoresInHeaders: raw.underscoresInHeaders ?? false,
     maxConnections: raw.maxConnections ?? 0,
+    proxyProtocolFrom: raw.proxyProtocolFrom ?? [],
   };
 }
 
@@ -299,6 +303,7 @@ function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], p
       maxConns: s.maxConns ?? DEFAULTS.maxConns,
       slowStartMs: ms(s.slowStart, DEFAULTS.slowStart),
       drain: s.drain ?? false,
+      sendProxy: s.sendProxy ?? null,
     });
   });
   const onList = up.nextUpstream?.on ?? DEFAULTS.nextUpstreamOn;

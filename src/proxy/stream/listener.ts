@@ -14,6 +14,14 @@ import type { Registry } from 'prom-client';
 import { TcpSession, retryRules, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
 import { isLocalResourceError } from '../../net/errors.js';
+import { acceptProxyHeader, type ProxyProtocolErrorReason } from '../../net/accept-proxy.js';
+import { cidrBlockList } from '../../net/client-address.js';
+
+/**
+ * How long a proxy_protocol stream listener waits for the PROXY header: nginx's stream
+ * `proxy_protocol_timeout` default (HTTP addresses use clientHeaderTimeout).
+ */
+export const STREAM_PROXY_HEADER_TIMEOUT_MS = 30_000;
 
 export class StreamListener implements StreamSessionOwner {
   readonly server: net.Server;
@@ -32,10 +40,22 @@ export class StreamListener implements StreamSessionOwner {
   }
 
   private readonly onConnection = (socket: net.Socket): void => {
+    const from = this.route.proxyFrom;
+    if (from === null) {
+      this.startSession(socket);
+      return;
+    }
+    acceptProxyHeader(socket, { from, timeoutMs: STREAM_PROXY_HEADER_TIMEOUT_MS }, (failure) => {
+      if (failure === null) this.startSession(socket);
+      else this.proxies.proxyProtocolError(failure);
+    });
+  };
+
+  private startSession(socket: net.Socket): void {
     const session = new TcpSession(socket, this.route, this);
     this.sessions.add(session);
     session.start();
-  };
+  }
 
   private readonly onServerError = (err: NodeJS.ErrnoException): void => {
     // A failed accept (EMFILE, ...): this host's limit, counted like the HTTP listeners' (libuv closes the pending connection).
@@ -81,6 +101,8 @@ export class StreamProxies {
   /** Listeners a reload removed: closed, waiting for their sessions to end. */
   private readonly draining = new Set<StreamListener>();
   readonly metrics: StreamMetrics;
+  /** A connection closed for its PROXY header (sessionlb_proxy_protocol_errors_total); set by the runtime. */
+  proxyProtocolError: (reason: ProxyProtocolErrorReason) => void = () => { /* not counted */ };
 
   constructor(
     readonly log: EventLog,
@@ -105,7 +127,10 @@ export class StreamProxies {
         out.set(l.key, {
           host: l.host,
           port: l.port,
-          route: { stream, listen: l.key, upstream, maxTries, retry, metrics: this.metrics.route(l.key, upstream.name) },
+          route: {
+            stream, listen: l.key, upstream, maxTries, retry, metrics: this.metrics.route(l.key, upstream.name),
+            proxyFrom: l.proxyProtocol ? cidrBlockList(stream.proxyProtocolFrom) : null,
+          },
         });
       }
     }
