@@ -166,3 +166,101 @@ describe('accepting the PROXY protocol', () => {
     expect((err as ConfigError).message).toMatch(/proxyProtocolFrom/);
   });
 });
+
+/** A raw TCP backend: records every connection's bytes; answers each HTTP request head with a keep-alive 200 (`http`) or echoes (`echo`). */
+async function rawBackend(mode: 'http' | 'echo'): Promise<{ port: number; received: Buffer[] }> {
+  const received: Buffer[] = [];
+  const server = net.createServer((s) => {
+    const i = received.push(Buffer.alloc(0)) - 1;
+    s.on('error', () => undefined);
+    s.on('data', (d: Buffer) => {
+      received[i] = Buffer.concat([received[i]!, d]);
+      if (mode === 'echo') s.write(d);
+      else if (received[i]!.toString('latin1').endsWith('\r\n\r\n')) s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  scope.cleanup.push(() => new Promise((resolve) => { server.close(() => resolve()); }));
+  return { port: (server.address() as net.AddressInfo).port, received };
+}
+
+/** Sends `requests` GETs on one keep-alive connection from `localAddress`; resolves with its local port. */
+function keepAliveGets(port: number, requests: number, localAddress = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port, localAddress }, () => {
+      let left = requests;
+      let seen = '';
+      s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      s.on('data', (d: Buffer) => {
+        seen += d.toString('latin1');
+        const done = seen.split('\r\n\r\nok').length - 1;
+        if (done === requests - left + 1) {
+          left--;
+          if (left === 0) { const p = s.localPort!; s.destroy(); resolve(p); return; }
+          s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+        }
+      });
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('sending the PROXY protocol', () => {
+  it('stream proxyProtocol: the server reads a v1 header, byte for byte, then the client\'s bytes', async () => {
+    const b = await rawBackend('echo');
+    const port = await freePort();
+    await scope.lb({ servers: undefined, streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: `127.0.0.1:${b.port}`, proxyProtocol: true }] });
+    const r = await new Promise<{ data: string; localPort: number }>((resolve) => {
+      let localPort = 0;
+      const s = net.connect({ host: '127.0.0.1', port }, () => { localPort = s.localPort!; s.end('ping'); });
+      const chunks: Buffer[] = [];
+      s.on('data', (d: Buffer) => chunks.push(d));
+      s.on('close', () => resolve({ data: Buffer.concat(chunks).toString('latin1'), localPort }));
+    });
+    const expected = `PROXY TCP4 127.0.0.1 127.0.0.1 ${r.localPort} ${port}\r\nping`;
+    expect(await waitFor(() => b.received[0]?.toString('latin1') === expected)).toBe(true);
+    expect(r.data).toBe(expected); // the echo backend sends it all back
+  });
+
+  it('stream: a received header is relayed (the client\'s address and destination as the proxy in front said)', async () => {
+    const b = await rawBackend('echo');
+    const port = await freePort();
+    await scope.lb({
+      servers: undefined, proxyProtocolFrom: ['127.0.0.1'],
+      streams: [{ listen: [`127.0.0.1:${port} proxy_protocol`], proxyPass: `127.0.0.1:${b.port}`, proxyProtocol: true }],
+    });
+    await exchange(port, Buffer.concat([buildProxyV2({ address: '203.0.113.1', port: 7 }, { address: '198.51.100.2', port: 3306 }), Buffer.from('x')]), { end: true });
+    expect(await waitFor(() => b.received[0]?.toString('latin1') === 'PROXY TCP4 203.0.113.1 198.51.100.2 7 3306\r\nx')).toBe(true);
+  });
+
+  it.each(['v1', 'v2'] as const)('HTTP sendProxy %s: each connection starts with its client\'s header; keep-alive only for that client', async (version) => {
+    const b = await rawBackend('http');
+    const port = await freePort();
+    await scope.lb({
+      servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+      upstreams: { backend: { servers: [{ address: `127.0.0.1:${b.port}`, sendProxy: version }], keepalive: 8 } },
+    });
+    const p1 = await keepAliveGets(port, 3, '127.0.0.1');
+    const p2 = await keepAliveGets(port, 2, '127.0.0.2');
+    // Two client connections: two upstream connections, each with its own header, reused for its client's requests only.
+    expect(b.received.length).toBe(2);
+    const header = (src: string, sport: number): Buffer => (version === 'v1' ? buildProxyV1 : buildProxyV2)({ address: src, port: sport }, { address: '127.0.0.1', port });
+    const h1 = header('127.0.0.1', p1);
+    const h2 = header('127.0.0.2', p2);
+    expect(b.received[0]!.subarray(0, h1.length)).toEqual(h1);
+    expect(b.received[1]!.subarray(0, h2.length)).toEqual(h2);
+    expect(b.received[0]!.subarray(h1.length).toString('latin1').match(/GET \/ HTTP\/1\.1/g)).toHaveLength(3);
+    expect(b.received[1]!.subarray(h2.length).toString('latin1').match(/GET \/ HTTP\/1\.1/g)).toHaveLength(2);
+    // Exactly one header per connection.
+    expect(b.received[0]!.subarray(h1.length).includes(h1.subarray(0, 5))).toBe(false);
+  });
+
+  it('check refuses sendProxy on an upstream used by an https:// location', async () => {
+    const err = await loadConfig({
+      servers: [{ listen: ['127.0.0.1:8080'], locations: [{ path: '/', proxyPass: 'https://backend' }] }],
+      upstreams: { backend: { servers: [{ address: '127.0.0.1:9443', sendProxy: 'v2' }] } },
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).message).toMatch(/servers\[0\]\.locations\[0\]\.proxyPass.*sendProxy/);
+  });
+});

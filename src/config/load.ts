@@ -125,6 +125,12 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   });
 
   problems.push(...overlap.problems());
+  // sendProxy writes its header on the TCP connection; the TLS pools do not (yet).
+  servers.forEach((vs) => vs.locations.forEach((loc, j) => {
+    if (loc.upstreamTls === null || !(upstreams.get(loc.upstream)?.servers.some((s) => s.sendProxy !== null) ?? false)) return;
+    problem(problems, ['servers', vs.index, 'locations', j, 'proxyPass'],
+      `upstream "${loc.upstream}" has servers with "sendProxy", which sessionlb sends only over plain http:// (not with https:// yet)`);
+  }));
 
   let admin: AdminConfig | null = null;
   if (raw.admin) {

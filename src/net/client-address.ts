@@ -76,6 +76,21 @@ export function socketClientAddress(socket: { readonly remoteAddress?: string | 
   return p !== undefined ? p.address : clientAddressString(socket.remoteAddress);
 }
 
+/**
+ * The client connection as a PROXY header sent upstream names it (sendProxy): the client's
+ * address and port, and the address and port it connected to (a received header's, if any).
+ */
+export function proxyClientOf(socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined; readonly localAddress?: string | undefined; readonly localPort?: number | undefined }): {
+  source: { address: string; port: number }; destination: { address: string; port: number };
+} {
+  const p = (socket as Proxied)[PROXIED];
+  if (p !== undefined) return { source: { address: p.address, port: p.port }, destination: { address: p.localAddress, port: p.localPort } };
+  return {
+    source: { address: clientAddressString(socket.remoteAddress), port: socket.remotePort ?? 0 },
+    destination: { address: clientAddressString(socket.localAddress), port: socket.localPort ?? 0 },
+  };
+}
+
 /** The client's port, as socketClientAddress. */
 export function socketClientPort(socket: { readonly remotePort?: number | undefined }): number {
   const p = (socket as Proxied)[PROXIED];

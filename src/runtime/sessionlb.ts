@@ -443,7 +443,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       const up = new Upstream(upConfig, this.serverStates);
       const tls = tlsSettings.get(name);
       for (const peer of up.all()) {
-        peer.pool = this.pools.poolFor(upConfig, peer.host, peer.port);
+        const sendProxy = upConfig.servers.find((s) => s.host === peer.host && s.port === peer.port)?.sendProxy ?? null;
+        peer.pool = this.pools.poolFor(upConfig, peer.host, peer.port, null, sendProxy);
         if (tls !== undefined) {
           peer.tlsPools = new Map([...tls].map(([key, settings]) => [key, this.pools.poolFor(upConfig, peer.host, peer.port, { settings, trusted })]));
         }
