@@ -373,7 +373,7 @@ describe('raw transport through sessionlb', () => {
 });
 
 describe('raw PeerPool', () => {
-  const options: PoolOptions = { keepalive: 4, keepaliveTimeoutMs: 60_000, connectTimeoutMs: 2000, sendTimeoutMs: 2000, readTimeoutMs: 300 };
+  const options: PoolOptions = { keepalive: 4, keepaliveTimeoutMs: 60_000, connectTimeoutMs: 2000, sendTimeoutMs: 2000, readTimeoutMs: 300, sendProxy: null };
 
   class Recorder implements AttemptHandler {
     failure: AttemptFailure | null = null;

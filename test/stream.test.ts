@@ -496,8 +496,8 @@ describe('streams: configuration', () => {
     const c = await loadConfig({ streams: [{ listen: ['127.0.0.1:5433'], proxyPass: 'pg' }], upstreams: { pg: { servers } } });
     expect(c.servers).toEqual([]);
     expect(c.streams).toEqual([{
-      index: 0, listen: [{ host: '127.0.0.1', port: 5433, key: '127.0.0.1:5433' }], upstream: 'pg', route: null,
-      connectTimeoutMs: 60_000, timeoutMs: 600_000, nextUpstream: true, nextUpstreamTries: 0, nextUpstreamTimeoutMs: 0,
+      index: 0, listen: [{ host: '127.0.0.1', port: 5433, key: '127.0.0.1:5433', proxyProtocol: false }], upstream: 'pg', route: null,
+      connectTimeoutMs: 60_000, timeoutMs: 600_000, nextUpstream: true, nextUpstreamTries: 0, nextUpstreamTimeoutMs: 0, proxyProtocol: false, proxyProtocolFrom: [],
     }]);
     const single = await loadConfig({ streams: [{ listen: ['5433'], proxyPass: '127.0.0.1:5432', proxyTimeout: '0s' }] });
     expect(single.streams[0]!.upstream).toBe('127.0.0.1:5432');

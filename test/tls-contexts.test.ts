@@ -26,8 +26,8 @@ function ssl(pairs: Issued[], more: Partial<SslConfig> = {}): SslConfig {
 
 function vs(index: number, serverNames: string[], sslConfig: SslConfig | null, isDefault = false): VirtualServerConfig {
   return {
-    index, serverNames, isDefault, ssl: sslConfig, http2: false, locations: [],
-    listen: [{ host: '127.0.0.1', port: 8443, key: ADDRESS, ssl: true, defaultServer: isDefault }],
+    index, serverNames, isDefault, ssl: sslConfig, http2: false, proxyProtocolFrom: [], locations: [],
+    listen: [{ host: '127.0.0.1', port: 8443, key: ADDRESS, ssl: true, defaultServer: isDefault, proxyProtocol: false }],
   };
 }
 

@@ -5,10 +5,14 @@
  * would after fixing each in turn). `load.ts` runs the same rules on a valid file.
  */
 import { BlockList, isIP } from 'node:net';
+import { addCidrTo } from '../net/client-address.js';
+
+export { addCidrTo };
 import { parseHostPort, formatHostPort, wildcardClashes } from '../nginx-language/address.js';
 import { formatPath, type ConfigProblem } from './schema.js';
 import { balanceProblems } from './balance.js';
 import { streamProblems } from './streams.js';
+import { proxyProtocolProblems } from './proxy-protocol.js';
 import { HttpListens, locationTlsProblems } from './tls.js';
 
 export const UPSTREAM_NAME = /^[A-Za-z0-9_.-]+$/;
@@ -140,19 +144,8 @@ export function crossFieldProblems(raw: unknown): ConfigProblem[] {
     });
   }
   streamProblems(raw, add);
+  proxyProtocolProblems(raw, add);
   return problems;
-}
-
-/** Adds "addr/prefix" (or a bare address) to a BlockList; returns an error message or null. */
-export function addCidrTo(list: BlockList, cidr: string): string | null {
-  const [addr, prefixText, extra] = cidr.split('/');
-  const family = isIP(addr ?? '');
-  if (!addr || family === 0 || extra !== undefined) return `"${cidr}" is not an address or CIDR such as "10.0.0.0/8"`;
-  const max = family === 4 ? 32 : 128;
-  const prefix = prefixText === undefined ? max : Number(prefixText);
-  if (!/^\d+$/.test(prefixText ?? String(max)) || prefix > max) return `"${cidr}" has an invalid prefix length (0-${max})`;
-  list.addSubnet(addr, prefix, family === 4 ? 'ipv4' : 'ipv6');
-  return null;
 }
 
 /**

@@ -16,6 +16,7 @@ import {
 } from './cross-check.js';
 import { balanceProblems, normaliseBalance } from './balance.js';
 import { normaliseStreams, streamProblems } from './streams.js';
+import { proxyProtocolProblems } from './proxy-protocol.js';
 import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
@@ -118,11 +119,18 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       isDefault: vs.default ?? false,
       ssl: normaliseSsl(vs.ssl, dir),
       http2,
+      proxyProtocolFrom: vs.proxyProtocolFrom ?? raw.proxyProtocolFrom ?? [],
       locations,
     });
   });
 
   problems.push(...overlap.problems());
+  // sendProxy writes its header on the TCP connection; the TLS pools do not (yet).
+  servers.forEach((vs) => vs.locations.forEach((loc, j) => {
+    if (loc.upstreamTls === null || !(upstreams.get(loc.upstream)?.servers.some((s) => s.sendProxy !== null) ?? false)) return;
+    problem(problems, ['servers', vs.index, 'locations', j, 'proxyPass'],
+      `upstream "${loc.upstream}" has servers with "sendProxy", which sessionlb sends only over plain http:// (not with https:// yet)`);
+  }));
 
   let admin: AdminConfig | null = null;
   if (raw.admin) {
@@ -147,6 +155,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   }
 
   streamProblems(raw, (at, message) => problem(problems, at, message));
+  proxyProtocolProblems(raw, (at, message) => problem(problems, at, message));
   const streams = normaliseStreams(raw, (name) => upstreams.has(name) && !upstreams.get(name)!.implicit, (key, at) => {
     if (!upstreams.has(key)) {
       upstreams.set(key, { ...normaliseUpstream(key, { servers: [{ address: key }] }, at, problems), implicit: true });
@@ -173,6 +182,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     clientHeaderTimeoutMs: ms(raw.clientHeaderTimeout, DEFAULTS.clientHeaderTimeout),
     underscoresInHeaders: raw.underscoresInHeaders ?? false,
     maxConnections: raw.maxConnections ?? 0,
+    proxyProtocolFrom: raw.proxyProtocolFrom ?? [],
   };
 }
 
@@ -299,6 +309,7 @@ function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], p
       maxConns: s.maxConns ?? DEFAULTS.maxConns,
       slowStartMs: ms(s.slowStart, DEFAULTS.slowStart),
       drain: s.drain ?? false,
+      sendProxy: s.sendProxy ?? null,
     });
   });
   const onList = up.nextUpstream?.on ?? DEFAULTS.nextUpstreamOn;

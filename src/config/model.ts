@@ -28,6 +28,8 @@ export interface UpstreamServerConfig {
   slowStartMs: number;
   /** Keeps its bound sessions, gets no new ones (Peer.adminState 'drain' at start). */
   drain: boolean;
+  /** HAProxy send-proxy / send-proxy-v2: each HTTP connection to it starts with a PROXY header; null = none. */
+  sendProxy: 'v1' | 'v2' | null;
 }
 
 /** An upstream's session affinity (`sticky`). */
@@ -178,6 +180,14 @@ export interface ServerListen extends ListenAddress {
   ssl: boolean;
   /** `default_server` on this entry (the server's `default` key sets it on all of its entries). */
   defaultServer: boolean;
+  /** `proxy_protocol`: connections start with a PROXY protocol header (then on every server of the address). */
+  proxyProtocol: boolean;
+}
+
+/** A stream's `listen` entry. */
+export interface StreamListen extends ListenAddress {
+  /** `proxy_protocol`: connections start with a PROXY protocol header. */
+  proxyProtocol: boolean;
 }
 
 export type TlsProtocol = 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
@@ -206,6 +216,8 @@ export interface VirtualServerConfig {
   ssl: SslConfig | null;
   /** nginx `http2 on`: HTTP/2 through ALPN on this server's `ssl` addresses. */
   http2: boolean;
+  /** Who may send a PROXY header on its `proxy_protocol` addresses (CIDRs): its own list, else the top-level one. */
+  proxyProtocolFrom: string[];
   locations: LocationConfig[];
 }
 
@@ -245,6 +257,8 @@ export interface Config {
   underscoresInHeaders: boolean;
   /** Most open client connections per HTTP listener; 0 = unlimited. */
   maxConnections: number;
+  /** The top-level `proxyProtocolFrom` (CIDRs); [] when absent. */
+  proxyProtocolFrom: string[];
 }
 
 export class ConfigError extends Error {
@@ -333,7 +347,7 @@ export interface StreamRouteConfig {
 /** One `streams[]` entry, normalised. */
 export interface StreamConfig {
   index: number;
-  listen: ListenAddress[];
+  listen: StreamListen[];
   /** The upstream's name (a named one, or the implicit `host:port` one); null when `route` decides. */
   upstream: string | null;
   /** Routing by the TLS ClientHello (`route`, nginx ssl_preread + map); null: every connection goes to `upstream`. */
@@ -348,4 +362,8 @@ export interface StreamConfig {
   nextUpstreamTries: number;
   /** nginx proxy_next_upstream_timeout; 0 = unlimited. */
   nextUpstreamTimeoutMs: number;
+  /** nginx stream `proxy_protocol on`: connections to servers start with a PROXY v1 header. */
+  proxyProtocol: boolean;
+  /** Who may send a PROXY header on its `proxy_protocol` addresses (CIDRs): its own list, else the top-level one. */
+  proxyProtocolFrom: string[];
 }

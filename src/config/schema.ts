@@ -39,6 +39,8 @@ export const upstreamServerSchema = z.strictObject({
     .describe('nginx Plus slow_start: after the server comes back, its weight rises linearly from near 0 to `weight` over this time (default "0s" = off)'),
   drain: bool.optional()
     .describe('Sessions bound to this server keep going to it, but it gets no new ones (HAProxy drain; also settable through the admin API)'),
+  sendProxy: z.enum(['v1', 'v2'], { error: 'must be "v1" or "v2"' }).optional()
+    .describe('HAProxy send-proxy / send-proxy-v2: each HTTP connection to this server starts with a PROXY protocol header carrying the client\'s address; such connections are kept alive only for the client connection that opened them'),
 });
 
 export const STICKY_MODES = ['learn', 'cookie', 'hash', 'source'] as const;
@@ -237,15 +239,20 @@ export const locationSchema = z.strictObject({
   ...upstreamTlsKeys,
 });
 
+/** CIDRs allowed to send a PROXY protocol header (checked with addCidrTo by the cross-checks). */
+const PROXY_PROTOCOL_FROM = z.array(z.string({ error: 'must be a CIDR such as "10.0.0.0/8"' }), { error: 'must be an array of CIDRs such as ["10.0.0.0/8"]' });
+
 export const virtualServerSchema = z.strictObject({
   listen: z.array(z.string({ error: 'must be "host:port"' }), { error: 'must be an array of "host:port"' })
     .min(1, { error: 'must list at least one address' })
-    .describe('nginx listen: "host:port", "[::1]:port" or a bare port (all IPv4 addresses), then nginx\'s parameters "ssl", "default_server", "http2": "0.0.0.0:443 ssl", "80 default_server"'),
+    .describe('nginx listen: "host:port", "[::1]:port" or a bare port (all IPv4 addresses), then nginx\'s parameters "ssl", "default_server", "http2", "proxy_protocol": "0.0.0.0:443 ssl", "80 default_server", "443 ssl proxy_protocol"'),
   serverName: z.array(z.string({ error: 'must be a string' })).optional()
     .describe('nginx server_name: exact names, "*.example.com", "www.example.*", ".example.com"'),
   default: bool.optional().describe('nginx `listen ... default_server` on every listen entry of this server'),
   ssl: sslSchema.optional().describe('TLS for this server\'s "ssl" listen entries (nginx ssl_* directives); chosen by SNI among the servers of one address'),
   http2: bool.optional().describe('nginx `http2 on`: offer HTTP/2 (ALPN "h2") on this server\'s "ssl" addresses; not over plain TCP (default false)'),
+  proxyProtocolFrom: PROXY_PROTOCOL_FROM.optional()
+    .describe('Addresses allowed to send a PROXY protocol header on this server\'s "proxy_protocol" listen entries (default: the top-level list)'),
   locations: z.array(locationSchema, { error: 'must be an array of locations' }).describe('nginx `location` blocks'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this server (default: the top-level one)'),
   ...bufferingKeys,
@@ -269,7 +276,7 @@ export const streamRouteSchema = z.strictObject({
 export const streamSchema = z.strictObject({
   listen: z.array(z.string({ error: 'must be "host:port"' }), { error: 'must be an array of "host:port"' })
     .min(1, { error: 'must list at least one address' })
-    .describe('nginx stream `listen`: "host:port", "[::1]:port" or a bare port (all IPv4 addresses)'),
+    .describe('nginx stream `listen`: "host:port", "[::1]:port" or a bare port (all IPv4 addresses), then "proxy_protocol" if connections start with a PROXY protocol header: "3306 proxy_protocol"'),
   proxyPass: z.string({ error: 'must be an upstream name or "host:port"' }).min(1, { error: 'must be an upstream name or "host:port"' }).optional()
     .describe('nginx stream proxy_pass: the name of an upstream in $.upstreams ("pg") or one "host:port" (no "http://": the bytes pass unchanged); required unless `route`'),
   route: streamRouteSchema.optional()
@@ -280,6 +287,10 @@ export const streamSchema = z.strictObject({
   nextUpstream: bool.optional().describe('nginx proxy_next_upstream on|off: a failed connection attempt moves on to the next server (default true)'),
   nextUpstreamTries: intAtLeast(0).optional().describe('nginx proxy_next_upstream_tries (default 0 = every server once)'),
   nextUpstreamTimeout: duration().optional().describe('nginx proxy_next_upstream_timeout (default "0s" = unlimited)'),
+  proxyProtocol: bool.optional()
+    .describe('nginx stream `proxy_protocol on`: each connection to a server starts with a PROXY protocol v1 header carrying the client\'s address (default false)'),
+  proxyProtocolFrom: PROXY_PROTOCOL_FROM.optional()
+    .describe('Addresses allowed to send a PROXY protocol header on this stream\'s "proxy_protocol" listen entries (default: the top-level list)'),
 });
 
 export const adminSchema = z.strictObject({
@@ -312,6 +323,8 @@ export const configSchema = z.strictObject({
     .describe('nginx client_header_timeout: a client that has not sent the whole request header by then gets 408 and is closed (default "60s")'),
   underscoresInHeaders: bool.optional()
     .describe('nginx underscores_in_headers: pass request headers whose name has "_" (default false: they are dropped, as CGI-style backends map "_" and "-" alike)'),
+  proxyProtocolFrom: PROXY_PROTOCOL_FROM.optional()
+    .describe('Addresses allowed to send a PROXY protocol header on "proxy_protocol" listen entries (nginx set_real_ip_from for proxy_protocol); a connection from elsewhere is closed. Required by such entries unless their server or stream has its own list'),
   maxConnections: intAtLeast(0).optional()
     .describe('Most open client connections per HTTP listener; past it new connections are closed at once (default 0 = unlimited)'),
   keepaliveTimeout: duration().optional().describe('nginx keepalive_timeout for clients (default "75s")'),

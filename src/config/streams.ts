@@ -14,7 +14,7 @@ import { parseListen } from '../nginx-language/listen.js';
 import { formatPath, type RawConfig } from './schema.js';
 import { DURATION_PATTERN, SIZE_PATTERN, parseDuration, parseSize } from '../nginx-language/units.js';
 import { compileTemplate } from '../nginx-language/variables.js';
-import type { ListenAddress, StreamConfig, StreamRouteConfig } from './model.js';
+import type { StreamConfig, StreamListen, StreamRouteConfig } from './model.js';
 
 export const STREAM_DEFAULTS = {
   proxyConnectTimeout: '60s',
@@ -156,8 +156,11 @@ export function streamProblems(raw: unknown, add: (path: PropertyKey[], message:
     if (Array.isArray(st.listen)) {
       st.listen.forEach((text: unknown, j: number) => {
         if (typeof text !== 'string') return;
-        const hp = parseHostPort(text, undefined);
+        const hp = parseListen(text);
         if (typeof hp === 'string') return add(['streams', i, 'listen', j], hp);
+        if (hp.ssl || hp.defaultServer || hp.http2) {
+          add(['streams', i, 'listen', j], `"${hp.ssl ? 'ssl' : hp.http2 ? 'http2' : 'default_server'}" is an HTTP listen parameter; a stream takes only "proxy_protocol"`);
+        }
         const key = formatHostPort(hp.host, hp.port);
         const other = taken.get(key);
         if (other !== undefined) {
@@ -228,10 +231,10 @@ export function streamProblems(raw: unknown, add: (path: PropertyKey[], message:
 export function normaliseStreams(raw: RawConfig, isUpstream: (name: string) => boolean, implicit: (key: string, path: PropertyKey[]) => string): StreamConfig[] {
   const out: StreamConfig[] = [];
   (raw.streams ?? []).forEach((st, i) => {
-    const listen: ListenAddress[] = [];
+    const listen: StreamListen[] = [];
     for (const text of st.listen) {
-      const hp = parseHostPort(text, undefined);
-      if (typeof hp !== 'string') listen.push({ host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port) });
+      const hp = parseListen(text);
+      if (typeof hp !== 'string') listen.push({ host: hp.host, port: hp.port, key: formatHostPort(hp.host, hp.port), proxyProtocol: hp.proxyProtocol });
     }
     const resolve = (text: string, path: PropertyKey[]): string | null => {
       const target = parseStreamProxyPass(text, isUpstream);
@@ -273,6 +276,8 @@ export function normaliseStreams(raw: RawConfig, isUpstream: (name: string) => b
       nextUpstream: st.nextUpstream ?? STREAM_DEFAULTS.nextUpstream,
       nextUpstreamTries: st.nextUpstreamTries ?? STREAM_DEFAULTS.nextUpstreamTries,
       nextUpstreamTimeoutMs: parseDuration(st.nextUpstreamTimeout ?? STREAM_DEFAULTS.nextUpstreamTimeout),
+      proxyProtocol: st.proxyProtocol ?? false,
+      proxyProtocolFrom: st.proxyProtocolFrom ?? raw.proxyProtocolFrom ?? [],
     });
   });
   return out;

@@ -74,7 +74,7 @@ export class HttpListens {
           if (other === undefined) this.defaults.set(key, i);
           else if (other !== i) add(defaultAll ? ['servers', i, 'default'] : at, `a default server for ${key} is already $.servers[${other}]`);
         }
-        out.listen.push({ host: e.host, port: e.port, key, ssl: e.ssl, defaultServer });
+        out.listen.push({ host: e.host, port: e.port, key, ssl: e.ssl, defaultServer, proxyProtocol: e.proxyProtocol });
         out.at.push(at);
       });
     }

@@ -1,4 +1,9 @@
-import { isIP } from 'node:net';
+/**
+ * The client's address: IPv4-mapped addresses unwrapped, CIDR lists, and the one accessor every
+ * reader of a connection's client address uses (`socketClientAddress`), which gives the address
+ * a PROXY protocol header carried when the listener took one (`setProxiedClient`).
+ */
+import { BlockList, isIP } from 'node:net';
 
 /** A peer's address with IPv4-mapped IPv6 (`::ffff:1.2.3.4`) unwrapped, and its family for BlockList. */
 export function clientAddress(remote: string | undefined): { address: string; family: 'ipv4' | 'ipv6' } {
@@ -12,4 +17,82 @@ export function clientAddressString(remote: string | undefined): string {
   if (remote === undefined) return '';
   if (remote.charCodeAt(0) === 58 /* : */ && remote.startsWith('::ffff:') && isIP(remote.slice(7)) === 4) return remote.slice(7);
   return remote;
+}
+
+/** Adds "addr/prefix" (or a bare address) to a BlockList; returns an error message or null. */
+export function addCidrTo(list: BlockList, cidr: string): string | null {
+  const [addr, prefixText, extra] = cidr.split('/');
+  const family = isIP(addr ?? '');
+  if (!addr || family === 0 || extra !== undefined) return `"${cidr}" is not an address or CIDR such as "10.0.0.0/8"`;
+  const max = family === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (!/^\d+$/.test(prefixText ?? String(max)) || prefix > max) return `"${cidr}" has an invalid prefix length (0-${max})`;
+  list.addSubnet(addr, prefix, family === 4 ? 'ipv4' : 'ipv6');
+  return null;
+}
+
+/** A BlockList of CIDRs already checked by the config (test addresses with addressIn, which unwraps IPv4-mapped ones). */
+export function cidrBlockList(cidrs: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const c of cidrs) addCidrTo(list, c);
+  return list;
+}
+
+/** Whether `remote` (a socket's remoteAddress, possibly IPv4-mapped) is in `list`. */
+export function addressIn(list: BlockList, remote: string | undefined): boolean {
+  const { address, family } = clientAddress(remote);
+  return address !== '' && list.check(address, family);
+}
+
+/** Where a connection really comes from, as a PROXY protocol header said. */
+export interface ProxiedClient {
+  address: string;
+  port: number;
+  /** The address and port the client connected to (the header's destination). */
+  localAddress: string;
+  localPort: number;
+}
+
+const PROXIED = Symbol('sessionlb.proxiedClient');
+interface Proxied { [PROXIED]?: ProxiedClient }
+
+/** Records on `socket` the client a PROXY protocol header named (the listener, once per connection). */
+export function setProxiedClient(socket: object, client: ProxiedClient): void {
+  (socket as Proxied)[PROXIED] = client;
+}
+
+/** The client a PROXY protocol header named on `socket`, if any. */
+export function proxiedClient(socket: object): ProxiedClient | undefined {
+  return (socket as Proxied)[PROXIED];
+}
+
+/**
+ * The client's address of a connection, the one place every reader goes through (access log,
+ * X-Forwarded-For, ip_hash and hash policies, stream sessions): the PROXY header's source when
+ * the listener took one, else the peer's address; IPv4-mapped addresses unwrapped.
+ */
+export function socketClientAddress(socket: { readonly remoteAddress?: string | undefined }): string {
+  const p = (socket as Proxied)[PROXIED];
+  return p !== undefined ? p.address : clientAddressString(socket.remoteAddress);
+}
+
+/**
+ * The client connection as a PROXY header sent upstream names it (sendProxy): the client's
+ * address and port, and the address and port it connected to (a received header's, if any).
+ */
+export function proxyClientOf(socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined; readonly localAddress?: string | undefined; readonly localPort?: number | undefined }): {
+  source: { address: string; port: number }; destination: { address: string; port: number };
+} {
+  const p = (socket as Proxied)[PROXIED];
+  if (p !== undefined) return { source: { address: p.address, port: p.port }, destination: { address: p.localAddress, port: p.localPort } };
+  return {
+    source: { address: clientAddressString(socket.remoteAddress), port: socket.remotePort ?? 0 },
+    destination: { address: clientAddressString(socket.localAddress), port: socket.localPort ?? 0 },
+  };
+}
+
+/** The client's port, as socketClientAddress. */
+export function socketClientPort(socket: { readonly remotePort?: number | undefined }): number {
+  const p = (socket as Proxied)[PROXIED];
+  return p !== undefined ? p.port : socket.remotePort ?? 0;
 }

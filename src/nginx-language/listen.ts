@@ -13,11 +13,12 @@ export interface ListenEntry extends HostPort {
   defaultServer: boolean;
   /** `http2`: nginx's deprecated listen parameter, the same as the server's `http2 on`. */
   http2: boolean;
+  /** `proxy_protocol`: every connection starts with a PROXY protocol header (v1 or v2). */
+  proxyProtocol: boolean;
 }
 
 /** nginx listen parameters sessionlb does not take (yet), with why. */
 const NOT_SUPPORTED = new Map([
-  ['proxy_protocol', 'is not supported yet'],
   ['quic', 'is not supported (no HTTP/3)'],
 ]);
 
@@ -34,11 +35,12 @@ export function parseListen(text: string, defaultHost = '0.0.0.0'): ListenEntry 
   const hp = parseHostPort(address, undefined, defaultHost);
   // With parameters, say which part was read as the address ("exa mple:80" is "exa" and a parameter).
   if (typeof hp === 'string') return params.length > 0 ? `address "${address}": ${hp}` : hp;
-  const entry: ListenEntry = { ...hp, ssl: false, defaultServer: false, http2: false };
+  const entry: ListenEntry = { ...hp, ssl: false, defaultServer: false, http2: false, proxyProtocol: false };
   for (const p of params) {
     if (p === 'ssl') entry.ssl = true;
     else if (p === 'default_server' || p === 'default') entry.defaultServer = true;
     else if (p === 'http2') entry.http2 = true;
+    else if (p === 'proxy_protocol') entry.proxyProtocol = true;
     else return parameterProblem(p);
   }
   return entry;
@@ -47,6 +49,6 @@ export function parseListen(text: string, defaultHost = '0.0.0.0'): ListenEntry 
 function parameterProblem(p: string): string {
   const why = NOT_SUPPORTED.get(p);
   if (why !== undefined) return `listen parameter "${p}" ${why}`;
-  if (NGINX_SOCKET_PARAMETERS.test(p)) return `listen parameter "${p}" is not supported by sessionlb (it takes "ssl", "default_server" and "http2")`;
-  return `unknown listen parameter "${p}" (sessionlb takes "ssl", "default_server" and "http2")`;
+  if (NGINX_SOCKET_PARAMETERS.test(p)) return `listen parameter "${p}" is not supported by sessionlb (it takes "ssl", "default_server", "http2" and "proxy_protocol")`;
+  return `unknown listen parameter "${p}" (sessionlb takes "ssl", "default_server", "http2" and "proxy_protocol")`;
 }

@@ -9,6 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import type { RouteMetrics } from './metrics.js';
+import { socketClientAddress } from '../net/client-address.js';
 
 /** The `accessLog` config, normalised: `path` null = stdout. */
 export interface AccessLogConfig {
@@ -73,12 +74,6 @@ export interface StreamLogEntry {
 
 const PRETTY_FORMAT = '{remote_addr} "{request_method} {request_uri} {server_protocol}" {status} {body_bytes_sent} {request_time}s'
   + ' upstream={upstream_name} addr="{upstream_addr}" status="{upstream_status}" time="{upstream_response_time}" sticky={sticky}';
-
-/** `::ffff:1.2.3.4` -> `1.2.3.4`, as nginx prints IPv4 clients. */
-function remoteAddr(addr: string | undefined): string {
-  if (addr === undefined) return '';
-  return addr.startsWith('::ffff:') && addr.indexOf('.') > 0 ? addr.slice(7) : addr;
-}
 
 // pino writes "{" + level + time + fields. With the level formatted away, the time must not
 // start with the usual comma; the access-log tests parse every line, so a change in pino shows.
@@ -173,7 +168,7 @@ export class AccessLog {
     const tls = req.socket as TLSSocket;
     const encrypted = tls.encrypted === true;
     this.logger.info({
-      remote_addr: remoteAddr(req.socket.remoteAddress),
+      remote_addr: socketClientAddress(req.socket),
       request_method: req.method ?? '',
       request_uri: req.url ?? '',
       server_protocol: `HTTP/${req.httpVersion}`,

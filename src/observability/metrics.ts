@@ -300,6 +300,8 @@ export class Metrics {
     'Completed TLS handshakes on ssl addresses, by virtual server (chosen by SNI), protocol and whether the session was resumed', ['server', 'protocol', 'resumed']);
   readonly tlsHandshakeErrors = new CounterFamily('sessionlb_tls_handshake_errors_total',
     'Failed TLS handshakes by reason (protocol, cipher, not_tls, certificate, reset, timeout, other)', ['reason']);
+  readonly proxyProtocolErrors = new CounterFamily('sessionlb_proxy_protocol_errors_total',
+    'Connections on proxy_protocol listen addresses closed for their PROXY header, by reason (not_allowed, missing, malformed, timeout, closed)', ['reason']);
   readonly tlsTicketKeySync = new CounterFamily('sessionlb_tls_ticket_key_sync_total',
     'Syncs of the TLS session ticket keys through memcached by result (adopted, published, rotated, rejected, store_error, local_rotation)', ['result']);
   readonly reloads: Counter<'result'>;
@@ -309,7 +311,7 @@ export class Metrics {
   constructor(private readonly source: MetricsSource) {
     const r = this.registry;
     for (const f of [this.httpRequests, this.httpDuration, this.upstreamRequests, this.upstreamSeconds, this.retries,
-      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles, this.tlsHandshakes, this.tlsHandshakeErrors, this.tlsTicketKeySync]) {
+      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles, this.tlsHandshakes, this.tlsHandshakeErrors, this.tlsTicketKeySync, this.proxyProtocolErrors]) {
       // prom-client's Registry takes any object with name/get(); its type only lists its own classes.
       r.registerMetric(f as unknown as Metric);
     }
@@ -464,6 +466,11 @@ export class Metrics {
   /** A TLS handshake completed. */
   tlsHandshake(server: string, protocol: string, resumed: boolean): void {
     this.tlsHandshakes.cell(server, protocol, resumed ? 'true' : 'false').value++;
+  }
+
+  /** A connection closed for its PROXY header (a bounded reason, PROXY_PROTOCOL_ERROR_REASONS). */
+  proxyProtocolError(reason: string): void {
+    this.proxyProtocolErrors.cell(reason).value++;
   }
 
   /** A TLS handshake failed (a bounded reason). */

@@ -9,6 +9,7 @@ import type { Affinity } from '../sessions/affinity.js';
 import type { Route } from '../proxy/http/forward.js';
 import type { HttpRoute } from '../proxy/http/listener.js';
 import type { TlsSiteSource } from '../tls/acceptor.js';
+import { cidrBlockList } from '../net/client-address.js';
 import { ListenerRouter, buildVirtualServer } from '../proxy/http/router.js';
 import { tlsPoolKey } from './peer-pools.js';
 
@@ -22,6 +23,8 @@ export function httpRoutes(
   tls: TlsSiteSource,
 ): Map<string, HttpRoute> {
   const out = new Map<string, HttpRoute>();
+  /** proxy_protocol addresses -> the union of proxyProtocolFrom of the servers on them (the header comes before Host). */
+  const proxyFrom = new Map<string, Set<string>>();
   for (const vsConfig of config.servers) {
     const serverName = vsConfig.serverNames[0] ?? '_';
     const vs = buildVirtualServer<Route>(vsConfig, (location) => ({
@@ -36,12 +39,18 @@ export function httpRoutes(
     for (const l of vsConfig.listen) {
       let entry = out.get(l.key);
       if (entry === undefined) {
-        entry = { host: l.host, port: l.port, router: new ListenerRouter<Route>(), tls: null };
+        entry = { host: l.host, port: l.port, router: new ListenerRouter<Route>(), tls: null, proxyFrom: null };
         out.set(l.key, entry);
       }
       entry.router.add(vsConfig, vs, l.defaultServer || vsConfig.isDefault);
       if (l.ssl) entry.tls = tls;
+      if (l.proxyProtocol) {
+        let from = proxyFrom.get(l.key);
+        if (from === undefined) proxyFrom.set(l.key, from = new Set());
+        for (const cidr of vsConfig.proxyProtocolFrom) from.add(cidr);
+      }
     }
   }
+  for (const [key, from] of proxyFrom) out.get(key)!.proxyFrom = cidrBlockList([...from]);
   return out;
 }

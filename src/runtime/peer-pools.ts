@@ -43,8 +43,12 @@ export class PeerPools {
    * The pool of server `host:port` of upstream `up`, made on first use: plain (`tls` null) or
    * with `tls`, the settings of an "https://" location and the trusted certificate files as read.
    */
-  poolFor(up: UpstreamConfig, host: string, port: number, tls: { settings: UpstreamTlsConfig; trusted: ReadonlyMap<string, Buffer> } | null = null): PeerPool {
+  poolFor(
+    up: UpstreamConfig, host: string, port: number, tls: { settings: UpstreamTlsConfig; trusted: ReadonlyMap<string, Buffer> } | null = null,
+    sendProxy: 'v1' | 'v2' | null = null,
+  ): PeerPool {
     const options: PoolOptions = {
+      sendProxy,
       keepalive: up.keepalive,
       keepaliveTimeoutMs: up.keepaliveTimeoutMs,
       connectTimeoutMs: up.timeouts.connectMs,

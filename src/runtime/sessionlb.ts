@@ -12,6 +12,7 @@ import { ServerStates } from '../balancer/server-state.js';
 import type { ForwardHooks } from '../proxy/http/forward.js';
 import { HttpListeners, type HttpListenerOwner, type HttpRoute } from '../proxy/http/listener.js';
 import type { TlsErrorReason } from '../tls/acceptor.js';
+import type { ProxyProtocolErrorReason } from '../net/accept-proxy.js';
 import { AdminServer } from '../admin/server.js';
 import { registerAdminApi, type AdminTarget } from '../admin/api.js';
 import { logConfigWeightWins } from '../admin/state.js';
@@ -156,6 +157,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.http = new HttpListeners(this);
     this.streams = new StreamProxies(options.log, () => this.observability.accessLog, metrics.registry, role.bindsListeners,
       (code, operation) => metrics.localError(code, operation));
+    this.streams.proxyProtocolError = (reason) => metrics.proxyProtocolError(reason);
   }
 
   /** Reloads from the config file: counts for metrics and /status. */
@@ -236,6 +238,11 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
 
   tlsHandshakeError(reason: TlsErrorReason): void {
     this.observability.metrics.tlsHandshakeError(reason);
+  }
+
+  /** HttpListenerOwner: a connection closed for its PROXY header. */
+  proxyProtocolError(reason: ProxyProtocolErrorReason): void {
+    this.observability.metrics.proxyProtocolError(reason);
   }
 
   /**
@@ -436,7 +443,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       const up = new Upstream(upConfig, this.serverStates);
       const tls = tlsSettings.get(name);
       for (const peer of up.all()) {
-        peer.pool = this.pools.poolFor(upConfig, peer.host, peer.port);
+        const sendProxy = upConfig.servers.find((s) => s.host === peer.host && s.port === peer.port)?.sendProxy ?? null;
+        peer.pool = this.pools.poolFor(upConfig, peer.host, peer.port, null, sendProxy);
         if (tls !== undefined) {
           peer.tlsPools = new Map([...tls].map(([key, settings]) => [key, this.pools.poolFor(upConfig, peer.host, peer.port, { settings, trusted })]));
         }

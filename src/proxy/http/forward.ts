@@ -14,7 +14,7 @@ import { sendError } from './errors.js';
 import { endWithBody } from './whole-response.js';
 import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
 import { release } from '../upstream/body-chunks.js';
-import { clientAddressString } from '../../net/client-address.js';
+import { proxyClientOf, socketClientAddress } from '../../net/client-address.js';
 import { pathForMatching } from './router.js';
 import { RequestBody, type RequestBodyOwner } from './request-body.js';
 import { ResponseBuffer, type ResponseBufferOwner } from './response-buffer.js';
@@ -140,7 +140,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     private readonly hooks: ForwardHooks,
   ) {
     const upstream = route.upstream;
-    super(req, clientAddressString(req.socket.remoteAddress), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
+    super(req, socketClientAddress(req.socket), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
     this.record = {
       route, upstreamAddrs: [], upstreamStatuses: [], upstreamTimes: [], status: 0, bodyBytes: 0, startedAt: performance.now(), sticky: 'none',
     };
@@ -348,8 +348,12 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     if (body instanceof RequestBody) body = body.stream(); // stored whole: each attempt reads it anew
     else if (body !== null && !Buffer.isBuffer(body)) this.streamUsed = true;
     const key = this.route.tlsPoolKey;
-    this.attempt = (key == null ? peer.pool : poolOf(peer, key)).request(
-      { method: this.req.method ?? 'GET', path: this.path, headers: this.headers! },
+    const pool = key == null ? peer.pool : poolOf(peer, key);
+    this.attempt = pool.request(
+      {
+        method: this.req.method ?? 'GET', path: this.path, headers: this.headers!,
+        client: pool.options.sendProxy === null ? undefined : proxyClientOf(this.req.socket),
+      },
       body,
       this,
     );

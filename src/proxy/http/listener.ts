@@ -8,13 +8,15 @@
  */
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Socket } from 'node:net';
+import type { BlockList, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { TlsAcceptor, type TlsAcceptorOwner, type TlsErrorReason, type TlsSiteSource } from '../../tls/acceptor.js';
 import type { TlsServerEntry } from '../../tls/contexts.js';
 import { Http2Side, type Http2Requests } from './http2.js';
 import type { Config, HeaderLimits } from '../../config/model.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
+import { acceptProxyHeader, type ProxyProtocolErrorReason } from '../../net/accept-proxy.js';
+import { proxiedClient, setProxiedClient } from '../../net/client-address.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
 import { UpgradeRequest } from './upgrade.js';
 import { ListenerRouter, matchLocation, pathForMatching } from './router.js';
@@ -33,6 +35,8 @@ export interface HttpListenerOwner {
   tlsHandshake(server: string, protocol: string, resumed: boolean): void;
   /** A TLS handshake failed; `reason` is one of TLS_ERROR_REASONS. */
   tlsHandshakeError(reason: TlsErrorReason): void;
+  /** A connection on a `proxy_protocol` address was closed for its PROXY header (or the lack of one). */
+  proxyProtocolError(reason: ProxyProtocolErrorReason): void;
 }
 
 /** Whether an Upgrade header offers h2c (RFC 7540 3.2): never passed upstream (the h2c smuggling vector). */
@@ -87,8 +91,15 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
   private lastAcceptError = 0;
   /** The TLS side of an `ssl` address; null for plain HTTP. */
   private readonly tls: TlsAcceptor | null = null;
-  /** node's HTTP/1 connection handling, given the TLS connections that did not choose h2. */
-  private readonly http1: ConnectionListener | null = null;
+  /** node's HTTP/1 connection handling, given plain connections and the TLS ones that did not choose h2. */
+  private readonly http1: ConnectionListener;
+  /**
+   * A `proxy_protocol` address: the peers allowed to send the PROXY header every connection must
+   * start with (set before listen() and on every reload); null: none is read.
+   */
+  proxyFrom: BlockList | null = null;
+  /** Bound on waiting for the PROXY header: clientHeaderTimeout. */
+  private proxyTimeoutMs = 60_000;
   /** The HTTP/2 side, made when a client first negotiates h2. */
   private http2: Http2Side | null = null;
 
@@ -108,17 +119,18 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       noDelay: true,
     };
     this.server = http.createServer(options, this.onRequest);
+    // The http.Server listens (so that node tracks its connections, header timeouts and idle ones),
+    // but each accepted socket goes through onConnection first: on a proxy_protocol address the
+    // PROXY header is read, on an ssl address the TLS acceptor does the handshake; then node's
+    // HTTP/1 handling (as https.Server does) or HTTP/2 gets it.
+    const listeners = this.server.listeners('connection');
+    if (listeners.length !== 1) throw new Error(`node's http.Server has ${listeners.length} connection listeners, expected 1`);
+    this.http1 = listeners[0] as ConnectionListener;
+    this.server.removeListener('connection', this.http1);
+    this.server.on('connection', this.onConnection);
     if (tls !== null) {
-      // An ssl address: the http.Server listens (so that node tracks its connections, header
-      // timeouts and idle ones as for plain HTTP), but each accepted socket goes through the TLS
-      // acceptor first, then to node's HTTP/1 handling (as https.Server does) or to HTTP/2.
-      const listeners = this.server.listeners('connection');
-      if (listeners.length !== 1) throw new Error(`node's http.Server has ${listeners.length} connection listeners, expected 1`);
-      this.http1 = listeners[0] as ConnectionListener;
-      this.server.removeListener('connection', this.http1);
       const acceptor = new TlsAcceptor(tls, key, this);
       this.tls = acceptor;
-      this.server.on('connection', (socket: Socket) => acceptor.accept(socket));
       this.server.once('close', () => acceptor.close());
     }
     this.configure(config);
@@ -133,8 +145,40 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     return this.tls !== null;
   }
 
+  private readonly onConnection = (socket: Socket): void => {
+    const from = this.proxyFrom;
+    if (from === null) {
+      this.accepted(socket);
+      return;
+    }
+    acceptProxyHeader(socket, { from, timeoutMs: this.proxyTimeoutMs }, (failure) => {
+      if (failure === null) this.accepted(socket);
+      else this.owner.proxyProtocolError(failure);
+    });
+  };
+
+  /** A connection ready for TLS or HTTP (its PROXY header read, on a proxy_protocol address). */
+  private accepted(socket: Socket): void {
+    if (this.tls !== null) {
+      this.tls.accept(socket);
+    } else if (this.proxyFrom === null) {
+      this.http1.call(this.server, socket);
+    } else {
+      // After a PROXY header: node's HTTP/1 side would read the socket's handle directly
+      // (llhttp consume), never seeing the bytes put back after the header; marked as taken, it
+      // reads through the stream instead ('data'), the put-back bytes first.
+      const handle = (socket as Socket & { _handle?: { _consumed?: boolean } | null })._handle;
+      if (handle != null) handle._consumed = true;
+      this.http1.call(this.server, socket);
+      socket.resume();
+    }
+  }
+
   /** TlsAcceptorOwner: a handshake completed with virtual server `server`. */
   secure(socket: TLSSocket, server: TlsServerEntry): void {
+    // The client a PROXY header named was recorded on the TCP socket the TLS one wraps.
+    const proxied = this.proxyFrom === null ? undefined : proxiedClient((socket as TLSSocket & { _parent?: Socket })._parent ?? socket);
+    if (proxied !== undefined) setProxiedClient(socket, proxied);
     this.owner.tlsHandshake(server.name, socket.getProtocol() ?? 'unknown', socket.isSessionReused());
     if (socket.alpnProtocol === 'h2') {
       let side = this.http2;
@@ -143,7 +187,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       }
       side.accept(socket);
     } else {
-      this.http1!.call(this.server, socket);
+      this.http1.call(this.server, socket);
     }
   }
 
@@ -166,6 +210,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     server.maxConnections = config.maxConnections > 0 ? config.maxConnections : Infinity;
     this.keepaliveTimeoutMs = config.keepaliveTimeoutMs;
     this.tls?.setTimeout(config.clientHeaderTimeoutMs);
+    this.proxyTimeoutMs = config.clientHeaderTimeoutMs;
     this.http2?.configure(config.keepaliveTimeoutMs, config.headerLimits.total);
   }
 
@@ -331,6 +376,8 @@ export interface HttpRoute {
   router: ListenerRouter<Route>;
   /** TLS termination of an `ssl` address; null for plain HTTP. */
   tls: TlsSiteSource | null;
+  /** A `proxy_protocol` address: who may send the PROXY header (`proxyProtocolFrom`); null for none. */
+  proxyFrom: BlockList | null;
 }
 
 /** Listeners bound for a config not yet switched to (see HttpListeners.prepare). */
@@ -353,7 +400,7 @@ export class HttpListeners {
   async prepare(config: Config, routes: ReadonlyMap<string, HttpRoute>): Promise<HttpPlan> {
     const plan: HttpPlan = { config, routes, fresh: [] };
     try {
-      for (const [key, { host, port, router, tls }] of routes) {
+      for (const [key, { host, port, router, tls, proxyFrom }] of routes) {
         const running = this.listeners.get(key);
         if (running !== undefined) {
           if (running.terminatesTls !== (tls !== null)) {
@@ -362,6 +409,7 @@ export class HttpListeners {
           continue;
         }
         const listener = new HttpListener(key, host, port, router, tls, config, this.owner);
+        listener.proxyFrom = proxyFrom;
         await listener.listen();
         plan.fresh.push(listener);
       }
@@ -391,6 +439,7 @@ export class HttpListeners {
         removed.push(l);
       } else {
         l.router = r.router;
+        l.proxyFrom = r.proxyFrom;
         l.configure(plan.config);
       }
     }

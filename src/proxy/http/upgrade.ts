@@ -9,7 +9,7 @@ import type { ForwardHooks, Route } from './forward.js';
 import { poolOf, type AttemptFailure, type UpgradeHandler, type UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, requestScheme, upstreamRequestHeaders } from './headers.js';
 import { rewritePath } from './forward.js';
-import { clientAddress } from '../../net/client-address.js';
+import { proxyClientOf, socketClientAddress } from '../../net/client-address.js';
 import { AttemptLoop, failureCondition } from '../attempt-loop.js';
 
 function writeHead(socket: Duplex, status: number, message: string, flat: readonly string[]): void {
@@ -33,7 +33,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     private readonly hooks: ForwardHooks,
   ) {
     const upstream = route.upstream;
-    super(req, clientAddress(req.socket.remoteAddress).address, upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
+    super(req, socketClientAddress(req.socket), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
     socket.on('error', () => socket.destroy());
   }
 
@@ -64,7 +64,11 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
       proxyHost: this.route.upstream.name,
       underscoresInHeaders: this.route.underscoresInHeaders,
     }, this.route.location.setHeaders);
-    poolOf(peer, this.route.tlsPoolKey).upgrade({ method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers }, this);
+    const pool = poolOf(peer, this.route.tlsPoolKey);
+    pool.upgrade({
+      method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers,
+      client: pool.options.sendProxy === null ? undefined : proxyClientOf(this.req.socket),
+    }, this);
   }
 
   onUpgraded(res: UpstreamResponse, upstreamSocket: Socket, upstreamHead: Buffer): void {

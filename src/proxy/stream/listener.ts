@@ -4,7 +4,7 @@
  * listener run on until they end), closed gracefully at stop. With `workers` > 1 every
  * worker binds them (node:cluster shares the socket) and the primary binds none.
  */
-import net from 'node:net';
+import net, { type BlockList } from 'node:net';
 import type { Config } from '../../config/model.js';
 import type { Upstream } from '../../balancer/upstream.js';
 import type { Affinity } from '../../sessions/affinity.js';
@@ -15,9 +15,16 @@ import type { Registry } from 'prom-client';
 import { TcpSession, prereadFields, retryRules, type StreamRoute, type StreamSessionOwner } from './tcp-session.js';
 import { StreamPreread } from './preread.js';
 import { readClientHello, type ClientHello, type HelloResult } from '../../tls/client-hello.js';
-import { clientAddressString } from '../../net/client-address.js';
+import { cidrBlockList, clientAddressString, socketClientAddress, socketClientPort } from '../../net/client-address.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
 import { isLocalResourceError } from '../../net/errors.js';
+import { acceptProxyHeader, type ProxyProtocolErrorReason } from '../../net/accept-proxy.js';
+
+/**
+ * How long a proxy_protocol stream listener waits for the PROXY header: nginx's stream
+ * `proxy_protocol_timeout` default (HTTP addresses use clientHeaderTimeout).
+ */
+export const STREAM_PROXY_HEADER_TIMEOUT_MS = 30_000;
 
 const NO_HELLO: ClientHello = { serverName: undefined, alpn: undefined };
 /** Errors after a rejected connection is destroyed are of no interest. */
@@ -26,13 +33,22 @@ function ignoreError(): void { /* closing */ }
 /** Where a listener's connections go: one route, or the one a ClientHello chooses (a stream's `route`). */
 export type ListenRoute = StreamRoute | StreamPreread;
 
+/** One stream listen address of a config: where its connections go and who may send it a PROXY header. */
+interface ListenEntry {
+  host: string;
+  port: number;
+  route: ListenRoute;
+  /** A `proxy_protocol` address: who may send the PROXY header (`proxyProtocolFrom`); null for none. */
+  proxyFrom: BlockList | null;
+}
+
 export class StreamListener implements StreamSessionOwner {
   readonly server: net.Server;
   readonly sessions = new Set<TcpSession>();
   /** Connections whose ClientHello is being read (a stream's `route`): no session yet. */
   readonly prereading = new Set<net.Socket>();
 
-  constructor(readonly key: string, readonly host: string, readonly port: number, public route: ListenRoute, private readonly proxies: StreamProxies) {
+  constructor(readonly key: string, readonly host: string, readonly port: number, public route: ListenRoute, public proxyFrom: BlockList | null, private readonly proxies: StreamProxies) {
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, this.onConnection);
   }
 
@@ -45,6 +61,19 @@ export class StreamListener implements StreamSessionOwner {
   }
 
   private readonly onConnection = (socket: net.Socket): void => {
+    const from = this.proxyFrom;
+    if (from === null) {
+      this.routeConnection(socket);
+      return;
+    }
+    acceptProxyHeader(socket, { from, timeoutMs: STREAM_PROXY_HEADER_TIMEOUT_MS }, (failure) => {
+      if (failure === null) this.routeConnection(socket);
+      else this.proxies.proxyProtocolError(failure);
+    });
+  };
+
+  /** A connection (its PROXY header read, on a proxy_protocol address): to its route's upstream, or first its ClientHello read (`route`). */
+  private routeConnection(socket: net.Socket): void {
     const route = this.route;
     if (route instanceof StreamPreread) {
       // One closure per routed connection: its socket, rules and accept time until the hello is in.
@@ -56,7 +85,7 @@ export class StreamListener implements StreamSessionOwner {
     const session = new TcpSession(socket, route, this);
     this.sessions.add(session);
     session.start();
-  };
+  }
 
   /** The ClientHello was read (or reading failed): the session goes on to the chosen upstream with the bytes put back, or the connection is closed. */
   private prereadDone(socket: net.Socket, preread: StreamPreread, result: HelloResult, bytes: Buffer, acceptedAt: number): void {
@@ -83,8 +112,8 @@ export class StreamListener implements StreamSessionOwner {
     const log = this.accessLog();
     if (log !== null) {
       log.writeStream({
-        remote_addr: clientAddressString(socket.remoteAddress),
-        remote_port: socket.remotePort ?? 0,
+        remote_addr: socketClientAddress(socket),
+        remote_port: socketClientPort(socket),
         server_addr: clientAddressString(socket.localAddress),
         server_port: socket.localPort ?? 0,
         protocol: 'TCP',
@@ -140,7 +169,7 @@ export class StreamListener implements StreamSessionOwner {
 
 /** Listeners bound for a config not yet switched to (see SessionLB.reload). */
 export interface StreamPlan {
-  routes: Map<string, { host: string; port: number; route: ListenRoute }>;
+  routes: Map<string, ListenEntry>;
   fresh: StreamListener[];
 }
 
@@ -153,6 +182,8 @@ export class StreamProxies {
   /** Listeners a reload removed: closed, waiting for their sessions to end. */
   private readonly draining = new Set<StreamListener>();
   readonly metrics: StreamMetrics;
+  /** A connection closed for its PROXY header (sessionlb_proxy_protocol_errors_total); set by the runtime. */
+  proxyProtocolError: (reason: ProxyProtocolErrorReason) => void = () => { /* not counted */ };
 
   constructor(
     readonly log: EventLog,
@@ -167,8 +198,8 @@ export class StreamProxies {
   }
 
   /** Routes of a config: listen key -> where its connections go. */
-  private routes(config: Config, upstreams: Map<string, Upstream>, affinityOf: AffinityOf): Map<string, { host: string; port: number; route: ListenRoute }> {
-    const out = new Map<string, { host: string; port: number; route: ListenRoute }>();
+  private routes(config: Config, upstreams: Map<string, Upstream>, affinityOf: AffinityOf): Map<string, ListenEntry> {
+    const out = new Map<string, ListenEntry>();
     for (const stream of config.streams) {
       const retry = retryRules(stream);
       const routeTo = (listen: string, name: string): StreamRoute => {
@@ -188,7 +219,7 @@ export class StreamProxies {
           }
           route = new StreamPreread(stream.route, targets, this.metrics.prereadCells(l.key));
         }
-        out.set(l.key, { host: l.host, port: l.port, route });
+        out.set(l.key, { host: l.host, port: l.port, route, proxyFrom: l.proxyProtocol ? cidrBlockList(stream.proxyProtocolFrom) : null });
       }
     }
     return out;
@@ -210,9 +241,9 @@ export class StreamProxies {
     const fresh: StreamListener[] = [];
     if (!this.bind) return { routes, fresh };
     try {
-      for (const [key, { host, port, route }] of routes) {
+      for (const [key, { host, port, route, proxyFrom }] of routes) {
         if (this.listeners.has(key)) continue;
-        const l = new StreamListener(key, host, port, route, this);
+        const l = new StreamListener(key, host, port, route, proxyFrom, this);
         await l.listen();
         fresh.push(l);
       }
@@ -235,6 +266,7 @@ export class StreamProxies {
       const r = plan.routes.get(key);
       if (r !== undefined) {
         l.route = r.route;
+        l.proxyFrom = r.proxyFrom;
         continue;
       }
       this.listeners.delete(key);

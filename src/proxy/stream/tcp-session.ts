@@ -32,7 +32,8 @@ import { formatTimes, type AccessLog } from '../../observability/access-log.js';
 import type { StreamRouteMetrics } from '../../observability/stream-metrics.js';
 import { failureKind, type FailureKind } from '../../net/errors.js';
 import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
-import { clientAddressString } from '../../net/client-address.js';
+import { clientAddressString, proxiedClient, socketClientAddress, socketClientPort } from '../../net/client-address.js';
+import { buildProxyV1 } from '../../net/proxy-protocol.js';
 import type { ClientHello } from '../../tls/client-hello.js';
 
 /** Where a listener's connections go, resolved once per config. */
@@ -171,7 +172,8 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
   private serverPort = 0;
 
   constructor(readonly client: net.Socket, readonly route: StreamRoute, private readonly owner: StreamSessionOwner) {
-    super(NO_REQUEST, clientAddressString(client.remoteAddress), route.upstream, route.affinity, route.retry, route.maxTries);
+    // The PROXY header's source on a proxy_protocol address (read by the listener before this).
+    super(NO_REQUEST, socketClientAddress(client), route.upstream, route.affinity, route.retry, route.maxTries);
   }
 
   /** The stream's `route` read this connection's ClientHello (`hello`, null if there was none) from `acceptedAt` on: call before start(). */
@@ -326,15 +328,18 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
   private startPiping(): void {
     this.state = State.Piping;
     const up = this.upstreamSocket!;
-    // Both sockets allow half-open: an 'end' is passed on as end() and the other direction goes on.
     const c = this.client;
+    // nginx stream `proxy_protocol on`: a v1 header first, with the client's address (the one a
+    // PROXY header gave us, if any) and the address it connected to.
+    if (this.route.stream.proxyProtocol) up.write(this.proxyHeader());
+    // Both sockets allow half-open: an 'end' is passed on as end() and the other direction goes on.
     c.on('data', clientData);
     c.on('end', clientEnded);
     c.on('drain', clientDrained);
     up.on('end', upstreamEnded);
     up.on('drain', upstreamDrained);
-    // After a ClientHello was read (readClientHello pauses the socket, the hello is put back): flow again.
-    if (this.hello !== null) c.resume();
+    // The socket may be paused: after a PROXY header or a ClientHello was read (and put back).
+    c.resume();
     // A client that sent its FIN (and nothing left unread) while we were connecting has had its
     // 'end' already: node reads the EOF and emits 'end' with nobody consuming. Pass it on now,
     // or both connections would wait for each other until proxyTimeout.
@@ -344,6 +349,16 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
       this.idleSince = Date.now();
       this.idleTimer = setTimeout(idleTick, Math.max(1, Math.ceil(timeout / 4)), this);
     }
+  }
+
+  /** The PROXY v1 header sent to the server (`proxyProtocol`). */
+  private proxyHeader(): Buffer {
+    const c = this.client;
+    const p = proxiedClient(c);
+    return buildProxyV1(
+      { address: this.remoteAddress, port: socketClientPort(c) },
+      p !== undefined ? { address: p.localAddress, port: p.localPort } : { address: clientAddressString(c.localAddress), port: c.localPort ?? 0 },
+    );
   }
 
   /** @internal timer (idleTick): nginx proxy_timeout, nothing read on either side for that long. */
@@ -425,7 +440,7 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
     if (log !== null) {
       log.writeStream({
         remote_addr: this.remoteAddress,
-        remote_port: client.remotePort ?? 0,
+        remote_port: socketClientPort(client),
         server_addr: this.serverAddr,
         server_port: this.serverPort,
         protocol: 'TCP',

@@ -30,6 +30,7 @@ import { copyOut } from './body-chunks.js';
 import { equalsLower } from '../../nginx-language/header-tokens.js';
 import { upstreamConnectOptions, upstreamSecureContext } from '../../tls/upstream-trust.js';
 import { deferWrite, type DeferredWrite } from './write-batch.js';
+import { buildProxyV1, buildProxyV2 } from '../../net/proxy-protocol.js';
 
 const EMPTY = Buffer.alloc(0);
 /**
@@ -175,7 +176,11 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
    * stream the tunnel pipes; its reads come as 'data' events. Every other connection reads into
    * READ_BUFFER.
    */
-  constructor(private readonly pool: RawPeerPool, private readonly upgrade: boolean) {
+  /**
+   * `proxyKey`: on a sendProxy pool, the client connection this one was opened for (only its
+   * requests reuse it) and whose PROXY header `preface` is written first.
+   */
+  constructor(private readonly pool: RawPeerPool, private readonly upgrade: boolean, readonly proxyKey: string | null = null, preface: Buffer | null = null) {
     this.parser = new Http1ResponseParser(this);
     const onread = upgrade ? undefined : { buffer: READ_BUFFER, callback: this.onRead };
     const socket = pool.tls === null
@@ -183,6 +188,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
       : pool.connectTls(onread);
     this.socket = socket;
     socket.setNoDelay(true);
+    if (preface !== null) socket.write(preface); // queued until connected, before any request
     socket.on(pool.tls === null ? 'connect' : 'secureConnect', this.onConnect);
     if (upgrade) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
@@ -641,11 +647,41 @@ export class RawPeerPool implements PeerPool {
       process.nextTick(() => handler.onUpstreamError({ kind: 'error', requestSent: false, staleConnection: false, message }));
       return { abort: () => { /* nothing started */ } };
     }
+    if (this.options.sendProxy !== null) return this.startProxied(attempt, head, upgrade);
     // Upgrades get their own connection: it leaves the pool after a 101.
     let conn = upgrade === null ? this.idleList.pop() : undefined;
     while (conn !== undefined && conn.closed) conn = this.idleList.pop();
     if (conn === undefined) conn = new UpstreamConnection(this, upgrade !== null);
     else conn.idle = false;
+    conn.assign(attempt);
+    return attempt;
+  }
+
+  /**
+   * A sendProxy server: an idle connection is reused only by the client connection it was opened
+   * for (its PROXY header names that client: HAProxy's rule), else a new one starts with the
+   * header of this request's client.
+   */
+  private startProxied(attempt: RawAttempt, head: RequestHead, upgrade: UpgradeHandler | null): Attempt {
+    const c = head.client;
+    const src = c?.source ?? { address: '', port: 0 };
+    const dst = c?.destination ?? { address: '', port: 0 };
+    const key = `${src.address} ${src.port} ${dst.address} ${dst.port}`;
+    let conn: UpstreamConnection | undefined;
+    if (upgrade === null) {
+      for (let i = this.idleList.length - 1; i >= 0; i--) {
+        const idle = this.idleList[i]!;
+        if (idle.proxyKey !== key || idle.closed) continue;
+        this.idleList.splice(i, 1);
+        conn = idle;
+        conn.idle = false;
+        break;
+      }
+    }
+    if (conn === undefined) {
+      const preface = this.options.sendProxy === 'v2' ? buildProxyV2(src, dst) : buildProxyV1(src, dst);
+      conn = new UpstreamConnection(this, upgrade !== null, key, preface);
+    }
     conn.assign(attempt);
     return attempt;
   }

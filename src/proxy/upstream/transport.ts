@@ -7,6 +7,7 @@
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { FailureKind } from '../../net/errors.js';
+import type { ProxyEndpoint } from '../../net/proxy-protocol.js';
 import type { Peer } from '../../balancer/peer.js';
 import type { UpstreamTlsOptions } from '../../tls/upstream-trust.js';
 
@@ -50,9 +51,23 @@ export interface RequestHead {
   path: string;
   /** Flat [name, value, ...] to send as is. */
   headers: string[];
+  /** The client connection the request came on, for a pool with `sendProxy` (the PROXY header). */
+  client?: ProxyClient;
+}
+
+/** A client connection as a PROXY header names it: who, and the address it connected to. */
+export interface ProxyClient {
+  source: ProxyEndpoint;
+  destination: ProxyEndpoint;
 }
 
 export interface PoolOptions {
+  /**
+   * HAProxy send-proxy(-v2): each new connection starts with a PROXY header naming the client
+   * of the request that opened it, and is reused only for requests of that same client
+   * connection (RequestHead.client); null: none.
+   */
+  sendProxy: 'v1' | 'v2' | null;
   /** Idle connections kept (nginx `keepalive`); 0 closes each connection after its response. */
   keepalive: number;
   keepaliveTimeoutMs: number;
