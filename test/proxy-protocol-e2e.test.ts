@@ -233,6 +233,24 @@ describe('sending the PROXY protocol', () => {
     expect(await waitFor(() => b.received[0]?.toString('latin1') === 'PROXY TCP4 203.0.113.1 198.51.100.2 7 3306\r\nx')).toBe(true);
   });
 
+  it('stream to a server with sendProxy v2: the server reads a v2 header, byte for byte, then the client\'s bytes (HAProxy send-proxy-v2 in TCP mode)', async () => {
+    const b = await rawBackend('echo');
+    const port = await freePort();
+    await scope.lb({
+      servers: undefined,
+      streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: 'db' }],
+      upstreams: { db: { servers: [{ address: `127.0.0.1:${b.port}`, sendProxy: 'v2' }] } },
+    });
+    const localPort = await new Promise<number>((resolve) => {
+      let lp = 0;
+      const s = net.connect({ host: '127.0.0.1', port }, () => { lp = s.localPort!; s.end('ping'); });
+      s.resume();
+      s.on('close', () => resolve(lp));
+    });
+    const expected = Buffer.concat([buildProxyV2({ address: '127.0.0.1', port: localPort }, { address: '127.0.0.1', port }), Buffer.from('ping')]);
+    expect(await waitFor(() => b.received[0]?.equals(expected) === true)).toBe(true);
+  });
+
   it.each(['v1', 'v2'] as const)('HTTP sendProxy %s: each connection starts with its client\'s header; keep-alive only for that client', async (version) => {
     const b = await rawBackend('http');
     const port = await freePort();

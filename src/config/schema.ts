@@ -40,7 +40,7 @@ export const upstreamServerSchema = z.strictObject({
   drain: bool.optional()
     .describe('Sessions bound to this server keep going to it, but it gets no new ones (HAProxy drain; also settable through the admin API)'),
   sendProxy: z.enum(['v1', 'v2'], { error: 'must be "v1" or "v2"' }).optional()
-    .describe('HAProxy send-proxy / send-proxy-v2: each HTTP connection to this server starts with a PROXY protocol header carrying the client\'s address; such connections are kept alive only for the client connection that opened them'),
+    .describe('HAProxy send-proxy / send-proxy-v2: each connection to this server (HTTP, or a stream\'s) starts with a PROXY protocol header carrying the client\'s address; HTTP connections are kept alive only for the client connection that opened them'),
 });
 
 export const STICKY_MODES = ['learn', 'cookie', 'hash', 'source'] as const;

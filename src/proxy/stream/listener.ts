@@ -7,6 +7,7 @@
 import net, { type BlockList } from 'node:net';
 import type { Config } from '../../config/model.js';
 import type { Upstream } from '../../balancer/upstream.js';
+import type { Peer } from '../../balancer/peer.js';
 import type { Affinity } from '../../sessions/affinity.js';
 import type { EventLog } from '../../observability/log.js';
 import type { AccessLog } from '../../observability/access-log.js';
@@ -32,6 +33,16 @@ function ignoreError(): void { /* closing */ }
 
 /** Where a listener's connections go: one route, or the one a ClientHello chooses (a stream's `route`). */
 export type ListenRoute = StreamRoute | StreamPreread;
+
+/** The servers of `upstream` with `sendProxy` (HAProxy send-proxy in TCP mode), resolved once per config. */
+function sendProxyOf(upstream: Upstream): ReadonlyMap<Peer, 'v1' | 'v2'> {
+  const out = new Map<Peer, 'v1' | 'v2'>();
+  for (const server of upstream.config.servers) {
+    if (server.sendProxy === null) continue;
+    for (const peer of upstream.all()) if (peer.host === server.host && peer.port === server.port) out.set(peer, server.sendProxy);
+  }
+  return out;
+}
 
 /** One stream listen address of a config: where its connections go and who may send it a PROXY header. */
 interface ListenEntry {
@@ -206,7 +217,10 @@ export class StreamProxies {
         const upstream = upstreams.get(name)!;
         // A process that binds no listener (the cluster primary) routes no connection: no affinity, no store announced.
         const affinity = this.bind ? affinityOf(upstream) : null;
-        return { stream, listen, upstream, maxTries: upstream.triesFor(stream.nextUpstreamTries), retry, metrics: this.metrics.route(listen, upstream.name), affinity };
+        return {
+          stream, listen, upstream, maxTries: upstream.triesFor(stream.nextUpstreamTries), retry, metrics: this.metrics.route(listen, upstream.name), affinity,
+          sendProxy: sendProxyOf(upstream),
+        };
       };
       for (const l of stream.listen) {
         let route: ListenRoute;

@@ -33,7 +33,7 @@ import type { StreamRouteMetrics } from '../../observability/stream-metrics.js';
 import { failureKind, type FailureKind } from '../../net/errors.js';
 import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
 import { clientAddressString, proxiedClient, socketClientAddress, socketClientPort } from '../../net/client-address.js';
-import { buildProxyV1 } from '../../net/proxy-protocol.js';
+import { buildProxyV1, buildProxyV2 } from '../../net/proxy-protocol.js';
 import type { ClientHello } from '../../tls/client-hello.js';
 
 /** Where a listener's connections go, resolved once per config. */
@@ -49,6 +49,8 @@ export interface StreamRoute {
   readonly metrics: StreamRouteMetrics;
   /** Source affinity (`sticky: {"mode": "source"}`) of the upstream, or null. */
   readonly affinity: Affinity | null;
+  /** Servers given `sendProxy` (HAProxy send-proxy / send-proxy-v2): the PROXY header version each gets first. */
+  readonly sendProxy: ReadonlyMap<Peer, 'v1' | 'v2'>;
 }
 
 const CONNECT_FAILURES: ReadonlySet<NextUpstreamCondition> = new Set(['error', 'timeout']);
@@ -329,9 +331,12 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
     this.state = State.Piping;
     const up = this.upstreamSocket!;
     const c = this.client;
-    // nginx stream `proxy_protocol on`: a v1 header first, with the client's address (the one a
-    // PROXY header gave us, if any) and the address it connected to.
-    if (this.route.stream.proxyProtocol) up.write(this.proxyHeader());
+    // A PROXY header first, with the client's address (the one a PROXY header gave us, if any) and
+    // the address it connected to: the server's `sendProxy` version (HAProxy send-proxy), else v1
+    // for the stream's `proxyProtocol` (nginx `proxy_protocol on`).
+    const version = this.route.sendProxy.size === 0 ? undefined : this.route.sendProxy.get(this.peer!);
+    if (version !== undefined) up.write(this.proxyHeader(version));
+    else if (this.route.stream.proxyProtocol) up.write(this.proxyHeader('v1'));
     // Both sockets allow half-open: an 'end' is passed on as end() and the other direction goes on.
     c.on('data', clientData);
     c.on('end', clientEnded);
@@ -351,14 +356,13 @@ export class TcpSession extends AttemptLoop implements DeferredWrite {
     }
   }
 
-  /** The PROXY v1 header sent to the server (`proxyProtocol`). */
-  private proxyHeader(): Buffer {
+  /** The PROXY header sent to the server (`sendProxy`, `proxyProtocol`). */
+  private proxyHeader(version: 'v1' | 'v2'): Buffer {
     const c = this.client;
     const p = proxiedClient(c);
-    return buildProxyV1(
-      { address: this.remoteAddress, port: socketClientPort(c) },
-      p !== undefined ? { address: p.localAddress, port: p.localPort } : { address: clientAddressString(c.localAddress), port: c.localPort ?? 0 },
-    );
+    const src = { address: this.remoteAddress, port: socketClientPort(c) };
+    const dst = p !== undefined ? { address: p.localAddress, port: p.localPort } : { address: clientAddressString(c.localAddress), port: c.localPort ?? 0 };
+    return version === 'v2' ? buildProxyV2(src, dst) : buildProxyV1(src, dst);
   }
 
   /** @internal timer (idleTick): nginx proxy_timeout, nothing read on either side for that long. */
