@@ -112,6 +112,9 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       const normalised = normaliseLocation(loc, levels, serverMaxBody, serverBuffering, upstreams, problems, dir, tlsReported);
       if (normalised) locations.push(normalised);
     });
+    const rawRealIp = vs.realIp ?? raw.realIp;
+    const realIp = rawRealIp === undefined ? null
+      : { from: rawRealIp.from, header: rawRealIp.header ?? 'X-Real-IP', recursive: rawRealIp.recursive ?? false };
     servers.push({
       index: i,
       listen,
@@ -119,7 +122,8 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       isDefault: vs.default ?? false,
       ssl: normaliseSsl(vs.ssl, dir),
       http2,
-      proxyProtocolFrom: vs.proxyProtocolFrom ?? raw.proxyProtocolFrom ?? [],
+      proxyProtocolFrom: vs.proxyProtocolFrom ?? (raw.proxyProtocolFrom?.length ? raw.proxyProtocolFrom : realIpProxyFrom(realIp)),
+      realIp,
       locations,
     });
   });
@@ -511,4 +515,9 @@ function normaliseSessionStore(raw: RawConfig['sessionStore'], problems: ConfigP
     localCacheEntries: raw?.localCacheEntries ?? SESSION_DEFAULTS.localCacheEntries,
     localCacheFreshMs: ms(raw?.localCacheFresh, SESSION_DEFAULTS.localCacheFresh),
   };
+}
+
+/** `realIp` with "proxy_protocol" names who may send a PROXY header when no proxyProtocolFrom does (nginx set_real_ip_from). */
+function realIpProxyFrom(realIp: { from: string[]; header: string } | null): string[] {
+  return realIp !== null && realIp.header === 'proxy_protocol' ? realIp.from : [];
 }

@@ -218,7 +218,17 @@ export interface VirtualServerConfig {
   http2: boolean;
   /** Who may send a PROXY header on its `proxy_protocol` addresses (CIDRs): its own list, else the top-level one. */
   proxyProtocolFrom: string[];
+  /** nginx realip (its own `realIp`, else the top-level one); null = none (the connection's address is the client's). */
+  realIp?: RealIpConfig | null;
   locations: LocationConfig[];
+}
+
+/** nginx set_real_ip_from / real_ip_header / real_ip_recursive. */
+export interface RealIpConfig {
+  from: string[];
+  /** "X-Forwarded-For", "X-Real-IP" (default), "proxy_protocol" or another header name. */
+  header: string;
+  recursive: boolean;
 }
 
 export interface AdminConfig {

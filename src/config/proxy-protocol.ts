@@ -5,6 +5,9 @@
  * (its server's or stream's own, else the top-level one): a proxy_protocol listener open to
  * everyone would let any client choose the address it is logged, balanced and forwarded as;
  * `proxy_protocol` is per address, like `ssl`: listed the same way by every server on it.
+ * A server whose `realIp` (its own, else the top-level one) has "header": "proxy_protocol" needs
+ * no proxyProtocolFrom: its `realIp.from` is the list (nginx set_real_ip_from). `realIp.from`
+ * lists are CIDRs too.
  */
 import { BlockList } from 'node:net';
 import { formatHostPort } from '../nginx-language/address.js';
@@ -32,20 +35,31 @@ function cidrList(v: unknown, at: PropertyKey[], add: Add): string[] | undefined
   return out;
 }
 
+/** The CIDRs of a `realIp` that are valid (problems reported) when its header is "proxy_protocol", else undefined. */
+function realIpList(v: unknown, at: PropertyKey[], add: Add): string[] | undefined {
+  if (!isObject(v)) return undefined;
+  const from = cidrList(v.from, [...at, 'from'], add);
+  return v.header === 'proxy_protocol' ? from : undefined;
+}
+
 export function proxyProtocolProblems(raw: unknown, add: Add): void {
   if (!isObject(raw)) return;
+  const topRealIp = realIpList(raw.realIp, ['realIp'], add);
   const top = cidrList(raw.proxyProtocolFrom, ['proxyProtocolFrom'], add);
   const first = new Map<string, { proxyProtocol: boolean; at: PropertyKey[] }>();
   const need = (at: PropertyKey[], own: string[] | undefined, where: string): void => {
     const list = own ?? top;
     if (list !== undefined && list.length > 0) return;
     add(at, `"proxy_protocol" needs the addresses allowed to send a PROXY header: give ${where} or the top level a "proxyProtocolFrom" `
-      + 'list such as ["10.0.0.0/8"] (a proxy_protocol listener open to everyone lets any client set its own address)');
+      + 'list such as ["10.0.0.0/8"], or a "realIp" with "header": "proxy_protocol" and "from" '
+      + '(a proxy_protocol listener open to everyone lets any client set its own address)');
   };
   if (Array.isArray(raw.servers)) {
     raw.servers.forEach((vs: unknown, i: number) => {
       if (!isObject(vs)) return;
-      const own = cidrList(vs.proxyProtocolFrom, ['servers', i, 'proxyProtocolFrom'], add);
+      const ownFrom = cidrList(vs.proxyProtocolFrom, ['servers', i, 'proxyProtocolFrom'], add);
+      const realIp = vs.realIp !== undefined ? realIpList(vs.realIp, ['servers', i, 'realIp'], add) : topRealIp;
+      const own = ownFrom ?? (top === undefined || top.length === 0 ? realIp : undefined);
       if (!Array.isArray(vs.listen)) return;
       vs.listen.forEach((text: unknown, j: number) => {
         const e = typeof text === 'string' ? parseListen(text) : null;

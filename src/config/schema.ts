@@ -242,6 +242,17 @@ export const locationSchema = z.strictObject({
 /** CIDRs allowed to send a PROXY protocol header (checked with addCidrTo by the cross-checks). */
 const PROXY_PROTOCOL_FROM = z.array(z.string({ error: 'must be a CIDR such as "10.0.0.0/8"' }), { error: 'must be an array of CIDRs such as ["10.0.0.0/8"]' });
 
+/** nginx set_real_ip_from / real_ip_header / real_ip_recursive (CIDRs checked by the cross-checks). */
+export const realIpSchema = z.strictObject({
+  from: PROXY_PROTOCOL_FROM.min(1, { error: 'must list at least one trusted address' })
+    .describe('nginx set_real_ip_from: the addresses trusted to say who the client is (CIDRs such as "10.0.0.0/8")'),
+  header: z.string({ error: 'must be "X-Forwarded-For", "X-Real-IP", "proxy_protocol" or a header name' })
+    .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { error: 'must be "X-Forwarded-For", "X-Real-IP", "proxy_protocol" or a header name' }).optional()
+    .describe('nginx real_ip_header: "X-Real-IP" (default), "X-Forwarded-For", "proxy_protocol" (the PROXY header\'s source) or another header holding one address'),
+  recursive: bool.optional()
+    .describe('nginx real_ip_recursive: skip trusted addresses from the right of the header and take the first untrusted one (default false: the last address)'),
+});
+
 export const virtualServerSchema = z.strictObject({
   listen: z.array(z.string({ error: 'must be "host:port"' }), { error: 'must be an array of "host:port"' })
     .min(1, { error: 'must list at least one address' })
@@ -253,6 +264,7 @@ export const virtualServerSchema = z.strictObject({
   http2: bool.optional().describe('nginx `http2 on`: offer HTTP/2 (ALPN "h2") on this server\'s "ssl" addresses; not over plain TCP (default false)'),
   proxyProtocolFrom: PROXY_PROTOCOL_FROM.optional()
     .describe('Addresses allowed to send a PROXY protocol header on this server\'s "proxy_protocol" listen entries (default: the top-level list)'),
+  realIp: realIpSchema.optional().describe('nginx realip for this server (default: the top-level one): the client address taken from a header sent by a trusted proxy'),
   locations: z.array(locationSchema, { error: 'must be an array of locations' }).describe('nginx `location` blocks'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this server (default: the top-level one)'),
   ...bufferingKeys,
@@ -325,6 +337,8 @@ export const configSchema = z.strictObject({
     .describe('nginx underscores_in_headers: pass request headers whose name has "_" (default false: they are dropped, as CGI-style backends map "_" and "-" alike)'),
   proxyProtocolFrom: PROXY_PROTOCOL_FROM.optional()
     .describe('Addresses allowed to send a PROXY protocol header on "proxy_protocol" listen entries (nginx set_real_ip_from for proxy_protocol); a connection from elsewhere is closed. Required by such entries unless their server or stream has its own list'),
+  realIp: realIpSchema.optional()
+    .describe('nginx realip (set_real_ip_from, real_ip_header, real_ip_recursive): when a request comes from a trusted address, the client address the header names becomes $remote_addr (X-Forwarded-For, X-Real-IP, ip_hash, hash, sticky source, logs); a server\'s own realIp replaces it'),
   maxConnections: intAtLeast(0).optional()
     .describe('Most open client connections per HTTP listener; past it new connections are closed at once (default 0 = unlimited)'),
   keepaliveTimeout: duration().optional().describe('nginx keepalive_timeout for clients (default "75s")'),

@@ -1,7 +1,8 @@
 /**
  * The client's address: IPv4-mapped addresses unwrapped, CIDR lists, and the one accessor every
  * reader of a connection's client address uses (`socketClientAddress`), which gives the address
- * a PROXY protocol header carried when the listener took one (`setProxiedClient`).
+ * a PROXY protocol header carried when the listener took one (`setProxiedClient`), and the one
+ * accessor of a request's client address (`requestClientAddress`: what `realIp` found, else the connection's).
  */
 import { BlockList, isIP } from 'node:net';
 
@@ -95,4 +96,29 @@ export function proxyClientOf(socket: { readonly remoteAddress?: string | undefi
 export function socketClientPort(socket: { readonly remotePort?: number | undefined }): number {
   const p = (socket as Proxied)[PROXIED];
   return p !== undefined ? p.port : socket.remotePort ?? 0;
+}
+
+/** A request's client address when `realIp` decided it (real-ip.ts), and whether its peer is trusted. */
+const REQUEST_CLIENT = Symbol('sessionlb.requestClient');
+interface RequestClient { [REQUEST_CLIENT]?: { address: string; trusted: boolean } }
+
+/** Records a request's client address (`realIp`, once per request, before anything reads it). */
+export function setRequestClient(req: object, address: string, trusted: boolean): void {
+  (req as RequestClient)[REQUEST_CLIENT] = { address, trusted };
+}
+
+/**
+ * The client's address of a request, nginx `$remote_addr`, the one accessor every HTTP reader
+ * uses (X-Forwarded-For and X-Real-IP sent upstream, ip_hash and hash policies, sticky `source`,
+ * access rules, the access log): the address `realIp` found when its server has one, else the
+ * connection's (socketClientAddress). Without `realIp`, nothing is stored per request.
+ */
+export function requestClientAddress(req: { readonly socket: { readonly remoteAddress?: string | undefined } | null }): string {
+  const r = (req as RequestClient)[REQUEST_CLIENT];
+  return r !== undefined ? r.address : req.socket === null ? '' : socketClientAddress(req.socket);
+}
+
+/** Whether a request's peer (the connection's address) is in its server's `realIp.from` (false without `realIp`). */
+export function requestPeerTrusted(req: object): boolean {
+  return (req as RequestClient)[REQUEST_CLIENT]?.trusted ?? false;
 }

@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import type { RouteMetrics } from './metrics.js';
-import { socketClientAddress } from '../net/client-address.js';
+import { requestClientAddress } from '../net/client-address.js';
 
 /** The `accessLog` config, normalised: `path` null = stdout. */
 export interface AccessLogConfig {
@@ -168,7 +168,7 @@ export class AccessLog {
     const tls = req.socket as TLSSocket;
     const encrypted = tls.encrypted === true;
     this.logger.info({
-      remote_addr: socketClientAddress(req.socket),
+      remote_addr: requestClientAddress(req),
       request_method: req.method ?? '',
       request_uri: req.url ?? '',
       server_protocol: `HTTP/${req.httpVersion}`,

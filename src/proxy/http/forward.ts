@@ -14,7 +14,7 @@ import { sendError } from './errors.js';
 import { endWithBody } from './whole-response.js';
 import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
 import { release } from '../upstream/body-chunks.js';
-import { proxyClientOf, socketClientAddress } from '../../net/client-address.js';
+import { proxyClientOf, requestClientAddress, requestPeerTrusted } from '../../net/client-address.js';
 import { pathForMatching } from './router.js';
 import { RequestBody, type RequestBodyOwner } from './request-body.js';
 import { ResponseBuffer, type ResponseBufferOwner } from './response-buffer.js';
@@ -140,7 +140,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     private readonly hooks: ForwardHooks,
   ) {
     const upstream = route.upstream;
-    super(req, socketClientAddress(req.socket), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
+    super(req, requestClientAddress(req), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
     this.record = {
       route, upstreamAddrs: [], upstreamStatuses: [], upstreamTimes: [], status: 0, bodyBytes: 0, startedAt: performance.now(), sticky: 'none',
     };
@@ -175,6 +175,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     this.headers = upstreamRequestHeaders(req.rawHeaders, {
       remoteAddress: this.remoteAddress,
       scheme: this.scheme,
+      keepForwardedProto: requestPeerTrusted(this.req),
       bodyFraming: framing,
       upgrade: null,
       proxyHost: this.upstream.name,

@@ -1,7 +1,8 @@
 /**
  * Header rules between client and upstream (nginx proxy module semantics, with the
  * client's Host kept): hop-by-hop headers are dropped both ways, X-Forwarded-* and
- * X-Real-IP are added, and a location's proxySetHeader overrides.
+ * X-Real-IP are added (the client's X-Forwarded-Proto kept from a peer in `realIp.from`), and a
+ * location's proxySetHeader overrides.
  */
 import type { IncomingMessage } from 'node:http';
 import type { HeaderLimits } from '../../config/model.js';
@@ -64,6 +65,8 @@ export interface ForwardInfo {
   remoteAddress: string;
   /** "http" or "https": how the client reached us. */
   scheme: string;
+  /** The peer is trusted (`realIp.from`): the client's X-Forwarded-Proto is passed on instead of `scheme`. */
+  keepForwardedProto?: boolean;
   /** How the body is sent upstream: a length, chunked, or none. */
   bodyFraming: { contentLength: number } | 'chunked' | null;
   /** For an upgrade request: the client's Upgrade value to pass on. */
@@ -90,6 +93,7 @@ export function upstreamRequestHeaders(
   const out: string[] = [];
   let xff: string | null = null;
   let host: string | null = null;
+  let proto: string | null = null;
   // Connection-named headers and proxySetHeader need every name in lower case; otherwise most skip that.
   const everyName = named !== null || setHeaders.size !== 0;
   const dropUnderscores = !info.underscoresInHeaders;
@@ -109,8 +113,10 @@ export function upstreamRequestHeaders(
       case 'x-forwarded-for':
         xff = xff === null ? rawHeaders[i + 1]! : `${xff}, ${rawHeaders[i + 1]!}`;
         continue;
-      case 'x-real-ip':
       case 'x-forwarded-proto':
+        if (proto === null && info.keepForwardedProto === true) proto = rawHeaders[i + 1]!;
+        continue;
+      case 'x-real-ip':
       case 'x-forwarded-host':
         continue; // replaced by ours
       case 'expect':
@@ -125,7 +131,7 @@ export function upstreamRequestHeaders(
   const remote = info.remoteAddress;
   out.push('X-Forwarded-For', xff === null ? remote : `${xff}, ${remote}`);
   out.push('X-Real-IP', remote);
-  out.push('X-Forwarded-Proto', info.scheme);
+  out.push('X-Forwarded-Proto', proto ?? info.scheme);
   if (host !== null) out.push('X-Forwarded-Host', host);
   else if (info.proxyHost !== undefined && !setHeaders.has('host')) out.push('Host', info.proxyHost);
   const framing = info.bodyFraming;

@@ -266,6 +266,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       this.owner.answeredLocally(req, vs.name, code, sendError(res, code, true), startedAt);
       return;
     }
+    if (vs.realIp !== null) vs.realIp.apply(req); // nginx realip: before the location and everything that reads $remote_addr
     const route = matchLocation(vs, path);
     if (route === null) {
       const startedAt = performance.now();
@@ -284,6 +285,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     const vs = this.router.serverFor(req.headers.host);
     const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion === '1.1');
     const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
+    if (path !== null && vs.realIp !== null) vs.realIp.apply(req);
     const route = path === null ? null : matchLocation(vs, path);
     if (route === null) {
       const line = status === 414 ? '414 Request-URI Too Large' : status === 431 ? '431 Request Header Fields Too Large'

@@ -6,12 +6,15 @@
  */
 import type { LocationConfig, VirtualServerConfig } from '../../config/model.js';
 import { ServerNames } from '../../nginx-language/server-names.js';
+import { RealIp } from '../../net/real-ip.js';
 
 export { normaliseHost } from '../../nginx-language/server-names.js';
 
 export interface VirtualServerRoutes<R> {
   /** The first server name ("_" when none): the `server` label of metrics. */
   readonly name: string;
+  /** The server's `realIp`, built once per config; null: the connection's address is the client's. */
+  readonly realIp: RealIp | null;
   readonly exact: Map<string, R>;
   /** Prefix locations, longest first. */
   readonly prefixes: { path: string; route: R }[];
@@ -41,7 +44,7 @@ export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: 
     else prefixes.push({ path: loc.path, route });
   }
   prefixes.sort((a, b) => b.path.length - a.path.length);
-  return { name: vs.serverNames[0] ?? '_', exact, prefixes };
+  return { name: vs.serverNames[0] ?? '_', realIp: vs.realIp == null ? null : new RealIp(vs.realIp), exact, prefixes };
 }
 
 /** The location for a normalised path, or null (404). */

@@ -9,7 +9,7 @@ import type { ForwardHooks, Route } from './forward.js';
 import { poolOf, type AttemptFailure, type UpgradeHandler, type UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, requestScheme, upstreamRequestHeaders } from './headers.js';
 import { rewritePath } from './forward.js';
-import { proxyClientOf, socketClientAddress } from '../../net/client-address.js';
+import { proxyClientOf, requestClientAddress, requestPeerTrusted } from '../../net/client-address.js';
 import { AttemptLoop, failureCondition } from '../attempt-loop.js';
 
 function writeHead(socket: Duplex, status: number, message: string, flat: readonly string[]): void {
@@ -33,7 +33,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     private readonly hooks: ForwardHooks,
   ) {
     const upstream = route.upstream;
-    super(req, socketClientAddress(req.socket), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
+    super(req, requestClientAddress(req), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
     socket.on('error', () => socket.destroy());
   }
 
@@ -59,6 +59,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     const headers = upstreamRequestHeaders(this.req.rawHeaders, {
       remoteAddress: this.remoteAddress,
       scheme: requestScheme(this.req),
+      keepForwardedProto: requestPeerTrusted(this.req),
       bodyFraming: null,
       upgrade: this.req.headers.upgrade ?? 'websocket',
       proxyHost: this.route.upstream.name,

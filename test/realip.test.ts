@@ -1,0 +1,95 @@
+/**
+ * nginx realip (src/net/real-ip.ts) without sockets: nginx's address parsing and printing
+ * (ngx_parse_addr_port, ngx_sock_ntop), and the X-Forwarded-For walk of
+ * ngx_http_get_forwarded_addr for trusted and untrusted peers, recursive or not, several headers,
+ * garbage; X-Forwarded-Proto kept only from a trusted peer. realip-nginx.test.ts compares the
+ * same cases with real nginx.
+ */
+import { describe, expect, it } from 'vitest';
+import { formatAddr, parseAddr, parseAddrPort, RealIp, type RealIpSettings } from '../src/net/real-ip.js';
+import { requestClientAddress, requestPeerTrusted, setProxiedClient } from '../src/net/client-address.js';
+import { upstreamRequestHeaders } from '../src/proxy/http/headers.js';
+
+function resolve(settings: Partial<RealIpSettings>, peer: string, headers: string[]): { address: string; trusted: boolean } {
+  const r = new RealIp({ from: ['127.0.0.1', '10.0.0.0/8'], header: 'X-Forwarded-For', recursive: false, ...settings });
+  const req = { socket: { remoteAddress: peer }, rawHeaders: headers };
+  r.apply(req);
+  return { address: requestClientAddress(req), trusted: requestPeerTrusted(req) };
+}
+
+describe('nginx address parsing and printing', () => {
+  it('parses as ngx_parse_addr_port and prints as ngx_sock_ntop', () => {
+    const cases: Array<[string, string | null]> = [
+      ['1.2.3.4', '1.2.3.4'], ['001.002.003.004', '1.2.3.4'], ['1.2.3.', '1.2.3.0'], ['1.2.3.256', null], ['1.2.3', null],
+      ['1.2.3.4:80', '1.2.3.4'], ['1.2.3.4:0', null], ['1.2.3.4:65536', null], ['1.2.3.4:x', null],
+      ['::1', '::1'], ['[::1]', '::1'], ['[::1]:443', '::1'], ['[::1]x', null], ['2001:DB8::0:1', '2001:db8::1'],
+      ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'], ['::ffff:1.2.3.4', '::ffff:1.2.3.4'], ['::1.2.3.4', '::1.2.3.4'],
+      ['fe80::1%eth0', null], ['unknown', null], ['', null], ['1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8'], ['1::2::3', null],
+    ];
+    for (const [text, want] of cases) {
+      const a = parseAddrPort(text);
+      expect(a === null ? null : formatAddr(a), text).toBe(want);
+    }
+    expect(parseAddr('1.2.3.4:80')).toBeNull();
+  });
+});
+
+describe('the X-Forwarded-For walk (ngx_http_get_forwarded_addr)', () => {
+  const XFF = 'X-Forwarded-For';
+  it('an untrusted peer keeps its own address whatever it sends', () => {
+    expect(resolve({}, '192.0.2.9', [XFF, '203.0.113.1'])).toEqual({ address: '192.0.2.9', trusted: false });
+    expect(resolve({ recursive: true }, '::ffff:192.0.2.9', [XFF, '203.0.113.1'])).toEqual({ address: '192.0.2.9', trusted: false });
+  });
+  it('non-recursive: the last address of the last header', () => {
+    expect(resolve({}, '127.0.0.1', [XFF, '203.0.113.1, 10.0.0.2']).address).toBe('10.0.0.2');
+    expect(resolve({}, '127.0.0.1', [XFF, '203.0.113.1', XFF, '198.51.100.7, 10.1.1.1']).address).toBe('10.1.1.1');
+    expect(resolve({}, '::ffff:127.0.0.1', [XFF, '203.0.113.1 ,, ']).address).toBe('203.0.113.1');
+  });
+  it('recursive: trusted addresses skipped from the right, across headers; all trusted: the leftmost', () => {
+    expect(resolve({ recursive: true }, '127.0.0.1', [XFF, '203.0.113.1, 10.0.0.2']).address).toBe('203.0.113.1');
+    expect(resolve({ recursive: true }, '127.0.0.1', [XFF, '198.51.100.1, 203.0.113.1, 10.0.0.2']).address).toBe('203.0.113.1');
+    expect(resolve({ recursive: true }, '127.0.0.1', [XFF, '198.51.100.1', XFF, '10.0.0.3, 10.0.0.2']).address).toBe('198.51.100.1');
+    expect(resolve({ recursive: true }, '127.0.0.1', [XFF, '10.9.9.9, 10.0.0.2']).address).toBe('10.9.9.9');
+    expect(resolve({ recursive: true }, '127.0.0.1', [XFF, '203.0.113.1:4444, [2001:db8::7]:80']).address).toBe('2001:db8::7');
+  });
+  it('an address that does not parse keeps the last good one', () => {
+    expect(resolve({}, '127.0.0.1', [XFF, 'garbage'])).toEqual({ address: '127.0.0.1', trusted: true });
+    expect(resolve({ recursive: true }, '127.0.0.1', [XFF, '203.0.113.1, junk, 10.0.0.2']).address).toBe('10.0.0.2');
+    expect(resolve({ recursive: true }, '127.0.0.1', [XFF, 'junk', XFF, '10.0.0.2']).address).toBe('10.0.0.2');
+    expect(resolve({}, '127.0.0.1', [XFF, '']).address).toBe('127.0.0.1');
+    expect(resolve({}, '127.0.0.1', []).address).toBe('127.0.0.1');
+  });
+  it('X-Real-IP (the default header): the first one; another header by name', () => {
+    expect(resolve({ header: 'X-Real-IP' }, '127.0.0.1', ['x-real-ip', '203.0.113.5', 'X-Real-IP', '203.0.113.6']).address).toBe('203.0.113.5');
+    expect(resolve({ header: 'X-Real-IP' }, '127.0.0.1', [XFF, '203.0.113.5']).address).toBe('127.0.0.1');
+    expect(resolve({ header: 'CF-Connecting-IP' }, '127.0.0.1', ['cf-connecting-ip', '2001:DB8::1']).address).toBe('2001:db8::1');
+  });
+  it('proxy_protocol: the PROXY header\'s source only when the TCP peer is trusted', () => {
+    const r = new RealIp({ from: ['127.0.0.1'], header: 'proxy_protocol', recursive: false });
+    const socket = { remoteAddress: '127.0.0.1' };
+    setProxiedClient(socket, { address: '203.0.113.8', port: 1, localAddress: '127.0.0.1', localPort: 2 });
+    const req = { socket, rawHeaders: [] };
+    r.apply(req);
+    expect(requestClientAddress(req)).toBe('203.0.113.8');
+    const other = { remoteAddress: '127.0.0.2' };
+    setProxiedClient(other, { address: '203.0.113.8', port: 1, localAddress: '127.0.0.1', localPort: 2 });
+    const req2 = { socket: other, rawHeaders: [] };
+    r.apply(req2);
+    expect(requestClientAddress(req2)).toBe('127.0.0.2');
+  });
+  it('without realIp the request reads the connection\'s address', () => {
+    expect(requestClientAddress({ socket: { remoteAddress: '::ffff:192.0.2.1' } })).toBe('192.0.2.1');
+    expect(requestPeerTrusted({})).toBe(false);
+  });
+});
+
+describe('X-Forwarded-Proto', () => {
+  const info = { remoteAddress: '203.0.113.1', scheme: 'http', bodyFraming: null, upgrade: null } as const;
+  const get = (flat: string[], name: string): string[] => flat.filter((_, i) => i % 2 === 1 && flat[i - 1]!.toLowerCase() === name);
+  it('kept from a trusted peer, replaced from another', () => {
+    const raw = ['Host', 'x', 'X-Forwarded-Proto', 'https', 'X-Forwarded-For', '203.0.113.1'];
+    expect(get(upstreamRequestHeaders(raw, { ...info, keepForwardedProto: true }, new Map()), 'x-forwarded-proto')).toEqual(['https']);
+    expect(get(upstreamRequestHeaders(raw, { ...info }, new Map()), 'x-forwarded-proto')).toEqual(['http']);
+    expect(get(upstreamRequestHeaders(['Host', 'x'], { ...info, keepForwardedProto: true }, new Map()), 'x-forwarded-proto')).toEqual(['http']);
+  });
+});
