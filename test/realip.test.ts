@@ -9,6 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { formatAddr, parseAddr, parseAddrPort, RealIp, type RealIpSettings } from '../src/net/real-ip.js';
 import { requestClientAddress, requestPeerTrusted, setProxiedClient } from '../src/net/client-address.js';
 import { upstreamRequestHeaders } from '../src/proxy/http/headers.js';
+import { loadConfig } from '../src/config/load.js';
+import { ConfigError } from '../src/config/model.js';
 
 function resolve(settings: Partial<RealIpSettings>, peer: string, headers: string[]): { address: string; trusted: boolean } {
   const r = new RealIp({ from: ['127.0.0.1', '10.0.0.0/8'], header: 'X-Forwarded-For', recursive: false, ...settings });
@@ -91,5 +93,37 @@ describe('X-Forwarded-Proto', () => {
     expect(get(upstreamRequestHeaders(raw, { ...info, keepForwardedProto: true }, new Map()), 'x-forwarded-proto')).toEqual(['https']);
     expect(get(upstreamRequestHeaders(raw, { ...info }, new Map()), 'x-forwarded-proto')).toEqual(['http']);
     expect(get(upstreamRequestHeaders(['Host', 'x'], { ...info, keepForwardedProto: true }, new Map()), 'x-forwarded-proto')).toEqual(['http']);
+  });
+});
+
+describe('realIp in the config', () => {
+  const server = (extra: Record<string, unknown> = {}, listen = '127.0.0.1:8080 proxy_protocol') => ({
+    listen: [listen], locations: [{ path: '/', proxyPass: 'http://127.0.0.1:9000' }], ...extra,
+  });
+  async function problems(raw: Record<string, unknown>): Promise<string[]> {
+    try {
+      await loadConfig(raw, '<test>');
+      return [];
+    } catch (err) {
+      if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`);
+      throw err;
+    }
+  }
+  it('nearest wins, with nginx defaults; "proxy_protocol" with from stands in for proxyProtocolFrom', async () => {
+    const c = await loadConfig({
+      realIp: { from: ['10.0.0.0/8'], header: 'proxy_protocol' },
+      servers: [server(), server({ realIp: { from: ['192.0.2.0/24'] } }, '127.0.0.1:8081')],
+    }, '<test>');
+    expect(c.servers[0]!.realIp).toEqual({ from: ['10.0.0.0/8'], header: 'proxy_protocol', recursive: false });
+    expect(c.servers[0]!.proxyProtocolFrom).toEqual(['10.0.0.0/8']);
+    expect(c.servers[1]!.realIp).toEqual({ from: ['192.0.2.0/24'], header: 'X-Real-IP', recursive: false });
+  });
+  it('check: proxy_protocol still needs a list; realIp CIDRs are checked', async () => {
+    expect((await problems({ servers: [server({ realIp: { from: ['10.0.0.0/8'], header: 'X-Forwarded-For' } })] })).join('\n'))
+      .toMatch(/servers\[0\]\.listen\[0\].*proxyProtocolFrom.*realIp/);
+    expect(await problems({ servers: [server({ realIp: { from: ['10.0.0.0/8'], header: 'proxy_protocol' } })] })).toEqual([]);
+    expect(await problems({ proxyProtocolFrom: ['10.0.0.0/8'], servers: [server()] })).toEqual([]);
+    expect((await problems({ realIp: { from: ['10.0.0.0/33'] }, servers: [server({}, '127.0.0.1:8080')] })).join('\n')).toMatch(/realIp\.from\[0\]/);
+    expect((await problems({ realIp: { from: [] }, servers: [server({}, '127.0.0.1:8080')] })).join('\n')).toMatch(/realIp\.from/);
   });
 });
