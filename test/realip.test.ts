@@ -11,6 +11,7 @@ import { requestClientAddress, requestPeerTrusted, setProxiedClient } from '../s
 import { upstreamRequestHeaders } from '../src/proxy/http/headers.js';
 import { loadConfig } from '../src/config/load.js';
 import { ConfigError } from '../src/config/model.js';
+import { importNginx } from '../src/tools/import-nginx/import-nginx.js';
 
 function resolve(settings: Partial<RealIpSettings>, peer: string, headers: string[]): { address: string; trusted: boolean } {
   const r = new RealIp({ from: ['127.0.0.1', '10.0.0.0/8'], header: 'X-Forwarded-For', recursive: false, ...settings });
@@ -125,5 +126,37 @@ describe('realIp in the config', () => {
     expect(await problems({ proxyProtocolFrom: ['10.0.0.0/8'], servers: [server()] })).toEqual([]);
     expect((await problems({ realIp: { from: ['10.0.0.0/33'] }, servers: [server({}, '127.0.0.1:8080')] })).join('\n')).toMatch(/realIp\.from\[0\]/);
     expect((await problems({ realIp: { from: [] }, servers: [server({}, '127.0.0.1:8080')] })).join('\n')).toMatch(/realIp\.from/);
+  });
+});
+
+describe('import-nginx: set_real_ip_from, real_ip_header, real_ip_recursive', () => {
+  it('become realIp at the level they are written, merged per directive as nginx inherits them', async () => {
+    const r = importNginx(`http {
+  set_real_ip_from 10.0.0.0/8;
+  set_real_ip_from 192.0.2.1;
+  real_ip_header X-Forwarded-For;
+  upstream b { server 127.0.0.1:9000; }
+  server { listen 8080; location / { proxy_pass http://b; } }
+  server { listen 8081; real_ip_recursive on; location / { proxy_pass http://b; } }
+  server {
+    listen 8082 proxy_protocol;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header proxy_protocol;
+    location / { proxy_pass http://b; real_ip_header X-Real-IP; }
+  }
+  server { listen 8083 proxy_protocol; location / { proxy_pass http://b; } }
+}`, 'r.conf');
+    expect(r.errors).toEqual([]);
+    const c = r.config as { realIp?: unknown; servers: Array<{ listen: string[]; realIp?: unknown }> };
+    expect(c.realIp).toEqual({ from: ['10.0.0.0/8', '192.0.2.1'], header: 'X-Forwarded-For' });
+    expect(c.servers[0]!.realIp).toBeUndefined();
+    expect(c.servers[1]!.realIp).toEqual({ from: ['10.0.0.0/8', '192.0.2.1'], header: 'X-Forwarded-For', recursive: true });
+    expect(c.servers[2]).toMatchObject({ listen: ['8082 proxy_protocol'], realIp: { from: ['127.0.0.1'], header: 'proxy_protocol' } });
+    expect(c.servers[3]!.listen).toEqual(['8083']);
+    const warnings = r.warnings.map((w) => w.message).join('\n');
+    expect(warnings).toMatch(/"real_ip_header" in a location is not supported/);
+    expect(warnings).toMatch(/listen 8083 proxy_protocol: sessionlb needs the addresses/);
+    // And what it wrote passes check.
+    await expect(loadConfig(r.config as Record<string, unknown>, '<import>')).resolves.toBeDefined();
   });
 });

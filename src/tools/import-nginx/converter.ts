@@ -13,6 +13,7 @@ import { applyUsages } from './per-upstream-settings.js';
 import { isProxySslDirective, isSslDirective, proxySslDirective, sslDirective, type SslScope } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { nginxDuration } from './values.js';
+import { httpRealIp, isRealIpDirective } from './real-ip.js';
 
 /** Directives that belong to nginx's main/events contexts: nothing for a proxy to take over. */
 const MAIN_CONTEXT = new Set([
@@ -49,8 +50,10 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
     if (isSslDirective(d)) sslDirective(c, d, ssl);
     else if (isProxySslDirective(d)) proxySslDirective(c, d, c.top);
   }
+  const realIp = httpRealIp(c, http);
+  if (realIp !== undefined) c.top.realIp = realIp;
   for (const d of http) {
-    if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d)) continue;
+    if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d) || isRealIpDirective(d)) continue;
     switch (d.name) {
       case 'server':
         convertServer(c, d, scope, ssl);
@@ -91,6 +94,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   for (const k of UPSTREAM_TLS_KEYS) if (c.top[k] !== undefined) (out as Record<string, unknown>)[k] = c.top[k];
   if (c.top.keepaliveTimeout !== undefined) out.keepaliveTimeout = c.top.keepaliveTimeout;
   if (c.top.accessLog !== undefined) out.accessLog = c.top.accessLog;
+  if (c.top.realIp !== undefined) out.realIp = c.top.realIp;
   return out;
 }
 

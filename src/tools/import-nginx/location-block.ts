@@ -61,6 +61,11 @@ export function convertLocation(
       case 'health_check':
         healthCheck = { value: healthCheckSettings(c, item), line: item.line };
         break;
+      case 'set_real_ip_from':
+      case 'real_ip_header':
+      case 'real_ip_recursive':
+        c.warn(item.line, `"${item.name}" in a location is not supported by sessionlb (realIp is per server or top level): write it in the server; ignored`);
+        break;
       case 'location':
         c.warn(item.line, `nested location ${item.args.join(' ')} is not supported by sessionlb; not converted (write it as a location of its own)`);
         break;

@@ -10,6 +10,7 @@ import {
   childSslScope, isProxySslDirective, isSslDirective, proxySslDirective, sslBlock, sslDirective, type SslScope,
 } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
+import { httpRealIpScope, isRealIpDirective, realIpDirective, realIpFor, type RealIpScope } from './real-ip.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -17,6 +18,7 @@ interface ListenEntry {
   ssl: boolean;
   http2: boolean;
   defaultServer: boolean;
+  proxyProtocol?: boolean;
 }
 
 export function convertServer(c: Conversion, d: NginxDirective, httpScope: ProxyScope, httpSsl: SslScope): void {
@@ -33,8 +35,13 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const names: string[] = [];
   let sawListen = false;
   const locationDirectives: NginxDirective[] = [];
+  const ownRealIp: RealIpScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
+    if (isRealIpDirective(item)) {
+      realIpDirective(c, item, ownRealIp);
+      continue;
+    }
     if (isSslDirective(item)) {
       sslDirective(c, item, ownSsl);
       ownSslDirectives.push(item);
@@ -91,9 +98,18 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
       c.warn(h2.line, `"http2 on" for ${h2 === ownSsl.http2 ? label : 'servers without "listen ... ssl"'}: sessionlb offers HTTP/2 only over TLS (h2c is not offered); ignored there`);
     }
   }
+  const realIp = realIpFor(c, ownRealIp, httpRealIpScope(c), d.line);
+  // proxy_protocol: sessionlb needs who may send the header; realIp "proxy_protocol" names them.
+  const proxyFromRealIp = (realIp ?? c.top.realIp)?.header === 'proxy_protocol';
+  for (const e of entries) {
+    if (e.proxyProtocol === true && !proxyFromRealIp) {
+      c.warn(d.line, `listen ${e.text} proxy_protocol: sessionlb needs the addresses allowed to send the PROXY header (set_real_ip_from with real_ip_header proxy_protocol, or "proxyProtocolFrom"); the parameter is not converted`);
+      e.proxyProtocol = false;
+    }
+  }
   // default_server on every entry: the server's "default"; else on the entries that have it.
   const allDefault = entries.every((e) => e.defaultServer);
-  const listenTexts = entries.map((e) => [e.text, e.ssl ? 'ssl' : '', e.http2 ? 'http2' : '', e.defaultServer && !allDefault ? 'default_server' : '']
+  const listenTexts = entries.map((e) => [e.text, e.ssl ? 'ssl' : '', e.http2 ? 'http2' : '', e.proxyProtocol === true ? 'proxy_protocol' : '', e.defaultServer && !allDefault ? 'default_server' : '']
     .filter((p) => p !== '').join(' '));
   for (const loc of locationDirectives) convertLocation(c, loc, scope, vs.locations, label, tls);
   // Keys in the order the README documents them.
@@ -103,6 +119,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     ...(allDefault ? { default: true } : {}),
     ...(sslSettings !== null ? { ssl: sslSettings } : {}),
     ...(http2 ? { http2: true } : {}),
+    ...(realIp !== undefined ? { realIp } : {}),
     locations: vs.locations,
   };
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
@@ -133,6 +150,7 @@ function listen(c: Conversion, d: NginxDirective, entries: ListenEntry[]): void 
   for (const p of params) {
     if (p === 'default_server' || p === 'default') entry.defaultServer = true;
     else if (p === 'ssl') entry.ssl = true;
+    else if (p === 'proxy_protocol') entry.proxyProtocol = true;
     else if (p === 'http2') {
       if (params.includes('ssl')) entry.http2 = true;
       else c.warn(d.line, `listen ${addr} http2 without ssl: sessionlb offers HTTP/2 only over TLS (h2c is not offered); the parameter is ignored`);
@@ -147,5 +165,6 @@ function listen(c: Conversion, d: NginxDirective, entries: ListenEntry[]): void 
     same.ssl ||= entry.ssl;
     same.http2 ||= entry.http2;
     same.defaultServer ||= entry.defaultServer;
+    same.proxyProtocol ||= entry.proxyProtocol;
   }
 }
