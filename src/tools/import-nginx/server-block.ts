@@ -10,6 +10,7 @@ import {
   childSslScope, isProxySslDirective, isSslDirective, proxySslDirective, sslBlock, sslDirective, type SslScope,
 } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
+import { isRealIpDirective, realIpDirective, serverRealIp, type RealIpScope } from './real-ip.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -17,9 +18,12 @@ interface ListenEntry {
   ssl: boolean;
   http2: boolean;
   defaultServer: boolean;
+  proxyProtocol: boolean;
+  /** The line of the first listen directive naming this address. */
+  line: number;
 }
 
-export function convertServer(c: Conversion, d: NginxDirective, httpScope: ProxyScope, httpSsl: SslScope): void {
+export function convertServer(c: Conversion, d: NginxDirective, httpScope: ProxyScope, httpSsl: SslScope, httpRealIp: RealIpScope): void {
   if (d.block === null) {
     c.error(d.line, `"server" in http needs a block: server { listen ...; location / { proxy_pass ...; } }`);
     return;
@@ -29,6 +33,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const entries: ListenEntry[] = [];
   const ownSsl: SslScope = {};
   const ownSslDirectives: NginxDirective[] = [];
+  const ownRealIp: RealIpScope = {};
   const tls: Mutable<RawUpstreamTls> = {};
   const names: string[] = [];
   let sawListen = false;
@@ -42,6 +47,10 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     }
     if (isProxySslDirective(item)) {
       proxySslDirective(c, item, tls);
+      continue;
+    }
+    if (isRealIpDirective(item)) {
+      realIpDirective(c, item, ownRealIp);
       continue;
     }
     switch (item.name) {
@@ -69,7 +78,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     }
   }
   // nginx's default when there is no listen: *:80.
-  if (!sawListen) entries.push({ text: '80', ssl: false, http2: false, defaultServer: false });
+  if (!sawListen) entries.push({ text: '80', ssl: false, http2: false, defaultServer: false, proxyProtocol: false, line: d.line });
   const label = `server ${names[0] ?? `(${c.at(d.line)})`}`;
   const ssl = childSslScope(httpSsl, ownSsl);
   const hasSsl = entries.some((e) => e.ssl);
@@ -93,8 +102,11 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   }
   // default_server on every entry: the server's "default"; else on the entries that have it.
   const allDefault = entries.every((e) => e.defaultServer);
-  const listenTexts = entries.map((e) => [e.text, e.ssl ? 'ssl' : '', e.http2 ? 'http2' : '', e.defaultServer && !allDefault ? 'default_server' : '']
-    .filter((p) => p !== '').join(' '));
+  const listenTexts = entries.map((e) => [
+    e.text, e.ssl ? 'ssl' : '', e.http2 ? 'http2' : '', e.proxyProtocol ? 'proxy_protocol' : '', e.defaultServer && !allDefault ? 'default_server' : '',
+  ].filter((p) => p !== '').join(' '));
+  const proxyProtocolFrom = serverRealIp(c, httpRealIp, ownRealIp,
+    entries.filter((e) => e.proxyProtocol).map((e) => ({ text: `${e.text}${e.ssl ? ' ssl' : ''} proxy_protocol`, line: e.line })), label);
   for (const loc of locationDirectives) convertLocation(c, loc, scope, vs.locations, label, tls);
   // Keys in the order the README documents them.
   const ordered: Mutable<RawVirtualServer> = {
@@ -102,6 +114,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     ...(names.length > 0 ? { serverName: names } : {}),
     ...(allDefault ? { default: true } : {}),
     ...(sslSettings !== null ? { ssl: sslSettings } : {}),
+    ...(proxyProtocolFrom !== undefined ? { proxyProtocolFrom } : {}),
     ...(http2 ? { http2: true } : {}),
     locations: vs.locations,
   };
@@ -124,7 +137,7 @@ function listen(c: Conversion, d: NginxDirective, entries: ListenEntry[]): void 
     c.error(d.line, `listen "${addr}": ${hp}`);
     return;
   }
-  const entry: ListenEntry = { text, ssl: false, http2: false, defaultServer: false };
+  const entry: ListenEntry = { text, ssl: false, http2: false, defaultServer: false, proxyProtocol: false, line: d.line };
   const params = d.args.slice(1);
   if (params.includes('quic')) {
     c.warn(d.line, `listen ${addr} quic: sessionlb has no HTTP/3 (QUIC); this listen address is not converted`);
@@ -133,6 +146,7 @@ function listen(c: Conversion, d: NginxDirective, entries: ListenEntry[]): void 
   for (const p of params) {
     if (p === 'default_server' || p === 'default') entry.defaultServer = true;
     else if (p === 'ssl') entry.ssl = true;
+    else if (p === 'proxy_protocol') entry.proxyProtocol = true;
     else if (p === 'http2') {
       if (params.includes('ssl')) entry.http2 = true;
       else c.warn(d.line, `listen ${addr} http2 without ssl: sessionlb offers HTTP/2 only over TLS (h2c is not offered); the parameter is ignored`);
@@ -147,5 +161,6 @@ function listen(c: Conversion, d: NginxDirective, entries: ListenEntry[]): void 
     same.ssl ||= entry.ssl;
     same.http2 ||= entry.http2;
     same.defaultServer ||= entry.defaultServer;
+    same.proxyProtocol ||= entry.proxyProtocol;
   }
 }
