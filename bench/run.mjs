@@ -27,6 +27,8 @@ const DURATION = Math.max(1, int(env.BENCH_DURATION, QUICK ? 3 : 10));
 const WARMUP = int(env.BENCH_WARMUP, QUICK ? 1 : 2);
 const CONNECTIONS = Math.max(1, int(env.BENCH_CONNECTIONS, 64));
 const SESSIONS = Math.max(1, int(env.BENCH_SESSIONS, 10_000));
+/** Client source addresses of the `stream-source` scenarios (bench/l4-clients.mjs: 127.20.x.y). */
+const SOURCE_ADDRESSES = Math.max(1, Math.min(254 * 256, int(env.BENCH_SOURCE_ADDRESSES, 10_000)));
 const ONLY = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
 const PROXY_FILTER = env.BENCH_PROXIES ? new Set(env.BENCH_PROXIES.split(',').map((s) => s.trim())) : null;
 /**
@@ -38,6 +40,8 @@ const BUILDS = env.BENCH_BUILDS ? env.BENCH_BUILDS.split(',').map((s) => s.trim(
 /** Directory for `node --cpu-prof` profiles of sessionlb (one per measured run); unset = no profiling. */
 const CPU_PROF_DIR = env.BENCH_CPU_PROF ? resolve(env.BENCH_CPU_PROF) : null;
 const WEIGHTS = [3, 1, 1, 1];
+/** The backends' PROXY-protocol ports (same order as the plain ones), filled in by main(). */
+const PP_BACKEND_PORTS = [];
 const BIG = 1024 * 1024;
 
 function findNginx() {
@@ -180,19 +184,24 @@ http {
 `;
 }
 
-async function startBackends(ports) {
+/**
+ * `ppPorts[i]`: a second port of backend i that expects a PROXY protocol header (v1 or v2; nginx
+ * `listen ... proxy_protocol`, the address is then ignored), for the `stream-pp2` scenario. Only the
+ * nginx backends have them (`pp: true`).
+ */
+async function startBackends(ports, ppPorts) {
   if (NGINX !== null && env.BENCH_NODE_BACKENDS !== '1') {
     let conf = nginxCommon('backends');
     conf += `  default_type text/plain;\n  sendfile on;\n  tcp_nopush on;\n`;
     ports.forEach((p, i) => {
-      conf += `  server {\n    listen 127.0.0.1:${p} reuseport backlog=4096;\n    location / { return 200 "backend-${i + 1}\\n"; }\n    location = /big { root ${TMP}/www; }\n  }\n`;
+      conf += `  server {\n    listen 127.0.0.1:${p} reuseport backlog=4096;\n    listen 127.0.0.1:${ppPorts[i]} proxy_protocol reuseport backlog=4096;\n    location / { return 200 "backend-${i + 1}\\n"; }\n    location = /big { root ${TMP}/www; }\n  }\n`;
     });
     conf += '}\n';
     const file = join(TMP, 'backends.conf');
     writeFileSync(file, conf);
     const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'backends', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { cpu: LOAD_CPU, logFile: join(TMP, 'backends.log') });
     for (const p of ports) await ready(p, '/', child);
-    return { kind: 'nginx (return 200, 1 worker)', child };
+    return { kind: 'nginx (return 200, 1 worker)', child, pp: true };
   }
   // Fallback: one node:http process serving the four ports.
   const script = `
@@ -211,7 +220,7 @@ for (const [i, p] of ${JSON.stringify(ports)}.entries()) {
   writeFileSync(file, script);
   const child = startChild(process.execPath, [file], { cpu: LOAD_CPU, logFile: join(TMP, 'backends.log') });
   for (const p of ports) await ready(p, '/', child);
-  return { kind: 'node:http (nginx not installed)', child };
+  return { kind: 'node:http (nginx not installed)', child, pp: false };
 }
 
 function startBenchMemcached() {
@@ -244,6 +253,15 @@ const SCENARIOS = [
   ] : []),
   // Goal 6: L4 (TCP) proxying, sessionlb `streams` vs nginx `stream {}`; wrk's keep-alive connections each stay on one backend.
   { id: 'stream', title: '6 L4 stream (TCP), keep-alive HTTP through it', path: '/', stream: true },
+  // Issue 18: the same with a PROXY v2 header on every upstream connection (sessionlb `sendProxy: "v2"`;
+  // nginx `proxy_protocol on` sends v1 only), to backend ports that expect one (`listen ... proxy_protocol`).
+  { id: 'stream-pp2', title: '6 L4 stream, PROXY v2 sent to the backends (nginx: v1)', path: '/', stream: true, pp2: true },
+  // Issue 18: connections per second through the stream: wrk `Connection: close`, a new TCP connection per request.
+  { id: 'stream-close', title: '6 L4 stream, Connection: close (a TCP connection per request)', path: '/', stream: true, close: true },
+  // Issue 18: source affinity (`sticky: {mode: "source"}`, memcached store) against the same stream without it,
+  // both loaded by bench/l4-clients.mjs from SOURCE_ADDRESSES loopback addresses, a connection per request.
+  { id: 'stream-source', title: `6 L4 stream, sticky source, ${SOURCE_ADDRESSES.toLocaleString('en')} client addresses (l4-clients)`, path: '/', stream: true, source: true, l4: true },
+  { id: 'stream-source-plain', group: 'stream-source', title: `6 L4 stream, no affinity, ${SOURCE_ADDRESSES.toLocaleString('en')} client addresses (l4-clients)`, path: '/', stream: true, l4: true },
   // Issue 16, TLS termination (goals 7-9): the same backends (plain HTTP), the client side over TLS with one
   // certificate (tlsCerts) for every proxy, TLSv1.2 + TLSv1.3 and the default ciphers.
   // Goal 7: keep-alive HTTPS, wrk over https://.
@@ -288,13 +306,20 @@ function sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras) {
     keepalive: CONNECTIONS,
   };
   if (scenario.stream) {
-    return {
+    const servers = scenario.pp2
+      ? PP_BACKEND_PORTS.map((p, i) => ({ address: `127.0.0.1:${p}`, weight: WEIGHTS[i], sendProxy: 'v2' }))
+      : upstream.servers;
+    const backend = { servers };
+    if (scenario.source) backend.sticky = { mode: 'source', ttl: '30m' };
+    const config = {
       streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: 'backend' }],
-      upstreams: { backend: { servers: upstream.servers } },
+      upstreams: { backend },
       shutdownTimeout: '2s',
       workers: 1,
       ...extras,
     };
+    if (scenario.source) config.sessionStore = { type: 'memcached', servers: [`127.0.0.1:${memcachedPort}`], keyPrefix: 'bench:', timeout: '50ms' };
+    return config;
   }
   if (scenario.policy) upstream.balance = scenario.policy.balance;
   if (scenario.sticky) upstream.sticky = { mode: 'learn', cookie: 'PHPSESSID', ttl: '24m' };
@@ -363,15 +388,19 @@ function nginxProxyConf(port, backendPorts, scenario, workers = 1) {
   return conf;
 }
 
-/** nginx `stream {}` (scenario 6): the same weights, 1 worker, no log. */
-function nginxStreamConf(port, backendPorts) {
+/**
+ * nginx `stream {}` (scenario 6): the same weights, 1 worker, no log. `stream-pp2`: `proxy_protocol on`
+ * (v1: nginx sends no v2) to the backends' proxy_protocol ports; `stream-source`: `hash $remote_addr
+ * consistent` (nginx has no source affinity in a store), a reference line.
+ */
+function nginxStreamConf(port, backendPorts, scenario) {
   const t = join(TMP, 'nginx-stream');
   mkdirSync(t, { recursive: true, mode: 0o755 });
   let conf = NGINX_STREAM.load === null ? '' : `load_module ${NGINX_STREAM.load};\n`;
   conf += `worker_processes 1;\npid ${t}/nginx.pid;\nerror_log ${t}/error.log warn;\nevents { worker_connections 8192; multi_accept on; }\n`;
-  conf += 'stream {\n  upstream backend {\n';
-  backendPorts.forEach((p, i) => { conf += `    server 127.0.0.1:${p}${WEIGHTS[i] !== 1 ? ` weight=${WEIGHTS[i]}` : ''};\n`; });
-  conf += `  }\n  server {\n    listen 127.0.0.1:${port} backlog=4096;\n    proxy_pass backend;\n  }\n}\n`;
+  conf += `stream {\n  upstream backend {\n${scenario.source ? '    hash $remote_addr consistent;\n' : ''}`;
+  (scenario.pp2 ? PP_BACKEND_PORTS : backendPorts).forEach((p, i) => { conf += `    server 127.0.0.1:${p}${WEIGHTS[i] !== 1 ? ` weight=${WEIGHTS[i]}` : ''};\n`; });
+  conf += `  }\n  server {\n    listen 127.0.0.1:${port} backlog=4096;\n    proxy_pass backend;\n${scenario.pp2 ? '    proxy_protocol on;\n' : ''}  }\n}\n`;
   return conf;
 }
 
@@ -393,8 +422,8 @@ frontend fe
   bind 127.0.0.1:${port}
   default_backend be
 backend be
-  balance roundrobin
-${backendPorts.map((p, i) => `  server s${i + 1} 127.0.0.1:${p} weight ${WEIGHTS[i]}`).join('\n')}
+  ${scenario.source ? 'balance source\n  hash-type consistent' : 'balance roundrobin'}
+${(scenario.pp2 ? PP_BACKEND_PORTS : backendPorts).map((p, i) => `  server s${i + 1} 127.0.0.1:${p} weight ${WEIGHTS[i]}${scenario.pp2 ? ' send-proxy-v2' : ''}`).join('\n')}
 `;
   }
   return `global
@@ -465,7 +494,7 @@ if (NGINX !== null) {
       if (scenario.stream && NGINX_STREAM === null) return { skip: 'nginx has no stream module (Debian: apt-get install libnginx-mod-stream)' };
       const port = await freePort();
       const file = join(TMP, 'nginx-proxy.conf');
-      writeFileSync(file, scenario.stream ? nginxStreamConf(port, ctx.backendPorts) : nginxProxyConf(port, ctx.backendPorts, scenario));
+      writeFileSync(file, scenario.stream ? nginxStreamConf(port, ctx.backendPorts, scenario) : nginxProxyConf(port, ctx.backendPorts, scenario));
       const child = startChild(NGINX, ['-p', TMP, '-e', join(TMP, 'nginx-proxy', 'stderr.log'), '-c', file, '-g', 'daemon off;'], { cpu: PROXY_CPU, logFile: join(TMP, 'nginx-proxy.log') });
       await ready(port, scenario.path, child, scenario.tls);
       return { child, pid: child.pid, port };
@@ -506,7 +535,7 @@ PROXIES.push({
   name: 'direct (no proxy)',
   kind: 'direct',
   async start(ctx, scenario) {
-    if (scenario.sticky || scenario.policy || scenario.multi || scenario.tls) return { skip: 'n/a' }; // the backends speak plain HTTP
+    if (scenario.sticky || scenario.policy || scenario.multi || scenario.tls || scenario.pp2) return { skip: 'n/a' }; // the backends speak plain HTTP
     return { child: null, pid: null, port: ctx.backendPorts[0] };
   },
 });
@@ -560,7 +589,8 @@ function parseWrk(out) {
   };
 }
 /** The scenario's load for `seconds`: wrk, or `openssl s_time` (handshake scenarios), or h2load (HTTP/2). */
-function runLoad(port, scenario, seconds) {
+function runLoad(port, scenario, seconds, warmup = false) {
+  if (scenario.l4) return runL4Clients(port, scenario, seconds, warmup);
   if (scenario.stime) return runSTime(port, scenario, seconds);
   if (scenario.h2) return runH2load(port, scenario, seconds);
   return runWrk(port, scenario, seconds);
@@ -595,6 +625,36 @@ async function runSTime(port, scenario, seconds) {
     resumed += (marks.match(/r/g) ?? []).length;
   }
   return { rps: conns / wall, bytesPerSec: NaN, p50: NaN, p99: NaN, requests: conns, non2xx: 0, socketErrors: 0, socketDetail: '', resumed };
+}
+/**
+ * bench/l4-clients.mjs (pinned to the load CPU like wrk): CONNECTIONS concurrent connections, each one
+ * HTTP/1.1 request with Connection: close, from SOURCE_ADDRESSES loopback source addresses in turn.
+ * The warm-up makes one connection from every address (at most 20 s), so the measured run sees known
+ * clients (sticky source: bound, in the local cache and memcached), as a proxy does in steady state.
+ */
+function runL4Clients(port, scenario, seconds, warmup) {
+  const args = [join(ROOT, 'bench', 'l4-clients.mjs'), String(port), '--concurrency', String(CONNECTIONS),
+    '--addresses', String(SOURCE_ADDRESSES), '--path', scenario.path];
+  let limit = seconds;
+  if (warmup) {
+    limit = Math.max(seconds, 20);
+    args.push('--seconds', String(limit), '--max', String(SOURCE_ADDRESSES));
+  } else {
+    args.push('--seconds', String(seconds));
+  }
+  return runTool(process.execPath, args, limit, (out) => {
+    const r = JSON.parse(out.trim().split('\n').pop());
+    return {
+      rps: r.rate,
+      bytesPerSec: NaN,
+      p50: r.p50,
+      p99: r.p99,
+      requests: r.connections,
+      non2xx: r.non2xx,
+      socketErrors: r.errors,
+      socketDetail: `l4-clients errors ${JSON.stringify(r.errorKinds)}`,
+    };
+  });
 }
 /** h2load: 8 connections x 8 concurrent streams (64 streams), one thread, for `seconds`. */
 function runH2load(port, scenario, seconds) {
@@ -653,8 +713,9 @@ async function main() {
   const started = Date.now();
   const backendPorts = [];
   for (let i = 0; i < 4; i++) backendPorts.push(await freePort());
-  const backends = await startBackends(backendPorts);
-  const needsMemcached = SCENARIOS.some((s) => s.sticky);
+  for (let i = 0; i < 4; i++) PP_BACKEND_PORTS.push(await freePort());
+  const backends = await startBackends(backendPorts, PP_BACKEND_PORTS);
+  const needsMemcached = SCENARIOS.some((s) => s.sticky || s.source);
   const memcached = needsMemcached ? await startBenchMemcached() : null;
   const ctx = { backendPorts, memcached, run: 0 };
 
@@ -676,6 +737,8 @@ async function main() {
         const slot = results.get(scenario.id).get(proxy.name);
         if (slot.skip !== null) continue;
         if (scenario.sticky && memcached === null) { slot.skip = 'memcached not installed'; continue; }
+        if (scenario.source && memcached === null && proxy.kind === 'sessionlb') { slot.skip = 'memcached not installed'; continue; }
+        if (scenario.pp2 && !backends.pp) { slot.skip = 'needs the nginx backends (listen ... proxy_protocol)'; continue; }
         if (scenario.tls && tlsCerts().reason !== null) { slot.skip = `no certificate: ${tlsCerts().reason}`; continue; }
         if (scenario.h2 && H2LOAD === null) { slot.skip = 'h2load is not installed (Debian: apt-get install nghttp2-client)'; continue; }
         let handle;
@@ -692,7 +755,7 @@ async function main() {
           continue;
         }
         try {
-          const warm = WARMUP > 0 ? await runLoad(handle.port, scenario, WARMUP) : null;
+          const warm = WARMUP > 0 ? await runLoad(handle.port, scenario, WARMUP, true) : null;
           const cpuBefore = handle.pid !== null ? cpuMicros(handle.pid) : NaN;
           const r = await runLoad(handle.port, scenario, DURATION);
           r.cpuPerReq = handle.pid !== null ? (cpuMicros(handle.pid) - cpuBefore) / r.requests : NaN;
@@ -762,7 +825,19 @@ async function main() {
     if (plain) notes.push(`${proxy.name}: goal 5 (RSS <= 100 MiB at ${CONNECTIONS} connections): ${fmtMiB(plain.rss)} in scenario 1`);
     const stream = summary.get(`stream|${proxy.name}`);
     const nstream = summary.get('stream|nginx');
-    if (stream && nstream) notes.push(`${proxy.name}: goal 6 (L4 stream >= 0.85 x nginx stream req/s): ${fmtRatio(stream.rps / nstream.rps)} (by CPU per request: ${fmtRatio(nstream.cpu / stream.cpu)}), ${fmtRatio(stream.p99 / nstream.p99)} x p99`);
+    if (stream && nstream) notes.push(`${proxy.name}: goal 6 (L4 stream keep-alive >= 0.90 x nginx stream req/s): ${fmtRatio(stream.rps / nstream.rps)} (by CPU per request: ${fmtRatio(nstream.cpu / stream.cpu)}), ${fmtRatio(stream.p99 / nstream.p99)} x p99`);
+    const sclose = summary.get(`stream-close|${proxy.name}`);
+    const nsclose = summary.get('stream-close|nginx');
+    if (sclose && nsclose) notes.push(`${proxy.name}: goal 6 (L4 stream connections/s, Connection: close, >= 0.90 x nginx stream): ${fmtRatio(sclose.rps / nsclose.rps)} (by CPU per connection: ${fmtRatio(nsclose.cpu / sclose.cpu)})`);
+    const pp2 = summary.get(`stream-pp2|${proxy.name}`);
+    if (pp2 && stream) notes.push(`${proxy.name}: goal 6 (L4 stream with PROXY v2 sent within 5% of without, >= 0.95 x stream req/s): ${fmtRatio(pp2.rps / stream.rps)} (by CPU per request: ${fmtRatio(stream.cpu / pp2.cpu)})`);
+    const npp2 = summary.get('stream-pp2|nginx');
+    if (pp2 && npp2) notes.push(`${proxy.name}: stream-pp2 vs nginx stream with proxy_protocol on (v1): ${fmtRatio(pp2.rps / npp2.rps)} (by CPU per request: ${fmtRatio(npp2.cpu / pp2.cpu)})`);
+    const src = summary.get(`stream-source|${proxy.name}`);
+    const srcPlain = summary.get(`stream-source-plain|${proxy.name}`);
+    if (src && srcPlain) notes.push(`${proxy.name}: goal 6 (L4 source affinity, ${SOURCE_ADDRESSES.toLocaleString('en')} client addresses, >= 0.90 x without): ${fmtRatio(src.rps / srcPlain.rps)} x connections/s, by CPU per connection: ${fmtRatio(srcPlain.cpu / src.cpu)} (the one to trust: l4-clients is node and may be the bottleneck)`);
+    const nsrc = summary.get('stream-source|nginx');
+    if (src && nsrc) notes.push(`${proxy.name}: stream-source vs nginx stream hash $remote_addr consistent (reference, no shared store): ${fmtRatio(src.rps / nsrc.rps)} (by CPU per connection: ${fmtRatio(nsrc.cpu / src.cpu)})`);
     const https = summary.get(`https|${proxy.name}`);
     const nhttps = summary.get('https|nginx');
     if (https && nhttps) notes.push(`${proxy.name}: goal 7 (HTTPS keep-alive >= 0.60 x nginx req/s): ${fmtRatio(https.rps / nhttps.rps)} (by CPU per request: ${fmtRatio(nhttps.cpu / https.cpu)}), ${fmtRatio(https.p99 / nhttps.p99)} x p99`);
@@ -788,6 +863,7 @@ async function main() {
   process.stdout.write(`Median of ${RUNS} interleaved run(s), ${DURATION}s each, wrk -t1 -c${CONNECTIONS}; backends: ${backends.kind}; ${PIN ? `proxy pinned to CPU ${PROXY_CPU}, load generator and backends to CPU ${LOAD_CPU}` : 'not pinned'}; node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${CPUS}; ${elapsed}s total.\n`);
   process.stdout.write('Scenario 2 for nginx is `hash $cookie_PHPSESSID consistent` (nginx OSS has no sticky learn). "direct" is wrk straight against one backend port: the ceiling of this setup.\n');
   if (SCENARIOS.some((sc) => sc.tls)) process.stdout.write(`TLS scenarios: one EC P-256 self-signed certificate for every proxy, TLSv1.2 + TLSv1.3, default ciphers. The s_time lines' req/s column is handshakes/s (${STIME_CLIENTS} parallel \`openssl s_time -www /\`, each one connection and one HTTP/1.0 request at a time) and CPU/req is the proxy's CPU per handshake.\n`);
+  if (SCENARIOS.some((sc) => sc.l4)) process.stdout.write(`stream-source lines: bench/l4-clients.mjs (node, on the load CPU), ${CONNECTIONS} concurrent connections from ${SOURCE_ADDRESSES.toLocaleString('en')} loopback source addresses, one Connection: close request each; req/s is connections/s, CPU/req the proxy's CPU per connection (the generator may be the bottleneck: trust the CPU ratio). nginx's stream-source line is hash $remote_addr consistent; its stream-pp2 line sends PROXY v1 (nginx has no v2).\n`);
   if (notes.length) process.stdout.write(`\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
 
   if (memcached) await stopChild(memcached.child);

@@ -554,6 +554,190 @@ describe('import-nginx: warnings and errors', () => {
   });
 });
 
+describe('import-nginx: PROXY protocol (listen proxy_protocol, set_real_ip_from, stream proxy_protocol)', () => {
+  it('http: listen proxy_protocol stays on the entry; set_real_ip_from with real_ip_header proxy_protocol becomes proxyProtocolFrom (top level from http, else the server), and loads', async () => {
+    const result = importNginx([
+      'http {',                                                   // 1
+      '  set_real_ip_from 10.0.0.0/8;',                           // 2
+      '  set_real_ip_from 172.16.0.1;',                           // 3
+      '  real_ip_header proxy_protocol;',                         // 4
+      '  upstream app { server 10.1.0.1:80; }',                   // 5
+      '  server {',                                               // 6
+      '    listen 443 ssl http2 proxy_protocol default_server;',  // 7
+      '    listen 80 proxy_protocol;',                            // 8
+      '    ssl_certificate /etc/ssl/a.pem; ssl_certificate_key /etc/ssl/a.key;', // 9
+      '    location / { proxy_pass http://app; proxy_set_header Host $host; }', // 10
+      '  }',                                                      // 11
+      '  server {',                                               // 12
+      '    listen 8080 proxy_protocol;',                          // 13
+      '    set_real_ip_from 192.168.0.0/16;',                     // 14
+      '    set_real_ip_from 2001:db8::/32;',                      // 15
+      '    location / { proxy_pass http://app; proxy_set_header Host $host; }', // 16
+      '  }',                                                      // 17
+      '}',
+    ].join('\n'), 'pp.conf');
+    expect(result.errors).toEqual([]);
+    expect(result.warnings).toEqual([]);
+    expect(result.config).toEqual({
+      servers: [
+        {
+          listen: ['443 ssl http2 proxy_protocol default_server', '80 proxy_protocol'],
+          ssl: { certificate: '/etc/ssl/a.pem', certificateKey: '/etc/ssl/a.key' },
+          locations: [{ path: '/', proxyPass: 'http://app' }],
+        },
+        {
+          listen: ['8080 proxy_protocol'],
+          proxyProtocolFrom: ['192.168.0.0/16', '2001:db8::/32'],
+          locations: [{ path: '/', proxyPass: 'http://app' }],
+        },
+      ],
+      upstreams: { app: { servers: [{ address: '10.1.0.1:80' }] } },
+      proxyProtocolFrom: ['10.0.0.0/8', '172.16.0.1'],
+    });
+    const config = await loadConfig(result.config, 'pp.conf (converted)');
+    expect(config.servers.map((s) => [s.listen.map((l) => [l.key, l.ssl, l.proxyProtocol]), s.proxyProtocolFrom])).toEqual([
+      [[['0.0.0.0:443', true, true], ['0.0.0.0:80', false, true]], ['10.0.0.0/8', '172.16.0.1']],
+      [[['0.0.0.0:8080', false, true]], ['192.168.0.0/16', '2001:db8::/32']],
+    ]);
+    expect(config.proxyProtocolFrom).toEqual(['10.0.0.0/8', '172.16.0.1']);
+  });
+
+  it('http: a server-level real_ip_header proxy_protocol takes the inherited http list as its own', async () => {
+    const result = importNginx([
+      'set_real_ip_from 10.0.0.0/8;',
+      'server { listen 80 proxy_protocol; real_ip_header proxy_protocol; location / { proxy_pass http://10.1.0.1:80; proxy_set_header Host $host; } }',
+    ].join('\n'), 's.conf');
+    expect(result.warnings).toEqual([]);
+    expect(result.config.proxyProtocolFrom).toBeUndefined();
+    expect(result.config.servers![0]).toMatchObject({ listen: ['80 proxy_protocol'], proxyProtocolFrom: ['10.0.0.0/8'] });
+    await loadConfig(result.config, 's.conf (converted)');
+  });
+
+  it('stream: proxy_protocol on/off (inherited), set_real_ip_from (stream and server level), listen proxy_protocol, proxy_protocol_timeout; loads', async () => {
+    const result = importNginx([
+      'stream {',                                               // 1
+      '  proxy_protocol on;',                                   // 2
+      '  set_real_ip_from 10.2.0.0/16;',                        // 3
+      '  proxy_protocol_timeout 30s;',                          // 4: the default: nothing to say
+      '  upstream db { server 10.3.0.1:3306; }',                // 5
+      '  server { listen 3306 proxy_protocol; proxy_pass db; }', // 6
+      '  server {',                                             // 7
+      '    listen 127.0.0.1:3307 proxy_protocol reuseport;',    // 8
+      '    proxy_pass 10.3.0.2:3306;',                          // 9
+      '    proxy_protocol off;',                                // 10
+      '    set_real_ip_from 192.168.1.0/24;',                   // 11
+      '    proxy_protocol_timeout 10s;',                        // 12
+      '  }',                                                    // 13
+      '  server { listen 3308; proxy_pass db; }',               // 14
+      '}',
+    ].join('\n'), 'st.conf');
+    expect(result.errors).toEqual([]);
+    expect(result.warnings.map((w) => `${w.line}: ${w.message}`)).toEqual([
+      '8: "listen": parameters "reuseport" are not supported by sessionlb; ignored',
+      '12: "proxy_protocol_timeout 10s": sessionlb waits 30 s (nginx\'s default) for a stream\'s PROXY header, and clientHeaderTimeout on HTTP addresses; ignored',
+    ]);
+    expect(result.config).toEqual({
+      streams: [
+        { listen: ['3306 proxy_protocol'], proxyPass: 'db', proxyProtocol: true, proxyProtocolFrom: ['10.2.0.0/16'] },
+        { listen: ['127.0.0.1:3307 proxy_protocol'], proxyPass: '10.3.0.2:3306', proxyProtocolFrom: ['192.168.1.0/24'] },
+        { listen: ['3308'], proxyPass: 'db', proxyProtocol: true, proxyProtocolFrom: ['10.2.0.0/16'] },
+      ],
+      upstreams: { db: { servers: [{ address: '10.3.0.1:3306' }] } },
+    });
+    const config = await loadConfig(result.config, 'st.conf (converted)');
+    expect(config.streams.map((s) => [s.listen[0]!.key, s.listen[0]!.proxyProtocol, s.proxyProtocol, s.proxyProtocolFrom])).toEqual([
+      ['0.0.0.0:3306', true, true, ['10.2.0.0/16']],
+      ['127.0.0.1:3307', true, false, ['192.168.1.0/24']],
+      ['0.0.0.0:3308', false, true, ['10.2.0.0/16']],
+    ]);
+  });
+
+  it('proxy_protocol with no set_real_ip_from: a warning at the listen line (FILE:LINE), no error, and check names the missing list', async () => {
+    const result = importNginx([
+      'http {',
+      '  server {',
+      '    listen 80 proxy_protocol;',
+      '    real_ip_header proxy_protocol;',
+      '    location / { proxy_pass http://10.1.0.1:80; proxy_set_header Host $host; }',
+      '  }',
+      '}',
+      'stream {',
+      '  server { listen 3306 proxy_protocol; proxy_pass 10.3.0.1:3306; }',
+      '}',
+    ].join('\n'), 'open.conf');
+    expect(result.errors).toEqual([]);
+    expect(result.warnings.map((w) => formatDiagnostic('open.conf', 'warning', w))).toEqual([
+      'open.conf:3: warning: listen 80 proxy_protocol: add "proxyProtocolFrom": ["CIDR", ...] with the addresses of the proxies in front (nginx accepts a PROXY header from anyone here; sessionlb\'s check refuses a proxy_protocol address without that list)',
+      'open.conf:9: warning: listen 3306 proxy_protocol: add "proxyProtocolFrom": ["CIDR", ...] with the addresses of the proxies in front (nginx accepts a PROXY header from anyone here; sessionlb\'s check refuses a proxy_protocol address without that list)',
+    ]);
+    expect(result.config.servers![0]!.listen).toEqual(['80 proxy_protocol']);
+    expect(result.config.streams![0]!.listen).toEqual(['3306 proxy_protocol']);
+    const err = await loadConfig(result.config, 'open.conf (converted)').then(() => null, (e: Error) => e.message);
+    expect(err).toMatch(/\$\.servers\[0\]\.listen\[0\]: "proxy_protocol" needs the addresses allowed to send a PROXY header/);
+    expect(err).toMatch(/\$\.streams\[0\]\.listen\[0\]: "proxy_protocol" needs the addresses/);
+  });
+
+  it('a stream without its own list gets the top-level one (from http), with a warning; set_real_ip_from for another header becomes the server\'s realIp', async () => {
+    const result = importNginx([
+      'http {',                                               // 1
+      '  set_real_ip_from 10.0.0.0/8;',                       // 2
+      '  real_ip_header proxy_protocol;',                     // 3
+      '  server {',                                           // 4
+      '    listen 8081;',                                     // 5
+      '    set_real_ip_from 192.168.0.0/16;',                 // 6
+      '    real_ip_header X-Forwarded-For;',                  // 7
+      '    real_ip_recursive on;',                            // 8
+      '    location / { proxy_pass http://10.1.0.1:80; proxy_set_header Host $host; }', // 9
+      '  }',                                                  // 10
+      '  server {',                                           // 11
+      '    listen 8082 proxy_protocol;',                      // 12
+      '    set_real_ip_from 192.168.2.0/24;',                 // 13
+      '    real_ip_header X-Real-IP;',                        // 14
+      '    location / { proxy_pass http://10.1.0.1:80; proxy_set_header Host $host; }', // 15
+      '  }',                                                  // 16
+      '}',                                                    // 17
+      'stream {',                                             // 18
+      '  server { listen 3306 proxy_protocol; proxy_pass 10.3.0.1:3306; }', // 19
+      '}',
+    ].join('\n'), 'mix.conf');
+    expect(result.errors).toEqual([]);
+    const w = result.warnings.map((x) => `${x.line}: ${x.message}`);
+    expect(w).toHaveLength(2);
+    // On a proxy_protocol address sessionlb rewrites the client address, nginx (with another header) does not; the top-level list applies.
+    expect(w[0]).toMatch(/^12: listen 8082 proxy_protocol: sessionlb takes the PROXY header's source as the client's address .*"real_ip_header proxy_protocol"/);
+    expect(w[0]).not.toMatch(/add "proxyProtocolFrom"/);
+    expect(w[1]).toMatch(/^19: listen 3306 proxy_protocol: no "set_real_ip_from" in this stream, so nginx accepts a PROXY header from anyone; sessionlb applies the top-level "proxyProtocolFrom"/);
+    expect(result.config.servers!.map((s) => s.realIp)).toEqual([
+      { from: ['192.168.0.0/16'], header: 'X-Forwarded-For', recursive: true }, { from: ['192.168.2.0/24'] },
+    ]);
+    expect(result.config.proxyProtocolFrom).toEqual(['10.0.0.0/8']);
+    expect(result.config.servers!.map((s) => s.proxyProtocolFrom)).toEqual([undefined, undefined]);
+    const config = await loadConfig(result.config, 'mix.conf (converted)');
+    expect(config.streams[0]!.proxyProtocolFrom).toEqual(['10.0.0.0/8']);
+  });
+
+  it('names the included file in warnings; bad addresses and values are errors with their line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sessionlb-nginx-pp-'));
+    try {
+      writeFileSync(join(dir, 'nginx.conf'), 'http {\n  include site.conf;\n}\nstream {\n  set_real_ip_from example.com;\n  server { listen 3306; proxy_pass 10.3.0.1:3306; proxy_protocol maybe; proxy_protocol_timeout 5x; }\n}\n');
+      writeFileSync(join(dir, 'site.conf'), '# site\nserver {\n  listen 80 proxy_protocol;\n  set_real_ip_from unix:;\n  location / { proxy_pass http://10.1.0.1:80; proxy_set_header Host $host; }\n}\n');
+      const main = join(dir, 'nginx.conf');
+      const r = importNginx(readFileSync(main, 'utf8'), main);
+      expect(r.warnings.map((x) => formatDiagnostic(main, 'warning', x))).toEqual([
+        `${join(dir, 'site.conf')}:3: warning: listen 80 proxy_protocol: sessionlb takes the PROXY header's source as the client's address ($remote_addr, logs, X-Forwarded-For, ip_hash), which nginx does only with "real_ip_header proxy_protocol" (here it keeps the proxy's address and sets $proxy_protocol_addr); add "proxyProtocolFrom": ["CIDR", ...] with the addresses of the proxies in front (nginx accepts a PROXY header from anyone here; sessionlb's check refuses a proxy_protocol address without that list)`,
+        `${join(dir, 'site.conf')}:4: warning: "set_real_ip_from unix:": unix sockets are not supported by sessionlb; ignored`,
+      ]);
+      expect(r.errors.map((x) => formatDiagnostic(main, 'error', x))).toEqual([
+        `${main}:5: error: "set_real_ip_from": "example.com" is not an address or CIDR such as "10.0.0.0/8" (sessionlb takes no host names here)`,
+        `${main}:6: error: "proxy_protocol": "maybe" must be "on" or "off"`,
+        `${main}:6: error: "proxy_protocol_timeout": "5x" is not a time such as "30s"`,
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('sessionlb import-nginx (CLI, child process)', () => {
   it('prints the JSON, writes --out, and exits 1 with FILE:LINE on syntax and validation errors', async () => {
     if (!existsSync(CLI)) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: fileURLToPath(new URL('..', import.meta.url)) });

@@ -151,12 +151,16 @@ describe('import-nginx: set_real_ip_from, real_ip_header, real_ip_recursive', ()
     expect(c.realIp).toEqual({ from: ['10.0.0.0/8', '192.0.2.1'], header: 'X-Forwarded-For' });
     expect(c.servers[0]!.realIp).toBeUndefined();
     expect(c.servers[1]!.realIp).toEqual({ from: ['10.0.0.0/8', '192.0.2.1'], header: 'X-Forwarded-For', recursive: true });
-    expect(c.servers[2]).toMatchObject({ listen: ['8082 proxy_protocol'], realIp: { from: ['127.0.0.1'], header: 'proxy_protocol' } });
-    expect(c.servers[3]!.listen).toEqual(['8083']);
+    // proxy_protocol: the list is proxyProtocolFrom; a realIp too, to replace the top-level one.
+    expect(c.servers[2]).toMatchObject({
+      listen: ['8082 proxy_protocol'], proxyProtocolFrom: ['127.0.0.1'], realIp: { from: ['127.0.0.1'], header: 'proxy_protocol' },
+    });
     const warnings = r.warnings.map((w) => w.message).join('\n');
     expect(warnings).toMatch(/"real_ip_header" in a location is not supported/);
-    expect(warnings).toMatch(/listen 8083 proxy_protocol: sessionlb needs the addresses/);
-    // And what it wrote passes check.
-    await expect(loadConfig(r.config as Record<string, unknown>, '<import>')).resolves.toBeDefined();
+    expect(warnings).toMatch(/listen 8083 proxy_protocol: .*add "proxyProtocolFrom"/);
+    // What it wrote passes check once the listen without a list is gone.
+    const loadable = { ...c, servers: c.servers.slice(0, 3) };
+    const loaded = await loadConfig(loadable as Record<string, unknown>, '<import>');
+    expect(loaded.servers[2]!.realIp).toEqual({ from: ['127.0.0.1'], header: 'proxy_protocol', recursive: false });
   });
 });

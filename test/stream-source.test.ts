@@ -70,7 +70,7 @@ interface StreamLB {
 }
 
 /** One sessionlb with one stream listener to upstream "pool" (source affinity), access log in a file. */
-async function startStreamLB(servers: TcpBackend[], sticky: Record<string, unknown>, sessionStore?: Record<string, unknown>): Promise<StreamLB> {
+async function startStreamLB(servers: TcpBackend[], sticky: Record<string, unknown>, sessionStore?: Record<string, unknown>, proxyProtocol = false): Promise<StreamLB> {
   const port = await freePort();
   const adminPort = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'sessionlb-source-'));
@@ -79,7 +79,10 @@ async function startStreamLB(servers: TcpBackend[], sticky: Record<string, unkno
     admin: { listen: `127.0.0.1:${adminPort}` },
     accessLog: { path: logFile },
     ...(sessionStore === undefined ? {} : { sessionStore }),
-    streams: [{ listen: [`127.0.0.1:${port}`], proxyPass: 'pool', proxyConnectTimeout: '2s' }],
+    streams: [{
+      listen: [`127.0.0.1:${port}${proxyProtocol ? ' proxy_protocol' : ''}`], proxyPass: 'pool', proxyConnectTimeout: '2s',
+      ...(proxyProtocol ? { proxyProtocolFrom: ['127.0.0.1'] } : {}),
+    }],
     upstreams: { pool: { sticky, servers: servers.map((b) => ({ address: b.address })) } },
   }, '<test>'), { log: silentLog() });
   await lb.start();
@@ -445,5 +448,38 @@ describe.skipIf(!HAVE_MEMCACHED)('source affinity shared through memcached', () 
     const stats = a.lb.sessions.stats('pool');
     expect(stats.lookups.store_error).toBeGreaterThan(0);
     expect(a.lb.sessions.store.circuitOpen()).toBe(1);
+  });
+});
+
+describe('source affinity behind a PROXY protocol peer', () => {
+  it('keys on the address the PROXY header carries (the real client), not the proxy\'s', async () => {
+    const bs = await Promise.all(['b1', 'b2', 'b3'].map((n) => tcpBackend(n)));
+    const lb = await startStreamLB(bs, STICKY, undefined, true);
+    /** One connection from 127.0.0.1 announcing `client`: the backend's name. */
+    const via = (client: string): Promise<string> => new Promise((resolve, reject) => {
+      const s = net.connect({ port: lb.port, host: '127.0.0.1' }, () => s.write(`PROXY TCP4 ${client} 127.0.0.1 40000 ${lb.port}\r\n`));
+      let buf = '';
+      s.setEncoding('utf8');
+      s.on('data', (d: string) => {
+        buf += d;
+        const nl = buf.indexOf('\n');
+        if (nl >= 0) { s.end(); resolve(buf.slice(0, nl)); }
+      });
+      s.on('error', reject);
+    });
+    const clients = ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.4', '198.51.100.5', '198.51.100.6'];
+    const homes = new Map<string, Set<string>>();
+    for (let round = 0; round < 5; round++) {
+      for (const c of clients) {
+        const set = homes.get(c) ?? new Set<string>();
+        set.add(await via(c));
+        homes.set(c, set);
+      }
+    }
+    // Each announced client keeps one server; together they are spread (all from the one proxy address).
+    for (const [c, set] of homes) expect(set.size, c).toBe(1);
+    expect(new Set([...homes.values()].map((s) => [...s][0])).size).toBeGreaterThan(1);
+    const lines = await logLines(lb);
+    expect(lines.filter((l) => l.remote_addr === '198.51.100.1').map((l) => l.sticky)).toEqual(['learned', 'bound', 'bound', 'bound', 'bound']);
   });
 });

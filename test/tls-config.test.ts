@@ -38,21 +38,22 @@ async function problemsWithShapeError(raw: Record<string, unknown>): Promise<str
 
 describe('parseListen (nginx "ADDRESS [PARAMETER ...]")', () => {
   it('parses the address and the parameters sessionlb takes', () => {
-    expect(parseListen('0.0.0.0:443 ssl')).toEqual({ host: '0.0.0.0', port: 443, family: 4, ssl: true, defaultServer: false, http2: false });
-    expect(parseListen('[::]:443 ssl')).toEqual({ host: '::', port: 443, family: 6, ssl: true, defaultServer: false, http2: false });
-    expect(parseListen('80 default_server')).toEqual({ host: '0.0.0.0', port: 80, family: 4, ssl: false, defaultServer: true, http2: false });
+    expect(parseListen('0.0.0.0:443 ssl')).toEqual({ host: '0.0.0.0', port: 443, family: 4, ssl: true, defaultServer: false, http2: false, proxyProtocol: false });
+    expect(parseListen('[::]:443 ssl')).toEqual({ host: '::', port: 443, family: 6, ssl: true, defaultServer: false, http2: false, proxyProtocol: false });
+    expect(parseListen('80 default_server')).toEqual({ host: '0.0.0.0', port: 80, family: 4, ssl: false, defaultServer: true, http2: false, proxyProtocol: false });
     expect(parseListen('127.0.0.1:8443  ssl   http2 default')).toMatchObject({ host: '127.0.0.1', port: 8443, ssl: true, defaultServer: true, http2: true });
-    expect(parseListen(' 8080 ')).toEqual({ host: '0.0.0.0', port: 8080, family: 4, ssl: false, defaultServer: false, http2: false });
+    expect(parseListen(' 8080 ')).toEqual({ host: '0.0.0.0', port: 8080, family: 4, ssl: false, defaultServer: false, http2: false, proxyProtocol: false });
     expect(parseListen('9100', '127.0.0.1')).toMatchObject({ host: '127.0.0.1', port: 9100 });
   });
 
   it('names the parameter it rejects', () => {
-    expect(parseListen('443 proxy_protocol')).toBe('listen parameter "proxy_protocol" is not supported yet');
+    expect(parseListen('443 ssl proxy_protocol')).toMatchObject({ ssl: true, proxyProtocol: true });
+    expect(parseListen('443 deferred')).toBe('listen parameter "deferred" is not supported by sessionlb (it takes "ssl", "default_server", "http2" and "proxy_protocol")');
     expect(parseListen('443 ssl quic')).toBe('listen parameter "quic" is not supported (no HTTP/3)');
-    expect(parseListen('80 reuseport')).toBe('listen parameter "reuseport" is not supported by sessionlb (it takes "ssl", "default_server" and "http2")');
-    expect(parseListen('80 backlog=511')).toBe('listen parameter "backlog=511" is not supported by sessionlb (it takes "ssl", "default_server" and "http2")');
-    expect(parseListen('80 SSL')).toBe('unknown listen parameter "SSL" (sessionlb takes "ssl", "default_server" and "http2")');
-    expect(parseListen('80 constructor')).toBe('unknown listen parameter "constructor" (sessionlb takes "ssl", "default_server" and "http2")');
+    expect(parseListen('80 reuseport')).toBe('listen parameter "reuseport" is not supported by sessionlb (it takes "ssl", "default_server", "http2" and "proxy_protocol")');
+    expect(parseListen('80 backlog=511')).toBe('listen parameter "backlog=511" is not supported by sessionlb (it takes "ssl", "default_server", "http2" and "proxy_protocol")');
+    expect(parseListen('80 SSL')).toBe('unknown listen parameter "SSL" (sessionlb takes "ssl", "default_server", "http2" and "proxy_protocol")');
+    expect(parseListen('80 constructor')).toBe('unknown listen parameter "constructor" (sessionlb takes "ssl", "default_server", "http2" and "proxy_protocol")');
   });
 
   it('reports a bad address as address.ts does', () => {
@@ -74,9 +75,9 @@ describe('listen entries with parameters', () => {
       ],
     });
     expect(c.servers[0]!.listen).toEqual([
-      { host: '0.0.0.0', port: 8080, key: '0.0.0.0:8080', ssl: false, defaultServer: false },
-      { host: '0.0.0.0', port: 8443, key: '0.0.0.0:8443', ssl: true, defaultServer: false },
-      { host: '::', port: 8443, key: '[::]:8443', ssl: true, defaultServer: false },
+      { host: '0.0.0.0', port: 8080, key: '0.0.0.0:8080', ssl: false, defaultServer: false, proxyProtocol: false },
+      { host: '0.0.0.0', port: 8443, key: '0.0.0.0:8443', ssl: true, defaultServer: false, proxyProtocol: false },
+      { host: '::', port: 8443, key: '[::]:8443', ssl: true, defaultServer: false, proxyProtocol: false },
     ]);
     expect(c.servers[0]!.http2).toBe(true);
   });
@@ -129,13 +130,13 @@ describe('listen entries with parameters', () => {
 
   it('rejects parameters it does not take, and http2 without ssl on the entry', async () => {
     const raw = {
-      servers: [{ listen: ['8080 proxy_protocol', '8081 reuseport', '8082 http2', '8083 sll'], locations: loc }],
+      servers: [{ listen: ['8080 deferred', '8081 reuseport', '8082 http2', '8083 sll'], locations: loc }],
     };
     const expected = [
-      '$.servers[0].listen[0]: listen parameter "proxy_protocol" is not supported yet',
-      '$.servers[0].listen[1]: listen parameter "reuseport" is not supported by sessionlb (it takes "ssl", "default_server" and "http2")',
+      '$.servers[0].listen[0]: listen parameter "deferred" is not supported by sessionlb (it takes "ssl", "default_server", "http2" and "proxy_protocol")',
+      '$.servers[0].listen[1]: listen parameter "reuseport" is not supported by sessionlb (it takes "ssl", "default_server", "http2" and "proxy_protocol")',
       '$.servers[0].listen[2]: "http2" without "ssl": sessionlb offers HTTP/2 only over TLS (h2c is not offered)',
-      '$.servers[0].listen[3]: unknown listen parameter "sll" (sessionlb takes "ssl", "default_server" and "http2")',
+      '$.servers[0].listen[3]: unknown listen parameter "sll" (sessionlb takes "ssl", "default_server", "http2" and "proxy_protocol")',
     ];
     expect(await problems(raw)).toEqual(expected);
     expect(await problemsWithShapeError(raw)).toEqual(expected);

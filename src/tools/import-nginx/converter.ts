@@ -13,7 +13,7 @@ import { applyUsages } from './per-upstream-settings.js';
 import { isProxySslDirective, isSslDirective, proxySslDirective, sslDirective, type SslScope } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { nginxDuration } from './values.js';
-import { httpRealIp, isRealIpDirective } from './real-ip.js';
+import { httpRealIp, isRealIpDirective, serverRealIp, realIpDirective, type RealIpScope } from './real-ip.js';
 
 /** Directives that belong to nginx's main/events contexts: nothing for a proxy to take over. */
 const MAIN_CONTEXT = new Set([
@@ -50,13 +50,17 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
     if (isSslDirective(d)) sslDirective(c, d, ssl);
     else if (isProxySslDirective(d)) proxySslDirective(c, d, c.top);
   }
-  const realIp = httpRealIp(c, http);
-  if (realIp !== undefined) c.top.realIp = realIp;
+  // set_real_ip_from and real_ip_header are inherited by every server too.
+  const realIp: RealIpScope = {};
+  for (const d of http) if (isRealIpDirective(d)) realIpDirective(c, d, realIp);
+  httpRealIp(c, realIp);
+  let servers = 0;
   for (const d of http) {
     if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d) || isRealIpDirective(d)) continue;
     switch (d.name) {
       case 'server':
-        convertServer(c, d, scope, ssl);
+        servers++;
+        convertServer(c, d, scope, ssl, realIp);
         break;
       case 'client_max_body_size':
         c.size(d, (v) => { c.top.clientMaxBodySize = v; });
@@ -77,6 +81,8 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
         c.unsupported(d, d.block !== null ? 'block in http' : 'in http');
     }
   }
+  // With no server to inherit them, http's realip settings still get their warnings.
+  if (servers === 0) serverRealIp(c, realIp, {}, []);
   applyUsages(c);
   // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
   for (const d of streamBlocks) convertStream(c, d);
@@ -94,6 +100,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   for (const k of UPSTREAM_TLS_KEYS) if (c.top[k] !== undefined) (out as Record<string, unknown>)[k] = c.top[k];
   if (c.top.keepaliveTimeout !== undefined) out.keepaliveTimeout = c.top.keepaliveTimeout;
   if (c.top.accessLog !== undefined) out.accessLog = c.top.accessLog;
+  if (c.top.proxyProtocolFrom !== undefined) out.proxyProtocolFrom = c.top.proxyProtocolFrom;
   if (c.top.realIp !== undefined) out.realIp = c.top.realIp;
   return out;
 }

@@ -10,7 +10,7 @@ import {
   childSslScope, isProxySslDirective, isSslDirective, proxySslDirective, sslBlock, sslDirective, type SslScope,
 } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
-import { httpRealIpScope, isRealIpDirective, realIpDirective, realIpFor, type RealIpScope } from './real-ip.js';
+import { isRealIpDirective, realIpDirective, serverRealIp, serverRealIpKey, type RealIpScope } from './real-ip.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -18,10 +18,12 @@ interface ListenEntry {
   ssl: boolean;
   http2: boolean;
   defaultServer: boolean;
-  proxyProtocol?: boolean;
+  proxyProtocol: boolean;
+  /** The line of the first listen directive naming this address. */
+  line: number;
 }
 
-export function convertServer(c: Conversion, d: NginxDirective, httpScope: ProxyScope, httpSsl: SslScope): void {
+export function convertServer(c: Conversion, d: NginxDirective, httpScope: ProxyScope, httpSsl: SslScope, httpRealIp: RealIpScope): void {
   if (d.block === null) {
     c.error(d.line, `"server" in http needs a block: server { listen ...; location / { proxy_pass ...; } }`);
     return;
@@ -31,17 +33,13 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const entries: ListenEntry[] = [];
   const ownSsl: SslScope = {};
   const ownSslDirectives: NginxDirective[] = [];
+  const ownRealIp: RealIpScope = {};
   const tls: Mutable<RawUpstreamTls> = {};
   const names: string[] = [];
   let sawListen = false;
   const locationDirectives: NginxDirective[] = [];
-  const ownRealIp: RealIpScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
-    if (isRealIpDirective(item)) {
-      realIpDirective(c, item, ownRealIp);
-      continue;
-    }
     if (isSslDirective(item)) {
       sslDirective(c, item, ownSsl);
       ownSslDirectives.push(item);
@@ -49,6 +47,10 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     }
     if (isProxySslDirective(item)) {
       proxySslDirective(c, item, tls);
+      continue;
+    }
+    if (isRealIpDirective(item)) {
+      realIpDirective(c, item, ownRealIp);
       continue;
     }
     switch (item.name) {
@@ -76,7 +78,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     }
   }
   // nginx's default when there is no listen: *:80.
-  if (!sawListen) entries.push({ text: '80', ssl: false, http2: false, defaultServer: false });
+  if (!sawListen) entries.push({ text: '80', ssl: false, http2: false, defaultServer: false, proxyProtocol: false, line: d.line });
   const label = `server ${names[0] ?? `(${c.at(d.line)})`}`;
   const ssl = childSslScope(httpSsl, ownSsl);
   const hasSsl = entries.some((e) => e.ssl);
@@ -98,19 +100,14 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
       c.warn(h2.line, `"http2 on" for ${h2 === ownSsl.http2 ? label : 'servers without "listen ... ssl"'}: sessionlb offers HTTP/2 only over TLS (h2c is not offered); ignored there`);
     }
   }
-  const realIp = realIpFor(c, ownRealIp, httpRealIpScope(c), d.line);
-  // proxy_protocol: sessionlb needs who may send the header; realIp "proxy_protocol" names them.
-  const proxyFromRealIp = (realIp ?? c.top.realIp)?.header === 'proxy_protocol';
-  for (const e of entries) {
-    if (e.proxyProtocol === true && !proxyFromRealIp) {
-      c.warn(d.line, `listen ${e.text} proxy_protocol: sessionlb needs the addresses allowed to send the PROXY header (set_real_ip_from with real_ip_header proxy_protocol, or "proxyProtocolFrom"); the parameter is not converted`);
-      e.proxyProtocol = false;
-    }
-  }
   // default_server on every entry: the server's "default"; else on the entries that have it.
   const allDefault = entries.every((e) => e.defaultServer);
-  const listenTexts = entries.map((e) => [e.text, e.ssl ? 'ssl' : '', e.http2 ? 'http2' : '', e.proxyProtocol === true ? 'proxy_protocol' : '', e.defaultServer && !allDefault ? 'default_server' : '']
-    .filter((p) => p !== '').join(' '));
+  const listenTexts = entries.map((e) => [
+    e.text, e.ssl ? 'ssl' : '', e.http2 ? 'http2' : '', e.proxyProtocol ? 'proxy_protocol' : '', e.defaultServer && !allDefault ? 'default_server' : '',
+  ].filter((p) => p !== '').join(' '));
+  const proxyProtocolFrom = serverRealIp(c, httpRealIp, ownRealIp,
+    entries.filter((e) => e.proxyProtocol).map((e) => ({ text: `${e.text}${e.ssl ? ' ssl' : ''} proxy_protocol`, line: e.line })));
+  const realIp = serverRealIpKey(c, httpRealIp, ownRealIp);
   for (const loc of locationDirectives) convertLocation(c, loc, scope, vs.locations, label, tls);
   // Keys in the order the README documents them.
   const ordered: Mutable<RawVirtualServer> = {
@@ -118,6 +115,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     ...(names.length > 0 ? { serverName: names } : {}),
     ...(allDefault ? { default: true } : {}),
     ...(sslSettings !== null ? { ssl: sslSettings } : {}),
+    ...(proxyProtocolFrom !== undefined ? { proxyProtocolFrom } : {}),
     ...(http2 ? { http2: true } : {}),
     ...(realIp !== undefined ? { realIp } : {}),
     locations: vs.locations,
@@ -141,7 +139,7 @@ function listen(c: Conversion, d: NginxDirective, entries: ListenEntry[]): void 
     c.error(d.line, `listen "${addr}": ${hp}`);
     return;
   }
-  const entry: ListenEntry = { text, ssl: false, http2: false, defaultServer: false };
+  const entry: ListenEntry = { text, ssl: false, http2: false, defaultServer: false, proxyProtocol: false, line: d.line };
   const params = d.args.slice(1);
   if (params.includes('quic')) {
     c.warn(d.line, `listen ${addr} quic: sessionlb has no HTTP/3 (QUIC); this listen address is not converted`);

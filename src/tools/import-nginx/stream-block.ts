@@ -6,11 +6,17 @@ import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, Mutable } from './conversion.js';
 import { convertUpstream } from './upstream-block.js';
 import { isInt, nginxDuration } from './values.js';
+import { parseDuration } from '../../nginx-language/units.js';
+import { realIpDirective, streamRealIp, type ProxyProtocolListen, type RealIpScope } from './real-ip.js';
 
 /** The proxy_* directives of nginx's stream module that `streams` has. */
 const STREAM_PROXY_DIRECTIVES = new Set([
   'proxy_connect_timeout', 'proxy_timeout', 'proxy_next_upstream', 'proxy_next_upstream_tries', 'proxy_next_upstream_timeout', 'proxy_half_close',
+  'proxy_protocol', 'proxy_protocol_timeout',
 ]);
+
+/** nginx's stream proxy_protocol_timeout default, the wait sessionlb always uses for a stream's PROXY header. */
+const PROXY_PROTOCOL_TIMEOUT_MS = 30_000;
 
 /** nginx `stream { upstream ...; server { listen; proxy_pass; ... } }` -> `streams` and `upstreams`. */
 export function convertStream(c: Conversion, d: NginxDirective): void {
@@ -26,18 +32,25 @@ export function convertStream(c: Conversion, d: NginxDirective): void {
   }
   const defaults: Partial<Mutable<RawStream>> = {};
   for (const item of block) streamProxyDirective(c, item, defaults);
+  // ngx_stream_realip_module: set_real_ip_from (stream and server level), for the PROXY header.
+  const realIp: RealIpScope = {};
+  for (const item of block) if (item.name === 'set_real_ip_from') realIpDirective(c, item, realIp);
   const maps = new Map<string, PrereadMap | null>();
   for (const item of block) if (item.name === 'map') prereadMap(c, item, maps);
   c.notes.push({ line: d.line, message: 'sessionlb streams always pass a half-close on (nginx "proxy_half_close on"; nginx\'s default is off): the session ends when both sides have closed' });
   for (const item of block) {
-    if (item.name === 'upstream' || item.name === 'map' || STREAM_PROXY_DIRECTIVES.has(item.name)) continue;
-    if (item.name === 'server' && item.block !== null) streamServer(c, item, defaults, maps);
+    if (item.name === 'upstream' || item.name === 'map' || item.name === 'set_real_ip_from' || STREAM_PROXY_DIRECTIVES.has(item.name)) continue;
+    if (item.name === 'server' && item.block !== null) streamServer(c, item, defaults, maps, realIp);
     else c.unsupported(item, 'in stream');
   }
 }
 
-function streamServer(c: Conversion, d: NginxDirective, defaults: Partial<Mutable<RawStream>>, maps: Map<string, PrereadMap | null>): void {
+function streamServer(
+  c: Conversion, d: NginxDirective, defaults: Partial<Mutable<RawStream>>, maps: Map<string, PrereadMap | null>, streamRealIpScope: RealIpScope,
+): void {
   const listen: string[] = [];
+  const proxyProtocolListens: ProxyProtocolListen[] = [];
+  const ownRealIp: RealIpScope = {};
   let proxyPass: string | null = null;
   let routeVar: { name: string; line: number } | null = null;
   let sslPreread = false;
@@ -46,6 +59,9 @@ function streamServer(c: Conversion, d: NginxDirective, defaults: Partial<Mutabl
   for (const item of d.block!) {
     if (streamProxyDirective(c, item, own)) continue;
     switch (item.name) {
+      case 'set_real_ip_from':
+        realIpDirective(c, item, ownRealIp);
+        break;
       case 'ssl_preread': {
         const a = c.oneArg(item);
         if (a === 'on' || a === 'off') sslPreread = a === 'on';
@@ -68,7 +84,9 @@ function streamServer(c: Conversion, d: NginxDirective, defaults: Partial<Mutabl
       case 'listen': {
         const a = c.oneArg(item);
         if (a === null) break;
-        const params = item.args.slice(1);
+        const all = item.args.slice(1);
+        const proxyProtocol = all.includes('proxy_protocol');
+        const params = all.filter((p) => p !== 'proxy_protocol');
         if (params.includes('udp')) {
           c.error(item.line, `"listen ${item.args.join(' ')}": UDP is not supported by sessionlb (TCP only)`);
           break;
@@ -80,7 +98,11 @@ function streamServer(c: Conversion, d: NginxDirective, defaults: Partial<Mutabl
         if (params.length > 0) c.warn(item.line, `"listen": parameters "${params.join(' ')}" are not supported by sessionlb; ignored`);
         const hp = parseHostPort(a, undefined);
         if (typeof hp === 'string') c.error(item.line, `"listen ${a}": ${hp}`);
-        else listen.push(/^\d+$/.test(a) ? a : formatHostPort(hp.host, hp.port));
+        else {
+          const text = `${/^\d+$/.test(a) ? a : formatHostPort(hp.host, hp.port)}${proxyProtocol ? ' proxy_protocol' : ''}`;
+          listen.push(text);
+          if (proxyProtocol) proxyProtocolListens.push({ text, line: item.line });
+        }
         break;
       }
       case 'proxy_pass': {
@@ -116,11 +138,14 @@ function streamServer(c: Conversion, d: NginxDirective, defaults: Partial<Mutabl
     return;
   }
   const out: Mutable<RawStream> = route === null ? { listen, proxyPass: proxyPass! } : { listen, route };
-  for (const key of ['proxyConnectTimeout', 'proxyTimeout', 'nextUpstream', 'nextUpstreamTries', 'nextUpstreamTimeout'] as const) {
+  for (const key of ['proxyConnectTimeout', 'proxyTimeout', 'nextUpstream', 'nextUpstreamTries', 'nextUpstreamTimeout', 'proxyProtocol'] as const) {
     const v = own[key] ?? defaults[key];
     // Each key keeps its own type; the loop only copies.
     if (v !== undefined) (out as Record<string, unknown>)[key] = v;
   }
+  if (out.proxyProtocol === false) delete out.proxyProtocol;
+  const proxyProtocolFrom = streamRealIp(c, streamRealIpScope, ownRealIp, proxyProtocolListens);
+  if (proxyProtocolFrom !== undefined) out.proxyProtocolFrom = proxyProtocolFrom;
   c.streams.push(out);
 }
 
@@ -146,6 +171,18 @@ function streamProxyDirective(c: Conversion, d: NginxDirective, into: Partial<Mu
       if (isInt(a)) into.nextUpstreamTries = Number(a);
       else c.error(d.line, `"proxy_next_upstream_tries": "${a}" is not a number`);
       break;
+    case 'proxy_protocol':
+      if (a === 'on' || a === 'off') into.proxyProtocol = a === 'on';
+      else c.error(d.line, `"proxy_protocol": "${a}" must be "on" or "off"`);
+      break;
+    case 'proxy_protocol_timeout': {
+      const v = nginxDuration(a);
+      if (v === null) c.error(d.line, `"proxy_protocol_timeout": "${a}" is not a time such as "30s"`);
+      else if (parseDuration(v) !== PROXY_PROTOCOL_TIMEOUT_MS) {
+        c.warn(d.line, `"proxy_protocol_timeout ${a}": sessionlb waits 30 s (nginx's default) for a stream's PROXY header, and clientHeaderTimeout on HTTP addresses; ignored`);
+      }
+      break;
+    }
     case 'proxy_half_close':
       if (a !== 'on') c.warn(d.line, `"proxy_half_close ${a}": sessionlb always passes half-closes on (as "proxy_half_close on")`);
       break;
