@@ -2,11 +2,12 @@
  * realIp against real nginx (issue 17): the same realip settings in nginx (set_real_ip_from,
  * real_ip_header, real_ip_recursive, with `proxy_set_header X-Real-IP $remote_addr` and
  * `X-Forwarded-For $proxy_add_x_forwarded_for`, what sessionlb sends by default) and in sessionlb,
- * both in front of the same two `ip_hash` backends that echo the X-Forwarded-For and X-Real-IP
- * they got. Requests come from a trusted peer (127.0.0.1) and an untrusted one (127.0.0.2) with
+ * both in front of the same two backends (`ip_hash` on /, `hash $remote_addr` on /h/) that echo
+ * the X-Forwarded-For and X-Real-IP they got. Requests come from a trusted peer (127.0.0.1) and an untrusted one (127.0.0.2) with
  * spoofed chains: recursive on and off, trusted hops inside the chain, garbage, several headers,
  * ports, IPv6. What each backend saw, and which backend it was, must be the same. Then, on
- * sessionlb alone: the access log's remote_addr and X-Forwarded-Proto kept only from a trusted peer.
+ * sessionlb alone: the access log's remote_addr, X-Forwarded-Proto kept only from a trusted peer,
+ * and the real address on a websocket upgrade.
  */
 import net from 'node:net';
 import http from 'node:http';
@@ -35,7 +36,7 @@ function echo(req: http.IncomingMessage, res: http.ServerResponse, b: Backend): 
 }
 
 /** One request with exactly these header lines, from `localAddress`; the backend's JSON. */
-function ask(port: number, localAddress: string, headers: Array<[string, string]>): Promise<Record<string, unknown>> {
+function ask(port: number, localAddress: string, headers: Array<[string, string]>, path = '/'): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: '127.0.0.1', port, localAddress });
     const chunks: Buffer[] = [];
@@ -47,7 +48,7 @@ function ask(port: number, localAddress: string, headers: Array<[string, string]
       if (!text.startsWith('HTTP/1.1 200')) reject(new Error(`unexpected response: ${text.slice(0, 200)}`));
       else resolve(JSON.parse(text.slice(at + 4)) as Record<string, unknown>);
     });
-    s.write(`GET / HTTP/1.1\r\nHost: x\r\n${headers.map(([n, v]) => `${n}: ${v}\r\n`).join('')}Connection: close\r\n\r\n`);
+    s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${headers.map(([n, v]) => `${n}: ${v}\r\n`).join('')}Connection: close\r\n\r\n`);
   });
 }
 
@@ -86,7 +87,7 @@ const MODES = [
 const FROM = ['127.0.0.1', '10.0.0.0/8'];
 
 describe.skipIf(skip)('realIp matches nginx realip', () => {
-  it('what the backend sees (X-Forwarded-For, X-Real-IP) and which ip_hash backend, trusted and untrusted peers', async () => {
+  it('what the backend sees (X-Forwarded-For, X-Real-IP) and which ip_hash and hash $remote_addr backend, trusted and untrusted peers', async () => {
     const [a, b] = await scope.backends(['a', 'b'], echo);
     const nginxPorts = await Promise.all(MODES.map(() => freePort()));
     const lbPorts = await Promise.all(MODES.map(() => freePort()));
@@ -101,18 +102,27 @@ describe.skipIf(skip)('realIp matches nginx realip', () => {
           proxy_set_header X-Real-IP $remote_addr;
           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         }
+        location /h/ {
+          proxy_pass http://h;
+          proxy_set_header X-Real-IP $remote_addr;
+          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }
       }`).join('\n');
     const nginx = await startNginx(nginxPorts[MODES.length - 1]!, `
       upstream b { ip_hash; server ${a!.address}; server ${b!.address}; }
+      upstream h { hash $remote_addr; server ${a!.address}; server ${b!.address}; }
       ${servers}`);
     scope.cleanup.push(() => nginx.stop());
     await scope.lb({
       servers: MODES.map((m, i) => ({
         listen: [`127.0.0.1:${lbPorts[i]}`],
         realIp: { from: FROM, header: m.header, recursive: m.recursive },
-        locations: [{ path: '/', proxyPass: 'http://b' }],
+        locations: [{ path: '/', proxyPass: 'http://b' }, { path: '/h/', proxyPass: 'http://h' }],
       })),
-      upstreams: { b: { balance: 'ip_hash', servers: [{ address: a!.address }, { address: b!.address }] } },
+      upstreams: {
+        b: { balance: 'ip_hash', servers: [{ address: a!.address }, { address: b!.address }] },
+        h: { balance: { hash: '$remote_addr' }, servers: [{ address: a!.address }, { address: b!.address }] },
+      },
     });
     const mismatches: string[] = [];
     const byRealIp = new Map<string, Set<unknown>>();
@@ -130,6 +140,12 @@ describe.skipIf(skip)('realIp matches nginx realip', () => {
             mismatches.push(`${JSON.stringify(MODES[i])} from ${peer} with ${JSON.stringify(headers)}: sessionlb ${JSON.stringify(ours)}, nginx ${JSON.stringify(theirs)}`);
           }
           const real = String(ours.realIp);
+          // hash $remote_addr: the same server as nginx's for the same real address.
+          const hashed = await ask(lbPorts[i]!, peer, headers, '/h/');
+          const nginxHashed = await ask(nginxPorts[i]!, peer, headers, '/h/');
+          if (hashed.backend !== nginxHashed.backend && !JSON.stringify(headers).includes('::ffff:')) {
+            mismatches.push(`hash $remote_addr ${JSON.stringify(MODES[i])} from ${peer} with ${JSON.stringify(headers)}: sessionlb ${String(hashed.backend)}, nginx ${String(nginxHashed.backend)}`);
+          }
           if (ours.backend === undefined) continue;
           if (!byRealIp.has(real)) byRealIp.set(real, new Set());
           byRealIp.get(real)!.add(ours.backend);
@@ -166,6 +182,29 @@ describe('realIp on sessionlb', () => {
     expect(await waitFor(async () => (await readFile(logFile, 'utf8').catch(() => '')).split('\n').filter(Boolean).length >= 3)).toBe(true);
     const lines = (await readFile(logFile, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { remote_addr: string });
     expect(lines.map((l) => l.remote_addr)).toEqual(['203.0.113.7', '127.0.0.2', '127.0.0.1']);
+  });
+
+  it('an upgrade (websocket) request carries the real address upstream', async () => {
+    const backend = await scope.backend('a', echo);
+    backend.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+      socket.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Seen-For: ${String(req.headers['x-forwarded-for'])}\r\nX-Seen-Real-IP: ${String(req.headers['x-real-ip'])}\r\n\r\n`);
+    });
+    const port = await freePort();
+    await scope.lb({
+      servers: [{ listen: [`127.0.0.1:${port}`], realIp: { from: ['127.0.0.1'], header: 'X-Forwarded-For' }, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+      upstreams: { backend: { servers: [{ address: backend.address }] } },
+    });
+    const head = await new Promise<string>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port });
+      let text = '';
+      s.on('data', (d: Buffer) => { text += d.toString(); });
+      s.on('error', () => undefined);
+      s.on('close', () => resolve(text));
+      s.write('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Forwarded-For: 198.51.100.3\r\n\r\n');
+    });
+    expect(head).toMatch(/^HTTP\/1\.1 101/);
+    expect(head).toMatch(/X-Seen-For: 198\.51\.100\.3, 198\.51\.100\.3\r\n/i);
+    expect(head).toMatch(/X-Seen-Real-IP: 198\.51\.100\.3\r\n/i);
   });
 
   it('a 404 (no location) is logged with the real address too', async () => {
