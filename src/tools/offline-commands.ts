@@ -50,8 +50,11 @@ export async function checkCommand(file: string): Promise<number> {
   return 0;
 }
 
-/** `sessionlb import-nginx FILE [--out OUT]`: exit 0 with the JSON (warnings on stderr), or 1. */
-export async function importNginxCommand(file: string, out: string | null): Promise<number> {
+/**
+ * `sessionlb import-nginx FILE [--out OUT] [--allow-open]`: exit 0 with the JSON (warnings on
+ * stderr), or 1. `allowOpen`: access restrictions that cannot be converted are warnings, not errors.
+ */
+export async function importNginxCommand(file: string, out: string | null, allowOpen = false): Promise<number> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -61,7 +64,7 @@ export async function importNginxCommand(file: string, out: string | null): Prom
   }
   let result: ReturnType<typeof importNginx>;
   try {
-    result = importNginx(text, file);
+    result = importNginx(text, file, { allowOpen });
   } catch (err) {
     if (err instanceof NginxSyntaxError) {
       process.stderr.write(`${err.file}:${err.line}: error: ${err.detail}\nsessionlb: ${file} is not valid nginx syntax; nothing converted\n`);

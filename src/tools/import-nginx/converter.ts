@@ -2,6 +2,7 @@
  * The conversion: nginx directives (includes already expanded) -> sessionlb's JSON configuration.
  * The top level and http { } are here; each kind of block has a file of its own.
  */
+import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
 import type { RawConfig, RawUpstream } from '../../config/schema.js';
 import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, Mutable, ProxyScope } from './conversion.js';
@@ -49,8 +50,13 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
     if (isSslDirective(d)) sslDirective(c, d, ssl);
     else if (isProxySslDirective(d)) proxySslDirective(c, d, c.top);
   }
+  const access: AccessScope = {};
   for (const d of http) {
     if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d)) continue;
+    if (isAccessDirective(d)) {
+      accessDirective(c, d, access);
+      continue;
+    }
     switch (d.name) {
       case 'server':
         convertServer(c, d, scope, ssl);
@@ -74,6 +80,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
         c.unsupported(d, d.block !== null ? 'block in http' : 'in http');
     }
   }
+  writeAccess(access, c.top as Record<string, unknown>);
   applyUsages(c);
   // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
   for (const d of streamBlocks) convertStream(c, d);
@@ -91,6 +98,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   for (const k of UPSTREAM_TLS_KEYS) if (c.top[k] !== undefined) (out as Record<string, unknown>)[k] = c.top[k];
   if (c.top.keepaliveTimeout !== undefined) out.keepaliveTimeout = c.top.keepaliveTimeout;
   if (c.top.accessLog !== undefined) out.accessLog = c.top.accessLog;
+  writeAccess(c.top, out as Record<string, unknown>);
   return out;
 }
 

@@ -10,6 +10,7 @@ import {
   childSslScope, isProxySslDirective, isSslDirective, proxySslDirective, sslBlock, sslDirective, type SslScope,
 } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
+import { accessDirective, isAccessDirective, notCarriedOver, restricts, writeAccess, type AccessScope } from './access-settings.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -33,8 +34,13 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const names: string[] = [];
   let sawListen = false;
   const locationDirectives: NginxDirective[] = [];
+  const access: AccessScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
+    if (isAccessDirective(item)) {
+      accessDirective(c, item, access);
+      continue;
+    }
     if (isSslDirective(item)) {
       sslDirective(c, item, ownSsl);
       ownSslDirectives.push(item);
@@ -95,7 +101,14 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const allDefault = entries.every((e) => e.defaultServer);
   const listenTexts = entries.map((e) => [e.text, e.ssl ? 'ssl' : '', e.http2 ? 'http2' : '', e.defaultServer && !allDefault ? 'default_server' : '']
     .filter((p) => p !== '').join(' '));
-  for (const loc of locationDirectives) convertLocation(c, loc, scope, vs.locations, label, tls);
+  for (const loc of locationDirectives) {
+    const before = vs.locations.length;
+    convertLocation(c, loc, scope, vs.locations, label, tls);
+    // A location left out with restrictions inside: its requests would go to another, open, location.
+    if (vs.locations.length === before && loc.block !== null && restricts(loc.block)) {
+      notCarriedOver(c, loc.line, `location ${loc.args.join(' ')} restricts access and is not converted (see above)`);
+    }
+  }
   // Keys in the order the README documents them.
   const ordered: Mutable<RawVirtualServer> = {
     listen: listenTexts,
@@ -107,6 +120,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   };
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
   for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (ordered as Record<string, unknown>)[k] = tls[k];
+  writeAccess(access, ordered as Record<string, unknown>);
   c.top.servers.push(ordered as RawVirtualServer);
 }
 
