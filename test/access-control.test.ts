@@ -32,7 +32,7 @@ function get(port: number, path: string, from: string, auth?: string): Promise<A
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { Host: 'localhost' };
     if (auth !== undefined) headers.Authorization = auth;
-    const req = http.request({ host: '127.0.0.1', port, path, localAddress: from, headers, agent: false }, (res) => {
+    const req = http.request({ host: from.includes(':') ? '::1' : '127.0.0.1', port, path, localAddress: from, headers, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8').on('data', (d: string) => { body += d; }).on('end', () => {
         resolve({ status: res.statusCode!, realm: res.headers['www-authenticate'], body });
@@ -74,13 +74,15 @@ function nginxBody(port: number, file: string): string {
   return `
   server {
     listen 127.0.0.1:${port};
+    listen [::1]:${port};
     server_name localhost;
     deny 127.0.0.3;
     location / { ${pass} }
     location /api/ { allow 127.0.0.1; deny all; ${pass} }
     location /v6/ { allow ::/0; deny all; ${pass} }
     location /open/ { allow all; ${pass} }
-    location /net/ { deny 127.0.0.2/32; allow 127.0.0.0/8; deny all; ${pass} }
+    location /net/ { deny 127.0.0.2/32; allow 127.0.0.0/8; allow ::1; deny all; ${pass} }
+    location /net6/ { deny ::1; allow all; ${pass} }
     location /private/ { auth_basic "Restricted Area"; auth_basic_user_file ${file}; ${pass} }
     location /private/public/ { auth_basic off; ${pass} }
     location /both/ { allow 127.0.0.1; deny all; auth_basic "Both"; auth_basic_user_file ${file}; ${pass} }
@@ -93,7 +95,7 @@ function sessionlbConfig(port: number, file: string): Record<string, unknown> {
     workers: 1,
     accessLog: false,
     servers: [{
-      listen: [`127.0.0.1:${port}`],
+      listen: [`127.0.0.1:${port}`, `[::1]:${port}`],
       serverName: ['localhost'],
       access: [{ deny: '127.0.0.3' }],
       locations: [
@@ -101,7 +103,8 @@ function sessionlbConfig(port: number, file: string): Record<string, unknown> {
         { path: '/api/', proxyPass: pass, access: [{ allow: '127.0.0.1' }, { deny: 'all' }] },
         { path: '/v6/', proxyPass: pass, access: [{ allow: '::/0' }, { deny: 'all' }] },
         { path: '/open/', proxyPass: pass, access: [{ allow: 'all' }] },
-        { path: '/net/', proxyPass: pass, access: [{ deny: '127.0.0.2/32' }, { allow: '127.0.0.0/8' }, { deny: 'all' }] },
+        { path: '/net/', proxyPass: pass, access: [{ deny: '127.0.0.2/32' }, { allow: '127.0.0.0/8' }, { allow: '::1' }, { deny: 'all' }] },
+        { path: '/net6/', proxyPass: pass, access: [{ deny: '::1' }, { allow: 'all' }] },
         { path: '/private/', proxyPass: pass, authBasic: 'Restricted Area', authBasicUserFile: file },
         { path: '/private/public/', proxyPass: pass, authBasic: 'off' },
         { path: '/both/', proxyPass: pass, access: [{ allow: '127.0.0.1' }, { deny: 'all' }], authBasic: 'Both', authBasicUserFile: file },
@@ -110,8 +113,8 @@ function sessionlbConfig(port: number, file: string): Record<string, unknown> {
   };
 }
 
-const CLIENTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
-const PATHS = ['/', '/api/x', '/v6/', '/open/', '/net/', '/private/', '/private/public/', '/both/'];
+const CLIENTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3', '::1'];
+const PATHS = ['/', '/api/x', '/v6/', '/open/', '/net/', '/net6/', '/private/', '/private/public/', '/both/'];
 const AUTHS: Array<string | undefined> = [
   undefined,
   basic('bob', users.bob), basic('sam', users.sam), basic('alice', users.alice),
@@ -166,6 +169,10 @@ describe('allow/deny and auth_basic', () => {
     expect(expectRow('127.0.0.1', '/v6/', undefined)).toBe('403'); // IPv4 client, IPv6 rule: only `all` matches
     expect(expectRow('127.0.0.2', '/net/', undefined)).toBe('403');
     expect(expectRow('127.0.0.1', '/net/', undefined)).toBe('200');
+    expect(expectRow('::1', '/v6/', undefined)).toBe('200');
+    expect(expectRow('::1', '/api/x', undefined)).toBe('403');
+    expect(expectRow('::1', '/net6/', undefined)).toBe('403');
+    expect(expectRow('127.0.0.1', '/net6/', undefined)).toBe('200');
     expect(expectRow('127.0.0.1', '/private/', undefined)).toBe('401 Basic realm="Restricted Area"');
     for (const [u, p] of Object.entries(users)) expect(expectRow('127.0.0.2', '/private/', basic(u, p))).toBe('200');
     expect(expectRow('127.0.0.1', '/private/', basic('bob', 'wrong'))).toBe('401 Basic realm="Restricted Area"');
@@ -226,9 +233,9 @@ describe('allow/deny and auth_basic', () => {
     writeFileSync(configFile, JSON.stringify(sessionlbConfig(port, file)));
     await expect(loadConfigFile(configFile)).rejects.toThrow(/htpasswd:1: the password of user "old" is a crypt\(3\) DES hash/);
     const raw = sessionlbConfig(port, file) as { servers: Array<{ locations: Array<Record<string, unknown>> }> };
-    delete raw.servers[0]!.locations[5]!.authBasicUserFile;
+    delete raw.servers[0]!.locations[6]!.authBasicUserFile;
     writeFileSync(configFile, JSON.stringify(raw));
-    await expect(loadConfigFile(configFile)).rejects.toThrow(/\$\.servers\[0\]\.locations\[5\]\.authBasic: needs "authBasicUserFile"/);
+    await expect(loadConfigFile(configFile)).rejects.toThrow(/\$\.servers\[0\]\.locations\[6\]\.authBasic: needs "authBasicUserFile"/);
     raw.servers[0]!.locations[1]!.access = [{ allow: '10.0.0.0/33' }];
     writeFileSync(configFile, JSON.stringify(raw));
     await expect(loadConfigFile(configFile)).rejects.toThrow(/locations\[1\]\.access\[0\]\.allow: "10.0.0.0\/33" has an invalid prefix/);

@@ -9,6 +9,7 @@ import { readTrustedCertificates } from '../tls/upstream-trust.js';
 import { readFile, writeFile } from 'node:fs/promises';
 import { loadConfig, loadConfigFile } from '../config/load.js';
 import { ConfigError } from '../config/model.js';
+import { userFileWarnings } from '../config/access.js';
 import { formatConfigJson, formatDiagnostic, importNginx, NginxSyntaxError } from './import-nginx/import-nginx.js';
 import { DEFAULT_FIREWALL_FORMAT, FIREWALL_FORMATS, firewallOutput, firewallPlan, isFirewallFormat } from './firewall.js';
 
@@ -37,6 +38,7 @@ export async function checkCommand(file: string): Promise<number> {
   const built = await buildTlsSites(config.servers, new TicketKeys());
   const trusted = readTrustedCertificates(config);
   for (const w of built.warnings) process.stderr.write(`sessionlb: warning: ${w.file}: ${w.message} (server ${w.server} on ${w.address})\n`);
+  for (const w of userFileWarnings(config)) process.stderr.write(`sessionlb: warning: ${w}\n`);
   const problems = [
     ...tlsBuildProblems(built),
     ...trusted.problems.map((p) => `${p.file}: ${p.message}`),
