@@ -5,6 +5,7 @@
  * passwd at test time). Then reloads: a changed user file, a missing one.
  */
 import http from 'node:http';
+import net from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -223,6 +224,42 @@ describe('allow/deny and auth_basic', () => {
       await lb.stop(1000);
     }
   }, 30_000);
+
+  it('guards websocket upgrades too: 403 before the handshake reaches the server, 401 with the realm', async () => {
+    const sub = mkdtempSync(join(dir, 'ws-'));
+    const file = join(sub, 'htpasswd');
+    writeFileSync(file, userFile({ alice: openssl('-apr1', 'pw') }));
+    const port = await freePort();
+    const configFile = join(sub, 'sessionlb.json');
+    writeFileSync(configFile, JSON.stringify(sessionlbConfig(port, file)));
+    const { lb } = await startSessionlb(configFile);
+    let upgrades = 0;
+    backend.server.on('upgrade', (_req: http.IncomingMessage, socket: net.Socket) => {
+      upgrades++;
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    });
+    const upgrade = (path: string, from: string, auth = ''): Promise<string> => new Promise((resolve, reject) => {
+      const socket = net.connect({ host: '127.0.0.1', port, localAddress: from }, () => {
+        socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${auth}\r\n`);
+      });
+      let text = '';
+      socket.setEncoding('latin1').on('data', (d: string) => { text += d; if (text.includes('\r\n\r\n')) { socket.destroy(); resolve(text.split('\r\n\r\n')[0]!); } });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(text));
+    });
+    try {
+      expect(await upgrade('/api/x', '127.0.0.2')).toMatch(/^HTTP\/1.1 403 /);
+      const challenged = await upgrade('/private/', '127.0.0.1');
+      expect(challenged).toMatch(/^HTTP\/1.1 401 /);
+      expect(challenged).toContain('WWW-Authenticate: Basic realm="Restricted Area"');
+      expect(upgrades).toBe(0);
+      // Right credentials: on to the server, which switches protocols.
+      expect(await upgrade('/private/', '127.0.0.1', `Authorization: ${basic('alice', 'pw')}\r\n`)).toMatch(/^HTTP\/1.1 101 /);
+      expect(upgrades).toBe(1);
+    } finally {
+      await lb.stop(1000);
+    }
+  });
 
   it('refuses a DES user file and authBasic without a user file at load', async () => {
     const sub = mkdtempSync(join(dir, 'bad-'));
