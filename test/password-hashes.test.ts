@@ -19,21 +19,21 @@ describe('SHA-crypt (Drepper\'s specification vectors)', () => {
     ['$6$rounds=10000$saltstringsaltstring', 'Hello world!', '$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v.'],
     ['$6$rounds=10$roundstoolow', 'the minimum number is still observed', '$6$rounds=1000$roundstoolow$kUMsbe306n21p9R.FRkW3IGn.S9NPN0x50YhH1xhLsPuWGsUSklZt58jaTfF4ZEQpyUNGc0dqbpBYYBaHHrsX.'],
   ];
-  it.each(vectors)('%s', (setting, password, expected) => {
+  it.each(vectors)('%s', async (setting, password, expected) => {
     expect(shaCrypt(pw(password), setting)).toBe(expected);
-    expect(verifyPassword({ scheme: setting.startsWith('$5') ? 'sha256-crypt' : 'sha512-crypt', hash: expected }, pw(password))).toBe(true);
-    expect(verifyPassword({ scheme: setting.startsWith('$5') ? 'sha256-crypt' : 'sha512-crypt', hash: expected }, pw(password + 'x'))).toBe(false);
+    expect(await verifyPassword({ scheme: setting.startsWith('$5') ? 'sha256-crypt' : 'sha512-crypt', hash: expected }, pw(password))).toBe(true);
+    expect(await verifyPassword({ scheme: setting.startsWith('$5') ? 'sha256-crypt' : 'sha512-crypt', hash: expected }, pw(password + 'x'))).toBe(false);
   });
 });
 
 describe('apr1, {SHA}, bcrypt (Apache\'s documented examples)', () => {
-  it('apr1: htpasswd -nbm myName myPassword', () => {
+  it('apr1: htpasswd -nbm myName myPassword', async () => {
     expect(md5Crypt(pw('myPassword'), '$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/')).toBe('$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/');
-    expect(verifyPassword({ scheme: 'apr1', hash: '$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/' }, pw('mypassword'))).toBe(false);
+    expect(await verifyPassword({ scheme: 'apr1', hash: '$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/' }, pw('mypassword'))).toBe(false);
   });
-  it('{SHA}: htpasswd -nbs myName myPassword', () => {
-    expect(verifyPassword({ scheme: 'sha1', hash: '{SHA}VBPuJHI7uixaa6LQGWx4s+5GKNE=' }, pw('myPassword'))).toBe(true);
-    expect(verifyPassword({ scheme: 'sha1', hash: '{SHA}VBPuJHI7uixaa6LQGWx4s+5GKNE=' }, pw('myPassword '))).toBe(false);
+  it('{SHA}: htpasswd -nbs myName myPassword', async () => {
+    expect(await verifyPassword({ scheme: 'sha1', hash: '{SHA}VBPuJHI7uixaa6LQGWx4s+5GKNE=' }, pw('myPassword'))).toBe(true);
+    expect(await verifyPassword({ scheme: 'sha1', hash: '{SHA}VBPuJHI7uixaa6LQGWx4s+5GKNE=' }, pw('myPassword '))).toBe(false);
   });
   it('bcrypt $2y$: htpasswd -nbB myName myPassword', async () => {
     const hash = '$2y$05$c4WoMPo3SXsafkva.HHa6uXQZWr7oboPiC2bT/r7q1BB8I2s0BRqC';
@@ -43,29 +43,41 @@ describe('apr1, {SHA}, bcrypt (Apache\'s documented examples)', () => {
     const made = bcrypt.hashSync('é and more', 4);
     expect(await verifyPassword({ scheme: 'bcrypt', hash: made }, pw('é and more'))).toBe(true);
   });
-  it('{PLAIN} and {SSHA}', () => {
-    expect(verifyPassword({ scheme: 'plain', hash: 'secret' }, pw('secret'))).toBe(true);
-    expect(verifyPassword({ scheme: 'plain', hash: 'secret' }, pw('secre'))).toBe(false);
+  it('{PLAIN} and {SSHA}', async () => {
+    expect(await verifyPassword({ scheme: 'plain', hash: 'secret' }, pw('secret'))).toBe(true);
+    expect(await verifyPassword({ scheme: 'plain', hash: 'secret' }, pw('secre'))).toBe(false);
     // slappasswd -s secret -h {SSHA}, salt "salt": base64(sha1("secret" + "salt") + "salt")
     const ssha = `{SSHA}${Buffer.concat([createHash('sha1').update('secretsalt').digest(), Buffer.from('salt')]).toString('base64')}`;
     expect(hashScheme(ssha)).toBe('ssha');
-    expect(verifyPassword({ scheme: 'ssha', hash: ssha }, pw('secret'))).toBe(true);
-    expect(verifyPassword({ scheme: 'ssha', hash: ssha }, pw('secreT'))).toBe(false);
+    expect(await verifyPassword({ scheme: 'ssha', hash: ssha }, pw('secret'))).toBe(true);
+    expect(await verifyPassword({ scheme: 'ssha', hash: ssha }, pw('secreT'))).toBe(false);
   });
 });
 
 describe.skipIf(OPENSSL === null)('hashes made by openssl passwd at test time', () => {
   for (const [flag, scheme] of [['-5', 'sha256-crypt'], ['-6', 'sha512-crypt'], ['-apr1', 'apr1'], ['-1', 'md5-crypt']] as const) {
-    it(`openssl passwd ${flag}`, () => {
+    it(`openssl passwd ${flag}`, async () => {
       for (let i = 0; i < 8; i++) {
         const password = randomBytes(1 + i * 3).toString('base64');
         const hash = execFileSync(OPENSSL!, ['passwd', flag, password]).toString().trim();
         expect(hashScheme(hash)).toBe(scheme);
-        expect(verifyPassword({ scheme, hash }, pw(password))).toBe(true);
-        expect(verifyPassword({ scheme, hash }, pw(password.slice(1)))).toBe(false);
+        expect(await verifyPassword({ scheme, hash }, pw(password))).toBe(true);
+        expect(await verifyPassword({ scheme, hash }, pw(password.slice(1)))).toBe(false);
       }
     });
   }
+});
+
+describe('verification in slices', () => {
+  it('SHA-crypt runs between other events: timers fire while a default 5000-round SHA-512 hash is checked', async () => {
+    const hash = '$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1';
+    let ticks = 0;
+    const timer = setInterval(() => { ticks++; }, 0);
+    const results = await Promise.all([1, 2, 3, 4].map(() => verifyPassword({ scheme: 'sha512-crypt', hash }, pw('Hello world!'))));
+    clearInterval(timer);
+    expect(results).toEqual([true, true, true, true]);
+    expect(ticks).toBeGreaterThan(2);
+  });
 });
 
 describe('htpasswd files', () => {
