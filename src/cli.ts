@@ -30,7 +30,8 @@ Usage:
   sessionlb check [--config FILE]              validate FILE like "nginx -t"
   sessionlb reload [--config FILE]             validate FILE, then send SIGHUP to the pid in its pidFile
                                                (like "nginx -s reload")
-  sessionlb import-nginx FILE [--out OUT]      convert an nginx config (upstream/server/location) to
+  sessionlb import-nginx FILE [--out OUT] [--allow-open]
+                                               convert an nginx config (upstream/server/location) to
                                                sessionlb JSON on stdout or OUT; warnings name FILE:LINE
   sessionlb firewall [--config FILE] [--port N] [--balancer ADDR]... [--format F] [--family 4|6]
                                                print firewall rules that let only localhost, the
@@ -46,6 +47,8 @@ Options:
   --port N            demo: port to listen on (default 8080);
                       firewall: memcached port when the config has no sessionStore.servers (default 11211)
   -o, --out FILE      import-nginx: write the JSON to FILE instead of stdout
+  --allow-open        import-nginx: convert even when an access restriction (auth_request, satisfy any,
+                      internal, ...) cannot be carried over (a warning instead of an error: opened!)
   --balancer ADDR     firewall: another sessionlb host (IP or CIDR) allowed to reach memcached; repeatable
   --format F          firewall: iptables-restore (default; one file per --family), nftables or script
   --family 4|6        firewall: iptables-restore: IPv4 file (default) or IPv6 file (for ip6tables-restore)
@@ -64,6 +67,8 @@ interface Args {
   /** import-nginx FILE */
   file: string | null;
   out: string | null;
+  /** import-nginx --allow-open */
+  allowOpen: boolean;
   balancers: string[];
   /** firewall --format / --family, as given (checked by firewallCommand). */
   format: string | null;
@@ -71,7 +76,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { command: '', config: DEFAULT_CONFIG, configSet: false, pretty: false, watch: false, port: 8080, portSet: false, file: null, out: null, balancers: [], format: null, family: null };
+  const args: Args = { command: '', config: DEFAULT_CONFIG, configSet: false, pretty: false, watch: false, port: 8080, portSet: false, file: null, out: null, allowOpen: false, balancers: [], format: null, family: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -87,6 +92,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--watch') args.watch = true;
     else if (a === '--port') { args.port = Number(value()); args.portSet = true; }
     else if (a === '--out' || a === '-o') args.out = value();
+    else if (a === '--allow-open') args.allowOpen = true;
     else if (a === '--balancer') args.balancers.push(value());
     else if (a === '--format') args.format = value();
     else if (a.startsWith('--format=')) args.format = a.slice(9);
@@ -217,7 +223,7 @@ async function main(): Promise<void> {
       return;
     case 'import-nginx':
       if (args.file === null) fail('import-nginx needs an nginx configuration FILE');
-      process.exitCode = await importNginxCommand(args.file, args.out);
+      process.exitCode = await importNginxCommand(args.file, args.out, args.allowOpen);
       return;
     case 'firewall':
       process.exitCode = await firewallCommand(args.config, {

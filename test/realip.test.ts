@@ -5,7 +5,10 @@
  * garbage; X-Forwarded-Proto kept only from a trusted peer. realip-nginx.test.ts compares the
  * same cases with real nginx.
  */
+import http from 'node:http';
 import { describe, expect, it } from 'vitest';
+import { freePort } from './helpers/net.js';
+import { useScope } from './helpers/scope.js';
 import { formatAddr, parseAddr, parseAddrPort, RealIp, type RealIpSettings } from '../src/net/real-ip.js';
 import { requestClientAddress, requestPeerTrusted, setProxiedClient } from '../src/net/client-address.js';
 import { upstreamRequestHeaders } from '../src/proxy/http/headers.js';
@@ -162,5 +165,34 @@ describe('import-nginx: set_real_ip_from, real_ip_header, real_ip_recursive', ()
     const loadable = { ...c, servers: c.servers.slice(0, 3) };
     const loaded = await loadConfig(loadable as Record<string, unknown>, '<import>');
     expect(loaded.servers[2]!.realIp).toEqual({ from: ['127.0.0.1'], header: 'proxy_protocol', recursive: false });
+  });
+});
+
+const scope = useScope();
+
+describe('realIp and access rules', () => {
+  /** GET / from `from` (a loopback address) with an X-Real-IP header: the status. */
+  const get = (port: number, from: string, realIp: string): Promise<number> => new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/', localAddress: from, headers: { 'X-Real-IP': realIp }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+
+  it('allow/deny see the real client address a trusted peer gives, and the peer\'s own from an untrusted one', async () => {
+    const be = await scope.backend('a');
+    const port = await freePort();
+    await scope.lb({
+      realIp: { from: ['127.0.0.1/32'], header: 'X-Real-IP' },
+      servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend', access: [{ allow: '10.0.0.0/8' }, { allow: '127.0.0.2' }, { deny: 'all' }] }] }],
+      upstreams: { backend: { servers: [{ address: be.address }] } },
+    });
+    expect(await get(port, '127.0.0.1', '10.1.2.3')).toBe(200);
+    expect(await get(port, '127.0.0.1', '192.0.2.1')).toBe(403);
+    // Not trusted: its header is ignored, its own address decides.
+    expect(await get(port, '127.0.0.3', '10.1.2.3')).toBe(403);
+    expect(await get(port, '127.0.0.2', '192.0.2.1')).toBe(200);
   });
 });

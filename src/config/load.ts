@@ -17,6 +17,7 @@ import {
 import { balanceProblems, normaliseBalance } from './balance.js';
 import { normaliseStreams, streamProblems } from './streams.js';
 import { proxyProtocolProblems } from './proxy-protocol.js';
+import { readUserFiles, resolveAccess, resolveAuthBasic } from './access.js';
 import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
@@ -66,6 +67,8 @@ export async function loadConfig(raw: unknown, file = '<config>'): Promise<Confi
   if (!shape.config) throw new ConfigError(file, mergeProblems(shape.problems, crossFieldProblems(raw)));
   const problems: ConfigProblem[] = [];
   const config = normalise(shape.config, file, problems);
+  // htpasswd files, read at every load (a reload with an unreadable one fails, naming it).
+  await readUserFiles(config, (at, message) => problem(problems, at, message));
   if (problems.length === 0) await resolveHostnames(config, problems);
   if (problems.length > 0) throw new ConfigError(file, problems);
   return config;
@@ -382,6 +385,9 @@ function normaliseLocation(
     clientMaxBodySize: loc.clientMaxBodySize !== undefined ? parseSize(loc.clientMaxBodySize) : inheritedMaxBody,
     buffering: resolveBuffering(loc, inheritedBuffering, dir),
     upstreamTls: resolveUpstreamTls(levels, target.tls, target.kind === 'upstream' ? target.name : target.host, dir),
+    // allow/deny and auth_basic: nearest level; a problem of an upper level is reported once (tlsReported dedupes by path).
+    access: resolveAccess(levels, (at, message) => problem(problems, at, message), tlsReported),
+    authBasic: resolveAuthBasic(levels, dir, (at, message) => problem(problems, at, message), tlsReported),
   };
 }
 

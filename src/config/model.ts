@@ -6,6 +6,8 @@
 import type { BlockList } from 'node:net';
 import type { CompiledTemplate } from '../nginx-language/variables.js';
 import type { ConfigProblem } from './schema.js';
+import type { IpRule } from '../net/ip-rules.js';
+import type { HtpasswdFile } from './htpasswd.js';
 
 export type NextUpstreamCondition =
   | 'error' | 'timeout' | 'invalid_header'
@@ -128,6 +130,19 @@ export interface LocationConfig {
   buffering: BufferingConfig;
   /** TLS to the upstream for `proxyPass: "https://..."` (proxySsl* keys, nearest of location, server, top level); null for "http://". */
   upstreamTls: UpstreamTlsConfig | null;
+  /** nginx allow/deny (nearest level that sets `access`), compiled; null = no rules. */
+  access: readonly IpRule[] | null;
+  /** nginx auth_basic (nearest level that sets it; "off" = null) with its user file, read at load. */
+  authBasic: AuthBasicConfig | null;
+}
+
+/** HTTP Basic authentication of a location. */
+export interface AuthBasicConfig {
+  realm: string;
+  /** `Basic realm="..."`: the WWW-Authenticate value of a 401. */
+  challenge: string;
+  /** The user file, resolved against the config's directory, and its users (filled by loadConfig). */
+  userFile: HtpasswdFile;
 }
 
 /** nginx proxy_ssl_* for an "https://" proxyPass. */

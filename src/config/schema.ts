@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../nginx-language/units.js';
+import { accessKeys } from './access-schema.js';
 
 const duration = (what = 'a duration') =>
   z.string({ error: `must be ${what} such as "500ms", "10s" or "1m"` })
@@ -237,6 +238,7 @@ export const locationSchema = z.strictObject({
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this location (default: the server\'s)'),
   ...bufferingKeys,
   ...upstreamTlsKeys,
+  ...accessKeys,
 });
 
 /** CIDRs allowed to send a PROXY protocol header (checked with addCidrTo by the cross-checks). */
@@ -269,6 +271,7 @@ export const virtualServerSchema = z.strictObject({
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this server (default: the top-level one)'),
   ...bufferingKeys,
   ...upstreamTlsKeys,
+  ...accessKeys,
 });
 
 /** A stream's routing by the TLS ClientHello, read without terminating TLS (nginx ssl_preread + map). */
@@ -329,6 +332,7 @@ export const configSchema = z.strictObject({
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size (default "1m"; "0" = unlimited)'),
   ...bufferingKeys,
   ...upstreamTlsKeys,
+  ...accessKeys,
   largeClientHeaderBuffers: buffers.optional()
     .describe('nginx large_client_header_buffers: the request line must fit one buffer (else 414), each header line one buffer (else 400), the whole header NUMBER x SIZE (else 431) (default "4 8k")'),
   clientHeaderTimeout: duration().optional()
@@ -377,6 +381,8 @@ export type RawBuffering = z.input<ReturnType<typeof z.strictObject<typeof buffe
 /** The proxy_ssl_* keys, as written at any of the three levels. */
 export type RawUpstreamTls = z.input<ReturnType<typeof z.strictObject<typeof upstreamTlsKeys>>>;
 export type RawSsl = z.input<typeof sslSchema>;
+/** The access keys, as written at any of the three levels. */
+export type RawAccess = z.input<ReturnType<typeof z.strictObject<typeof accessKeys>>>;
 
 /** One validation problem: a JSONPath-like location (`$.upstreams.backend.servers[1].weight`) and what is wrong. */
 export interface ConfigProblem {

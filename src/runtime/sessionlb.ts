@@ -32,6 +32,7 @@ import { PeerPools, upstreamTlsSettings } from './peer-pools.js';
 import { httpRoutes } from './http-routes.js';
 import { RuntimeStateFile } from './state-file.js';
 import { ConfigReloads, type Reloadable } from './config-reloads.js';
+import { userFileWarnings } from '../config/access.js';
 
 export interface SessionLBOptions {
   log: EventLog;
@@ -191,6 +192,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   async start(): Promise<void> {
     this.startedAt = Date.now();
     if (this.role.bindsListeners) this.tlsSites.swap(await this.buildTls(this.config));
+    this.warnUserFiles(this.config);
     // Before any listener accepts: the keys shared by the other instances, when there are (one bounded read).
     await this.manageTicketKeys(this.config);
     if (this.stateFile !== null && this.config.stateFile !== null) await this.stateFile.restore(this.config.stateFile, this.upstreams);
@@ -205,6 +207,12 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       await this.admin.listen();
     }
     this.log.info({ listen: this.http.keys(), streams: [...this.streams.addresses().keys()], admin: this.config.admin?.listen.key ?? null }, 'sessionlb started');
+  }
+
+  /** htpasswd files with {PLAIN} or {SHA} passwords (read by loadConfig): a warning at start and every reload. */
+  private warnUserFiles(config: Config): void {
+    if (!this.role.bindsListeners) return;
+    for (const message of userFileWarnings(config)) this.log.warn(`auth_basic_user_file: ${message}`);
   }
 
   /** AdminTarget: the TLS certificates in use here (none when this role binds no listener). */
@@ -251,6 +259,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
    * Every listener set prepares first; when one cannot, every set aborts and nothing changed.
    */
   async reload(config: Config): Promise<void> {
+    this.warnUserFiles(config);
     // Prepare: the trusted certificates of https upstreams (a file that does not load fails the
     // reload with nothing changed), the session store, and bind what the config adds.
     const trusted = trustedCertificates(config);

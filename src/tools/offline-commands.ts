@@ -9,6 +9,7 @@ import { readTrustedCertificates } from '../tls/upstream-trust.js';
 import { readFile, writeFile } from 'node:fs/promises';
 import { loadConfig, loadConfigFile } from '../config/load.js';
 import { ConfigError } from '../config/model.js';
+import { userFileWarnings } from '../config/access.js';
 import { formatConfigJson, formatDiagnostic, importNginx, NginxSyntaxError } from './import-nginx/import-nginx.js';
 import { DEFAULT_FIREWALL_FORMAT, FIREWALL_FORMATS, firewallOutput, firewallPlan, isFirewallFormat } from './firewall.js';
 
@@ -37,6 +38,7 @@ export async function checkCommand(file: string): Promise<number> {
   const built = await buildTlsSites(config.servers, new TicketKeys());
   const trusted = readTrustedCertificates(config);
   for (const w of built.warnings) process.stderr.write(`sessionlb: warning: ${w.file}: ${w.message} (server ${w.server} on ${w.address})\n`);
+  for (const w of userFileWarnings(config)) process.stderr.write(`sessionlb: warning: ${w}\n`);
   const problems = [
     ...tlsBuildProblems(built),
     ...trusted.problems.map((p) => `${p.file}: ${p.message}`),
@@ -50,8 +52,11 @@ export async function checkCommand(file: string): Promise<number> {
   return 0;
 }
 
-/** `sessionlb import-nginx FILE [--out OUT]`: exit 0 with the JSON (warnings on stderr), or 1. */
-export async function importNginxCommand(file: string, out: string | null): Promise<number> {
+/**
+ * `sessionlb import-nginx FILE [--out OUT] [--allow-open]`: exit 0 with the JSON (warnings on
+ * stderr), or 1. `allowOpen`: access restrictions that cannot be converted are warnings, not errors.
+ */
+export async function importNginxCommand(file: string, out: string | null, allowOpen = false): Promise<number> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -61,7 +66,7 @@ export async function importNginxCommand(file: string, out: string | null): Prom
   }
   let result: ReturnType<typeof importNginx>;
   try {
-    result = importNginx(text, file);
+    result = importNginx(text, file, { allowOpen });
   } catch (err) {
     if (err instanceof NginxSyntaxError) {
       process.stderr.write(`${err.file}:${err.line}: error: ${err.detail}\nsessionlb: ${file} is not valid nginx syntax; nothing converted\n`);

@@ -22,6 +22,7 @@ import { UpgradeRequest } from './upgrade.js';
 import { ListenerRouter, matchLocation, pathForMatching } from './router.js';
 import { sendError } from './errors.js';
 import { requestHeadStatus } from './headers.js';
+import { checkAccess, type Verdict } from './access.js';
 
 /** What the HTTP listeners need of the process they run in (runtime/sessionlb.ts provides it). */
 export interface HttpListenerOwner {
@@ -274,7 +275,32 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       this.owner.answeredLocally(req, vs.name, 404, sendError(res, 404, expectContinue), startedAt);
       return;
     }
+    const loc = route.location;
+    if (loc.access !== null || loc.authBasic !== null) {
+      // allow/deny, then auth_basic (nginx satisfy all): answered here when refused.
+      const verdict = checkAccess(req, loc, this.owner.hooks.log, vs.name);
+      if (typeof verdict !== 'number') {
+        verdict.then((v) => this.forwardOrRefuse(req, res, route, v, vs.name, expectContinue), () => this.forwardOrRefuse(req, res, route, 401, vs.name, expectContinue));
+        return;
+      }
+      if (verdict !== 0) {
+        this.forwardOrRefuse(req, res, route, verdict, vs.name, expectContinue);
+        return;
+      }
+    }
     new ForwardRequest(req, res, route, this.owner.hooks).start(expectContinue);
+  }
+
+  /** After checkAccess: 403, 401 with the realm, or on to the upstream. */
+  private forwardOrRefuse(req: http.IncomingMessage, res: http.ServerResponse, route: Route, verdict: Verdict, server: string, expectContinue: boolean): void {
+    if (verdict === 0) {
+      if (!res.destroyed) new ForwardRequest(req, res, route, this.owner.hooks).start(expectContinue);
+      return;
+    }
+    const startedAt = performance.now();
+    req.resume();
+    if (verdict === 401) res.setHeader('WWW-Authenticate', route.location.authBasic!.challenge);
+    this.owner.answeredLocally(req, server, verdict, sendError(res, verdict, expectContinue), startedAt);
   }
 
   private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -291,6 +317,18 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       const line = status === 414 ? '414 Request-URI Too Large' : status === 431 ? '431 Request Header Fields Too Large'
         : path === null ? '400 Bad Request' : '404 Not Found';
       socket.end(errorResponse(line));
+      return;
+    }
+    const loc = route.location;
+    if (loc.access !== null || loc.authBasic !== null) {
+      const go = (verdict: Verdict): void => {
+        if (verdict === 0) new UpgradeRequest(req, socket, head, route, this.owner.hooks).start();
+        else if (verdict === 403) socket.end(errorResponse('403 Forbidden'));
+        else socket.end(`HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: ${loc.authBasic!.challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+      };
+      const verdict = checkAccess(req, loc, this.owner.hooks.log, vs.name);
+      if (typeof verdict === 'number') go(verdict);
+      else verdict.then(go, () => go(401));
       return;
     }
     new UpgradeRequest(req, socket, head, route, this.owner.hooks).start();

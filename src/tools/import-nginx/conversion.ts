@@ -70,6 +70,8 @@ export class Conversion {
   /** Directives (by line) already warned about once, when several servers inherit them. */
   readonly inheritedWarned = new Set<number>();
   readonly streams: RawStream[] = [];
+  /** --allow-open: an access restriction that cannot be carried over is a warning, not an error. */
+  allowOpen = false;
 
   /** `files`: the included files by index (index 0, the main file, is never shown). */
   constructor(private readonly files: readonly string[] = []) {}

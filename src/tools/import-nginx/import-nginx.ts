@@ -12,6 +12,9 @@
  * upstream in sessionlb: they are moved onto the upstream the location proxies to, with a
  * warning when locations sharing an upstream disagree.
  *
+ * Access restrictions (allow/deny, auth_basic) are converted; one that cannot be (auth_request,
+ * satisfy any, ...) is an error unless `allowOpen` (access-settings.ts).
+ *
  * The parts: tokenizer.ts (syntax -> directive tree), includes.ts (`include`), converter.ts and the
  * block files it uses (directive tree -> configuration), diagnostics.ts, config-json.ts (the output).
  */
@@ -42,10 +45,11 @@ export interface ImportResult {
  * Converts nginx configuration text into sessionlb's configuration. Throws NginxSyntaxError
  * (with the line) when the text is not nginx syntax; everything else is reported in the result.
  */
-export function importNginx(text: string, file: string): ImportResult {
+export function importNginx(text: string, file: string, options: { allowOpen?: boolean } = {}): ImportResult {
   const includes = new IncludeExpander(file);
   const tree = includes.expand(parseNginx(text, file), [resolve(file)]);
   const c = new Conversion(includes.files);
+  c.allowOpen = options.allowOpen ?? false;
   const config = convert(c, tree);
   // Lines sort by file (in the order nginx reads them), then by line; each gets its file back.
   const byLine = (a: ImportDiagnostic, b: ImportDiagnostic): number => a.line - b.line;

@@ -9,6 +9,7 @@ import type { Conversion, HealthCheck, Location, Mutable, ProxyScope, Sourced } 
 import { childScope, isProxyDirective, proxySetHeaders } from './proxy-settings.js';
 import { isProxySslDirective, proxySslDirective } from './ssl-settings.js';
 import { addressKey, isInt, nginxDuration } from './values.js';
+import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
 
 /** `serverTls`: the proxySsl* keys of the server (the top level's are on c.top). */
 export function convertLocation(
@@ -44,8 +45,13 @@ export function convertLocation(
   let clientMaxBodySize: string | undefined;
   const tls: Mutable<RawUpstreamTls> = {};
   const tlsLines: number[] = [];
+  const access: AccessScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
+    if (isAccessDirective(item)) {
+      accessDirective(c, item, access);
+      continue;
+    }
     if (isProxySslDirective(item)) {
       proxySslDirective(c, item, tls);
       tlsLines.push(item.line);
@@ -107,6 +113,7 @@ export function convertLocation(
     // nginx ignores them with proxy_pass http://; sessionlb's check refuses them on such a location.
     for (const line of tlsLines) c.warn(line, `proxy_ssl_* in location ${path}: its proxy_pass is "http://", so nginx does not use it either; ignored`);
   }
+  writeAccess(access, loc as Record<string, unknown>);
   const named = tls.proxySslName ?? serverTls.proxySslName ?? c.top.proxySslName;
   const tlsHost = scheme === 'https' && isAddress && named === undefined ? host : null;
   out.push(loc);

@@ -11,6 +11,7 @@ import {
 } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { isRealIpDirective, realIpDirective, serverRealIp, serverRealIpKey, type RealIpScope } from './real-ip.js';
+import { accessDirective, isAccessDirective, notCarriedOver, restricts, writeAccess, type AccessScope } from './access-settings.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -38,8 +39,13 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const names: string[] = [];
   let sawListen = false;
   const locationDirectives: NginxDirective[] = [];
+  const access: AccessScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
+    if (isAccessDirective(item)) {
+      accessDirective(c, item, access);
+      continue;
+    }
     if (isSslDirective(item)) {
       sslDirective(c, item, ownSsl);
       ownSslDirectives.push(item);
@@ -108,7 +114,14 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const proxyProtocolFrom = serverRealIp(c, httpRealIp, ownRealIp,
     entries.filter((e) => e.proxyProtocol).map((e) => ({ text: `${e.text}${e.ssl ? ' ssl' : ''} proxy_protocol`, line: e.line })));
   const realIp = serverRealIpKey(c, httpRealIp, ownRealIp);
-  for (const loc of locationDirectives) convertLocation(c, loc, scope, vs.locations, label, tls);
+  for (const loc of locationDirectives) {
+    const before = vs.locations.length;
+    convertLocation(c, loc, scope, vs.locations, label, tls);
+    // A location left out with restrictions inside: its requests would go to another, open, location.
+    if (vs.locations.length === before && loc.block !== null && restricts(loc.block)) {
+      notCarriedOver(c, loc.line, `location ${loc.args.join(' ')} restricts access and is not converted (see above)`);
+    }
+  }
   // Keys in the order the README documents them.
   const ordered: Mutable<RawVirtualServer> = {
     listen: listenTexts,
@@ -122,6 +135,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   };
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
   for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (ordered as Record<string, unknown>)[k] = tls[k];
+  writeAccess(access, ordered as Record<string, unknown>);
   c.top.servers.push(ordered as RawVirtualServer);
 }
 
