@@ -319,11 +319,12 @@ describe.skipIf(!HAVE_MEMCACHED)('source affinity shared through memcached', () 
     const seen = await Promise.all(CLIENTS.map((from, i) => connections(i % 2 === 0 ? ports : [...ports].reverse(), from, 20)));
     seen.forEach((names, i) => expect(new Set(names).size, `${CLIENTS[i]}: ${names.join(' ')}`).toBe(1));
     expect(new Set(seen.map((n) => n[0])).size).toBeGreaterThan(1);
-    const keys = await m.keys();
-    for (const k of keys) expect(k).toMatch(KEY_PATTERN);
-    // The clients', and 127.0.0.1's (startProxyProcess's readiness probes).
-    expect(keys.length).toBeGreaterThanOrEqual(CLIENTS.length);
-    expect(keys.length).toBeLessThanOrEqual(CLIENTS.length + 1);
+    for (const k of await m.keys()) expect(k).toMatch(KEY_PATTERN);
+    // The clients', and 127.0.0.1's (startProxyProcess's readiness probes). Counted by `stats`: the
+    // LRU crawler's metadump may leave out items while the machine is busy.
+    const items = Number((await m.stats()).curr_items);
+    expect(items).toBeGreaterThanOrEqual(CLIENTS.length);
+    expect(items).toBeLessThanOrEqual(CLIENTS.length + 1);
   });
 
   it('a new binding is in memcached before the first byte passes: another instance finds it at once, even over a slow path', async () => {
