@@ -106,7 +106,7 @@ export interface UpstreamConfig {
     /** 0 = unlimited. */
     timeoutMs: number;
   };
-  timeouts: { connectMs: number; sendMs: number; readMs: number };
+  timeouts: ProxyTimeouts;
   /** Active health checks; null = none (passive only). */
   healthCheck: HealthCheckConfig | null;
   /** Session affinity; null = none. */
@@ -115,9 +115,38 @@ export interface UpstreamConfig {
   implicit: boolean;
 }
 
+/** nginx location modifiers: "" a plain prefix, "=" exact, "^~" a prefix that stops the regex search, "~" / "~*" regular expressions. */
+export type LocationMatch = '' | '=' | '^~' | '~' | '~*';
+
+/** nginx `return code [url|text]`, its templates compiled once per config. */
+export interface ReturnConfig {
+  code: number;
+  /** 301/302/303/307/308: the Location (made absolute when relative); null otherwise. */
+  url: CompiledTemplate | null;
+  /** Other codes: the body; null = nginx's own page for the code (or none). */
+  text: CompiledTemplate | null;
+}
+
+/** Upstream timeouts in ms (nginx proxy_connect/send/read_timeout). */
+export interface ProxyTimeouts {
+  connectMs: number;
+  sendMs: number;
+  readMs: number;
+}
+
 export interface LocationConfig {
   path: string;
+  /** True for "=" (kept for proxy_pass URI replacement). */
   exact: boolean;
+  match: LocationMatch;
+  /** "~" / "~*": the expression, compiled once at load; null for the other forms. */
+  regex: RegExp | null;
+  /** nginx `return` in this location: answered here, nothing is proxied (`upstream` is ""). */
+  return: ReturnConfig | null;
+  /** The nearest of location, server and upstream `timeouts`, key by key. */
+  timeouts: ProxyTimeouts;
+  /** The nearest of location, server and upstream `nextUpstream`, key by key. */
+  nextUpstream: UpstreamConfig['nextUpstream'];
   upstream: string;
   /** nginx proxy_pass with a URI: the matched prefix is replaced by this; null = pass the URI unchanged. */
   rewritePrefix: string | null;
@@ -218,6 +247,8 @@ export interface VirtualServerConfig {
   http2: boolean;
   /** Who may send a PROXY header on its `proxy_protocol` addresses (CIDRs): its own list, else the top-level one. */
   proxyProtocolFrom: string[];
+  /** nginx `return` at server level: every request of this server gets it, before location matching. */
+  return: ReturnConfig | null;
   locations: LocationConfig[];
 }
 

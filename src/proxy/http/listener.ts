@@ -19,7 +19,9 @@ import { acceptProxyHeader, type ProxyProtocolErrorReason } from '../../net/acce
 import { proxiedClient, setProxiedClient } from '../../net/client-address.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
 import { UpgradeRequest } from './upgrade.js';
-import { ListenerRouter, matchLocation, pathForMatching } from './router.js';
+import { ListenerRouter, matchLocation, pathForMatching, ReturnRoute } from './router.js';
+import { sendReturn } from './return.js';
+import { socketClientAddress } from '../../net/client-address.js';
 import { sendError } from './errors.js';
 import { requestHeadStatus } from './headers.js';
 
@@ -273,6 +275,12 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       this.owner.answeredLocally(req, vs.name, 404, sendError(res, 404, expectContinue), startedAt);
       return;
     }
+    if (route instanceof ReturnRoute) {
+      const startedAt = performance.now();
+      const done = sendReturn(req, res, route.ret, socketClientAddress(req.socket), vs.name === '_' ? '' : vs.name, expectContinue);
+      this.owner.answeredLocally(req, vs.name, done.status, done.bytes, startedAt);
+      return;
+    }
     new ForwardRequest(req, res, route, this.owner.hooks).start(expectContinue);
   }
 
@@ -284,7 +292,15 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     const vs = this.router.serverFor(req.headers.host);
     const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion === '1.1');
     const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
-    const route = path === null ? null : matchLocation(vs, path);
+    let route = path === null ? null : matchLocation(vs, path);
+    if (route instanceof ReturnRoute) {
+      // An upgrade answered by a `return`: served as the plain request it also is, on this connection.
+      route = null;
+      if (path !== null) {
+        this.withoutUpgrade(req, socket as Socket);
+        return;
+      }
+    }
     if (route === null) {
       const line = status === 414 ? '414 Request-URI Too Large' : status === 431 ? '431 Request Header Fields Too Large'
         : path === null ? '400 Bad Request' : '404 Not Found';

@@ -1,20 +1,32 @@
 /**
  * Request routing as nginx does it: the listener's virtual server by Host
  * (nginx-language/server-names.ts: exact name, longest `*.suffix` / `.suffix`, longest
- * `prefix.*`, then the default server), then the location (`exact` first, then the longest prefix).
- * Built once per config; lookups allocate nothing for plain paths.
+ * `prefix.*`, then the default server), a server-level `return` before anything else, then the
+ * location in nginx's order: "=" first; then the longest prefix, which wins at once when it is
+ * "^~"; else the regular expressions ("~", "~*") in config order, the first that matches; else
+ * that longest prefix. Built once per config (regexes compiled at load); lookups allocate nothing
+ * for plain paths.
  */
-import type { LocationConfig, VirtualServerConfig } from '../../config/model.js';
+import type { LocationConfig, ReturnConfig, VirtualServerConfig } from '../../config/model.js';
 import { ServerNames } from '../../nginx-language/server-names.js';
 
 export { normaliseHost } from '../../nginx-language/server-names.js';
 
+/** A `return` (of the server or a location): answered by the listener (return.ts), nothing is proxied. */
+export class ReturnRoute {
+  constructor(readonly ret: ReturnConfig, readonly location: LocationConfig | null) {}
+}
+
 export interface VirtualServerRoutes<R> {
   /** The first server name ("_" when none): the `server` label of metrics. */
   readonly name: string;
-  readonly exact: Map<string, R>;
-  /** Prefix locations, longest first. */
-  readonly prefixes: { path: string; route: R }[];
+  /** A server-level `return`: every request gets it; null = none. */
+  readonly serverReturn: ReturnRoute | null;
+  readonly exact: Map<string, R | ReturnRoute>;
+  /** Prefix locations, longest first; `stop`: "^~" (no regex search after it). */
+  readonly prefixes: { path: string; stop: boolean; route: R | ReturnRoute }[];
+  /** Regular expression locations, in config order. */
+  readonly regexes: { regex: RegExp; route: R | ReturnRoute }[];
 }
 
 /** The virtual servers of one listen address, chosen by `Host` with nginx's server name rules. */
@@ -33,28 +45,41 @@ export class ListenerRouter<R> {
 }
 
 export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: LocationConfig) => R): VirtualServerRoutes<R> {
-  const exact = new Map<string, R>();
-  const prefixes: { path: string; route: R }[] = [];
+  const exact = new Map<string, R | ReturnRoute>();
+  const prefixes: { path: string; stop: boolean; route: R | ReturnRoute }[] = [];
+  const regexes: { regex: RegExp; route: R | ReturnRoute }[] = [];
   for (const loc of vs.locations) {
-    const route = makeRoute(loc);
-    if (loc.exact) exact.set(loc.path, route);
-    else prefixes.push({ path: loc.path, route });
+    const route = loc.return !== null ? new ReturnRoute(loc.return, loc) : makeRoute(loc);
+    if (loc.regex !== null) regexes.push({ regex: loc.regex, route });
+    else if (loc.exact) exact.set(loc.path, route);
+    else prefixes.push({ path: loc.path, stop: loc.match === '^~', route });
   }
   prefixes.sort((a, b) => b.path.length - a.path.length);
-  return { name: vs.serverNames[0] ?? '_', exact, prefixes };
+  const serverReturn = vs.return === null ? null : new ReturnRoute(vs.return, null);
+  return { name: vs.serverNames[0] ?? '_', serverReturn, exact, prefixes, regexes };
 }
 
-/** The location for a normalised path, or null (404). */
-export function matchLocation<R>(vs: VirtualServerRoutes<R>, path: string): R | null {
+/** The location for a normalised path (or the server's `return`), or null (404). */
+export function matchLocation<R>(vs: VirtualServerRoutes<R>, path: string): R | ReturnRoute | null {
+  if (vs.serverReturn !== null) return vs.serverReturn;
   if (vs.exact.size !== 0) {
     const e = vs.exact.get(path);
     if (e !== undefined) return e;
   }
   const prefixes = vs.prefixes;
+  let prefix: { stop: boolean; route: R | ReturnRoute } | null = null;
   for (let i = 0; i < prefixes.length; i++) {
-    if (path.startsWith(prefixes[i]!.path)) return prefixes[i]!.route;
+    if (path.startsWith(prefixes[i]!.path)) {
+      prefix = prefixes[i]!;
+      if (prefix.stop) return prefix.route;
+      break;
+    }
   }
-  return null;
+  const regexes = vs.regexes;
+  for (let i = 0; i < regexes.length; i++) {
+    if (regexes[i]!.regex.test(path)) return regexes[i]!.route;
+  }
+  return prefix === null ? null : prefix.route;
 }
 
 /**
