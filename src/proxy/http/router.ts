@@ -4,11 +4,13 @@
  * `prefix.*`, then the default server), a server-level `return` before anything else, then the
  * location in nginx's order: "=" first; then the longest prefix, which wins at once when it is
  * "^~"; else the regular expressions ("~", "~*") in config order, the first that matches; else
- * that longest prefix. Built once per config (regexes compiled at load); lookups allocate nothing
+ * that longest prefix. A request for a proxied location's path ending in "/" without the slash
+ * ("/images" for "/images/") gets nginx's 301 to it. Built once per config (regexes compiled at load); lookups allocate nothing
  * for plain paths.
  */
 import type { LocationConfig, ReturnConfig, VirtualServerConfig } from '../../config/model.js';
 import { ServerNames } from '../../nginx-language/server-names.js';
+import { compileTemplate, type CompiledTemplate } from '../../nginx-language/variables.js';
 
 export { normaliseHost } from '../../nginx-language/server-names.js';
 
@@ -27,6 +29,27 @@ export interface VirtualServerRoutes<R> {
   readonly prefixes: { path: string; stop: boolean; route: R | ReturnRoute }[];
   /** Regular expression locations, in config order. */
   readonly regexes: { regex: RegExp; route: R | ReturnRoute }[];
+  /**
+   * nginx's auto_redirect: the path of a proxied location ending in "/" without that slash (when no
+   * location is named so) -> a 301 to the location's path, before any regex is tried.
+   */
+  readonly slashRedirects: Map<string, ReturnRoute>;
+}
+
+const ARGS = compileTemplate('$args') as CompiledTemplate;
+
+/** nginx's redirect of "/dir" to a location "/dir/": Location is the location's escaped name, then "?args" if any. */
+function slashRedirect(path: string): ReturnRoute {
+  const escaped = encodeURI(path);
+  const url: CompiledTemplate = {
+    source: escaped,
+    variables: ['args'],
+    evaluate: (src) => {
+      const args = ARGS.evaluate(src);
+      return args === '' ? escaped : `${escaped}?${args}`;
+    },
+  };
+  return new ReturnRoute({ code: 301, url, text: null }, null);
 }
 
 /** The virtual servers of one listen address, chosen by `Host` with nginx's server name rules. */
@@ -55,8 +78,14 @@ export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: 
     else prefixes.push({ path: loc.path, stop: loc.match === '^~', route });
   }
   prefixes.sort((a, b) => b.path.length - a.path.length);
+  const slashRedirects = new Map<string, ReturnRoute>();
+  for (const loc of vs.locations) {
+    if (loc.return !== null || loc.regex !== null || loc.path.length < 2 || !loc.path.endsWith('/')) continue;
+    const bare = loc.path.slice(0, -1);
+    if (!vs.locations.some((l) => l.regex === null && l.path === bare)) slashRedirects.set(bare, slashRedirect(loc.path));
+  }
   const serverReturn = vs.return === null ? null : new ReturnRoute(vs.return, null);
-  return { name: vs.serverNames[0] ?? '_', serverReturn, exact, prefixes, regexes };
+  return { name: vs.serverNames[0] ?? '_', serverReturn, exact, prefixes, regexes, slashRedirects };
 }
 
 /** The location for a normalised path (or the server's `return`), or null (404). */
@@ -65,6 +94,10 @@ export function matchLocation<R>(vs: VirtualServerRoutes<R>, path: string): R | 
   if (vs.exact.size !== 0) {
     const e = vs.exact.get(path);
     if (e !== undefined) return e;
+  }
+  if (vs.slashRedirects.size !== 0) {
+    const r = vs.slashRedirects.get(path);
+    if (r !== undefined) return r;
   }
   const prefixes = vs.prefixes;
   let prefix: { stop: boolean; route: R | ReturnRoute } | null = null;
