@@ -236,7 +236,7 @@ describe('import-nginx: every supported directive', () => {
               nextUpstream: { on: ['error', 'timeout'], tries: 0, timeout: '0s' },
               timeouts: { read: '60s', send: '60s' },
             },
-            { path: '/static/', proxyPass: 'http://hashed' },
+            { path: '/static/', match: '^~', proxyPass: 'http://hashed' },
           ],
           clientMaxBodySize: '2m',
         },
@@ -495,7 +495,7 @@ describe('import-nginx: warnings and errors', () => {
       [8, /parameter "reuseport"/], [9, /listen 443: parameter "backlog=511" is not supported/], [10, /regular expressions/],
       [11, /"ssl_stapling" is not converted: OCSP stapling is not supported/],
       [12, /"proxy_buffering" in location/], [12, /proxy_set_header X-Id "\$request_id": variables are not supported/],
-      [13, /regular-expression locations/], [14, /"root" in location/], [14, /location \/files\/ has no proxy_pass/],
+      [14, /"root" in location/], [14, /location \/files\/ has no proxy_pass or return/],
       [15, /named locations/], [16, /"proxy_ssl_session_reuse" is not converted: sessionlb has no setting/],
     ];
     expect(warnings).toHaveLength(expected.length);
