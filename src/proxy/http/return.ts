@@ -10,6 +10,7 @@ import type { ReturnConfig } from '../../config/model.js';
 import type { VariableSource } from '../../nginx-language/variables.js';
 import { REDIRECT_CODES } from '../../config/locations.js';
 import { errorPage, sendError } from './errors.js';
+import { isHttp2Response } from './http2.js';
 
 /** The variables' view of one request (a return is rare: one small object per returned request). */
 class ReturnSource implements VariableSource {
@@ -45,7 +46,7 @@ export function sendReturn(req: IncomingMessage, res: ServerResponse, ret: Retur
     body = Buffer.alloc(0);
   }
   headers.push('Content-Length', String(body.length));
-  if (close && !isHttp2(res)) {
+  if (close && !isHttp2Response(res)) {
     res.shouldKeepAlive = false;
     headers.push('Connection', 'close');
   }
@@ -56,10 +57,6 @@ export function sendReturn(req: IncomingMessage, res: ServerResponse, ret: Retur
   }
   res.end(body);
   return { status: code, bytes: body.length };
-}
-
-function isHttp2(res: ServerResponse): boolean {
-  return res.req.httpVersionMajor === 2;
 }
 
 /** nginx's scheme://host[:port] before a relative redirect: the Host (else the server name) and the local port unless the scheme's default. */
