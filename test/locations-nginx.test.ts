@@ -1,7 +1,7 @@
 /**
  * Issue 17: locations ("=", "^~", "~", "~*", prefixes) and `return` (server and location, with
  * variables) against real nginx: the same config in both, a table of requests, the same status,
- * Location, body of a returned text and backend. Then a location's own read timeout.
+ * Location, body of a returned text and backend. Then a location's own read timeout and nextUpstream.
  */
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
@@ -174,7 +174,7 @@ server {
   });
 });
 
-describe('per-location timeouts', () => {
+describe('per-location proxy settings', () => {
   it('a backend slower than the upstream read timeout answers only through the location that allows it', async () => {
     const slow = await backend('slow', (req, res, b) => {
       req.resume();
@@ -200,5 +200,31 @@ describe('per-location timeouts', () => {
     expect(plain.status).toBe(504);
     // A kept-alive connection from the slow location does not carry its timeout to the other.
     expect((await ask(port, 'x', '/again.html')).status).toBe(504);
+  });
+
+  it('a location\'s nextUpstream applies to the requests it routes, the upstream\'s elsewhere', async () => {
+    const failing = await backend('failing', (req, res, b) => {
+      req.resume();
+      res.writeHead(503, { 'X-Backend': b.name, 'Content-Length': '0' });
+      res.end();
+    });
+    const healthy = await backend('healthy');
+    const port = await freePort();
+    await lb({
+      upstreams: { app: { servers: [{ address: failing.address, maxFails: 0 }, { address: healthy.address }] } },
+      servers: [{
+        listen: [`127.0.0.1:${port}`],
+        locations: [
+          { path: '/', proxyPass: 'http://app' },
+          { path: '/retry/', proxyPass: 'http://app', nextUpstream: { on: ['error', 'timeout', 'http_503'] } },
+        ],
+      }],
+    });
+    const plain: Array<number | 'closed'> = [];
+    const retried: Array<number | 'closed'> = [];
+    for (let i = 0; i < 4; i++) plain.push((await ask(port, 'x', '/a')).status);
+    for (let i = 0; i < 4; i++) retried.push((await ask(port, 'x', '/retry/a')).status);
+    expect(plain.sort()).toEqual([200, 200, 503, 503]); // round robin, no retry on 503 (the upstream's default)
+    expect(retried).toEqual([200, 200, 200, 200]);
   });
 });
