@@ -5,8 +5,8 @@
  * location in nginx's order: "=" first; then the longest prefix, which wins at once when it is
  * "^~"; else the regular expressions ("~", "~*") in config order, the first that matches; else
  * that longest prefix. A request for a proxied location's path ending in "/" without the slash
- * ("/images" for "/images/") gets nginx's 301 to it. Built once per config (regexes compiled at load); lookups allocate nothing
- * for plain paths.
+ * ("/images" for "/images/") gets nginx's 301 to it. Built once per config (regexes compiled at
+ * load); lookups allocate nothing for plain paths.
  */
 import type { LocationConfig, ReturnConfig, VirtualServerConfig } from '../../config/model.js';
 import { ServerNames } from '../../nginx-language/server-names.js';
