@@ -240,8 +240,15 @@ const POLICIES = [
   { id: 'random two least_conn', balance: { random: 'two', pick: 'least_conn' }, nginx: 'random two least_conn;', haproxy: 'balance random(2)' },
 ];
 
+/** Scenario "edge" (issue 17): 20 regex locations of the kinds PHP sites have, none matching the bench's "/". */
+const EDGE_REGEXES = Array.from({ length: 20 }, (_, i) => (i % 2 === 0
+  ? ['~', `^/app${i}/.*\\.php$`]
+  : ['~*', `\\.(jpe?g|png|gif|css|js|woff${i})$`]));
+
 const SCENARIOS = [
   { id: 'plain', title: '1 round robin, keep-alive', path: '/' },
+  // Issue 17: scenario 1 with 20 regex locations ahead of "/" (each request is tested against all of them).
+  { id: 'edge', title: '1 round robin, keep-alive, 20 regex locations', path: '/', edge: true },
   { id: 'sticky', title: `2 sticky learn, memcached, ${SESSIONS.toLocaleString('en')} sessions`, path: '/', sticky: true },
   { id: 'close', title: '3 Connection: close', path: '/', close: true },
   { id: 'big', title: '4 1 MiB responses', path: '/big', big: true },
@@ -324,6 +331,7 @@ function sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras) {
   if (scenario.policy) upstream.balance = scenario.policy.balance;
   if (scenario.sticky) upstream.sticky = { mode: 'learn', cookie: 'PHPSESSID', ttl: '24m' };
   const server = { listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] };
+  if (scenario.edge) server.locations.push(...EDGE_REGEXES.map(([match, path]) => ({ path, match, proxyPass: 'http://backend' })));
   if (scenario.tls) {
     const c = tlsCerts();
     server.listen = [`127.0.0.1:${port} ssl`];
@@ -384,7 +392,10 @@ function nginxProxyConf(port, backendPorts, scenario, workers = 1) {
     // ssl_ciphers HIGH:!aNULL:!MD5, session tickets on, no ssl_session_cache: nginx's defaults, as sessionlb's.
     listen = `listen 127.0.0.1:${port} ssl${scenario.h2 ? ' http2' : ''} backlog=4096;\n    ssl_certificate ${c.cert};\n    ssl_certificate_key ${c.key};\n    ssl_protocols TLSv1.2 TLSv1.3;`;
   }
-  conf += `  server {\n    ${listen}\n    location / {\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n  }\n}\n`;
+  const edge = scenario.edge
+    ? EDGE_REGEXES.map(([match, path]) => `    location ${match} ${path} {\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n`).join('')
+    : '';
+  conf += `  server {\n    ${listen}\n    location / {\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n${edge}  }\n}\n`;
   return conf;
 }
 

@@ -232,8 +232,11 @@ describe('import-nginx: every supported directive', () => {
               // This location's proxy_set_header replaces the inherited list (nginx): Host $host is not inherited.
               proxySetHeader: { 'X-App': 'upload "v2"', 'X-Removed': '' },
               clientMaxBodySize: '100m',
+              // nginx's defaults here, where "/" set its own: kept on this location (issue 17).
+              nextUpstream: { on: ['error', 'timeout'], tries: 0, timeout: '0s' },
+              timeouts: { read: '60s', send: '60s' },
             },
-            { path: '/static/', proxyPass: 'http://hashed' },
+            { path: '/static/', match: '^~', proxyPass: 'http://hashed' },
           ],
           clientMaxBodySize: '2m',
         },
@@ -287,10 +290,11 @@ describe('import-nginx: every supported directive', () => {
     expect(app.timeouts).toEqual({ connectMs: 5000, sendMs: 90_000, readMs: 30_000 });
     expect([...app.nextUpstream.on]).toEqual(['error', 'timeout', 'http_502', 'http_503', 'non_idempotent']);
     expect(config.upstreams.get('learn')!.sticky).toMatchObject({ mode: 'learn', cookie: 'PHPSESSID', ttlMs: 24 * 60_000 });
-    // The only warnings: /upload disagrees with / on the per-upstream settings of "app".
-    expect(result.warnings.map((w) => w.message.split(' differs')[0])).toEqual([
-      'proxy_next_upstream', 'proxy_next_upstream_tries', 'proxy_next_upstream_timeout', 'proxy_read_timeout', 'proxy_send_timeout',
-    ]);
+    // /upload keeps nginx's defaults where "/" set its own: per location now, no warning.
+    expect(result.warnings).toEqual([]);
+    const upload = config.servers[0]!.locations[1]!;
+    expect(upload.timeouts).toEqual({ connectMs: 5000, sendMs: 60_000, readMs: 60_000 });
+    expect([...upload.nextUpstream.on]).toEqual(['error', 'timeout']);
   });
 
   it('prints readable JSON that parses back to the same object', () => {
@@ -491,7 +495,7 @@ describe('import-nginx: warnings and errors', () => {
       [8, /parameter "reuseport"/], [9, /listen 443: parameter "backlog=511" is not supported/], [10, /regular expressions/],
       [11, /"ssl_stapling" is not converted: OCSP stapling is not supported/],
       [12, /"proxy_buffering" in location/], [12, /proxy_set_header X-Id "\$request_id": variables are not supported/],
-      [13, /regular-expression locations/], [14, /"root" in location/], [14, /location \/files\/ has no proxy_pass/],
+      [14, /"root" in location/], [14, /location \/files\/ has no proxy_pass or return/],
       [15, /named locations/], [16, /"proxy_ssl_session_reuse" is not converted: sessionlb has no setting/],
     ];
     expect(warnings).toHaveLength(expected.length);
@@ -507,7 +511,7 @@ describe('import-nginx: warnings and errors', () => {
     expect(w[0]).toMatch(/^1: proxy_set_header X-Id "\$request_id": variables are not supported/);
   });
 
-  it('moves per-location timeouts onto the upstream and warns on conflicts (first explicit value wins)', async () => {
+  it('puts the first timeout on the upstream and a differing one on its location (nginx inheritance kept)', async () => {
     const result = importNginx([
       'upstream b { server 10.0.0.1:80; }',
       'server {',
@@ -520,13 +524,15 @@ describe('import-nginx: warnings and errors', () => {
       '}',
     ].join('\n'), 'c.conf');
     expect(result.config.upstreams!.b!.timeouts).toEqual({ connect: '2s', read: '20s' });
-    const w = result.warnings.map((x) => `${x.line}: ${x.message}`);
-    // read: 20s (server level, inherited by /a) vs 5m: conflict. connect: default 60s for /a and /slow vs 2s: conflict.
-    // 2s and 2000ms are the same time: /c and /d agree.
-    expect(w).toHaveLength(2);
-    expect(w[0]).toMatch(/^4: proxy_read_timeout differs between locations that proxy to "b".*using 20s from line 4.*location \/slow \(line 6\): 5m/);
-    expect(w[1]).toMatch(/^7: proxy_connect_timeout differs.*using 2s.*location \/a \(line 5\): 60s \(default\)/);
-    await loadConfig(result.config);
+    // read: 20s (server level, inherited by /a) vs 5m on /slow. connect: nginx's 60s default for /a and /slow vs 2s.
+    // 2s and 2000ms are the same time: /c and /d agree with the upstream.
+    const locs = result.config.servers![0]!.locations!;
+    expect(locs.map((l) => l.timeouts ?? null)).toEqual([{ connect: '60s' }, { read: '5m', connect: '60s' }, null, null]);
+    expect(result.warnings).toEqual([]);
+    const config = await loadConfig(result.config);
+    expect(config.servers[0]!.locations.map((l) => [l.path, l.timeouts.connectMs, l.timeouts.readMs])).toEqual([
+      ['/a', 60_000, 20_000], ['/slow', 60_000, 300_000], ['/c', 2000, 20_000], ['/d', 2000, 20_000],
+    ]);
   });
 
   it('reports bad values as errors with their line', () => {

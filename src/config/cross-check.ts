@@ -13,6 +13,7 @@ import { formatPath, type ConfigProblem } from './schema.js';
 import { balanceProblems } from './balance.js';
 import { streamProblems } from './streams.js';
 import { proxyProtocolProblems } from './proxy-protocol.js';
+import { locationKey } from './locations.js';
 import { HttpListens, locationTlsProblems } from './tls.js';
 
 export const UPSTREAM_NAME = /^[A-Za-z0-9_.-]+$/;
@@ -109,7 +110,7 @@ export function crossFieldProblems(raw: unknown): ConfigProblem[] {
     each(vs.locations, (loc, j) => {
       if (!isObject(loc)) return;
       if (typeof loc.path === 'string') {
-        const key = `${loc.exact === true ? '=' : ''}${loc.path}`;
+        const key = locationKey(loc);
         if (seen.has(key)) add(['servers', i, 'locations', j, 'path'], `duplicate location "${key}"`);
         seen.add(key);
       }

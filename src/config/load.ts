@@ -15,6 +15,7 @@ import {
   addCidrTo, crossFieldProblems, ListenOverlap, mergeProblems, parseProxyPass, setHeaderProblem, UPSTREAM_NAME, UPSTREAM_NAME_MESSAGE,
 } from './cross-check.js';
 import { balanceProblems, normaliseBalance } from './balance.js';
+import { compileLocationMatch, locationKey, locationMatch, normaliseReturn, resolveNextUpstream, resolveTimeouts } from './locations.js';
 import { normaliseStreams, streamProblems } from './streams.js';
 import { proxyProtocolProblems } from './proxy-protocol.js';
 import { readUserFiles, resolveAccess, resolveAuthBasic } from './access.js';
@@ -27,7 +28,7 @@ import {
 } from './model.js';
 import {
   validateShape, formatPath,
-  type ConfigProblem, type RawBuffering, type RawConfig, type RawUpstream, type RawLocation,
+  type ConfigProblem, type RawBuffering, type RawConfig, type RawUpstream, type RawLocation, type RawVirtualServer,
 } from './schema.js';
 
 
@@ -107,12 +108,16 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     const serverBuffering = resolveBuffering(vs, globalBuffering, dirname(file));
     const locations: LocationConfig[] = [];
     const seen = new Set<string>();
-    vs.locations.forEach((loc, j) => {
-      const key = `${loc.exact ? '=' : ''}${loc.path}`;
+    const add = (at: PropertyKey[], message: string): void => problem(problems, at, message);
+    const serverNames = (vs.serverName ?? []).map((n) => n.toLowerCase());
+    const context = { serverName: serverNames[0] ?? '' };
+    if (vs.locations === undefined && vs.return === undefined) problem(problems, ['servers', i, 'locations'], 'is required (or "return")');
+    (vs.locations ?? []).forEach((loc, j) => {
+      const key = locationKey(loc);
       if (seen.has(key)) problem(problems, ['servers', i, 'locations', j, 'path'], `duplicate location "${key}"`);
       seen.add(key);
       const levels = [{ raw, at: [] }, { raw: vs, at: ['servers', i] }, { raw: loc, at: ['servers', i, 'locations', j] }];
-      const normalised = normaliseLocation(loc, levels, serverMaxBody, serverBuffering, upstreams, problems, dir, tlsReported);
+      const normalised = normaliseLocation(loc, levels, serverMaxBody, serverBuffering, upstreams, problems, dir, tlsReported, vs, context);
       if (normalised) locations.push(normalised);
     });
     const rawRealIp = vs.realIp ?? raw.realIp;
@@ -121,12 +126,13 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     servers.push({
       index: i,
       listen,
-      serverNames: (vs.serverName ?? []).map((n) => n.toLowerCase()),
+      serverNames,
       isDefault: vs.default ?? false,
       ssl: normaliseSsl(vs.ssl, dir),
       http2,
       proxyProtocolFrom: vs.proxyProtocolFrom ?? (raw.proxyProtocolFrom?.length ? raw.proxyProtocolFrom : realIpProxyFrom(realIp)),
       realIp,
+      return: vs.return === undefined ? null : normaliseReturn(vs.return, context, ['servers', i, 'return'], add),
       locations,
     });
   });
@@ -134,7 +140,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   problems.push(...overlap.problems());
   // sendProxy writes its header on the TCP connection; the TLS pools do not (yet).
   servers.forEach((vs) => vs.locations.forEach((loc, j) => {
-    if (loc.upstreamTls === null || !(upstreams.get(loc.upstream)?.servers.some((s) => s.sendProxy !== null) ?? false)) return;
+    if (loc.upstreamTls === null || loc.return !== null || !(upstreams.get(loc.upstream)?.servers.some((s) => s.sendProxy !== null) ?? false)) return;
     problem(problems, ['servers', vs.index, 'locations', j, 'proxyPass'],
       `upstream "${loc.upstream}" has servers with "sendProxy", which sessionlb sends only over plain http:// (not with https:// yet)`);
   }));
@@ -349,8 +355,32 @@ function normaliseUpstream(name: string, up: RawUpstream, path: PropertyKey[], p
 function normaliseLocation(
   loc: RawLocation, levels: TlsLevels, inheritedMaxBody: number, inheritedBuffering: BufferingConfig,
   upstreams: Map<string, UpstreamConfig>, problems: ConfigProblem[], dir: string, tlsReported: Set<string>,
+  server: RawVirtualServer, context: { serverName: string },
 ): LocationConfig | null {
   const path = levels[levels.length - 1]!.at;
+  const add = (at: PropertyKey[], message: string): void => problem(problems, at, message);
+  const match = locationMatch(loc);
+  const regex = compileLocationMatch(loc, path, add);
+  if (loc.locations !== undefined) add([...path, 'locations'], 'nested locations are not supported: write each as a location of the server');
+  const clientMaxBodySize = loc.clientMaxBodySize !== undefined ? parseSize(loc.clientMaxBodySize) : inheritedMaxBody;
+  const buffering = resolveBuffering(loc, inheritedBuffering, dir);
+  if (loc.return !== undefined) {
+    const ret = normaliseReturn(loc.return, context, [...path, 'return'], add);
+    if (loc.proxyPass !== undefined) add([...path, 'proxyPass'], 'does not go with "return" (nginx answers with the return)');
+    if (ret === null) return null;
+    const none = { connectMs: 0, sendMs: 0, readMs: 0 };
+    return {
+      path: loc.path, exact: match === '=', match, regex, return: ret, timeouts: none,
+      nextUpstream: { on: new Set(), tries: 0, timeoutMs: 0 }, upstream: '', rewritePrefix: null, setHeaders: new Map(),
+      clientMaxBodySize, buffering, upstreamTls: null,
+      // nginx's `return` runs in the rewrite phase, before allow/deny and auth_basic (access phase).
+      access: null, authBasic: null,
+    };
+  }
+  if (loc.proxyPass === undefined) {
+    add([...path, 'proxyPass'], 'is required (or "return")');
+    return null;
+  }
   const target = parseProxyPass(loc.proxyPass, (name) => upstreams.has(name) && !upstreams.get(name)!.implicit);
   if (target.kind === 'error') {
     problem(problems, [...path, 'proxyPass'], target.message);
@@ -358,6 +388,10 @@ function normaliseLocation(
   }
   locationTlsProblems(levels, target.tls, (at, message) => problem(problems, at, message), tlsReported);
   const uri = target.uri;
+  if (regex !== null && uri !== '') {
+    // nginx: "proxy_pass" cannot have URI part in location given by regular expression.
+    add([...path, 'proxyPass'], 'cannot have a URI part in a regular expression location (nginx refuses it too): write "http://name" alone');
+  }
   let upstream: string;
   if (target.kind === 'upstream') {
     upstream = target.name;
@@ -370,20 +404,28 @@ function normaliseLocation(
       });
     }
   }
+  // nginx proxy_set_header: the location's, else the server's (a level that sets any replaces its parent's).
+  const headerLevel = loc.proxySetHeader !== undefined ? { raw: loc.proxySetHeader, at: path } : { raw: server.proxySetHeader ?? {}, at: levels[1]!.at };
   const setHeaders = new Map<string, string>();
-  for (const [name, value] of Object.entries(loc.proxySetHeader ?? {})) {
+  for (const [name, value] of Object.entries(headerLevel.raw)) {
     const bad = setHeaderProblem(name, value);
-    if (bad !== null) problem(problems, [...path, 'proxySetHeader', name], bad);
+    if (bad !== null) problem(problems, [...headerLevel.at, 'proxySetHeader', name], bad);
     else setHeaders.set(name.toLowerCase(), value);
   }
+  const up = upstreams.get(upstream)!;
   return {
     path: loc.path,
-    exact: loc.exact ?? false,
+    exact: match === '=',
+    match,
+    regex,
+    return: null,
+    timeouts: resolveTimeouts(loc, server, up.timeouts),
+    nextUpstream: resolveNextUpstream(loc, server, up.nextUpstream, path, add),
     upstream,
     rewritePrefix: uri === '' ? null : uri,
     setHeaders,
-    clientMaxBodySize: loc.clientMaxBodySize !== undefined ? parseSize(loc.clientMaxBodySize) : inheritedMaxBody,
-    buffering: resolveBuffering(loc, inheritedBuffering, dir),
+    clientMaxBodySize,
+    buffering,
     upstreamTls: resolveUpstreamTls(levels, target.tls, target.kind === 'upstream' ? target.name : target.host, dir),
     // allow/deny and auth_basic: nearest level; a problem of an upper level is reported once (tlsReported dedupes by path).
     access: resolveAccess(levels, (at, message) => problem(problems, at, message), tlsReported),

@@ -108,7 +108,7 @@ export interface UpstreamConfig {
     /** 0 = unlimited. */
     timeoutMs: number;
   };
-  timeouts: { connectMs: number; sendMs: number; readMs: number };
+  timeouts: ProxyTimeouts;
   /** Active health checks; null = none (passive only). */
   healthCheck: HealthCheckConfig | null;
   /** Session affinity; null = none. */
@@ -117,9 +117,38 @@ export interface UpstreamConfig {
   implicit: boolean;
 }
 
+/** nginx location modifiers: "" a plain prefix, "=" exact, "^~" a prefix that stops the regex search, "~" / "~*" regular expressions. */
+export type LocationMatch = '' | '=' | '^~' | '~' | '~*';
+
+/** nginx `return code [url|text]`, its templates compiled once per config. */
+export interface ReturnConfig {
+  code: number;
+  /** 301/302/303/307/308: the Location (made absolute when relative); null otherwise. */
+  url: CompiledTemplate | null;
+  /** Other codes: the body; null = nginx's own page for the code (or none). */
+  text: CompiledTemplate | null;
+}
+
+/** Upstream timeouts in ms (nginx proxy_connect/send/read_timeout). */
+export interface ProxyTimeouts {
+  connectMs: number;
+  sendMs: number;
+  readMs: number;
+}
+
 export interface LocationConfig {
   path: string;
+  /** True for "=" (kept for proxy_pass URI replacement). */
   exact: boolean;
+  match: LocationMatch;
+  /** "~" / "~*": the expression, compiled once at load; null for the other forms. */
+  regex: RegExp | null;
+  /** nginx `return` in this location: answered here, nothing is proxied (`upstream` is ""). */
+  return: ReturnConfig | null;
+  /** The nearest of location, server and upstream `timeouts`, key by key. */
+  timeouts: ProxyTimeouts;
+  /** The nearest of location, server and upstream `nextUpstream`, key by key. */
+  nextUpstream: UpstreamConfig['nextUpstream'];
   upstream: string;
   /** nginx proxy_pass with a URI: the matched prefix is replaced by this; null = pass the URI unchanged. */
   rewritePrefix: string | null;
@@ -235,6 +264,8 @@ export interface VirtualServerConfig {
   proxyProtocolFrom: string[];
   /** nginx realip (its own `realIp`, else the top-level one); null = none (the connection's address is the client's). */
   realIp?: RealIpConfig | null;
+  /** nginx `return` at server level: every request of this server gets it, before location matching. */
+  return: ReturnConfig | null;
   locations: LocationConfig[];
 }
 

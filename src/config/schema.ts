@@ -143,6 +143,34 @@ export const healthCheckSchema = z.strictObject({
   mandatory: bool.optional().describe('a server is unhealthy until its first passing probe (at start and when added by reload)'),
 });
 
+/** nginx proxy_next_upstream* and proxy_*_timeout: per upstream, server or location, the nearest wins. */
+const proxyTimingKeys = {
+  nextUpstream: z.strictObject({
+    on: z.array(z.enum(NEXT_UPSTREAM_CONDITIONS, { error: `must be one of ${NEXT_UPSTREAM_CONDITIONS.join(', ')}` }))
+      .optional().describe('nginx proxy_next_upstream (default ["error", "timeout"])'),
+    tries: intAtLeast(0).optional().describe('nginx proxy_next_upstream_tries (default 0 = all servers)'),
+    timeout: duration().optional().describe('nginx proxy_next_upstream_timeout (default "0s" = unlimited)'),
+  }).optional().describe('When and how often a request moves on to the next server (nginx proxy_next_upstream*); in a location or server it replaces the upstream\'s, key by key'),
+  timeouts: z.strictObject({
+    connect: duration().optional().describe('nginx proxy_connect_timeout (default "60s")'),
+    send: duration().optional().describe('nginx proxy_send_timeout (default "60s")'),
+    read: duration().optional().describe('nginx proxy_read_timeout (default "60s")'),
+  }).optional().describe('Upstream timeouts (nginx proxy_connect/send/read_timeout); in a location or server they override the upstream\'s, key by key'),
+};
+
+export const LOCATION_MATCHES = ['=', '^~', '~', '~*'] as const;
+
+/** nginx `return code [url|text]`. */
+export const returnSchema = z.strictObject({
+  code: z.number({ error: 'must be a status code 200-599 or 444' }).int({ error: 'must be a status code 200-599 or 444' })
+    .min(200, { error: 'must be a status code 200-599 or 444' }).max(599, { error: 'must be a status code 200-599 or 444' })
+    .describe('the status: 301, 302, 303, 307, 308 with `url`; others with an optional `text`; 444 closes the connection without a response (nginx)'),
+  url: z.string({ error: 'must be a URL such as "https://$host$request_uri"' }).min(1).optional()
+    .describe('redirect target (Location header), with variables $scheme, $host, $server_name, $request_uri, $uri, $args, $remote_addr, $server_port; a relative one is made absolute as nginx does'),
+  text: z.string({ error: 'must be a string' }).optional()
+    .describe('response body (Content-Type text/plain), with the same variables'),
+}, { error: 'must be an object such as {"code": 301, "url": "https://$host$request_uri"} or {"code": 503, "text": "..."}' });
+
 export const upstreamSchema = z.strictObject({
   balance: balanceSchema.optional(),
   healthCheck: healthCheckSchema.optional().describe('active health checks of every server of this upstream'),
@@ -151,17 +179,7 @@ export const upstreamSchema = z.strictObject({
     .min(1, { error: 'must list at least one server' }).describe('nginx `server` lines of the upstream'),
   keepalive: intAtLeast(0).optional().describe('nginx keepalive: idle upstream connections kept per server (default 32; 0 = none)'),
   keepaliveTimeout: duration().optional().describe('nginx keepalive_timeout in upstream: idle upstream connection lifetime (default "60s")'),
-  nextUpstream: z.strictObject({
-    on: z.array(z.enum(NEXT_UPSTREAM_CONDITIONS, { error: `must be one of ${NEXT_UPSTREAM_CONDITIONS.join(', ')}` }))
-      .optional().describe('nginx proxy_next_upstream (default ["error", "timeout"])'),
-    tries: intAtLeast(0).optional().describe('nginx proxy_next_upstream_tries (default 0 = all servers)'),
-    timeout: duration().optional().describe('nginx proxy_next_upstream_timeout (default "0s" = unlimited)'),
-  }).optional().describe('When and how often a request moves on to the next server (nginx proxy_next_upstream*)'),
-  timeouts: z.strictObject({
-    connect: duration().optional().describe('nginx proxy_connect_timeout (default "60s")'),
-    send: duration().optional().describe('nginx proxy_send_timeout (default "60s")'),
-    read: duration().optional().describe('nginx proxy_read_timeout (default "60s")'),
-  }).optional().describe('Upstream timeouts (nginx proxy_connect/send/read_timeout)'),
+  ...proxyTimingKeys,
 });
 
 /** nginx "number size" (large_client_header_buffers, proxy_buffers): e.g. "4 8k". */
@@ -228,17 +246,27 @@ const upstreamTlsKeys = {
 };
 
 export const locationSchema = z.strictObject({
-  path: z.string({ error: 'must be a path starting with "/"' }).startsWith('/', { error: 'must be a path starting with "/"' })
-    .describe('nginx `location /path`: prefix match, the longest wins (or exact with "exact": true)'),
-  exact: bool.optional().describe('nginx `location = /path`'),
-  proxyPass: z.string({ error: 'must be "http://upstream_name" or "http://host:port" (or "https://...")' })
-    .describe('nginx proxy_pass: "http://<upstream name>" or "http://host:port", optionally with a URI that replaces the matched prefix; "https://..." speaks TLS to the upstream (proxySsl* keys)'),
+  path: z.string({ error: 'must be a path starting with "/"' }).min(1, { error: 'must be a path starting with "/"' })
+    .describe('nginx `location /path`: a prefix (the longest wins) starting with "/", or with "match": "~" / "~*" a regular expression matched against the normalised path'),
+  match: z.enum(LOCATION_MATCHES, { error: 'must be "=", "^~", "~" or "~*"' }).optional()
+    .describe('nginx location modifier: "=" exact, "^~" prefix that stops the regex search, "~" regular expression, "~*" case-insensitive regular expression (default: plain prefix)'),
+  exact: bool.optional().describe('nginx `location = /path` (the same as "match": "=")'),
+  proxyPass: z.string({ error: 'must be "http://upstream_name" or "http://host:port" (or "https://...")' }).optional()
+    .describe('nginx proxy_pass (required unless `return`): "http://<upstream name>" or "http://host:port", optionally with a URI that replaces the matched prefix; "https://..." speaks TLS to the upstream (proxySsl* keys)'),
   proxySetHeader: z.record(z.string(), z.string({ error: 'must be a string ("" removes the header)' })).optional()
     .describe('nginx proxy_set_header: overrides request headers sent upstream ("" removes one)'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this location (default: the server\'s)'),
+  return: returnSchema.optional().describe('nginx `return`: answer here, no upstream involved'),
+  ...proxyTimingKeys,
+  locations: z.unknown().optional().describe('nested locations: not supported (`check` reports them)'),
   ...bufferingKeys,
   ...upstreamTlsKeys,
   ...accessKeys,
+}).superRefine((loc, ctx) => {
+  // A prefix ("", "=", "^~") is a path; a regular expression ("~", "~*") may start with anything.
+  if (loc.match !== '~' && loc.match !== '~*' && !loc.path.startsWith('/')) {
+    ctx.addIssue({ code: 'custom', path: ['path'], message: 'must be a path starting with "/"', input: loc.path });
+  }
 });
 
 /** CIDRs allowed to send a PROXY protocol header (checked with addCidrTo by the cross-checks). */
@@ -267,8 +295,12 @@ export const virtualServerSchema = z.strictObject({
   proxyProtocolFrom: PROXY_PROTOCOL_FROM.optional()
     .describe('Addresses allowed to send a PROXY protocol header on this server\'s "proxy_protocol" listen entries (default: the top-level list)'),
   realIp: realIpSchema.optional().describe('nginx realip for this server (default: the top-level one): the client address taken from a header sent by a trusted proxy'),
-  locations: z.array(locationSchema, { error: 'must be an array of locations' }).describe('nginx `location` blocks'),
+  locations: z.array(locationSchema, { error: 'must be an array of locations' }).optional().describe('nginx `location` blocks (required unless the server has `return`)'),
   clientMaxBodySize: size.optional().describe('nginx client_max_body_size for this server (default: the top-level one)'),
+  return: returnSchema.optional().describe('nginx `return` at server level: answers every request of this server, before any location'),
+  proxySetHeader: z.record(z.string(), z.string({ error: 'must be a string ("" removes the header)' })).optional()
+    .describe('nginx proxy_set_header for every location of this server that sets none itself (nginx: a level that sets any replaces its parent\'s)'),
+  ...proxyTimingKeys,
   ...bufferingKeys,
   ...upstreamTlsKeys,
   ...accessKeys,
@@ -374,6 +406,7 @@ export type RawUpstream = z.input<typeof upstreamSchema>;
 export type RawUpstreamServer = z.input<typeof upstreamServerSchema>;
 export type RawVirtualServer = z.input<typeof virtualServerSchema>;
 export type RawLocation = z.input<typeof locationSchema>;
+export type RawReturn = z.input<typeof returnSchema>;
 export type RawStream = z.input<typeof streamSchema>;
 export type RawStreamRoute = z.input<typeof streamRouteSchema>;
 /** The buffering keys, as written at any of the three levels. */

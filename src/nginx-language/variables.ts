@@ -27,8 +27,14 @@ export interface CompiledTemplate {
 
 /** The variables a template may use; NAME in the prefixed forms is any of [A-Za-z0-9_-]. */
 export const SUPPORTED_VARIABLES = [
-  '$remote_addr', '$request_uri', '$uri', '$args', '$host', '$arg_NAME', '$http_NAME', '$cookie_NAME',
+  '$remote_addr', '$request_uri', '$uri', '$args', '$host', '$scheme', '$server_port', '$arg_NAME', '$http_NAME', '$cookie_NAME',
 ] as const;
+
+/** Compile-time values of a template's context; `$server_name` is known only where it is given. */
+export interface TemplateContext {
+  /** nginx $server_name: the server's first name ("" when it has none). */
+  readonly serverName?: string;
+}
 
 type Getter = (src: VariableSource) => string;
 
@@ -182,7 +188,20 @@ function literalGetter(text: string): Getter {
   return () => text;
 }
 
+/** nginx $scheme: "https" on a TLS connection. */
+function scheme(src: VariableSource): string {
+  return (src.req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
+}
+
+/** nginx $server_port: the port the connection was accepted on. */
+function serverPort(src: VariableSource): string {
+  const port = src.req.socket?.localPort;
+  return port === undefined ? '' : String(port);
+}
+
 const SIMPLE: Record<string, Getter> = {
+  scheme,
+  server_port: serverPort,
   remote_addr: remoteAddr,
   request_uri: requestUri,
   uri,
@@ -206,7 +225,7 @@ function getterFor(name: string): Getter | null {
  * Compiles a template, or returns an error message (for config problems).
  * A "$" must start a variable; "${name}" separates a variable from following letters.
  */
-export function compileTemplate(text: string): CompiledTemplate | string {
+export function compileTemplate(text: string, context: TemplateContext = {}): CompiledTemplate | string {
   const parts: Getter[] = [];
   const variables: string[] = [];
   let literal = '';
@@ -231,8 +250,13 @@ export function compileTemplate(text: string): CompiledTemplate | string {
       i += 1 + name.length;
     }
     if (!/^[A-Za-z0-9_-]+$/.test(name)) return `invalid variable name "${name}" in "${text}"`;
-    const getter = getterFor(name);
-    if (getter === null) return `unknown variable "$${name}" (supported: ${SUPPORTED_VARIABLES.join(', ')})`;
+    const getter = name === 'server_name' && context.serverName !== undefined
+      ? literalGetter(Buffer.from(context.serverName, 'utf8').toString('latin1'))
+      : getterFor(name);
+    if (getter === null) {
+      const names = context.serverName === undefined ? SUPPORTED_VARIABLES : [...SUPPORTED_VARIABLES, '$server_name'];
+      return `unknown variable "$${name}" (supported: ${names.join(', ')})`;
+    }
     if (literal !== '') {
       parts.push(literalGetter(Buffer.from(literal, 'utf8').toString('latin1')));
       literal = '';

@@ -35,6 +35,7 @@ export function httpRoutes(
       metrics: observability.route(serverName, upstreams.get(location.upstream)!),
       affinity: affinityOf(upstreams.get(location.upstream)!),
       tlsPoolKey: location.upstreamTls === null ? null : tlsPoolKey(location.upstreamTls),
+      maxTries: upstreams.get(location.upstream)!.triesFor(location.nextUpstream.tries),
     }));
     for (const l of vsConfig.listen) {
       let entry = out.get(l.key);

@@ -39,7 +39,8 @@ function resetUnreadStream(this: ServerResponse): void {
 
 const cache = new Map<number, Buffer>();
 
-function page(status: number): Buffer {
+/** nginx's small HTML page for `status` (error pages, the body of a `return` redirect). */
+export function errorPage(status: number): Buffer {
   let body = cache.get(status);
   if (body === undefined) {
     const title = `${status} ${STATUS_CODES[status] ?? 'Error'}`;
@@ -55,7 +56,7 @@ export function sendError(res: ServerResponse, status: number, close = false): n
     res.destroy();
     return 0;
   }
-  const body = page(status);
+  const body = errorPage(status);
   const headers: string[] = ['Content-Type', 'text/html', 'Content-Length', String(body.length)];
   if (isHttp2Response(res)) {
     // HTTP/2 closes the stream, not the connection: a body the client still sends is refused

@@ -76,6 +76,8 @@ export interface Route {
   readonly sendTimeoutMs?: number;
   /** nginx underscores_in_headers (config `underscoresInHeaders`); absent = false. */
   readonly underscoresInHeaders?: boolean;
+  /** Attempts in all: the location's nextUpstream.tries bounded by the servers (resolved once per config); absent = the upstream's. */
+  readonly maxTries?: number;
   /** An "https://" proxyPass: the key of the location's TLS pool on each server (`Peer.tlsPools`); absent/null = plain HTTP. */
   readonly tlsPoolKey?: string | null;
 }
@@ -140,7 +142,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     private readonly hooks: ForwardHooks,
   ) {
     const upstream = route.upstream;
-    super(req, requestClientAddress(req), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
+    super(req, requestClientAddress(req), upstream, route.affinity ?? null, route.location.nextUpstream, route.maxTries ?? upstream.maxTries);
     this.record = {
       route, upstreamAddrs: [], upstreamStatuses: [], upstreamTimes: [], status: 0, bodyBytes: 0, startedAt: performance.now(), sticky: 'none',
     };
@@ -354,6 +356,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
       {
         method: this.req.method ?? 'GET', path: this.path, headers: this.headers!,
         client: pool.options.sendProxy === null ? undefined : proxyClientOf(this.req.socket),
+        timeouts: this.route.location.timeouts,
       },
       body,
       this,

@@ -19,7 +19,9 @@ import { acceptProxyHeader, type ProxyProtocolErrorReason } from '../../net/acce
 import { proxiedClient, setProxiedClient } from '../../net/client-address.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
 import { UpgradeRequest } from './upgrade.js';
-import { ListenerRouter, matchLocation, pathForMatching } from './router.js';
+import { ListenerRouter, matchLocation, pathForMatching, ReturnRoute } from './router.js';
+import { sendReturn } from './return.js';
+import { requestClientAddress } from '../../net/client-address.js';
 import { sendError } from './errors.js';
 import { requestHeadStatus } from './headers.js';
 import { checkAccess, type Verdict } from './access.js';
@@ -275,6 +277,12 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       this.owner.answeredLocally(req, vs.name, 404, sendError(res, 404, expectContinue), startedAt);
       return;
     }
+    if (route instanceof ReturnRoute) {
+      const startedAt = performance.now();
+      const done = sendReturn(req, res, route.ret, requestClientAddress(req), vs.name === '_' ? '' : vs.name, expectContinue);
+      this.owner.answeredLocally(req, vs.name, done.status, done.bytes, startedAt);
+      return;
+    }
     const loc = route.location;
     if (loc.access !== null || loc.authBasic !== null) {
       // allow/deny, then auth_basic (nginx satisfy all): answered here when refused.
@@ -312,7 +320,15 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     const status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion === '1.1');
     const path = status === 0 ? pathForMatching(req.url ?? '/') : null;
     if (path !== null && vs.realIp !== null) vs.realIp.apply(req);
-    const route = path === null ? null : matchLocation(vs, path);
+    let route = path === null ? null : matchLocation(vs, path);
+    if (route instanceof ReturnRoute) {
+      // An upgrade answered by a `return`: served as the plain request it also is, on this connection.
+      route = null;
+      if (path !== null) {
+        this.withoutUpgrade(req, socket as Socket);
+        return;
+      }
+    }
     if (route === null) {
       const line = status === 414 ? '414 Request-URI Too Large' : status === 431 ? '431 Request Header Fields Too Large'
         : path === null ? '400 Bad Request' : '404 Not Found';

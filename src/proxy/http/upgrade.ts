@@ -33,7 +33,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     private readonly hooks: ForwardHooks,
   ) {
     const upstream = route.upstream;
-    super(req, requestClientAddress(req), upstream, route.affinity ?? null, upstream.config.nextUpstream, upstream.maxTries);
+    super(req, requestClientAddress(req), upstream, route.affinity ?? null, route.location.nextUpstream, route.maxTries ?? upstream.maxTries);
     socket.on('error', () => socket.destroy());
   }
 
@@ -69,6 +69,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
     pool.upgrade({
       method: this.req.method ?? 'GET', path: rewritePath(this.req.url ?? '/', this.route.location), headers,
       client: pool.options.sendProxy === null ? undefined : proxyClientOf(this.req.socket),
+      timeouts: this.route.location.timeouts,
     }, this);
   }
 

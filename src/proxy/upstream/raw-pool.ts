@@ -20,7 +20,7 @@ import net from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type SecureContext, type TLSSocket } from 'node:tls';
 import { Readable } from 'node:stream';
 import type {
-  Attempt, AttemptHandler, PeerPool, PoolOptions, RequestHead, UpgradeHandler, UpstreamResponse, UpstreamTlsOptions,
+  Attempt, AttemptHandler, AttemptTimeouts, PeerPool, PoolOptions, RequestHead, UpgradeHandler, UpstreamResponse, UpstreamTlsOptions,
 } from './transport.js';
 import { failureKind, type FailureKind } from '../../net/errors.js';
 import {
@@ -124,6 +124,8 @@ export class RawAttempt implements Attempt {
   readonly text: string;
   readonly chunked: boolean;
   readonly isHead: boolean;
+  /** This request's timeouts: its location's (RequestHead.timeouts), else the pool's. */
+  readonly timeouts: AttemptTimeouts;
 
   constructor(
     readonly pool: RawPeerPool,
@@ -136,6 +138,7 @@ export class RawAttempt implements Attempt {
     this.text = s.text;
     this.chunked = s.chunked;
     this.isHead = head.method === 'HEAD';
+    this.timeouts = head.timeouts ?? pool.timeouts;
   }
 
   abort(): void {
@@ -157,6 +160,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
   closed = false;
   private connected = false;
   private connectTimer: NodeJS.Timeout | null = null;
+  private connectMs = 0;
   private timeoutMs = 0;
   /** The attempt's response completed during the current `execute` (release after it returns). */
   private completed: RawAttempt | null = null;
@@ -196,13 +200,14 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
     socket.on('close', this.onClose);
     socket.on('timeout', this.onTimeout);
     socket.on('drain', this.onDrain);
-    this.connectTimer = setTimeout(this.onConnectTimeout, pool.options.connectTimeoutMs);
   }
 
   /** Starts `attempt` on this connection (writes it now when connected, else on connect). */
   assign(attempt: RawAttempt): void {
     this.attempt = attempt;
     attempt.conn = this;
+    // A new connection: connect timeout of the request that opened it (its location's, or the pool's).
+    if (this.uses === 0) this.connectTimer = setTimeout(this.onConnectTimeout, this.connectMs = attempt.timeouts.connectMs);
     this.uses++;
     this.idle = false;
     this.timedOut = false;
@@ -231,7 +236,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
     const socket = this.socket;
     const body = a.requestBody;
     a.requestSent = true;
-    if (this.connected) this.setTimeoutMs(this.pool.options.sendTimeoutMs);
+    if (this.connected) this.setTimeoutMs(a.timeouts.sendMs);
     if (body === null) {
       socket.write(a.text, 'latin1');
       this.requestDone(a);
@@ -263,7 +268,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
   /** The request is written (into the socket's buffer): the read timeout applies from now. */
   private requestDone(a: RawAttempt): void {
     a.requestWritten = true;
-    if (this.connected && !this.socket.writableNeedDrain) this.setTimeoutMs(this.pool.options.readTimeoutMs);
+    if (this.connected && !this.socket.writableNeedDrain) this.setTimeoutMs(a.timeouts.readMs);
   }
 
   private readonly onBodyData = (chunk: Buffer): void => {
@@ -309,7 +314,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
     if (this.streaming !== null) {
       this.streaming.resume();
     } else if (this.attempt !== null && this.attempt.requestWritten) {
-      this.setTimeoutMs(this.pool.options.readTimeoutMs);
+      this.setTimeoutMs(this.attempt.timeouts.readMs);
     }
   };
 
@@ -321,15 +326,15 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
     }
     const a = this.attempt;
     if (a !== null) {
-      const o = this.pool.options;
-      this.setTimeoutMs(a.requestWritten && !this.socket.writableNeedDrain ? o.readTimeoutMs : o.sendTimeoutMs);
+      const o = a.timeouts;
+      this.setTimeoutMs(a.requestWritten && !this.socket.writableNeedDrain ? o.readMs : o.sendMs);
     }
   };
 
   private readonly onConnectTimeout = (): void => {
     this.connectTimer = null;
     this.timedOut = true;
-    this.fail('timeout', `upstream timed out (connect after ${this.pool.options.connectTimeoutMs}ms)`);
+    this.fail('timeout', `upstream timed out (connect after ${this.connectMs}ms)`);
   };
 
   private readonly onTimeout = (): void => {
@@ -421,7 +426,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
 
   onResponseHead(parser: Http1ResponseParser): void {
     if (parser.upgraded) return; // handed over after execute() returns, with the bytes that follow
-    this.setTimeoutMs(this.pool.options.readTimeoutMs);
+    this.setTimeoutMs(this.attempt!.timeouts.readMs);
     // Handed to the proxy when the body completes within this read, or when the read is consumed.
     this.headPending = true;
   }
@@ -451,7 +456,7 @@ export class UpstreamConnection implements ResponseParserHandler, DeferredWrite 
 
   resumeBody(): void {
     if (this.socket.isPaused()) {
-      this.setTimeoutMs(this.pool.options.readTimeoutMs);
+      this.setTimeoutMs(this.attempt!.timeouts.readMs);
       this.socket.resume();
     }
   }
@@ -605,7 +610,11 @@ export class RawPeerPool implements PeerPool {
   tlsSession: Buffer | null = null;
   private readonly secureContext: SecureContext | null;
 
+  /** The pool's own timeouts: for requests whose head names none. */
+  readonly timeouts: AttemptTimeouts;
+
   constructor(readonly host: string, readonly port: number, readonly options: PoolOptions, readonly tls: UpstreamTlsOptions | null = null) {
+    this.timeouts = { connectMs: options.connectTimeoutMs, sendMs: options.sendTimeoutMs, readMs: options.readTimeoutMs };
     this.secureContext = tls === null ? null : upstreamSecureContext(tls);
   }
 

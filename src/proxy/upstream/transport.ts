@@ -53,6 +53,15 @@ export interface RequestHead {
   headers: string[];
   /** The client connection the request came on, for a pool with `sendProxy` (the PROXY header). */
   client?: ProxyClient;
+  /** This request's timeouts (its location's, resolved once per config); absent: the pool's. */
+  timeouts?: AttemptTimeouts;
+}
+
+/** nginx proxy_connect/send/read_timeout of one request, in ms. */
+export interface AttemptTimeouts {
+  readonly connectMs: number;
+  readonly sendMs: number;
+  readonly readMs: number;
 }
 
 /** A client connection as a PROXY header names it: who, and the address it connected to. */

@@ -1,8 +1,11 @@
 /**
- * nginx `location [=|^~] PATH { proxy_pass ...; ... }` -> a sessionlb location, and the use of an
+ * nginx `location [=|^~|~|~*] PATH { proxy_pass ...; ... }` (or with `return` / a redirecting
+ * `rewrite`) -> a sessionlb location, and the use of an
  * upstream it makes (its per-upstream settings are applied later, per-upstream-settings.ts).
  */
-import type { RawUpstreamTls } from '../../config/schema.js';
+import type { RawReturn, RawUpstreamTls } from '../../config/schema.js';
+import { convertReturn, convertRewrite } from './return-rewrite.js';
+import { backtrackingRisk } from '../../config/locations.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, HealthCheck, Location, Mutable, ProxyScope, Sourced } from './conversion.js';
@@ -15,31 +18,47 @@ import { accessDirective, isAccessDirective, writeAccess, type AccessScope } fro
 export function convertLocation(
   c: Conversion, d: NginxDirective, serverScope: ProxyScope, out: Location[], serverLabel: string, serverTls: RawUpstreamTls,
 ): void {
-  let exact = false;
+  let match: '' | '=' | '^~' | '~' | '~*' = '';
   let path: string | undefined;
   const [a0, a1] = d.args;
   if (d.block === null || a0 === undefined) {
     c.error(d.line, `"location" needs a path and a block`);
     return;
   }
-  if (a0 === '=' ) { exact = true; path = a1; }
-  else if (a0 === '^~') path = a1;
-  else if (a0 === '~' || a0 === '~*' || a0.startsWith('~')) {
-    c.warn(d.line, `location ${d.args.join(' ')}: regular-expression locations are not supported by sessionlb; this location is not converted`);
-    return;
-  } else if (a0.startsWith('@')) {
+  if (a0 === '=' || a0 === '^~' || a0 === '~' || a0 === '~*') { match = a0; path = a1; }
+  else if (a0.startsWith('@')) {
     c.warn(d.line, `location ${a0}: named locations are not supported by sessionlb; this location is not converted`);
     return;
-  } else if (a0.startsWith('=')) { exact = true; path = a0.slice(1); }
-  else if (a0.startsWith('^~')) path = a0.slice(2);
+  } else if (a0.startsWith('=')) { match = '='; path = a0.slice(1); }
+  else if (a0.startsWith('^~')) { match = '^~'; path = a0.slice(2); }
+  else if (a0.startsWith('~*')) { match = '~*'; path = a0.slice(2); }
+  else if (a0.startsWith('~')) { match = '~'; path = a0.slice(1); }
   else path = a0;
-  const expected = a0 === '=' || a0 === '^~' ? 2 : 1;
-  if (path === undefined || d.args.length !== expected) {
+  const exact = match === '=';
+  const expected = a0 === '=' || a0 === '^~' || a0 === '~' || a0 === '~*' ? 2 : 1;
+  if (path === undefined || path === '' || d.args.length !== expected) {
     c.error(d.line, `invalid number of arguments in "location ${d.args.join(' ')}"`);
     return;
   }
+  if (match === '~' || match === '~*') {
+    try {
+      new RegExp(path);
+    } catch (err) {
+      c.warn(d.line, `location ${d.args.join(' ')}: not a regular expression sessionlb (JavaScript) understands (${(err as Error).message}); this location is not converted`);
+      return;
+    }
+    const risk = backtrackingRisk(path);
+    if (risk !== null) {
+      c.warn(d.line, `location ${d.args.join(' ')}: the regular expression ${risk}; this location is not converted`);
+      return;
+    }
+  }
+  /** The location's modifier keys as written out ("exact": true for "=", as before). */
+  const head = (): Location => (exact ? { path, exact: true } : match === '' ? { path } : { path, match });
   const scope = childScope(c, serverScope, d.block);
-  const where = `${serverLabel}, location ${exact ? '= ' : ''}${path} (${c.at(d.line)})`;
+  const where = `${serverLabel}, location ${match === '' ? '' : `${match} `}${path} (${c.at(d.line)})`;
+  let ret: RawReturn | null = null;
+  let retLine = 0;
   let proxyPass: NginxDirective | null = null;
   let healthCheck: Sourced<HealthCheck> | null = null;
   let clientMaxBodySize: string | undefined;
@@ -64,6 +83,17 @@ export function convertLocation(
       case 'client_max_body_size':
         c.size(item, (v) => { clientMaxBodySize = v; });
         break;
+      case 'return':
+      case 'rewrite': {
+        // nginx's rewrite phase runs before proxying: the first return (or redirecting rewrite of every path) answers.
+        if (ret !== null) {
+          c.warn(item.line, `"${item.name}" after the ${c.at(retLine)} one in location ${path} is never reached (nginx stops there too); ignored`);
+          break;
+        }
+        ret = item.name === 'return' ? convertReturn(c, item) : convertRewrite(c, item);
+        retLine = item.line;
+        break;
+      }
       case 'health_check':
         healthCheck = { value: healthCheckSettings(c, item), line: item.line };
         break;
@@ -79,8 +109,13 @@ export function convertLocation(
         c.unsupported(item, item.block !== null ? 'block in location' : 'in location');
     }
   }
+  if (ret !== null) {
+    if (proxyPass !== null) c.notes.push({ line: proxyPass.line, message: `location ${path} answers with its return, so its proxy_pass is never used (as in nginx); not converted` });
+    out.push({ ...head(), return: ret });
+    return;
+  }
   if (proxyPass === null) {
-    c.warn(d.line, `location ${exact ? '= ' : ''}${path} has no proxy_pass; sessionlb locations only proxy, so it is not converted (requests for it go to the next matching location)`);
+    c.warn(d.line, `location ${match === '' ? '' : `${match} `}${path} has no proxy_pass or return; sessionlb locations proxy or return, so it is not converted (requests for it go to the next matching location)`);
     return;
   }
   const url = proxyPass.args[0] ?? '';
@@ -103,7 +138,11 @@ export function convertLocation(
     host = key.slice(0, key.lastIndexOf(':')).replace(/^\[|\]$/g, '');
     target = key;
   }
-  const loc: Location = exact ? { path, exact: true, proxyPass: `${scheme}://${target}${uri}` } : { path, proxyPass: `${scheme}://${target}${uri}` };
+  if ((match === '~' || match === '~*') && uri !== '') {
+    c.error(proxyPass.line, `"proxy_pass" cannot have URI part in location given by regular expression (nginx refuses it too)`);
+    return;
+  }
+  const loc: Location = { ...head(), proxyPass: `${scheme}://${target}${uri}` };
   const headers = proxySetHeaders(c, scope, target, where, d.line);
   if (headers !== null) loc.proxySetHeader = headers;
   if (clientMaxBodySize !== undefined) loc.clientMaxBodySize = clientMaxBodySize;

@@ -1,11 +1,13 @@
 /**
- * proxy_next_upstream*, proxy_*_timeout and health_check are per location in nginx but per upstream
- * in sessionlb: they are moved onto the upstream the locations proxy to, with a warning when
- * locations sharing an upstream disagree.
+ * proxy_next_upstream* and proxy_*_timeout are per location in nginx (inherited http -> server ->
+ * location): the first value written for an upstream's locations goes on the upstream, and each
+ * location whose value differs from it gets its own (`timeouts`, `nextUpstream` in the location),
+ * so every location keeps nginx's meaning. health_check is per upstream in both (nginx Plus checks
+ * the group): moved onto the upstream, with a warning when locations disagree.
  */
 import type { NEXT_UPSTREAM_CONDITIONS } from '../../config/schema.js';
 import { parseDuration } from '../../nginx-language/units.js';
-import type { Conversion, ProxyScope, Sourced, Upstream, Usage } from './conversion.js';
+import type { Conversion, Location, ProxyScope, Sourced, Upstream, Usage } from './conversion.js';
 
 const NGINX_DEFAULT_NEXT_UPSTREAM = ['error', 'timeout'];
 const DEFAULT_TIMEOUT = '60s';
@@ -22,31 +24,32 @@ export function applyUsages(c: Conversion): void {
     const settings: Partial<Pick<Upstream, 'nextUpstream' | 'timeouts' | 'healthCheck'>> = {};
     const nextUpstream: NonNullable<Upstream['nextUpstream']> = {};
     const timeouts: NonNullable<Upstream['timeouts']> = {};
+    /** The upstream gets the first value written; a location whose own (or nginx's default) differs keeps it in the location. */
     const pick = <T>(
-      directive: string,
       get: (s: ProxyScope) => Sourced<T> | undefined,
       defaultValue: T,
       canon: (v: T) => string,
-      show: (v: T) => string,
-      set: (v: T) => void,
+      set: (v: T, on: Location | null) => void,
     ): void => {
       const seen = usages.map((u) => ({ u, s: get(u.scope) }));
-      const distinct = new Set(seen.map(({ s }) => canon(s === undefined ? defaultValue : s.value)));
       const chosen = seen.find(({ s }) => s !== undefined);
       if (chosen === undefined) return;
-      set(chosen.s!.value);
-      if (distinct.size > 1) {
-        const detail = seen.map(({ u, s }) => `${u.where}: ${s === undefined ? `${show(defaultValue)} (default)` : show(s.value)}`).join('; ');
-        c.warn(chosen.s!.line, `${directive} differs between locations that proxy to "${target}", and sessionlb has one value per upstream; using ${show(chosen.s!.value)} from ${c.at(chosen.s!.line)} for all of them (${detail})`);
+      set(chosen.s!.value, null);
+      const upstreamValue = canon(chosen.s!.value);
+      for (const { u, s } of seen) {
+        const value = s === undefined ? defaultValue : s.value;
+        if (canon(value) !== upstreamValue) set(value, u.location);
       }
     };
     const ms = (v: string): string => String(parseDuration(v));
-    pick('proxy_next_upstream', (s) => s.nextUpstream, NGINX_DEFAULT_NEXT_UPSTREAM, (v) => [...v].sort().join(' '), (v) => v.join(' '), (v) => { nextUpstream.on = v as Array<typeof NEXT_UPSTREAM_CONDITIONS[number]>; });
-    pick('proxy_next_upstream_tries', (s) => s.tries, 0, String, String, (v) => { nextUpstream.tries = v; });
-    pick('proxy_next_upstream_timeout', (s) => s.nextTimeout, '0s', ms, String, (v) => { nextUpstream.timeout = v; });
-    pick('proxy_connect_timeout', (s) => s.connect, DEFAULT_TIMEOUT, ms, String, (v) => { timeouts.connect = v; });
-    pick('proxy_send_timeout', (s) => s.send, DEFAULT_TIMEOUT, ms, String, (v) => { timeouts.send = v; });
-    pick('proxy_read_timeout', (s) => s.read, DEFAULT_TIMEOUT, ms, String, (v) => { timeouts.read = v; });
+    const retry = (on: Location | null): NonNullable<Upstream['nextUpstream']> => (on === null ? nextUpstream : (on.nextUpstream ??= {}));
+    const times = (on: Location | null): NonNullable<Upstream['timeouts']> => (on === null ? timeouts : (on.timeouts ??= {}));
+    pick((s) => s.nextUpstream, NGINX_DEFAULT_NEXT_UPSTREAM, (v) => [...v].sort().join(' '), (v, on) => { retry(on).on = v as Array<typeof NEXT_UPSTREAM_CONDITIONS[number]>; });
+    pick((s) => s.tries, 0, String, (v, on) => { retry(on).tries = v; });
+    pick((s) => s.nextTimeout, '0s', ms, (v, on) => { retry(on).timeout = v; });
+    pick((s) => s.connect, DEFAULT_TIMEOUT, ms, (v, on) => { times(on).connect = v; });
+    pick((s) => s.send, DEFAULT_TIMEOUT, ms, (v, on) => { times(on).send = v; });
+    pick((s) => s.read, DEFAULT_TIMEOUT, ms, (v, on) => { times(on).read = v; });
     // health_check: a location without one does not mean "no checks" (nginx checks the group).
     const checks = usages.filter((u) => u.healthCheck !== null);
     if (checks.length > 0) {

@@ -1,6 +1,7 @@
 /** nginx `server { listen ...; server_name ...; location ... }` in http -> a sessionlb virtual server. */
 import { isIP } from 'node:net';
-import type { RawUpstreamTls, RawVirtualServer } from '../../config/schema.js';
+import type { RawReturn, RawUpstreamTls, RawVirtualServer } from '../../config/schema.js';
+import { convertReturn, convertRewrite } from './return-rewrite.js';
 import { parseHostPort } from '../../nginx-language/address.js';
 import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, Location, Mutable, ProxyScope } from './conversion.js';
@@ -38,6 +39,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const tls: Mutable<RawUpstreamTls> = {};
   const names: string[] = [];
   let sawListen = false;
+  let ret: RawReturn | undefined;
   const locationDirectives: NginxDirective[] = [];
   const access: AccessScope = {};
   for (const item of d.block) {
@@ -75,6 +77,12 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
         break;
       case 'location':
         locationDirectives.push(item);
+        break;
+      case 'return':
+      case 'rewrite':
+        // Server-level rewrite phase: the first return (or redirecting rewrite of every path) answers every request.
+        if (ret !== undefined) c.warn(item.line, `"${item.name}" after the server's first return is never reached (nginx stops there too); ignored`);
+        else ret = (item.name === 'return' ? convertReturn(c, item) : convertRewrite(c, item)) ?? undefined;
         break;
       case 'keepalive_timeout':
         c.warn(item.line, `"keepalive_timeout" in a server is not supported (sessionlb has one, at the top level: put it in http); ignored`);
@@ -131,6 +139,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     ...(proxyProtocolFrom !== undefined ? { proxyProtocolFrom } : {}),
     ...(http2 ? { http2: true } : {}),
     ...(realIp !== undefined ? { realIp } : {}),
+    ...(ret !== undefined ? { return: ret } : {}),
     locations: vs.locations,
   };
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
