@@ -92,6 +92,7 @@ describe('import-nginx: the reference nginx.conf', () => {
     expect(result.errors).toEqual([]);
     expect(result.warnings).toEqual([]);
     expect(result.config).toEqual({
+      workers: 1, // no worker_processes in a whole nginx.conf: nginx's one worker
       servers: [{ listen: ['80'], serverName: ['www.example.com'], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
       upstreams: {
         backend: {
@@ -220,6 +221,7 @@ describe('import-nginx: every supported directive', () => {
     const result = importNginx(EVERYTHING, 'all.conf');
     expect(result.errors).toEqual([]);
     expect(result.config).toEqual({
+      workers: 1, // no worker_processes in a whole nginx.conf: nginx's one worker
       servers: [
         {
           // default_server belongs to the one address it is written on, as in nginx.
@@ -362,6 +364,7 @@ describe('import-nginx: TLS (ssl_*, http2, proxy_pass https://, proxy_ssl_*)', (
     const result = importNginx(HTTPS, 'https.conf');
     expect(result.errors).toEqual([]);
     expect(result.config).toEqual({
+      workers: 1, // no worker_processes in a whole nginx.conf: nginx's one worker
       servers: [
         {
           listen: ['80', '[::]:80'],
@@ -490,7 +493,7 @@ describe('import-nginx: warnings and errors', () => {
       '}',
     ].join('\n'));
     const expected: Array<[number, RegExp]> = [
-      [1, /"worker_processes"/], [2, /"events" block ignored/], [4, /"include mime.types" is not followed/], [5, /"gzip" in http/],
+      [2, /"events" block ignored/], [4, /"include mime.types" is not followed/], [5, /"gzip" in http/],
       [6, /"zone" is not needed/], [6, /parameter "route=a"/], [6, /"ntlm" in upstream "b"/],
       [8, /parameter "reuseport"/], [9, /listen 443: parameter "backlog=511" is not supported/], [10, /regular expressions/],
       [11, /"ssl_stapling" is not converted: OCSP stapling is not supported/],
@@ -585,6 +588,7 @@ describe('import-nginx: PROXY protocol (listen proxy_protocol, set_real_ip_from,
     expect(result.errors).toEqual([]);
     expect(result.warnings).toEqual([]);
     expect(result.config).toEqual({
+      workers: 1, // no worker_processes in a whole nginx.conf: nginx's one worker
       servers: [
         {
           listen: ['443 ssl http2 proxy_protocol default_server', '80 proxy_protocol'],
@@ -852,5 +856,18 @@ describe('import-nginx: include', () => {
     });
     const r = importFile(join(dir, 'nginx.conf'));
     expect(r.errors).toEqual([{ line: 3, message: `duplicate upstream "app" (first defined on ${join(dir, 'conf.d/app.conf')}:2)` }]);
+  });
+});
+
+describe('import-nginx: worker_processes', () => {
+  const conf = (main: string): string => `${main}\nevents {}\nhttp { upstream b { server 127.0.0.1:9001; } server { listen 80; location / { proxy_pass http://b; } } }`;
+  it('keeps nginx\'s worker count: absent means 1 (nginx\'s default), auto and N carried over; a conf.d snippet does not say', () => {
+    expect(importNginx(conf(''), 'n.conf').config.workers).toBe(1);
+    expect(importNginx(conf('worker_processes auto;'), 'n.conf').config.workers).toBe('auto');
+    expect(importNginx(conf('worker_processes 4;'), 'n.conf').config.workers).toBe(4);
+    const bad = importNginx(conf('worker_processes many;'), 'n.conf');
+    expect(bad.errors.map((e) => `${e.line}: ${e.message}`)).toEqual(['1: "worker_processes": "many" is not "auto" or a number of workers (1-256)']);
+    const snippet = importNginx('upstream b { server 127.0.0.1:9001; } server { listen 80; location / { proxy_pass http://b; } }', 'site.conf');
+    expect(snippet.config.workers).toBeUndefined();
   });
 });

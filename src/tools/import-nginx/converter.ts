@@ -18,7 +18,7 @@ import { httpRealIp, isRealIpDirective, serverRealIp, realIpDirective, type Real
 
 /** Directives that belong to nginx's main/events contexts: nothing for a proxy to take over. */
 const MAIN_CONTEXT = new Set([
-  'user', 'worker_processes', 'worker_rlimit_nofile', 'worker_cpu_affinity', 'pid', 'error_log',
+  'user', 'worker_rlimit_nofile', 'worker_cpu_affinity', 'pid', 'error_log',
   'load_module', 'daemon', 'master_process', 'env', 'pcre_jit', 'thread_pool', 'timer_resolution',
   'working_directory', 'lock_file', 'worker_priority', 'worker_shutdown_timeout', 'ssl_engine',
 ]);
@@ -28,8 +28,13 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   // nginx.conf has `http { ... }`; a conf.d file has its upstream/server blocks at the top.
   const http: NginxDirective[] = [];
   const streamBlocks: NginxDirective[] = [];
+  let workers: number | 'auto' | undefined;
+  let mainContext = false;
   for (const d of tree) {
-    if (d.name === 'http' && d.block !== null) http.push(...d.block);
+    if ((d.name === 'http' || d.name === 'events') && d.block !== null) mainContext = true;
+    if (d.name === 'worker_processes') {
+      workers = workerProcesses(c, d) ?? workers;
+    } else if (d.name === 'http' && d.block !== null) http.push(...d.block);
     else if (d.name === 'stream' && d.block !== null) streamBlocks.push(d);
     else if (d.name === 'stream') {
       c.warn(d.line, '"stream" without a block ignored: nothing to convert (nginx wants stream { server { listen ...; proxy_pass ...; } })');
@@ -94,6 +99,11 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
   for (const d of streamBlocks) convertStream(c, d);
   const out: Mutable<RawConfig> = c.top.servers.length === 0 && c.streams.length > 0 ? {} : { servers: c.top.servers };
+  // nginx runs one worker unless worker_processes says otherwise; sessionlb's default is one per
+  // CPU, which would also change the weighted order each worker walks. A conf.d snippet (no
+  // http/events block) does not say: sessionlb's default stays (docs/migrating-from-nginx.md says so).
+  if (workers !== undefined) out.workers = workers;
+  else if (mainContext) out.workers = 1;
   if (c.streams.length > 0) out.streams = c.streams;
   if (c.upstreams.size > 0) {
     // Keys in the order the README documents them.
@@ -111,6 +121,16 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   if (c.top.realIp !== undefined) out.realIp = c.top.realIp;
   writeAccess(c.top, out as Record<string, unknown>);
   return out;
+}
+
+/** nginx `worker_processes N | auto` -> `workers`; null when the value is not one of those. */
+function workerProcesses(c: Conversion, d: NginxDirective): number | 'auto' | null {
+  const a = c.oneArg(d);
+  if (a === null) return null;
+  if (a === 'auto') return 'auto';
+  if (/^[1-9]\d{0,2}$/.test(a) && Number(a) <= 256) return Number(a);
+  c.error(d.line, `"worker_processes": "${a}" is not "auto" or a number of workers (1-256)`);
+  return null;
 }
 
 function accessLog(c: Conversion, d: NginxDirective): void {
