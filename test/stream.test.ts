@@ -558,6 +558,7 @@ describe('import-nginx: stream {}', () => {
     expect(r.errors).toEqual([{ line: 16, message: '"listen 5353 udp": UDP is not supported by sessionlb (TCP only)' }, { line: 16, message: 'stream server without "listen": not converted' }]);
     expect(r.warnings).toContainEqual({ line: 10, message: '"listen": parameters "reuseport" are not supported by sessionlb; ignored' });
     expect(r.config).toEqual({
+      workers: 1, // a whole nginx.conf without worker_processes: nginx's one worker
       streams: [
         { listen: ['127.0.0.1:5433'], proxyPass: 'pg', proxyConnectTimeout: '5s', proxyTimeout: '30m', nextUpstreamTries: 2 },
         { listen: ['6380'], proxyPass: '10.0.0.7:6379', proxyConnectTimeout: '5s', nextUpstream: false },
