@@ -19,6 +19,7 @@ import { compileLocationMatch, locationKey, locationMatch, normaliseReturn, reso
 import { normaliseStreams, streamProblems } from './streams.js';
 import { proxyProtocolProblems } from './proxy-protocol.js';
 import { readUserFiles, resolveAccess, resolveAuthBasic } from './access.js';
+import { resolveAddHeaders, resolveHideHeaders, resolveIgnoreInvalidHeaders } from './response-headers.js';
 import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
@@ -364,6 +365,12 @@ function normaliseLocation(
   if (loc.locations !== undefined) add([...path, 'locations'], 'nested locations are not supported: write each as a location of the server');
   const clientMaxBodySize = loc.clientMaxBodySize !== undefined ? parseSize(loc.clientMaxBodySize) : inheritedMaxBody;
   const buffering = resolveBuffering(loc, inheritedBuffering, dir);
+  // nginx add_header / proxy_hide_header (nearest level that sets any) and ignore_invalid_headers.
+  const responseHeaders = {
+    addHeaders: resolveAddHeaders(levels, context, add, tlsReported),
+    hideHeaders: resolveHideHeaders(levels),
+    ignoreInvalidHeaders: resolveIgnoreInvalidHeaders(levels),
+  };
   if (loc.return !== undefined) {
     const ret = normaliseReturn(loc.return, context, [...path, 'return'], add);
     if (loc.proxyPass !== undefined) add([...path, 'proxyPass'], 'does not go with "return" (nginx answers with the return)');
@@ -375,6 +382,7 @@ function normaliseLocation(
       clientMaxBodySize, buffering, upstreamTls: null,
       // nginx's `return` runs in the rewrite phase, before allow/deny and auth_basic (access phase).
       access: null, authBasic: null,
+      ...responseHeaders,
     };
   }
   if (loc.proxyPass === undefined) {
@@ -430,6 +438,7 @@ function normaliseLocation(
     // allow/deny and auth_basic: nearest level; a problem of an upper level is reported once (tlsReported dedupes by path).
     access: resolveAccess(levels, (at, message) => problem(problems, at, message), tlsReported),
     authBasic: resolveAuthBasic(levels, dir, (at, message) => problem(problems, at, message), tlsReported),
+    ...responseHeaders,
   };
 }
 

@@ -163,6 +163,23 @@ export interface LocationConfig {
   access: readonly IpRule[] | null;
   /** nginx auth_basic (nearest level that sets it; "off" = null) with its user file, read at load. */
   authBasic: AuthBasicConfig | null;
+  /** nginx add_header of the nearest level that sets any (a level replaces its parent's); [] = none. */
+  addHeaders: readonly AddHeaderConfig[];
+  /** nginx proxy_hide_header (nearest level that sets any), lower case; null = none (the fast path). */
+  hideHeaders: ReadonlySet<string> | null;
+  /** nginx ignore_invalid_headers (server, else top level; default true): request header names outside [A-Za-z0-9-] (and "_" per underscoresInHeaders) are dropped. */
+  ignoreInvalidHeaders: boolean;
+}
+
+/** One nginx `add_header NAME VALUE [always]`. */
+export interface AddHeaderConfig {
+  name: string;
+  /** The value, compiled once ($host etc.); `constant` when it has no variable. */
+  value: CompiledTemplate;
+  /** The value when it has no variable (the common case: no per-response evaluation); else null. */
+  constant: string | null;
+  /** nginx `always`: every status, sessionlb's own error pages included; else only 200, 201, 204, 206, 301, 302, 303, 304, 307, 308. */
+  always: boolean;
 }
 
 /** HTTP Basic authentication of a location. */

@@ -245,6 +245,24 @@ const upstreamTlsKeys = {
     .describe('nginx proxy_ssl_protocols: TLS versions offered to "https://" upstreams (default ["TLSv1.2", "TLSv1.3"])'),
 };
 
+/** Response headers (nginx add_header, proxy_hide_header): top level, server or location; a level that sets any replaces its parent's. */
+const responseHeaderKeys = {
+  addHeader: z.record(
+    z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { error: 'must be a header name' }),
+    z.union([
+      z.string({ error: 'must be a string' }),
+      z.strictObject({
+        value: z.string({ error: 'must be a string' }).describe('the header value; may use $host, $scheme, $request_uri, ... as nginx'),
+        always: bool.optional().describe('nginx `always`: add it to every response, error pages included (default false)'),
+      }),
+    ], { error: 'must be a string or {"value": "...", "always": true}' }),
+    { error: 'must be an object of header name -> value' },
+  ).optional()
+    .describe('nginx add_header: response headers added to 200, 201, 204, 206, 301, 302, 303, 304, 307 and 308 responses ({"value": ..., "always": true}: to every response); a level that sets any replaces its parent\'s'),
+  proxyHideHeader: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { error: 'must be a header name' }), { error: 'must be an array of header names' }).optional()
+    .describe('nginx proxy_hide_header: upstream response headers not passed to the client, e.g. ["X-Powered-By"]; a level that sets any replaces its parent\'s'),
+};
+
 export const locationSchema = z.strictObject({
   path: z.string({ error: 'must be a path starting with "/"' }).min(1, { error: 'must be a path starting with "/"' })
     .describe('nginx `location /path`: a prefix (the longest wins) starting with "/", or with "match": "~" / "~*" a regular expression matched against the normalised path'),
@@ -262,6 +280,7 @@ export const locationSchema = z.strictObject({
   ...bufferingKeys,
   ...upstreamTlsKeys,
   ...accessKeys,
+  ...responseHeaderKeys,
 }).superRefine((loc, ctx) => {
   // A prefix ("", "=", "^~") is a path; a regular expression ("~", "~*") may start with anything.
   if (loc.match !== '~' && loc.match !== '~*' && !loc.path.startsWith('/')) {
@@ -304,6 +323,8 @@ export const virtualServerSchema = z.strictObject({
   ...bufferingKeys,
   ...upstreamTlsKeys,
   ...accessKeys,
+  ...responseHeaderKeys,
+  ignoreInvalidHeaders: bool.optional().describe('nginx ignore_invalid_headers for this server (default: the top-level one)'),
 });
 
 /** A stream's routing by the TLS ClientHello, read without terminating TLS (nginx ssl_preread + map). */
@@ -365,6 +386,9 @@ export const configSchema = z.strictObject({
   ...bufferingKeys,
   ...upstreamTlsKeys,
   ...accessKeys,
+  ...responseHeaderKeys,
+  ignoreInvalidHeaders: bool.optional()
+    .describe('nginx ignore_invalid_headers: drop request headers whose name has a character other than letters, digits, "-" (and "_" with underscoresInHeaders) instead of passing them upstream (default true)'),
   largeClientHeaderBuffers: buffers.optional()
     .describe('nginx large_client_header_buffers: the request line must fit one buffer (else 414), each header line one buffer (else 400), the whole header NUMBER x SIZE (else 431) (default "4 8k")'),
   clientHeaderTimeout: duration().optional()

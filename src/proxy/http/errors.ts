@@ -50,14 +50,18 @@ export function errorPage(status: number): Buffer {
   return body;
 }
 
-/** Answers with an error page unless a response has already started; `close` drops keep-alive. Returns the body bytes sent (for the access log). */
-export function sendError(res: ServerResponse, status: number, close = false): number {
+/**
+ * Answers with an error page unless a response has already started; `close` drops keep-alive;
+ * `extra`: more headers (a flat list: the location's add_header ... always). Returns the body bytes sent (for the access log).
+ */
+export function sendError(res: ServerResponse, status: number, close = false, extra?: readonly string[]): number {
   if (res.headersSent) {
     res.destroy();
     return 0;
   }
   const body = errorPage(status);
   const headers: string[] = ['Content-Type', 'text/html', 'Content-Length', String(body.length)];
+  if (extra !== undefined) headers.push(...extra);
   if (isHttp2Response(res)) {
     // HTTP/2 closes the stream, not the connection: a body the client still sends is refused
     // once the response is out (RST_STREAM NO_ERROR, RFC 9113 8.1).

@@ -11,6 +11,7 @@ import type { Upstream } from '../../balancer/upstream.js';
 import { poolOf, type Attempt, type AttemptFailure, type AttemptHandler, type UpstreamResponse } from '../upstream/transport.js';
 import { clientResponseHeaders, hasContentLength, requestScheme, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './errors.js';
+import { addedHeaders, appendAddHeaders } from '../../config/response-headers.js';
 import { endWithBody } from './whole-response.js';
 import { deferWrite, type DeferredWrite } from '../upstream/write-batch.js';
 import { release } from '../upstream/body-chunks.js';
@@ -182,6 +183,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
       upgrade: null,
       proxyHost: this.upstream.name,
       underscoresInHeaders: this.route.underscoresInHeaders,
+      ignoreInvalidHeaders: this.route.location.ignoreInvalidHeaders,
     }, this.route.location.setHeaders);
     // Starts the session lookup now, so that a store round trip overlaps with reading the body.
     this.beginSticky(this.headers, Date.now());
@@ -464,7 +466,9 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     this.record.upstreamTimes.push(seconds);
     this.peer!.metrics?.attempt(upstreamRes.statusCode, seconds);
     try {
-      const headers = clientResponseHeaders(upstreamRes.rawHeaders, false);
+      const location = this.route.location;
+      const headers = clientResponseHeaders(upstreamRes.rawHeaders, false, location.hideHeaders);
+      appendAddHeaders(headers, location.addHeaders, upstreamRes.statusCode, this);
       if (this.sticky !== null) {
         this.affinity!.onResponse(this.sticky, this.peer!, upstreamRes.rawHeaders, headers, now, this.scheme === 'https');
       }
@@ -703,10 +707,15 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     }
     if (this.streamUsed || close) {
       // The client may still be sending a body we will not read: close after answering.
-      this.record.bodyBytes = sendError(this.res, status, true);
+      this.record.bodyBytes = sendError(this.res, status, true, this.alwaysHeaders(status));
       return;
     }
-    this.record.bodyBytes = sendError(this.res, status);
+    this.record.bodyBytes = sendError(this.res, status, false, this.alwaysHeaders(status));
+  }
+
+  /** The location's add_header ... always entries for an error page of ours (undefined: none). */
+  private alwaysHeaders(status: number): string[] | undefined {
+    return addedHeaders(this.route.location.addHeaders, status, this);
   }
 }
 

@@ -76,9 +76,15 @@ export interface ForwardInfo {
    * the upstream name or `host:port` of proxyPass. An HTTP/1.1 upstream needs a Host.
    */
   proxyHost?: string;
-  /** nginx underscores_in_headers: pass headers whose name has "_" (absent/false: they are dropped). */
+  /** nginx underscores_in_headers: "_" is a valid name character (absent/false: it is not). */
   underscoresInHeaders?: boolean;
+  /** nginx ignore_invalid_headers (absent = true): names with a character that is not valid are dropped; false passes them. */
+  ignoreInvalidHeaders?: boolean;
 }
+
+/** nginx's valid header name characters: letters, digits, "-" (and "_" with underscores_in_headers). */
+const INVALID_NAME = /[^A-Za-z0-9-]/;
+const INVALID_NAME_UNDERSCORES = /[^A-Za-z0-9_-]/;
 
 /**
  * Builds the flat header list for the upstream request from the client's raw headers.
@@ -96,11 +102,14 @@ export function upstreamRequestHeaders(
   let proto: string | null = null;
   // Connection-named headers and proxySetHeader need every name in lower case; otherwise most skip that.
   const everyName = named !== null || setHeaders.size !== 0;
-  const dropUnderscores = !info.underscoresInHeaders;
+  // nginx ignore_invalid_headers: a name with another character than these is dropped; with
+  // underscores_in_headers off "_" is one (CGI-style backends read "X_Real_IP" as X-Real-IP).
+  // node's parser already refuses what is not an HTTP token; what it passes and nginx drops:
+  // "_" (unless underscoresInHeaders) and ! # $ % & ' * + . ^ ` | ~.
+  const invalid = info.ignoreInvalidHeaders === false ? null : info.underscoresInHeaders === true ? INVALID_NAME_UNDERSCORES : INVALID_NAME;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    // nginx underscores_in_headers off: CGI-style backends read "X_Real_IP" as X-Real-IP (HTTP_X_REAL_IP).
-    if (dropUnderscores && name.includes('_')) continue;
+    if (invalid !== null && invalid.test(name)) continue;
     if (!everyName && !mayBeSpecial(name)) {
       out.push(name, rawHeaders[i + 1]!);
       continue;
@@ -159,12 +168,16 @@ function removeHeader(flat: string[], lowerName: string): void {
   }
 }
 
-/** The upstream's response headers minus hop-by-hop ones (an upgrade keeps Connection/Upgrade). */
-export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: boolean): string[] {
+/**
+ * The upstream's response headers minus hop-by-hop ones (an upgrade keeps Connection/Upgrade)
+ * and minus `hide` (nginx proxy_hide_header, lower case; null: none, the fast path).
+ */
+export function clientResponseHeaders(rawHeaders: readonly string[], upgrading: boolean, hide: ReadonlySet<string> | null = null): string[] {
   const named = connectionTokens(rawHeaders);
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
+    if (hide !== null && hide.has(name.toLowerCase())) continue;
     if (named === null && !mayBeSpecial(name)) {
       out.push(name, rawHeaders[i + 1]!);
       continue;

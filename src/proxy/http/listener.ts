@@ -21,6 +21,7 @@ import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
 import { UpgradeRequest } from './upgrade.js';
 import { ListenerRouter, matchLocation, pathForMatching, ReturnRoute } from './router.js';
 import { sendReturn } from './return.js';
+import { addedHeaders } from '../../config/response-headers.js';
 import { requestClientAddress } from '../../net/client-address.js';
 import { sendError } from './errors.js';
 import { requestHeadStatus } from './headers.js';
@@ -279,7 +280,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     }
     if (route instanceof ReturnRoute) {
       const startedAt = performance.now();
-      const done = sendReturn(req, res, route.ret, requestClientAddress(req), vs.name === '_' ? '' : vs.name, expectContinue);
+      const done = sendReturn(req, res, route.ret, requestClientAddress(req), vs.name === '_' ? '' : vs.name, expectContinue, route.location?.addHeaders);
       this.owner.answeredLocally(req, vs.name, done.status, done.bytes, startedAt);
       return;
     }
@@ -308,7 +309,8 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     const startedAt = performance.now();
     req.resume();
     if (verdict === 401) res.setHeader('WWW-Authenticate', route.location.authBasic!.challenge);
-    this.owner.answeredLocally(req, server, verdict, sendError(res, verdict, expectContinue), startedAt);
+    const always = addedHeaders(route.location.addHeaders, verdict, { req, remoteAddress: requestClientAddress(req) });
+    this.owner.answeredLocally(req, server, verdict, sendError(res, verdict, expectContinue, always), startedAt);
   }
 
   private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {

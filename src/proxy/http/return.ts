@@ -6,7 +6,8 @@
  * the error page of a 4xx/5xx without text; 444 closes the connection without a response.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ReturnConfig } from '../../config/model.js';
+import type { AddHeaderConfig, ReturnConfig } from '../../config/model.js';
+import { addedHeaders, appendAddHeaders } from '../../config/response-headers.js';
 import type { VariableSource } from '../../nginx-language/variables.js';
 import { REDIRECT_CODES } from '../../config/locations.js';
 import { errorPage, sendError } from './errors.js';
@@ -21,7 +22,11 @@ class ReturnSource implements VariableSource {
  * Answers `req` with `ret`; `close`: drop keep-alive (the client waits for 100-continue).
  * Returns the status and the body bytes for the access log (status 444: the connection was closed).
  */
-export function sendReturn(req: IncomingMessage, res: ServerResponse, ret: ReturnConfig, remoteAddress: string, serverName: string, close: boolean): { status: number; bytes: number } {
+export function sendReturn(
+  req: IncomingMessage, res: ServerResponse, ret: ReturnConfig, remoteAddress: string, serverName: string, close: boolean,
+  /** The location's add_header (nginx adds them to a return's response too); [] for a server's return. */
+  addHeaders: readonly AddHeaderConfig[] = [],
+): { status: number; bytes: number } {
   const code = ret.code;
   req.resume(); // a body is read and dropped, as nginx discards it
   if (code === 444) {
@@ -41,11 +46,12 @@ export function sendReturn(req: IncomingMessage, res: ServerResponse, ret: Retur
     body = Buffer.from(ret.text.evaluate(src), 'latin1');
     headers.push('Content-Type', 'text/plain');
   } else if (code >= 400) {
-    return { status: code, bytes: sendError(res, code, close) };
+    return { status: code, bytes: sendError(res, code, close, addedHeaders(addHeaders, code, src)) };
   } else {
     body = Buffer.alloc(0);
   }
   headers.push('Content-Length', String(body.length));
+  appendAddHeaders(headers, addHeaders, code, src);
   if (close && !isHttp2Response(res)) {
     res.shouldKeepAlive = false;
     headers.push('Connection', 'close');

@@ -64,6 +64,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
       upgrade: this.req.headers.upgrade ?? 'websocket',
       proxyHost: this.route.upstream.name,
       underscoresInHeaders: this.route.underscoresInHeaders,
+      ignoreInvalidHeaders: this.route.location.ignoreInvalidHeaders,
     }, this.route.location.setHeaders);
     const pool = poolOf(peer, this.route.tlsPoolKey);
     pool.upgrade({
@@ -76,7 +77,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
   onUpgraded(res: UpstreamResponse, upstreamSocket: Socket, upstreamHead: Buffer): void {
     const client = this.socket;
     const peer = this.peer!;
-    writeHead(client, res.statusCode, res.statusMessage, clientResponseHeaders(res.rawHeaders, true));
+    writeHead(client, res.statusCode, res.statusMessage, clientResponseHeaders(res.rawHeaders, true, this.route.location.hideHeaders));
     if (upstreamHead.length > 0) client.write(upstreamHead);
     if (this.head.length > 0) upstreamSocket.write(this.head);
     upstreamSocket.setNoDelay(true);
@@ -107,7 +108,7 @@ export class UpgradeRequest extends AttemptLoop implements UpgradeHandler {
   onUpstreamResponse(res: UpstreamResponse): void {
     // The upstream declined to upgrade: relay its ordinary response and close.
     const client = this.socket;
-    writeHead(client, res.statusCode, res.statusMessage, [...clientResponseHeaders(res.rawHeaders, false), 'Connection', 'close']);
+    writeHead(client, res.statusCode, res.statusMessage, [...clientResponseHeaders(res.rawHeaders, false, this.route.location.hideHeaders), 'Connection', 'close']);
     res.body.on('end', () => this.done(false));
     res.body.on('error', () => { this.done(true); client.destroy(); });
     res.body.pipe(client);

@@ -2,6 +2,7 @@
  * The conversion: nginx directives (includes already expanded) -> sessionlb's JSON configuration.
  * The top level and http { } are here; each kind of block has a file of its own.
  */
+import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
 import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
 import type { RawConfig, RawUpstream } from '../../config/schema.js';
 import type { NginxDirective } from './tokenizer.js';
@@ -62,8 +63,13 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   httpRealIp(c, realIp);
   let servers = 0;
   const access: AccessScope = {};
+  const headers: HeaderScope = {};
   for (const d of http) {
     if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d) || isRealIpDirective(d)) continue;
+    if (isHeaderDirective(d, 'http')) {
+      headerDirective(c, d, headers);
+      continue;
+    }
     if (isAccessDirective(d)) {
       accessDirective(c, d, access);
       continue;
@@ -95,6 +101,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   // With no server to inherit them, http's realip settings still get their warnings.
   if (servers === 0) serverRealIp(c, realIp, {}, []);
   writeAccess(access, c.top as Record<string, unknown>);
+  writeHeaders(headers, c.top as Record<string, unknown>);
   applyUsages(c);
   // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
   for (const d of streamBlocks) convertStream(c, d);
@@ -120,6 +127,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   if (c.top.proxyProtocolFrom !== undefined) out.proxyProtocolFrom = c.top.proxyProtocolFrom;
   if (c.top.realIp !== undefined) out.realIp = c.top.realIp;
   writeAccess(c.top, out as Record<string, unknown>);
+  writeHeaders(c.top as HeaderScope, out as Record<string, unknown>);
   return out;
 }
 

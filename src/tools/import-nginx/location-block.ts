@@ -12,6 +12,7 @@ import type { Conversion, HealthCheck, Location, Mutable, ProxyScope, Sourced } 
 import { childScope, isProxyDirective, proxySetHeaders } from './proxy-settings.js';
 import { isProxySslDirective, proxySslDirective } from './ssl-settings.js';
 import { addressKey, isInt, nginxDuration } from './values.js';
+import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
 import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
 
 /** `serverTls`: the proxySsl* keys of the server (the top level's are on c.top). */
@@ -65,8 +66,13 @@ export function convertLocation(
   const tls: Mutable<RawUpstreamTls> = {};
   const tlsLines: number[] = [];
   const access: AccessScope = {};
+  const headerScope: HeaderScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
+    if (isHeaderDirective(item, 'location')) {
+      headerDirective(c, item, headerScope);
+      continue;
+    }
     if (isAccessDirective(item)) {
       accessDirective(c, item, access);
       continue;
@@ -111,7 +117,9 @@ export function convertLocation(
   }
   if (ret !== null) {
     if (proxyPass !== null) c.notes.push({ line: proxyPass.line, message: `location ${path} answers with its return, so its proxy_pass is never used (as in nginx); not converted` });
-    out.push({ ...head(), return: ret });
+    const answered: Location = { ...head(), return: ret };
+    writeHeaders(headerScope, answered as Record<string, unknown>); // nginx adds them to a return's response too
+    out.push(answered);
     return;
   }
   if (proxyPass === null) {
@@ -153,6 +161,7 @@ export function convertLocation(
     for (const line of tlsLines) c.warn(line, `proxy_ssl_* in location ${path}: its proxy_pass is "http://", so nginx does not use it either; ignored`);
   }
   writeAccess(access, loc as Record<string, unknown>);
+  writeHeaders(headerScope, loc as Record<string, unknown>);
   const named = tls.proxySslName ?? serverTls.proxySslName ?? c.top.proxySslName;
   const tlsHost = scheme === 'https' && isAddress && named === undefined ? host : null;
   out.push(loc);

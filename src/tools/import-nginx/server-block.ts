@@ -12,6 +12,7 @@ import {
 } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { isRealIpDirective, realIpDirective, serverRealIp, serverRealIpKey, type RealIpScope } from './real-ip.js';
+import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
 import { accessDirective, isAccessDirective, notCarriedOver, restricts, writeAccess, type AccessScope } from './access-settings.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
@@ -42,8 +43,13 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   let ret: RawReturn | undefined;
   const locationDirectives: NginxDirective[] = [];
   const access: AccessScope = {};
+  const headers: HeaderScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
+    if (isHeaderDirective(item, 'server')) {
+      headerDirective(c, item, headers);
+      continue;
+    }
     if (isAccessDirective(item)) {
       accessDirective(c, item, access);
       continue;
@@ -145,6 +151,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
   for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (ordered as Record<string, unknown>)[k] = tls[k];
   writeAccess(access, ordered as Record<string, unknown>);
+  writeHeaders(headers, ordered as Record<string, unknown>);
   c.top.servers.push(ordered as RawVirtualServer);
 }
 
