@@ -3,6 +3,7 @@
  * bytes, addresses parsed), and nginx's defaults. Every layer reads these types; only
  * load.ts builds them.
  */
+import type { ErrorPages } from './error-pages.js';
 import type { BlockList } from 'node:net';
 import type { CompiledTemplate } from '../nginx-language/variables.js';
 import type { ConfigProblem } from './schema.js';
@@ -163,6 +164,8 @@ export interface LocationConfig {
   access: readonly IpRule[] | null;
   /** nginx auth_basic (nearest level that sets it; "off" = null) with its user file, read at load. */
   authBasic: AuthBasicConfig | null;
+  /** nginx error_page (nearest level that sets `errorPage`), files read at load; null/absent = none. */
+  errorPages?: ErrorPages | null;
 }
 
 /** HTTP Basic authentication of a location. */
@@ -267,6 +270,8 @@ export interface VirtualServerConfig {
   /** nginx `return` at server level: every request of this server gets it, before location matching. */
   return: ReturnConfig | null;
   locations: LocationConfig[];
+  /** nginx error_page of the server (its own `errorPage`, else the top level's): its errors outside a location, maintenance. */
+  errorPages?: ErrorPages | null;
 }
 
 /** nginx set_real_ip_from / real_ip_header / real_ip_recursive. */
