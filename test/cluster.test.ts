@@ -282,6 +282,26 @@ describe('workers: 2', () => {
     expect(new Set(back.map((r) => r.backend))).toEqual(new Set(['plain-1', 'plain-2']));
   });
 
+  it('admin maintenance of a virtual server (PUT /servers/_/maintenance) reaches every worker', async () => {
+    const put = (on: boolean): Promise<number> => new Promise((resolve, reject) => {
+      const body = JSON.stringify({ on });
+      const req = http.request(`${admin}/servers/_/maintenance`, {
+        method: 'PUT', agent: false, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+      }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+      req.on('error', reject);
+      req.end(body);
+    });
+    expect(await put(true)).toBe(200);
+    await new Promise((r) => setTimeout(r, 100));
+    const before = (traffic.get('plain-1') ?? 0) + (traffic.get('plain-2') ?? 0);
+    const res = await spread('/', 40);
+    expect(res.every((r) => r.status === 503)).toBe(true);
+    expect((traffic.get('plain-1') ?? 0) + (traffic.get('plain-2') ?? 0)).toBe(before);
+    expect(await put(false)).toBe(200);
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await spread('/', 20)).every((r) => r.status === 200)).toBe(true);
+  });
+
   it('a killed worker is replaced and requests keep flowing; the replacement runs the primary\'s config, not the file\'s', async () => {
     const before = await status();
     const victim = before.workers[0]!;

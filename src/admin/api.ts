@@ -2,6 +2,7 @@
  * The runtime admin API (like HAProxy's runtime API / nginx Plus's API), on the admin listener:
  *   GET /status                                   every upstream and server, as JSON
  *   PUT /upstreams/{name}/servers/{address}       {"state": "drain"|"maint"|"ready", "weight": N}
+ *   PUT /servers/{name}/maintenance               {"on": true|false}: every request of that virtual server gets its 503 page
  * /status also lists the TLS certificates in use with their expiry (`certificates`; never a key).
  * The allow-list and token are checked by AdminServer before these handlers run.
  */
@@ -34,7 +35,9 @@ function round(n: number): number {
  * (runtime/sessionlb.ts implements it).
  */
 export interface AdminTarget {
-  readonly config: Pick<Config, 'file' | 'streams'>;
+  readonly config: Pick<Config, 'file' | 'streams' | 'servers'>;
+  /** Virtual servers (first server name, "_" for none) in maintenance; changed by the admin API. */
+  readonly maintenance: Set<string>;
   readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly log: EventLog;
   readonly startedAt: number;
@@ -159,6 +162,8 @@ export function statusDocument(lb: AdminTarget, now = Date.now()): Record<string
       lastFailure: iso(lb.lastReloadFailure),
     },
     upstreams,
+    // Virtual servers (first server name, "_" for none) and their admin maintenance switch.
+    servers: Object.fromEntries(virtualServerNames(lb).map((name) => [name, { maintenance: lb.maintenance.has(name) }])),
     // TCP proxies (`streams`); open sessions are in sessionlb_stream_active_sessions.
     streams: lb.config.streams.map((st) => ({
       listen: st.listen.map((l) => l.key),
@@ -231,7 +236,50 @@ function findServer(up: Upstream, address: string): Peer | undefined {
   return typeof hp === 'string' ? undefined : up.find(formatHostPort(hp.host, hp.port));
 }
 
+/** The names the maintenance switch knows: each virtual server's first server name, "_" for none. */
+function virtualServerNames(lb: AdminTarget): string[] {
+  return [...new Set(lb.config.servers.map((vs) => vs.serverNames[0] ?? '_'))];
+}
+
+/** Validates a maintenance PUT body: true/false, or an error message. */
+export function parseMaintenance(text: string): boolean | string {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return 'body must be JSON such as {"on": true}';
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'body must be a JSON object such as {"on": true}';
+  const keys = Object.keys(raw);
+  const on = (raw as { on?: unknown }).on;
+  if (keys.length !== 1 || typeof on !== 'boolean') return 'body must be {"on": true} or {"on": false}';
+  return on;
+}
+
 export function registerAdminApi(admin: AdminServer, lb: AdminTarget): void {
+  admin.route('PUT /servers/{name}/maintenance', (req, res, params) => {
+    const name = params.name!;
+    if (!virtualServerNames(lb).includes(name)) {
+      req.resume();
+      sendJson(res, 404, { error: `no virtual server "${name}" (its first serverName, "_" for a server without one)` });
+      return;
+    }
+    readBody(req, res, (text) => {
+      const on = parseMaintenance(text);
+      if (typeof on === 'string') {
+        sendJson(res, 400, { error: on });
+        return;
+      }
+      const before = lb.maintenance.has(name);
+      if (on) lb.maintenance.add(name);
+      else lb.maintenance.delete(name);
+      lb.log.info({ server: name, client: clientAddress(req.socket.remoteAddress).address, maintenance: on, previousMaintenance: before },
+        `admin: virtual server ${name} maintenance ${on ? 'on' : 'off'}`);
+      lb.saveRuntimeState();
+      sendJson(res, 200, { server: name, maintenance: on });
+    });
+  });
+
   admin.route('GET /status', (_req, res) => {
     sendJson(res, 200, statusDocument(lb));
   });

@@ -1,5 +1,6 @@
 /**
- * Runtime server state set through the admin API (drain/maint/ready, weight): carried
+ * Runtime server state set through the admin API (drain/maint/ready, weight; virtual servers in
+ * maintenance): carried
  * across reloads by the ServerStates registry (balancer/server-state.ts), across restarts by `stateFile` (JSON,
  * written atomically: a temp file renamed over the old one). When the config itself
  * changes a server's weight, the config wins and the log says so.
@@ -22,13 +23,16 @@ export interface StateFileContents {
   version: 1;
   /** upstream name -> server address -> state (only servers that differ from their config). */
   upstreams: Record<string, Record<string, ServerRuntimeState>>;
+  /** Virtual servers (first server name, "_" for none) in admin maintenance (PUT /servers/{name}/maintenance). */
+  maintenance?: string[];
 }
 
 const ADMIN_STATES: readonly AdminState[] = ['ready', 'drain', 'maint'];
 
 /** The runtime state worth keeping: servers not `ready` or with a weight other than the config's. */
-export function collectRuntimeState(upstreams: ReadonlyMap<string, Upstream>): StateFileContents {
+export function collectRuntimeState(upstreams: ReadonlyMap<string, Upstream>, maintenance: ReadonlySet<string> = new Set()): StateFileContents {
   const out: StateFileContents = { version: 1, upstreams: {} };
+  if (maintenance.size > 0) out.maintenance = [...maintenance].sort();
   for (const up of upstreams.values()) {
     for (const peer of up.all()) {
       const configState: AdminState = peer.configDrain ? 'drain' : 'ready';
@@ -63,6 +67,8 @@ export async function readStateFile(file: string): Promise<StateFileContents | n
   }
   const ups = (raw as { upstreams?: unknown }).upstreams;
   const out: StateFileContents = { version: 1, upstreams: {} };
+  const maint = (raw as { maintenance?: unknown }).maintenance;
+  if (Array.isArray(maint)) out.maintenance = maint.filter((m): m is string => typeof m === 'string');
   if (typeof ups !== 'object' || ups === null) return out;
   for (const [name, servers] of Object.entries(ups as Record<string, unknown>)) {
     if (typeof servers !== 'object' || servers === null) continue;
@@ -125,8 +131,8 @@ export class StateFileWriter {
   constructor(private readonly log: EventLog) {}
 
   /** Snapshots the state now and queues the write; the promise settles when it is on disk (never rejects). */
-  save(file: string, upstreams: ReadonlyMap<string, Upstream>): Promise<void> {
-    const text = JSON.stringify(collectRuntimeState(upstreams), null, 2) + '\n';
+  save(file: string, upstreams: ReadonlyMap<string, Upstream>, maintenance?: ReadonlySet<string>): Promise<void> {
+    const text = JSON.stringify(collectRuntimeState(upstreams, maintenance), null, 2) + '\n';
     this.chain = this.chain.then(async () => {
       const tmp = `${file}.${process.pid}.tmp`;
       try {

@@ -20,6 +20,7 @@ import { normaliseStreams, streamProblems } from './streams.js';
 import { proxyProtocolProblems } from './proxy-protocol.js';
 import { readUserFiles, resolveAccess, resolveAuthBasic } from './access.js';
 import { resolveAddHeaders, resolveHideHeaders, resolveIgnoreInvalidHeaders } from './response-headers.js';
+import { readErrorPageFiles, resolveErrorPages } from './error-pages.js';
 import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
@@ -71,6 +72,7 @@ export async function loadConfig(raw: unknown, file = '<config>'): Promise<Confi
   const config = normalise(shape.config, file, problems);
   // htpasswd files, read at every load (a reload with an unreadable one fails, naming it).
   await readUserFiles(config, (at, message) => problem(problems, at, message));
+  await readErrorPageFiles(config, (at, message) => problem(problems, at, message));
   if (problems.length === 0) await resolveHostnames(config, problems);
   if (problems.length > 0) throw new ConfigError(file, problems);
   return config;
@@ -119,7 +121,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       seen.add(key);
       const levels = [{ raw, at: [] }, { raw: vs, at: ['servers', i] }, { raw: loc, at: ['servers', i, 'locations', j] }];
       const normalised = normaliseLocation(loc, levels, serverMaxBody, serverBuffering, upstreams, problems, dir, tlsReported, vs, context);
-      if (normalised) locations.push(normalised);
+      if (normalised) locations.push(Object.assign(normalised, { errorPages: resolveErrorPages(levels, dir, (at, m) => problem(problems, at, m), tlsReported) }));
     });
     const rawRealIp = vs.realIp ?? raw.realIp;
     const realIp = rawRealIp === undefined ? null
@@ -135,6 +137,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       realIp,
       return: vs.return === undefined ? null : normaliseReturn(vs.return, context, ['servers', i, 'return'], add),
       locations,
+      errorPages: resolveErrorPages([{ raw, at: [] }, { raw: vs, at: ['servers', i] }], dir, add, tlsReported),
     });
   });
 

@@ -3,6 +3,7 @@
  * bytes, addresses parsed), and nginx's defaults. Every layer reads these types; only
  * load.ts builds them.
  */
+import type { ErrorPages } from './error-pages.js';
 import type { BlockList } from 'node:net';
 import type { CompiledTemplate } from '../nginx-language/variables.js';
 import type { ConfigProblem } from './schema.js';
@@ -169,6 +170,8 @@ export interface LocationConfig {
   hideHeaders: ReadonlySet<string> | null;
   /** nginx ignore_invalid_headers (server, else top level; default true): request header names outside [A-Za-z0-9-] (and "_" per underscoresInHeaders) are dropped. */
   ignoreInvalidHeaders: boolean;
+  /** nginx error_page (nearest level that sets `errorPage`), files read at load; null/absent = none. */
+  errorPages?: ErrorPages | null;
 }
 
 /** One nginx `add_header NAME VALUE [always]`. */
@@ -284,6 +287,8 @@ export interface VirtualServerConfig {
   /** nginx `return` at server level: every request of this server gets it, before location matching. */
   return: ReturnConfig | null;
   locations: LocationConfig[];
+  /** nginx error_page of the server (its own `errorPage`, else the top level's): its errors outside a location, maintenance. */
+  errorPages?: ErrorPages | null;
 }
 
 /** nginx set_real_ip_from / real_ip_header / real_ip_recursive. */

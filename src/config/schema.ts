@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../nginx-language/units.js';
 import { accessKeys } from './access-schema.js';
+import { errorPageKeys } from './error-pages.js';
 
 const duration = (what = 'a duration') =>
   z.string({ error: `must be ${what} such as "500ms", "10s" or "1m"` })
@@ -281,6 +282,7 @@ export const locationSchema = z.strictObject({
   ...upstreamTlsKeys,
   ...accessKeys,
   ...responseHeaderKeys,
+  ...errorPageKeys,
 }).superRefine((loc, ctx) => {
   // A prefix ("", "=", "^~") is a path; a regular expression ("~", "~*") may start with anything.
   if (loc.match !== '~' && loc.match !== '~*' && !loc.path.startsWith('/')) {
@@ -325,6 +327,7 @@ export const virtualServerSchema = z.strictObject({
   ...accessKeys,
   ...responseHeaderKeys,
   ignoreInvalidHeaders: bool.optional().describe('nginx ignore_invalid_headers for this server (default: the top-level one)'),
+  ...errorPageKeys,
 });
 
 /** A stream's routing by the TLS ClientHello, read without terminating TLS (nginx ssl_preread + map). */
@@ -389,6 +392,7 @@ export const configSchema = z.strictObject({
   ...responseHeaderKeys,
   ignoreInvalidHeaders: bool.optional()
     .describe('nginx ignore_invalid_headers: drop request headers whose name has a character other than letters, digits, "-" (and "_" with underscoresInHeaders) instead of passing them upstream (default true)'),
+  ...errorPageKeys,
   largeClientHeaderBuffers: buffers.optional()
     .describe('nginx large_client_header_buffers: the request line must fit one buffer (else 414), each header line one buffer (else 400), the whole header NUMBER x SIZE (else 431) (default "4 8k")'),
   clientHeaderTimeout: duration().optional()

@@ -33,7 +33,8 @@ export type StoreCall = [number, 'get' | 'set' | 'touch' | 'delete', string, str
 export type StoreAnswer = [number, string | null | boolean];
 
 export type ToWorker =
-  | { sl: 'state'; peers: PeerState[] }
+  /** `maint`: the virtual servers in admin maintenance (whole list; absent: unchanged). */
+  | { sl: 'state'; peers: PeerState[]; maint?: string[] }
   | { sl: 'store-res'; r: StoreAnswer[] }
   /** The config file's text the primary runs (answer to `config-req`; workers never read the file). */
   | { sl: 'config'; text: string | null }

@@ -135,7 +135,7 @@ export class ClusterPrimary {
           const peer = this.lb.upstreams.get(upstream)?.find(server);
           if (peer !== undefined) this.broadcast({ sl: 'state', peers: [peerState(upstream, peer)] });
         },
-        runtimeChanged: () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) })),
+        runtimeChanged: () => queueMicrotask(() => this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()), maint: [...this.lb.maintenance] })),
         reloadPeers: { prepare: this.prepareReload, abort: this.abortReload, committed: this.reloadCommitted },
       }),
     });
@@ -315,7 +315,7 @@ export class ClusterPrimary {
     const previous = this.lb.configText;
     await Promise.all(workers.filter((_w, i) => outcomes[i]!.result !== 'failed' && outcomes[i]!.result !== 'gone')
       .map((w) => this.realign(w, previous, 'reload undone')));
-    this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+    this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()), maint: [...this.lb.maintenance] });
     throw new Error(`the workers could not apply it (${failed.join('; ')}); every worker is back on the previous configuration`);
   };
 
@@ -332,7 +332,7 @@ export class ClusterPrimary {
    * the reload was under way switches now.
    */
   private readonly reloadCommitted = async (): Promise<void> => {
-    this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+    this.broadcast({ sl: 'state', peers: snapshot(this.lb.upstreams.values()), maint: [...this.lb.maintenance] });
     const text = this.lb.configText;
     await Promise.all(this.workers().filter((w) => this.listening.has(w.id) && this.running.get(w.id) !== text)
       .map((w) => this.realign(w, text, 'started from the previous configuration')));
@@ -371,7 +371,7 @@ export class ClusterPrimary {
         return;
       case 'hello':
         send(worker, this.ticketKeysMessage());
-        send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+        send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()), maint: [...this.lb.maintenance] });
         return;
       case 'listening':
         this.listening.add(worker.id);
@@ -389,7 +389,7 @@ export class ClusterPrimary {
         // A worker back on (or caught up with) the config in use gets the state of its servers now;
         // during a reload this process switches last, and reloadCommitted sends it to every worker.
         if (message.ok) {
-          if (waiter.text === this.lb.configText) send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()) });
+          if (waiter.text === this.lb.configText) send(worker, { sl: 'state', peers: snapshot(this.lb.upstreams.values()), maint: [...this.lb.maintenance] });
         } else {
           this.log.error({ worker: worker.id, pid: worker.process.pid, err: message.error },
             `worker ${worker.id} could not apply the configuration: ${message.error ?? 'unknown error'}`);

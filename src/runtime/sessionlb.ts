@@ -88,6 +88,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** Each server's runtime state (health, failures, slow start, admin state and weight), found again by every reload. */
   private readonly serverStates = new ServerStates();
   stopping = false;
+  /** Virtual servers (first server name) in admin maintenance: kept across reloads, in `stateFile` across restarts. */
+  readonly maintenance = new Set<string>();
   /** What this process does, and what it tells (see RuntimeRole). */
   private readonly role: RuntimeRole;
   /** HTTP listeners (none when the role binds none). */
@@ -195,7 +197,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.warnUserFiles(this.config);
     // Before any listener accepts: the keys shared by the other instances, when there are (one bounded read).
     await this.manageTicketKeys(this.config);
-    if (this.stateFile !== null && this.config.stateFile !== null) await this.stateFile.restore(this.config.stateFile, this.upstreams);
+    if (this.stateFile !== null && this.config.stateFile !== null) await this.stateFile.restore(this.config.stateFile, this.upstreams, this.maintenance);
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
     if (this.role.probesHealth) this.health.sync(this.upstreams, this.probeTls);
     this.http.commit(await this.http.prepare(this.config, this.routesFor(this.config, this.upstreams)));
@@ -421,7 +423,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
 
   /** Queues a write of the runtime server state to `stateFile` (when set and the role keeps it). */
   private writeStateFile(): Promise<void> {
-    return this.stateFile?.save(this.config.stateFile, this.upstreams) ?? Promise.resolve();
+    return this.stateFile?.save(this.config.stateFile, this.upstreams, this.maintenance) ?? Promise.resolve();
   }
 
   /** Stops accepting, lets requests in flight finish (up to `shutdownTimeoutMs`), then closes everything. */

@@ -71,6 +71,10 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
         for (const s of stores) s.answer(message.r);
         return;
       case 'state':
+        if (message.maint !== undefined) {
+          lb.maintenance.clear();
+          for (const name of message.maint) lb.maintenance.add(name);
+        }
         if (gotState !== null) {
           gotState(message.peers);
           gotState = null;

@@ -3,6 +3,15 @@ import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { constants as h2 } from 'node:http2';
 import { isHttp2Response } from './http2.js';
+import type { ErrorPages } from '../../config/error-pages.js';
+
+const PAGES = Symbol('errorPages');
+type WithPages = ServerResponse & { [PAGES]?: ErrorPages | null };
+
+/** nginx error_page: the pages of the server, then of the location, a request's own errors are answered with. */
+export function useErrorPages(res: ServerResponse, pages: ErrorPages | null | undefined): void {
+  (res as WithPages)[PAGES] = pages ?? null;
+}
 
 /** nginx lingering_time and lingering_timeout: how long an unread request body is read and dropped before closing. */
 const LINGERING_TIME_MS = 30_000;
@@ -59,8 +68,22 @@ export function sendError(res: ServerResponse, status: number, close = false, ex
     res.destroy();
     return 0;
   }
-  const body = errorPage(status);
-  const headers: string[] = ['Content-Type', 'text/html', 'Content-Length', String(body.length)];
+  let body = errorPage(status);
+  let headers: string[] = ['Content-Type', 'text/html', 'Content-Length', String(body.length)];
+  const page = (res as WithPages)[PAGES]?.get(status);
+  if (page !== undefined) {
+    if (page.kind === 'file') {
+      body = page.body;
+      headers = ['Content-Type', page.contentType, 'Content-Length', String(body.length)];
+      status = page.status ?? status;
+    } else {
+      // nginx error_page with a URL: a redirect, with its small page.
+      status = page.status;
+      body = errorPage(status);
+      headers.length = 0;
+      headers.push('Location', page.url, 'Content-Type', 'text/html', 'Content-Length', String(body.length));
+    }
+  }
   if (extra !== undefined) headers.push(...extra);
   if (isHttp2Response(res)) {
     // HTTP/2 closes the stream, not the connection: a body the client still sends is refused

@@ -23,7 +23,7 @@ import { ListenerRouter, matchLocation, pathForMatching, ReturnRoute } from './r
 import { sendReturn } from './return.js';
 import { addedHeaders } from '../../config/response-headers.js';
 import { requestClientAddress } from '../../net/client-address.js';
-import { sendError } from './errors.js';
+import { sendError, useErrorPages } from './errors.js';
 import { requestHeadStatus } from './headers.js';
 import { checkAccess, type Verdict } from './access.js';
 
@@ -33,6 +33,8 @@ export interface HttpListenerOwner {
   readonly stopping: boolean;
   /** Given to every forwarded request: the log, metrics and access log it reports to. */
   readonly hooks: ForwardHooks;
+  /** Virtual servers (by first server name, "_" for none) in admin maintenance: every request gets their 503 page. */
+  readonly maintenance?: ReadonlySet<string>;
   /** A request answered here, not forwarded (400, 404, ...): metrics and access log. */
   answeredLocally(req: http.IncomingMessage, serverName: string, status: number, bodyBytes: number, startedAt: number): void;
   /** A TLS handshake completed on an `ssl` address: `server` is the virtual server SNI chose. */
@@ -256,6 +258,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
   route(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): void {
     if (this.owner.stopping) res.shouldKeepAlive = false;
     const vs = this.router.serverFor(req.headers.host);
+    useErrorPages(res, vs.errorPages);
     let status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion !== '1.0');
     // CONNECT reaches here only over HTTP/2 (node hands an HTTP/1 one to 'connect'): not a proxy.
     if (status === 0 && req.method === 'CONNECT') status = 405;
@@ -271,6 +274,13 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       return;
     }
     if (vs.realIp !== null) vs.realIp.apply(req); // nginx realip: before the location and everything that reads $remote_addr
+    if (this.owner.maintenance?.has(vs.name) === true) {
+      // Admin maintenance switch (PUT /servers/{name}/maintenance): its 503 page, no upstream.
+      const startedAt = performance.now();
+      req.resume();
+      this.owner.answeredLocally(req, vs.name, 503, sendError(res, 503, expectContinue), startedAt);
+      return;
+    }
     const route = matchLocation(vs, path);
     if (route === null) {
       const startedAt = performance.now();
@@ -285,6 +295,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       return;
     }
     const loc = route.location;
+    if (loc.errorPages !== undefined) useErrorPages(res, loc.errorPages);
     if (loc.access !== null || loc.authBasic !== null) {
       // allow/deny, then auth_basic (nginx satisfy all): answered here when refused.
       const verdict = checkAccess(req, loc, this.owner.hooks.log, vs.name);

@@ -8,6 +8,7 @@
  * ("/images" for "/images/") gets nginx's 301 to it. Built once per config (regexes compiled at
  * load); lookups allocate nothing for plain paths.
  */
+import type { ErrorPages } from '../../config/error-pages.js';
 import type { LocationConfig, ReturnConfig, VirtualServerConfig } from '../../config/model.js';
 import { ServerNames } from '../../nginx-language/server-names.js';
 import { RealIp } from '../../net/real-ip.js';
@@ -25,6 +26,8 @@ export interface VirtualServerRoutes<R> {
   readonly name: string;
   /** The server's `realIp`, built once per config; null: the connection's address is the client's. */
   readonly realIp: RealIp | null;
+  /** nginx error_page of the server; null = none. */
+  readonly errorPages: ErrorPages | null;
   /** A server-level `return`: every request gets it; null = none. */
   readonly serverReturn: ReturnRoute | null;
   readonly exact: Map<string, R | ReturnRoute>;
@@ -94,7 +97,7 @@ export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: 
     if (!vs.locations.some((l) => l.regex === null && l.path === bare)) slashRedirects.set(bare, slashRedirect(loc.path));
   }
   const serverReturn = vs.return === null ? null : new ReturnRoute(vs.return, null);
-  return { name: vs.serverNames[0] ?? '_', realIp: vs.realIp == null ? null : new RealIp(vs.realIp), serverReturn, exact, prefixes, regexes, anyRegex: unionOf(regexes.map((r) => r.regex)), slashRedirects };
+  return { name: vs.serverNames[0] ?? '_', errorPages: vs.errorPages ?? null, realIp: vs.realIp == null ? null : new RealIp(vs.realIp), serverReturn, exact, prefixes, regexes, anyRegex: unionOf(regexes.map((r) => r.regex)), slashRedirects };
 }
 
 /** The alternation of `list` per flag set (see VirtualServerRoutes.anyRegex); null when one cannot be joined or there are fewer than 3. */

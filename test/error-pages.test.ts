@@ -1,0 +1,182 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { freePort, request, startBackend } from './helpers/net.js';
+import { startLBWithLog } from './helpers/capture-log.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'slb-errpage-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+describe('errorPage (nginx error_page)', () => {
+  it('serves the server\'s file for a 502 (backend down), a location\'s own page instead, a redirect, and a changed file on reload', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'down.html'), '<h1>down for maintenance</h1>');
+    await writeFile(join(dir, 'api.json'), '{"error":"unavailable"}');
+    const dead = await freePort();
+    const port = await freePort();
+    const raw = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+      upstreams: { backend: { servers: [{ address: `127.0.0.1:${dead}` }] } },
+      servers: [{
+        listen: [`127.0.0.1:${port}`],
+        errorPage: [{ codes: [502, 503, 504], file: join(dir, 'down.html') }, { codes: [404], redirect: 'https://example.com/missing' }],
+        locations: [
+          { path: '/', proxyPass: 'http://backend' },
+          { path: '/api/', proxyPass: 'http://backend', errorPage: [{ codes: [502], file: join(dir, 'api.json'), response: 503 }] },
+          { path: '/nopage', match: '=', proxyPass: 'http://backend', errorPage: [] },
+        ],
+        ...extra,
+      }],
+    });
+    const run = await startLBWithLog(raw());
+    cleanups.push(() => run.stop());
+    let r = await request(`http://127.0.0.1:${port}/x`);
+    expect(r.status).toBe(502);
+    expect(r.headers['content-type']).toBe('text/html');
+    expect(r.body).toBe('<h1>down for maintenance</h1>');
+    r = await request(`http://127.0.0.1:${port}/api/x`);
+    expect(r.status).toBe(503);
+    expect(r.headers['content-type']).toBe('application/json');
+    expect(r.body).toBe('{"error":"unavailable"}');
+    r = await request(`http://127.0.0.1:${port}/nopage`);
+    expect(r.status).toBe(502);
+    expect(r.body).toContain('502 Bad Gateway');
+
+    // A reload reads the file again.
+    await writeFile(join(dir, 'down.html'), '<h1>back soon</h1>');
+    await run.lb.reload(await loadConfig(run.configFor(raw()), '<test>'));
+    r = await request(`http://127.0.0.1:${port}/x`);
+    expect(r.body).toBe('<h1>back soon</h1>');
+  });
+
+  it('redirects with a URL page, for sessionlb\'s own 404', async () => {
+    const port = await freePort();
+    const run = await startLBWithLog({
+      upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } },
+      servers: [{
+        listen: [`127.0.0.1:${port}`],
+        errorPage: [{ codes: [404], redirect: 'https://example.com/missing' }],
+        locations: [{ path: '/app/', proxyPass: 'http://backend' }],
+      }],
+    });
+    cleanups.push(() => run.stop());
+    const r = await request(`http://127.0.0.1:${port}/elsewhere`);
+    expect(r.status).toBe(302);
+    expect(r.headers.location).toBe('https://example.com/missing');
+  });
+
+  it('refuses a missing file (naming it) and "uri"', async () => {
+    const dir = await tempDir();
+    const missing = join(dir, 'nope.html');
+    const base = { upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } } };
+    const server = (errorPage: unknown): Record<string, unknown> => ({
+      ...base, servers: [{ listen: ['127.0.0.1:1'], errorPage, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+    });
+    await expect(loadConfig(server([{ codes: [502], file: missing }]))).rejects.toThrow(/nope\.html: no such file/);
+    await expect(loadConfig(server([{ codes: [404], uri: '/404.html' }]))).rejects.toThrow(/"uri".*not supported yet/);
+    await expect(loadConfig({ ...base, errorPage: [{ codes: [502], file: missing }], servers: [{ listen: ['127.0.0.1:1'], locations: [{ path: '/', proxyPass: 'http://backend' }] }] }))
+      .rejects.toThrow(/errorPage/);
+  });
+
+  it('a reload with a missing file fails and keeps the page in use', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'down.html'), 'old page');
+    const port = await freePort();
+    const raw = (file: string): Record<string, unknown> => ({
+      upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } },
+      errorPage: [{ codes: [502], file }],
+      servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] }],
+    });
+    const run = await startLBWithLog(raw(join(dir, 'down.html')));
+    cleanups.push(() => run.stop());
+    await expect(loadConfig(run.configFor(raw(join(dir, 'gone.html'))), '<test>')).rejects.toThrow(/gone\.html/);
+    const r = await request(`http://127.0.0.1:${port}/`);
+    expect(r.status).toBe(502);
+    expect(r.body).toBe('old page');
+  });
+});
+
+describe('maintenance switch (PUT /servers/{name}/maintenance)', () => {
+  function put(adminPort: number, name: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+    return request(`http://127.0.0.1:${adminPort}/servers/${encodeURIComponent(name)}/maintenance`, {
+      method: 'PUT', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body),
+    });
+  }
+
+  it('answers every request of that server with its 503 page, the backend gets nothing; off: traffic again; kept across reload and restart', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'maint.html'), '<h1>maintenance</h1>');
+    let hits = 0;
+    const backend = await startBackend('b', (req, res) => { hits++; req.resume(); res.end('b'); });
+    cleanups.push(() => backend.close());
+    const port = await freePort();
+    const stateFile = join(dir, 'state.json');
+    const raw: Record<string, unknown> = {
+      stateFile,
+      upstreams: { backend: { servers: [{ address: backend.address }] } },
+      servers: [
+        { listen: [`127.0.0.1:${port}`], serverName: ['shop.example'], errorPage: [{ codes: [503], file: join(dir, 'maint.html') }], locations: [{ path: '/', proxyPass: 'http://backend' }] },
+        { listen: [`127.0.0.1:${port}`], serverName: ['other.example'], locations: [{ path: '/', proxyPass: 'http://backend' }] },
+      ],
+    };
+    const get = (host: string): Promise<{ status: number; body: string; headers: Record<string, unknown> }> =>
+      request(`http://127.0.0.1:${port}/x`, { headers: { host } });
+    let run = await startLBWithLog(raw);
+    let stopped = false;
+    cleanups.push(async () => { if (!stopped) await run.stop(); });
+
+    expect((await get('shop.example')).body).toBe('b');
+    expect((await put(run.adminPort, 'nope.example', { on: true })).status).toBe(404);
+    expect((await put(run.adminPort, 'shop.example', { on: 'yes' })).status).toBe(400);
+    let r = await put(run.adminPort, 'shop.example', { on: true });
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toEqual({ server: 'shop.example', maintenance: true });
+    expect(run.records.some((x) => x.server === 'shop.example' && x.maintenance === true && x.client === '127.0.0.1')).toBe(true);
+    hits = 0;
+    const m = await get('shop.example');
+    expect(m.status).toBe(503);
+    expect(m.body).toBe('<h1>maintenance</h1>');
+    expect(hits).toBe(0);
+    expect((await get('other.example')).body).toBe('b'); // only that server
+    const status = JSON.parse((await request(`http://127.0.0.1:${run.adminPort}/status`)).body) as { servers: Record<string, unknown> };
+    expect(status.servers).toEqual({ 'shop.example': { maintenance: true }, 'other.example': { maintenance: false } });
+
+    // A reload keeps it.
+    await run.lb.reload(await loadConfig(run.configFor(raw), '<test>'));
+    expect((await get('shop.example')).status).toBe(503);
+    // A restart with the stateFile keeps it.
+    await run.lb.stop(2000);
+    stopped = true;
+    expect(JSON.parse(await readFile(stateFile, 'utf8'))).toMatchObject({ maintenance: ['shop.example'] });
+    run = await startLBWithLog(raw);
+    stopped = false;
+    expect((await get('shop.example')).status).toBe(503);
+    expect(hits).toBe(1); // other.example's
+
+    r = await put(run.adminPort, 'shop.example', { on: false });
+    expect(JSON.parse(r.body)).toEqual({ server: 'shop.example', maintenance: false });
+    expect((await get('shop.example')).body).toBe('b');
+    expect(hits).toBe(2);
+  });
+
+  it('without an errorPage for 503, the default page; the admin token applies', async () => {
+    const backend = await startBackend('b');
+    cleanups.push(() => backend.close());
+    const run = await startLBWithLog({ admin: { token: 'secret-token-123' }, upstreams: { backend: { servers: [{ address: backend.address }] } } });
+    cleanups.push(() => run.stop());
+    expect((await put(run.adminPort, '_', { on: true })).status).toBe(401);
+    expect((await put(run.adminPort, '_', { on: true }, { Authorization: 'Bearer secret-token-123' })).status).toBe(200);
+    const r = await request(`${run.url}/`);
+    expect(r.status).toBe(503);
+    expect(r.body).toContain('503 Service Unavailable');
+  });
+});
