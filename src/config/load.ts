@@ -19,6 +19,7 @@ import { compileLocationMatch, locationKey, locationMatch, normaliseReturn, reso
 import { normaliseStreams, streamProblems } from './streams.js';
 import { proxyProtocolProblems } from './proxy-protocol.js';
 import { readUserFiles, resolveAccess, resolveAuthBasic } from './access.js';
+import { resolveCompression } from './compression.js';
 import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
@@ -374,7 +375,7 @@ function normaliseLocation(
       nextUpstream: { on: new Set(), tries: 0, timeoutMs: 0 }, upstream: '', rewritePrefix: null, setHeaders: new Map(),
       clientMaxBodySize, buffering, upstreamTls: null,
       // nginx's `return` runs in the rewrite phase, before allow/deny and auth_basic (access phase).
-      access: null, authBasic: null,
+      access: null, authBasic: null, compression: null,
     };
   }
   if (loc.proxyPass === undefined) {
@@ -430,6 +431,7 @@ function normaliseLocation(
     // allow/deny and auth_basic: nearest level; a problem of an upper level is reported once (tlsReported dedupes by path).
     access: resolveAccess(levels, (at, message) => problem(problems, at, message), tlsReported),
     authBasic: resolveAuthBasic(levels, dir, (at, message) => problem(problems, at, message), tlsReported),
+    compression: resolveCompression(levels),
   };
 }
 

@@ -163,6 +163,29 @@ export interface LocationConfig {
   access: readonly IpRule[] | null;
   /** nginx auth_basic (nearest level that sets it; "off" = null) with its user file, read at load. */
   authBasic: AuthBasicConfig | null;
+  /** nginx gzip / ngx_brotli (each key from the nearest level); null = both off. */
+  compression: CompressionConfig | null;
+}
+
+/** One content coding's settings (gzip or brotli). */
+export interface CompressionCoding {
+  /** The types list has "*". */
+  anyType: boolean;
+  /** Lower-case MIME types compressed ("text/html" always). */
+  types: ReadonlySet<string>;
+  /** Responses with a known Content-Length below this are not compressed. */
+  minLength: number;
+  level: number;
+}
+
+/** A location's response compression. */
+export interface CompressionConfig {
+  gzip: CompressionCoding | null;
+  brotli: CompressionCoding | null;
+  /** nginx gzip_proxied flags (config/compression.ts PROXIED). */
+  proxied: number;
+  /** nginx gzip_vary: add "Vary: Accept-Encoding" to responses that could be compressed. */
+  vary: boolean;
 }
 
 /** HTTP Basic authentication of a location. */

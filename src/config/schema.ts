@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../nginx-language/units.js';
 import { accessKeys } from './access-schema.js';
+import { compressionKeys } from './compression-schema.js';
 
 const duration = (what = 'a duration') =>
   z.string({ error: `must be ${what} such as "500ms", "10s" or "1m"` })
@@ -262,6 +263,7 @@ export const locationSchema = z.strictObject({
   ...bufferingKeys,
   ...upstreamTlsKeys,
   ...accessKeys,
+  ...compressionKeys,
 }).superRefine((loc, ctx) => {
   // A prefix ("", "=", "^~") is a path; a regular expression ("~", "~*") may start with anything.
   if (loc.match !== '~' && loc.match !== '~*' && !loc.path.startsWith('/')) {
@@ -304,6 +306,7 @@ export const virtualServerSchema = z.strictObject({
   ...bufferingKeys,
   ...upstreamTlsKeys,
   ...accessKeys,
+  ...compressionKeys,
 });
 
 /** A stream's routing by the TLS ClientHello, read without terminating TLS (nginx ssl_preread + map). */
@@ -365,6 +368,7 @@ export const configSchema = z.strictObject({
   ...bufferingKeys,
   ...upstreamTlsKeys,
   ...accessKeys,
+  ...compressionKeys,
   largeClientHeaderBuffers: buffers.optional()
     .describe('nginx large_client_header_buffers: the request line must fit one buffer (else 414), each header line one buffer (else 400), the whole header NUMBER x SIZE (else 431) (default "4 8k")'),
   clientHeaderTimeout: duration().optional()
@@ -416,6 +420,7 @@ export type RawUpstreamTls = z.input<ReturnType<typeof z.strictObject<typeof ups
 export type RawSsl = z.input<typeof sslSchema>;
 /** The access keys, as written at any of the three levels. */
 export type RawAccess = z.input<ReturnType<typeof z.strictObject<typeof accessKeys>>>;
+export type RawCompression = z.input<ReturnType<typeof z.strictObject<typeof compressionKeys>>>;
 
 /** One validation problem: a JSONPath-like location (`$.upstreams.backend.servers[1].weight`) and what is wrong. */
 export interface ConfigProblem {
