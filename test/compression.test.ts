@@ -199,3 +199,27 @@ describe('compression (gzip, brotli)', () => {
     expect(stdout.subarray(split + 4)).toEqual(HTML);
   });
 });
+
+describe('import-nginx: gzip and brotli directives', () => {
+  it('map to the keys of the same level', async () => {
+    const { importNginx } = await import('../src/tools/import-nginx/import-nginx.js');
+    const result = importNginx([
+      'http {',
+      '  upstream b { server 127.0.0.1:8080; }',
+      '  gzip on; gzip_types text/css application/json; gzip_min_length 1000; gzip_comp_level 5; gzip_proxied expired no-cache auth; gzip_vary on;',
+      '  gzip_disable msie6;',
+      '  server { listen 80; brotli on; brotli_comp_level 4; brotli_types text/css;',
+      '    location / { proxy_pass http://b; }',
+      '    location /img/ { proxy_pass http://b; gzip off; brotli off; }',
+      '  }',
+      '}',
+    ].join('\n'), 't.conf');
+    const config = result.config as Record<string, unknown> & { servers: Record<string, unknown>[] };
+    expect(config).toMatchObject({ gzip: true, gzipTypes: ['text/css', 'application/json'], gzipMinLength: '1000', gzipCompLevel: 5, gzipProxied: ['expired', 'no-cache', 'auth'], gzipVary: true });
+    expect(config.servers[0]).toMatchObject({ brotli: true, brotliCompLevel: 4, brotliTypes: ['text/css'] });
+    expect((config.servers[0]!.locations as unknown[])[1]).toMatchObject({ gzip: false, brotli: false });
+    expect(result.warnings.map((w) => `${w.line}: ${w.message}`)).toContain('4: "gzip_disable" is not supported by sessionlb; ignored');
+    const loaded = await loadConfig(config, '<import>');
+    expect(loaded.servers[0]!.locations[0]!.compression).toMatchObject({ gzip: { level: 5, minLength: 1000 }, brotli: { level: 4 }, vary: true });
+  });
+});

@@ -3,6 +3,7 @@
  * The top level and http { } are here; each kind of block has a file of its own.
  */
 import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
+import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
 import type { RawConfig, RawUpstream } from '../../config/schema.js';
 import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, Mutable, ProxyScope } from './conversion.js';
@@ -57,10 +58,15 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   httpRealIp(c, realIp);
   let servers = 0;
   const access: AccessScope = {};
+  const compression: CompressionScope = {};
   for (const d of http) {
     if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d) || isRealIpDirective(d)) continue;
     if (isAccessDirective(d)) {
       accessDirective(c, d, access);
+      continue;
+    }
+    if (isCompressionDirective(d)) {
+      compressionDirective(c, d, compression);
       continue;
     }
     switch (d.name) {
@@ -90,6 +96,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   // With no server to inherit them, http's realip settings still get their warnings.
   if (servers === 0) serverRealIp(c, realIp, {}, []);
   writeAccess(access, c.top as Record<string, unknown>);
+  writeCompression(compression, c.top as Record<string, unknown>);
   applyUsages(c);
   // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
   for (const d of streamBlocks) convertStream(c, d);
@@ -110,6 +117,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   if (c.top.proxyProtocolFrom !== undefined) out.proxyProtocolFrom = c.top.proxyProtocolFrom;
   if (c.top.realIp !== undefined) out.realIp = c.top.realIp;
   writeAccess(c.top, out as Record<string, unknown>);
+  writeCompression(c.top, out as Record<string, unknown>);
   return out;
 }
 

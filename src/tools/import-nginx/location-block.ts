@@ -13,6 +13,7 @@ import { childScope, isProxyDirective, proxySetHeaders } from './proxy-settings.
 import { isProxySslDirective, proxySslDirective } from './ssl-settings.js';
 import { addressKey, isInt, nginxDuration } from './values.js';
 import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
+import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
 
 /** `serverTls`: the proxySsl* keys of the server (the top level's are on c.top). */
 export function convertLocation(
@@ -65,10 +66,15 @@ export function convertLocation(
   const tls: Mutable<RawUpstreamTls> = {};
   const tlsLines: number[] = [];
   const access: AccessScope = {};
+  const compression: CompressionScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
     if (isAccessDirective(item)) {
       accessDirective(c, item, access);
+      continue;
+    }
+    if (isCompressionDirective(item)) {
+      compressionDirective(c, item, compression);
       continue;
     }
     if (isProxySslDirective(item)) {
@@ -153,6 +159,7 @@ export function convertLocation(
     for (const line of tlsLines) c.warn(line, `proxy_ssl_* in location ${path}: its proxy_pass is "http://", so nginx does not use it either; ignored`);
   }
   writeAccess(access, loc as Record<string, unknown>);
+  writeCompression(compression, loc as Record<string, unknown>);
   const named = tls.proxySslName ?? serverTls.proxySslName ?? c.top.proxySslName;
   const tlsHost = scheme === 'https' && isAddress && named === undefined ? host : null;
   out.push(loc);

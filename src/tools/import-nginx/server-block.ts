@@ -13,6 +13,7 @@ import {
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { isRealIpDirective, realIpDirective, serverRealIp, serverRealIpKey, type RealIpScope } from './real-ip.js';
 import { accessDirective, isAccessDirective, notCarriedOver, restricts, writeAccess, type AccessScope } from './access-settings.js';
+import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -42,10 +43,15 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   let ret: RawReturn | undefined;
   const locationDirectives: NginxDirective[] = [];
   const access: AccessScope = {};
+  const compression: CompressionScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
     if (isAccessDirective(item)) {
       accessDirective(c, item, access);
+      continue;
+    }
+    if (isCompressionDirective(item)) {
+      compressionDirective(c, item, compression);
       continue;
     }
     if (isSslDirective(item)) {
@@ -145,6 +151,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
   for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (ordered as Record<string, unknown>)[k] = tls[k];
   writeAccess(access, ordered as Record<string, unknown>);
+  writeCompression(compression, ordered as Record<string, unknown>);
   c.top.servers.push(ordered as RawVirtualServer);
 }
 
