@@ -482,7 +482,9 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
         this.affinity!.onResponse(this.sticky, this.peer!, upstreamRes.rawHeaders, headers, now, this.scheme === 'https');
       }
       const complete = upstreamRes.completeBody;
+      let framed = true;
       if (complete !== undefined && mayHaveBody(upstreamRes.statusCode, this.req.method) && !hasContentLength(headers)) {
+        framed = false;
         // The whole body is here although the upstream framed it chunked (or until close), as PHP
         // output usually is: framing is per hop, so the client gets Content-Length and the response
         // leaves in one write (node's chunked path costs ~2 us more per request).
@@ -490,7 +492,8 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
       }
       const compression = this.route.location.compression;
       if (compression !== null) {
-        const chosen = prepareCompression(compression, this.req, upstreamRes.statusCode, headers, complete?.length ?? contentLength(headers));
+        // The length the upstream declared (nginx compares gzip_min_length with it; a chunked body always qualifies).
+        const chosen = prepareCompression(compression, this.req, upstreamRes.statusCode, headers, framed ? contentLength(headers) : -1);
         if (chosen !== null) {
           this.coding = chosen.coding;
           this.level = chosen.settings.level;
