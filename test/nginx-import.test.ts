@@ -477,7 +477,7 @@ describe('import-nginx: warnings and errors', () => {
       'events { worker_connections 1024; }',                  // 2
       'http {',                                               // 3
       '  include mime.types;',                                // 4
-      '  gzip on;',                                           // 5
+      '  ssi on;',                                            // 5
       '  upstream b { zone b 64k; server 10.0.0.1:80 route=a; ntlm; }', // 6
       '  server {',                                           // 7
       '    listen 80 reuseport;',                             // 8
@@ -493,7 +493,7 @@ describe('import-nginx: warnings and errors', () => {
       '}',
     ].join('\n'));
     const expected: Array<[number, RegExp]> = [
-      [2, /"events" block ignored/], [4, /"include mime.types" is not followed/], [5, /"gzip" in http/],
+      [2, /"events" block ignored/], [4, /"include mime.types" is not followed/], [5, /"ssi" in http/],
       [6, /"zone" is not needed/], [6, /parameter "route=a"/], [6, /"ntlm" in upstream "b"/],
       [8, /parameter "reuseport"/], [9, /listen 443: parameter "backlog=511" is not supported/], [10, /regular expressions/],
       [11, /"ssl_stapling" is not converted: OCSP stapling is not supported/],
@@ -770,20 +770,20 @@ describe('sessionlb import-nginx (CLI, child process)', () => {
     expect(syntax.stdout).toBe('');
     expect(syntax.stderr).toContain(`${bad}:4: error: unexpected "}"`);
 
-    const invalid = writeConfig('upstream b { ip_hash; server 10.0.0.1:80; server 10.0.0.2:80 backup; }\nserver { listen 80; gzip on; location / { proxy_pass http://b; } }\n', 'invalid.conf');
+    const invalid = writeConfig('upstream b { ip_hash; server 10.0.0.1:80; server 10.0.0.2:80 backup; }\nserver { listen 80; ssi on; location / { proxy_pass http://b; } }\n', 'invalid.conf');
     const rejected = await runCli(['import-nginx', invalid]);
     expect(rejected.code).toBe(1);
     expect(rejected.stdout).toBe('');
-    expect(rejected.stderr).toContain(`${invalid}:2: warning: "gzip" in server is not supported by sessionlb; ignored`);
+    expect(rejected.stderr).toContain(`${invalid}:2: warning: "ssi" in server is not supported by sessionlb; ignored`);
     expect(rejected.stderr).toMatch(/\$\.upstreams\.b\.servers\[1\]\.backup: backup servers cannot be used/);
 
     const conf = writeConfig('http {\n  include conf.d/*.conf;\n}\n', 'nginx.conf');
     mkdirSync(join(dirname(conf), 'conf.d'));
-    writeFileSync(join(dirname(conf), 'conf.d', 'site.conf'), 'upstream b { server 127.0.0.1:8080; }\nserver {\n  listen 8000;\n  gzip on;\n  location / { proxy_pass http://b; }\n}\n');
+    writeFileSync(join(dirname(conf), 'conf.d', 'site.conf'), 'upstream b { server 127.0.0.1:8080; }\nserver {\n  listen 8000;\n  ssi on;\n  location / { proxy_pass http://b; }\n}\n');
     const included = await runCli(['import-nginx', conf]);
     expect(included.code).toBe(0);
     expect(JSON.parse(included.stdout).upstreams).toEqual({ b: { servers: [{ address: '127.0.0.1:8080' }] } });
-    expect(included.stderr).toContain(`${join(dirname(conf), 'conf.d', 'site.conf')}:4: warning: "gzip" in server is not supported by sessionlb; ignored`);
+    expect(included.stderr).toContain(`${join(dirname(conf), 'conf.d', 'site.conf')}:4: warning: "ssi" in server is not supported by sessionlb; ignored`);
   });
 });
 

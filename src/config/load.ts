@@ -21,6 +21,7 @@ import { proxyProtocolProblems } from './proxy-protocol.js';
 import { readUserFiles, resolveAccess, resolveAuthBasic } from './access.js';
 import { resolveAddHeaders, resolveHideHeaders, resolveIgnoreInvalidHeaders } from './response-headers.js';
 import { readErrorPageFiles, resolveErrorPages } from './error-pages.js';
+import { resolveCompression } from './compression.js';
 import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
@@ -384,7 +385,7 @@ function normaliseLocation(
       nextUpstream: { on: new Set(), tries: 0, timeoutMs: 0 }, upstream: '', rewritePrefix: null, setHeaders: new Map(),
       clientMaxBodySize, buffering, upstreamTls: null,
       // nginx's `return` runs in the rewrite phase, before allow/deny and auth_basic (access phase).
-      access: null, authBasic: null,
+      access: null, authBasic: null, compression: null,
       ...responseHeaders,
     };
   }
@@ -442,6 +443,7 @@ function normaliseLocation(
     access: resolveAccess(levels, (at, message) => problem(problems, at, message), tlsReported),
     authBasic: resolveAuthBasic(levels, dir, (at, message) => problem(problems, at, message), tlsReported),
     ...responseHeaders,
+    compression: resolveCompression(levels),
   };
 }
 

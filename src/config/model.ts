@@ -172,6 +172,8 @@ export interface LocationConfig {
   ignoreInvalidHeaders: boolean;
   /** nginx error_page (nearest level that sets `errorPage`), files read at load; null/absent = none. */
   errorPages?: ErrorPages | null;
+  /** nginx gzip / ngx_brotli (each key from the nearest level); null = both off. */
+  compression: CompressionConfig | null;
 }
 
 /** One nginx `add_header NAME VALUE [always]`. */
@@ -183,6 +185,27 @@ export interface AddHeaderConfig {
   constant: string | null;
   /** nginx `always`: every status, sessionlb's own error pages included; else only 200, 201, 204, 206, 301, 302, 303, 304, 307, 308. */
   always: boolean;
+}
+
+/** One content coding's settings (gzip or brotli). */
+export interface CompressionCoding {
+  /** The types list has "*". */
+  anyType: boolean;
+  /** Lower-case MIME types compressed ("text/html" always). */
+  types: ReadonlySet<string>;
+  /** Responses with a known Content-Length below this are not compressed. */
+  minLength: number;
+  level: number;
+}
+
+/** A location's response compression. */
+export interface CompressionConfig {
+  gzip: CompressionCoding | null;
+  brotli: CompressionCoding | null;
+  /** nginx gzip_proxied flags (config/compression.ts PROXIED). */
+  proxied: number;
+  /** nginx gzip_vary: add "Vary: Accept-Encoding" to responses that could be compressed. */
+  vary: boolean;
 }
 
 /** HTTP Basic authentication of a location. */

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../nginx-language/units.js';
 import { accessKeys } from './access-schema.js';
 import { errorPageKeys } from './error-pages.js';
+import { compressionKeys } from './compression-schema.js';
 
 const duration = (what = 'a duration') =>
   z.string({ error: `must be ${what} such as "500ms", "10s" or "1m"` })
@@ -283,6 +284,7 @@ export const locationSchema = z.strictObject({
   ...accessKeys,
   ...responseHeaderKeys,
   ...errorPageKeys,
+  ...compressionKeys,
 }).superRefine((loc, ctx) => {
   // A prefix ("", "=", "^~") is a path; a regular expression ("~", "~*") may start with anything.
   if (loc.match !== '~' && loc.match !== '~*' && !loc.path.startsWith('/')) {
@@ -328,6 +330,7 @@ export const virtualServerSchema = z.strictObject({
   ...responseHeaderKeys,
   ignoreInvalidHeaders: bool.optional().describe('nginx ignore_invalid_headers for this server (default: the top-level one)'),
   ...errorPageKeys,
+  ...compressionKeys,
 });
 
 /** A stream's routing by the TLS ClientHello, read without terminating TLS (nginx ssl_preread + map). */
@@ -393,6 +396,7 @@ export const configSchema = z.strictObject({
   ignoreInvalidHeaders: bool.optional()
     .describe('nginx ignore_invalid_headers: drop request headers whose name has a character other than letters, digits, "-" (and "_" with underscoresInHeaders) instead of passing them upstream (default true)'),
   ...errorPageKeys,
+  ...compressionKeys,
   largeClientHeaderBuffers: buffers.optional()
     .describe('nginx large_client_header_buffers: the request line must fit one buffer (else 414), each header line one buffer (else 400), the whole header NUMBER x SIZE (else 431) (default "4 8k")'),
   clientHeaderTimeout: duration().optional()
@@ -444,6 +448,7 @@ export type RawUpstreamTls = z.input<ReturnType<typeof z.strictObject<typeof ups
 export type RawSsl = z.input<typeof sslSchema>;
 /** The access keys, as written at any of the three levels. */
 export type RawAccess = z.input<ReturnType<typeof z.strictObject<typeof accessKeys>>>;
+export type RawCompression = z.input<ReturnType<typeof z.strictObject<typeof compressionKeys>>>;
 
 /** One validation problem: a JSONPath-like location (`$.upstreams.backend.servers[1].weight`) and what is wrong. */
 export interface ConfigProblem {

@@ -24,6 +24,7 @@ import { statusReason, type RouteMetrics } from '../../observability/metrics.js'
 import type { RequestRecord } from '../../observability/access-log.js';
 import type { Affinity } from '../../sessions/affinity.js';
 import { AttemptLoop, failureCondition } from '../attempt-loop.js';
+import { compressStream, compressWhole, prepareCompression, type Coding } from './compression.js';
 
 /** Without request buffering, bodies up to this size are still read before the first attempt so that any attempt can replay them. */
 export const REPLAYABLE_BODY_LIMIT = 64 * 1024;
@@ -47,11 +48,24 @@ function reqSpoolData(this: IncomingMessage, chunk: Buffer): void { owner(this).
 function reqSpoolEnd(this: IncomingMessage): void { owner(this).requestBody!.end(); }
 function bodyData(this: Readable, chunk: Buffer): void { owner(this).onBodyChunk(chunk); }
 function bodyEnd(this: Readable): void { owner(this).onStreamedBodyEnd(); }
+function rawBodyEnd(this: Readable): void { owner(this).onUpstreamBodyEnd(Date.now()); }
+function compressedWhole(this: ForwardRequest, err: Error | null, out: Buffer): void { this.onCompressedWhole(err, out); }
 function resDrain(this: ServerResponse): void { owner(this).onClientDrain(); }
 function bodyError(this: Readable, err: Error): void { owner(this).onUpstreamBodyError(err); }
 function bodyPaused(this: Readable): void { owner(this).onResponsePaused(); }
 function bodyResumed(this: Readable): void { owner(this).clearSendTimer(); }
 function sendTimedOut(r: ForwardRequest): void { r.onSendTimeout(); }
+
+/** The Content-Length of a response head (flat name/value list), or -1. */
+function contentLength(headers: readonly string[]): number {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.length === 14 && headers[i]!.toLowerCase() === 'content-length') {
+      const n = Number(headers[i + 1]);
+      return Number.isInteger(n) ? n : -1;
+    }
+  }
+  return -1;
+}
 
 /** Whether a response to `method` with `status` carries a body (and so its length): not HEAD, 204 or 304. */
 function mayHaveBody(status: number, method: string | undefined): boolean {
@@ -458,7 +472,6 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
 
   private upstreamRes: UpstreamResponse | null = null;
   private passResponse(upstreamRes: UpstreamResponse): void {
-    const res = this.res;
     this.upstreamRes = upstreamRes;
     const now = Date.now();
     const seconds = (now - this.attemptStartedAt) / 1000;
@@ -473,23 +486,85 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
         this.affinity!.onResponse(this.sticky, this.peer!, upstreamRes.rawHeaders, headers, now, this.scheme === 'https');
       }
       const complete = upstreamRes.completeBody;
+      let framed = true;
       if (complete !== undefined && mayHaveBody(upstreamRes.statusCode, this.req.method) && !hasContentLength(headers)) {
+        framed = false;
         // The whole body is here although the upstream framed it chunked (or until close), as PHP
         // output usually is: framing is per hop, so the client gets Content-Length and the response
         // leaves in one write (node's chunked path costs ~2 us more per request).
         headers.push('Content-Length', String(complete.length));
       }
-      // HTTP/2 has no reason phrase (node warns when given one).
-      res.writeHead(upstreamRes.statusCode, this.req.httpVersionMajor === 2 ? undefined : upstreamRes.statusMessage || undefined, headers);
+      const compression = this.route.location.compression;
+      if (compression !== null) {
+        // The length the upstream declared (nginx compares gzip_min_length with it; a chunked body always qualifies).
+        const chosen = prepareCompression(compression, this.req, upstreamRes.statusCode, headers, framed ? contentLength(headers) : -1);
+        if (chosen !== null) {
+          this.coding = chosen.coding;
+          this.level = chosen.settings.level;
+          if (complete !== undefined) {
+            // A whole small body: compressed in one go (zlib's thread pool), then sent with its length.
+            this.onUpstreamBodyEnd(now); // the upstream connection is free already
+            this.pendingHead = headers;
+            compressWhole(chosen.coding, chosen.settings.level, complete, compressedWhole.bind(this));
+            return;
+          }
+        }
+      }
+      this.writeHead(upstreamRes, headers);
     } catch (err) {
-      this.hooks.log.error({ upstream: this.upstream.name, server: this.peer!.address, err: (err as Error).message }, 'upstream sent an invalid header');
-      upstreamRes.body.destroy();
-      this.upstream.release(this.peer!, true, Date.now());
-      this.peer!.metrics?.failure('invalid_header');
-      this.peer = null;
-      this.respondError(502);
+      this.invalidHead(upstreamRes, err);
       return;
     }
+    this.afterHead(upstreamRes, now);
+  }
+
+  private writeHead(upstreamRes: UpstreamResponse, headers: string[]): void {
+    // HTTP/2 has no reason phrase (node warns when given one).
+    this.res.writeHead(upstreamRes.statusCode, this.req.httpVersionMajor === 2 ? undefined : upstreamRes.statusMessage || undefined, headers);
+  }
+
+  /** Compression chosen for this response (prepareCompression), else null. */
+  private coding: Coding | null = null;
+  private level = 0;
+  /** The head waiting for a whole body's compression. */
+  private pendingHead: string[] | null = null;
+  /** A whole body compressed: sent instead of the upstream's. */
+  private compressed: Buffer | null = null;
+
+  /** @internal callback (compressedWhole) */
+  onCompressedWhole(err: Error | null, out: Buffer): void {
+    const upstreamRes = this.upstreamRes!;
+    const headers = this.pendingHead!;
+    this.pendingHead = null;
+    if (this.finished) return;
+    if (err !== null) {
+      this.hooks.log.error({ upstream: this.upstream.name, err: err.message }, `cannot compress the response: ${err.message}`);
+      this.respondError(500);
+      return;
+    }
+    this.compressed = out;
+    headers.push('Content-Length', String(out.length));
+    try {
+      this.writeHead(upstreamRes, headers);
+    } catch (err) {
+      this.invalidHead(upstreamRes, err);
+      return;
+    }
+    this.afterHead(upstreamRes, Date.now());
+  }
+
+  private invalidHead(upstreamRes: UpstreamResponse, err: unknown): void {
+    this.hooks.log.error({ upstream: this.upstream.name, server: this.peer?.address, err: (err as Error).message }, 'upstream sent an invalid header');
+    upstreamRes.body.destroy();
+    if (this.peer !== null) {
+      this.upstream.release(this.peer, true, Date.now());
+      this.peer.metrics?.failure('invalid_header');
+      this.peer = null;
+    }
+    this.respondError(502);
+  }
+
+  private afterHead(upstreamRes: UpstreamResponse, now: number): void {
     const write = this.sticky === null ? null : this.sticky.write;
     if (write !== null) {
       // A session learned here reaches the client only once the store has it (StickyState.write).
@@ -504,7 +579,8 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
 
   /** Sends the response whose head is set (writeHead): a whole small body in one deferred write, or the body streamed. */
   private deliver(upstreamRes: UpstreamResponse, now: number): void {
-    const complete = upstreamRes.completeBody;
+    const complete = this.compressed ?? upstreamRes.completeBody;
+    this.compressed = null;
     if (complete !== undefined) {
       // The whole body came with the head (small responses): no stream plumbing needed.
       this.record.bodyBytes += complete.length;
@@ -513,11 +589,22 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
       this.onUpstreamBodyEnd(now);
       return;
     }
-    const body = upstreamRes.body;
+    let body = upstreamRes.body;
     (body as Readable & Owned)[FORWARD] = this;
+    body.on('error', bodyError);
+    if (this.coding !== null) {
+      // Compressed on the way: the zlib stream is what the client side reads, pauses and resumes;
+      // pipe() holds the upstream while the zlib stream is full (back-pressure end to end).
+      const z = compressStream(this.coding, this.level);
+      (z as Readable & Owned)[FORWARD] = this;
+      body.on('end', rawBodyEnd); // the upstream connection is free before the client has everything
+      z.on('error', bodyError);
+      body.pipe(z);
+      body = z;
+    }
+    this.source = body;
     body.on('data', bodyData);
     body.on('end', bodyEnd);
-    body.on('error', bodyError);
     if (!this.route.location.buffering.response) {
       // The body is paused while the client is not reading (back-pressure): bound that like nginx's send_timeout.
       body.on('pause', bodyPaused);
@@ -527,6 +614,9 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     // chunk back to the pool once the socket has written it (body-chunks.ts).
     this.res.on('drain', resDrain);
   }
+
+  /** What the streamed response body is read from: the upstream body, or the zlib stream it goes through. */
+  private source: Readable | null = null;
 
   /** A whole response body waiting for its deferred write (flushWrite). */
   private wholeBody: Buffer | null = null;
@@ -570,7 +660,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
       this.clientBlocked = true;
       this.onResponsePaused(); // send_timeout runs while the client takes nothing
     } else {
-      this.upstreamRes!.body.pause();
+      this.source!.pause();
     }
   }
 
@@ -587,7 +677,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     out.push(chunk);
     if (out.full && !this.upstreamHeld) {
       this.upstreamHeld = true;
-      this.upstreamRes!.body.pause();
+      this.source!.pause();
     }
   }
 
@@ -617,7 +707,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
   onBufferRoom(): void {
     if (this.upstreamHeld && !this.finished && !this.out!.full) {
       this.upstreamHeld = false;
-      this.upstreamRes?.body.resume();
+      this.source?.resume();
     }
   }
 
@@ -637,7 +727,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     const upstreamRes = this.upstreamRes;
     if (upstreamRes === null || this.finished) return;
     if (!this.route.location.buffering.response) {
-      upstreamRes.body.resume();
+      this.source?.resume();
       return;
     }
     // send_timeout is the longest pause between two writes the client takes, not a total.
@@ -679,6 +769,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     if (this.attempt !== null) this.attempt.abort();
     this.attempt = null;
     if (this.upstreamRes !== null) this.upstreamRes.body.destroy();
+    if (this.source !== null && this.coding !== null) this.source.destroy();
     if (this.peer !== null) {
       this.upstream.release(this.peer, failed, Date.now());
       this.peer = null;

@@ -4,6 +4,7 @@
  */
 import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
 import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
+import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
 import type { RawConfig, RawUpstream } from '../../config/schema.js';
 import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, Mutable, ProxyScope } from './conversion.js';
@@ -64,6 +65,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   let servers = 0;
   const access: AccessScope = {};
   const headers: HeaderScope = {};
+  const compression: CompressionScope = {};
   for (const d of http) {
     if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d) || isRealIpDirective(d)) continue;
     if (isHeaderDirective(d, 'http')) {
@@ -72,6 +74,10 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
     }
     if (isAccessDirective(d)) {
       accessDirective(c, d, access);
+      continue;
+    }
+    if (isCompressionDirective(d)) {
+      compressionDirective(c, d, compression);
       continue;
     }
     switch (d.name) {
@@ -102,6 +108,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   if (servers === 0) serverRealIp(c, realIp, {}, []);
   writeAccess(access, c.top as Record<string, unknown>);
   writeHeaders(headers, c.top as Record<string, unknown>);
+  writeCompression(compression, c.top as Record<string, unknown>);
   applyUsages(c);
   // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
   for (const d of streamBlocks) convertStream(c, d);
@@ -128,6 +135,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   if (c.top.realIp !== undefined) out.realIp = c.top.realIp;
   writeAccess(c.top, out as Record<string, unknown>);
   writeHeaders(c.top as HeaderScope, out as Record<string, unknown>);
+  writeCompression(c.top, out as Record<string, unknown>);
   return out;
 }
 

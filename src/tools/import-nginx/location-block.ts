@@ -14,6 +14,7 @@ import { isProxySslDirective, proxySslDirective } from './ssl-settings.js';
 import { addressKey, isInt, nginxDuration } from './values.js';
 import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
 import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
+import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
 
 /** `serverTls`: the proxySsl* keys of the server (the top level's are on c.top). */
 export function convertLocation(
@@ -67,6 +68,7 @@ export function convertLocation(
   const tlsLines: number[] = [];
   const access: AccessScope = {};
   const headerScope: HeaderScope = {};
+  const compression: CompressionScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
     if (isHeaderDirective(item, 'location')) {
@@ -75,6 +77,10 @@ export function convertLocation(
     }
     if (isAccessDirective(item)) {
       accessDirective(c, item, access);
+      continue;
+    }
+    if (isCompressionDirective(item)) {
+      compressionDirective(c, item, compression);
       continue;
     }
     if (isProxySslDirective(item)) {
@@ -162,6 +168,7 @@ export function convertLocation(
   }
   writeAccess(access, loc as Record<string, unknown>);
   writeHeaders(headerScope, loc as Record<string, unknown>);
+  writeCompression(compression, loc as Record<string, unknown>);
   const named = tls.proxySslName ?? serverTls.proxySslName ?? c.top.proxySslName;
   const tlsHost = scheme === 'https' && isAddress && named === undefined ? host : null;
   out.push(loc);

@@ -14,6 +14,7 @@ import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { isRealIpDirective, realIpDirective, serverRealIp, serverRealIpKey, type RealIpScope } from './real-ip.js';
 import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
 import { accessDirective, isAccessDirective, notCarriedOver, restricts, writeAccess, type AccessScope } from './access-settings.js';
+import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -44,6 +45,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const locationDirectives: NginxDirective[] = [];
   const access: AccessScope = {};
   const headers: HeaderScope = {};
+  const compression: CompressionScope = {};
   for (const item of d.block) {
     if (isProxyDirective(item)) continue;
     if (isHeaderDirective(item, 'server')) {
@@ -52,6 +54,10 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
     }
     if (isAccessDirective(item)) {
       accessDirective(c, item, access);
+      continue;
+    }
+    if (isCompressionDirective(item)) {
+      compressionDirective(c, item, compression);
       continue;
     }
     if (isSslDirective(item)) {
@@ -152,6 +158,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (ordered as Record<string, unknown>)[k] = tls[k];
   writeAccess(access, ordered as Record<string, unknown>);
   writeHeaders(headers, ordered as Record<string, unknown>);
+  writeCompression(compression, ordered as Record<string, unknown>);
   c.top.servers.push(ordered as RawVirtualServer);
 }
 
