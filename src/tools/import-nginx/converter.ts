@@ -2,9 +2,10 @@
  * The conversion: nginx directives (includes already expanded) -> sessionlb's JSON configuration.
  * The top level and http { } are here; each kind of block has a file of its own.
  */
-import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
-import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
-import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
+import { writeHeaders, type HeaderScope } from './header-settings.js';
+import { writeAccess } from './access-settings.js';
+import { writeCompression } from './compression-settings.js';
+import { LevelSettings } from './level-settings.js';
 import type { RawConfig, RawUpstream } from '../../config/schema.js';
 import type { NginxDirective } from './tokenizer.js';
 import type { Conversion, Mutable, ProxyScope } from './conversion.js';
@@ -63,23 +64,10 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   for (const d of http) if (isRealIpDirective(d)) realIpDirective(c, d, realIp);
   httpRealIp(c, realIp);
   let servers = 0;
-  const access: AccessScope = {};
-  const headers: HeaderScope = {};
-  const compression: CompressionScope = {};
+  const settings = new LevelSettings('http');
   for (const d of http) {
     if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d) || isRealIpDirective(d)) continue;
-    if (isHeaderDirective(d, 'http')) {
-      headerDirective(c, d, headers);
-      continue;
-    }
-    if (isAccessDirective(d)) {
-      accessDirective(c, d, access);
-      continue;
-    }
-    if (isCompressionDirective(d)) {
-      compressionDirective(c, d, compression);
-      continue;
-    }
+    if (settings.take(c, d)) continue;
     switch (d.name) {
       case 'server':
         servers++;
@@ -106,9 +94,7 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   }
   // With no server to inherit them, http's realip settings still get their warnings.
   if (servers === 0) serverRealIp(c, realIp, {}, []);
-  writeAccess(access, c.top as Record<string, unknown>);
-  writeHeaders(headers, c.top as Record<string, unknown>);
-  writeCompression(compression, c.top as Record<string, unknown>);
+  settings.writeTo(c.top);
   applyUsages(c);
   // After http: an http upstream keeps its name, a stream upstream with the same name is refused.
   for (const d of streamBlocks) convertStream(c, d);

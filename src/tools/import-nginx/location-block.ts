@@ -12,9 +12,8 @@ import type { Conversion, HealthCheck, Location, Mutable, ProxyScope, Sourced } 
 import { childScope, isProxyDirective, proxySetHeaders } from './proxy-settings.js';
 import { isProxySslDirective, proxySslDirective } from './ssl-settings.js';
 import { addressKey, isInt, nginxDuration } from './values.js';
-import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
-import { accessDirective, isAccessDirective, writeAccess, type AccessScope } from './access-settings.js';
-import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
+import { writeHeaders } from './header-settings.js';
+import { LevelSettings } from './level-settings.js';
 
 /** `serverTls`: the proxySsl* keys of the server (the top level's are on c.top). */
 export function convertLocation(
@@ -66,23 +65,9 @@ export function convertLocation(
   let clientMaxBodySize: string | undefined;
   const tls: Mutable<RawUpstreamTls> = {};
   const tlsLines: number[] = [];
-  const access: AccessScope = {};
-  const headerScope: HeaderScope = {};
-  const compression: CompressionScope = {};
+  const settings = new LevelSettings('location');
   for (const item of d.block) {
-    if (isProxyDirective(item)) continue;
-    if (isHeaderDirective(item, 'location')) {
-      headerDirective(c, item, headerScope);
-      continue;
-    }
-    if (isAccessDirective(item)) {
-      accessDirective(c, item, access);
-      continue;
-    }
-    if (isCompressionDirective(item)) {
-      compressionDirective(c, item, compression);
-      continue;
-    }
+    if (isProxyDirective(item) || settings.take(c, item)) continue;
     if (isProxySslDirective(item)) {
       proxySslDirective(c, item, tls);
       tlsLines.push(item.line);
@@ -124,7 +109,7 @@ export function convertLocation(
   if (ret !== null) {
     if (proxyPass !== null) c.notes.push({ line: proxyPass.line, message: `location ${path} answers with its return, so its proxy_pass is never used (as in nginx); not converted` });
     const answered: Location = { ...head(), return: ret };
-    writeHeaders(headerScope, answered as Record<string, unknown>); // nginx adds them to a return's response too
+    writeHeaders(settings.headers, answered as Record<string, unknown>); // nginx adds them to a return's response too
     out.push(answered);
     return;
   }
@@ -166,9 +151,7 @@ export function convertLocation(
     // nginx ignores them with proxy_pass http://; sessionlb's check refuses them on such a location.
     for (const line of tlsLines) c.warn(line, `proxy_ssl_* in location ${path}: its proxy_pass is "http://", so nginx does not use it either; ignored`);
   }
-  writeAccess(access, loc as Record<string, unknown>);
-  writeHeaders(headerScope, loc as Record<string, unknown>);
-  writeCompression(compression, loc as Record<string, unknown>);
+  settings.writeTo(loc);
   const named = tls.proxySslName ?? serverTls.proxySslName ?? c.top.proxySslName;
   const tlsHost = scheme === 'https' && isAddress && named === undefined ? host : null;
   out.push(loc);

@@ -12,9 +12,8 @@ import {
 } from './ssl-settings.js';
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { isRealIpDirective, realIpDirective, serverRealIp, serverRealIpKey, type RealIpScope } from './real-ip.js';
-import { headerDirective, isHeaderDirective, writeHeaders, type HeaderScope } from './header-settings.js';
-import { accessDirective, isAccessDirective, notCarriedOver, restricts, writeAccess, type AccessScope } from './access-settings.js';
-import { compressionDirective, isCompressionDirective, writeCompression, type CompressionScope } from './compression-settings.js';
+import { notCarriedOver, restricts } from './access-settings.js';
+import { LevelSettings } from './level-settings.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -43,23 +42,9 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   let sawListen = false;
   let ret: RawReturn | undefined;
   const locationDirectives: NginxDirective[] = [];
-  const access: AccessScope = {};
-  const headers: HeaderScope = {};
-  const compression: CompressionScope = {};
+  const settings = new LevelSettings('server');
   for (const item of d.block) {
-    if (isProxyDirective(item)) continue;
-    if (isHeaderDirective(item, 'server')) {
-      headerDirective(c, item, headers);
-      continue;
-    }
-    if (isAccessDirective(item)) {
-      accessDirective(c, item, access);
-      continue;
-    }
-    if (isCompressionDirective(item)) {
-      compressionDirective(c, item, compression);
-      continue;
-    }
+    if (isProxyDirective(item) || settings.take(c, item)) continue;
     if (isSslDirective(item)) {
       sslDirective(c, item, ownSsl);
       ownSslDirectives.push(item);
@@ -156,9 +141,7 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   };
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
   for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (ordered as Record<string, unknown>)[k] = tls[k];
-  writeAccess(access, ordered as Record<string, unknown>);
-  writeHeaders(headers, ordered as Record<string, unknown>);
-  writeCompression(compression, ordered as Record<string, unknown>);
+  settings.writeTo(ordered);
   c.top.servers.push(ordered as RawVirtualServer);
 }
 
