@@ -188,9 +188,13 @@ function literalGetter(text: string): Getter {
   return () => text;
 }
 
-/** nginx $scheme: "https" on a TLS connection. */
+/** nginx $scheme: "https" for a request that came over TLS (its socket is a TLSSocket), else "http". */
+export function requestScheme(req: IncomingMessage): 'http' | 'https' {
+  return (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
+}
+
 function scheme(src: VariableSource): string {
-  return (src.req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
+  return requestScheme(src.req);
 }
 
 /** nginx $server_port: the port the connection was accepted on. */

@@ -4,7 +4,6 @@
  * X-Real-IP are added (the client's X-Forwarded-Proto kept from a peer in `realIp.from`), and a
  * location's proxySetHeader overrides.
  */
-import type { IncomingMessage } from 'node:http';
 import type { HeaderLimits } from '../../config/model.js';
 import { equalsLower } from '../../nginx-language/header-tokens.js';
 
@@ -226,7 +225,5 @@ export function hasContentLength(flat: readonly string[]): boolean {
   return false;
 }
 
-/** nginx $scheme: "https" for a request that came over TLS (its socket is a TLSSocket), else "http". */
-export function requestScheme(req: IncomingMessage): 'http' | 'https' {
-  return (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
-}
+/** nginx $scheme of a request (its connection: TLS or not). */
+export { requestScheme } from '../../nginx-language/variables.js';

@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddHeaderConfig, ReturnConfig } from '../../config/model.js';
 import { addedHeaders, appendAddHeaders } from '../../config/response-headers.js';
-import type { VariableSource } from '../../nginx-language/variables.js';
+import { requestScheme, type VariableSource } from '../../nginx-language/variables.js';
 import { REDIRECT_CODES } from '../../config/locations.js';
 import { errorPage, sendError } from './errors.js';
 import { isHttp2Response } from './http2.js';
@@ -67,7 +67,7 @@ export function sendReturn(
 
 /** nginx's scheme://host[:port] before a relative redirect: the Host (else the server name) and the local port unless the scheme's default. */
 function absolute(req: IncomingMessage, serverName: string): string {
-  const tls = (req.socket as { encrypted?: boolean } | null)?.encrypted === true;
+  const tls = requestScheme(req) === 'https';
   let host = req.headers.host ?? (req.headers[':authority'] as string | undefined) ?? '';
   if (host.charCodeAt(0) === 91 /* [ */) {
     const close = host.indexOf(']');
