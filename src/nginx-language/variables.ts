@@ -8,6 +8,7 @@
  * time so that hashes over a key match nginx, which hashes raw bytes.
  */
 import type { IncomingMessage } from 'node:http';
+import { normaliseHost } from './server-names.js';
 
 /** What a template reads from a request (the balancer's PickRequest satisfies it). */
 export interface VariableSource {
@@ -63,18 +64,7 @@ function uri(src: VariableSource): string {
 
 function host(src: VariableSource): string {
   const h = src.req.headers.host;
-  if (h === undefined || h === '') return '';
-  let end = h.length;
-  if (h.charCodeAt(0) === 91 /* [ */) {
-    const close = h.indexOf(']');
-    end = close === -1 ? h.length : close + 1;
-  } else {
-    const colon = h.indexOf(':');
-    if (colon !== -1) end = colon;
-  }
-  let out = h.slice(0, end);
-  if (out.endsWith('.')) out = out.slice(0, -1);
-  return out.toLowerCase();
+  return h === undefined || h === '' ? '' : normaliseHost(h);
 }
 
 /**

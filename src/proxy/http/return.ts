@@ -10,6 +10,7 @@ import type { AddHeaderConfig, ReturnConfig } from '../../config/model.js';
 import { addedHeaders, appendAddHeaders } from '../../config/response-headers.js';
 import { requestScheme, type VariableSource } from '../../nginx-language/variables.js';
 import { REDIRECT_CODES } from '../../config/locations.js';
+import { normaliseHost } from '../../nginx-language/server-names.js';
 import { errorPage, sendError } from './errors.js';
 import { isHttp2Response } from './http2.js';
 
@@ -68,16 +69,7 @@ export function sendReturn(
 /** nginx's scheme://host[:port] before a relative redirect: the Host (else the server name) and the local port unless the scheme's default. */
 function absolute(req: IncomingMessage, serverName: string): string {
   const tls = requestScheme(req) === 'https';
-  let host = req.headers.host ?? (req.headers[':authority'] as string | undefined) ?? '';
-  if (host.charCodeAt(0) === 91 /* [ */) {
-    const close = host.indexOf(']');
-    host = close < 0 ? host : host.slice(0, close + 1);
-  } else {
-    const colon = host.indexOf(':');
-    if (colon >= 0) host = host.slice(0, colon);
-  }
-  host = host.toLowerCase();
-  if (host.endsWith('.')) host = host.slice(0, -1);
+  let host = normaliseHost(req.headers.host ?? (req.headers[':authority'] as string | undefined) ?? '');
   if (host === '') host = serverName;
   const port = req.socket?.localPort;
   const portText = port === undefined || port === (tls ? 443 : 80) ? '' : `:${port}`;
