@@ -3,10 +3,12 @@
  * graceful SIGTERM, --help / --version.
  */
 import http from 'node:http';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, startBackend, type Backend } from './helpers/net.js';
-import { canConnect, runCli, startProxyProcess, writeConfig, type RunningChild } from './helpers/child.js';
+import { CLI, canConnect, runCli, startProxyProcess, writeConfig, type RunningChild } from './helpers/child.js';
 import { YOUNG_GENERATION_FLAG } from '../src/process/heap-tuning.js';
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -159,6 +161,32 @@ describe('graceful shutdown (SIGTERM)', () => {
     expect(exit).toEqual({ code: 0, signal: null });
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(await inFlight).toBeInstanceOf(Error); // the connection was closed on it
+    expect(proxy.stderr()).not.toContain('did not stop in time');
+  });
+
+  it('SIGTERM while the workers are still starting: each of them stops (none is killed), exit 0', async () => {
+    // Regression: a `stop` sent to a worker before it listened for messages was lost; the worker
+    // started, served, and was killed shutdownTimeout + 5 s later.
+    const port = await freePort();
+    const file = writeConfig({
+      workers: 2,
+      shutdownTimeout: '500ms',
+      pidFile: 'sessionlb.pid',
+      servers: [{ listen: [`127.0.0.1:${port}`], locations: [{ path: '/', return: { code: 204 } }] }],
+    });
+    const pidFile = join(dirname(file), 'sessionlb.pid');
+    const child = spawn(process.execPath, [CLI, 'run', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      child.on('exit', (code, signal) => resolve({ code, signal }));
+    });
+    cleanup.push(async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
+    // The pid file is written right before the signal handlers are set and the workers forked.
+    for (let i = 0; i < 2000 && !existsSync(pidFile) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
+    child.kill('SIGTERM');
+    expect(await exited).toEqual({ code: 0, signal: null });
+    expect(stderr).not.toContain('did not stop in time');
   });
 });
 

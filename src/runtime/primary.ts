@@ -363,6 +363,12 @@ export class ClusterPrimary {
 
   private readonly onMessage = (worker: Worker, message: unknown): void => {
     if (!isOurs<ToPrimary>(message)) return;
+    if (this.stopping && (message.sl === 'config-req' || message.sl === 'hello' || message.sl === 'listening')) {
+      // A worker still starting may have missed the broadcast `stop`: a message that reaches it
+      // before it listens for messages is lost. Tell it again now that it asks for something.
+      send(worker, { sl: 'stop' });
+      return;
+    }
     switch (message.sl) {
       case 'config-req':
         // The config in use (the last one that bound), whatever the file says now.
