@@ -9,6 +9,7 @@ import { DURATION_PATTERN, SIZE_PATTERN } from '../nginx-language/units.js';
 import { accessKeys } from './access-schema.js';
 import { errorPageKeys } from './error-pages.js';
 import { compressionKeys } from './compression-schema.js';
+import { limitKeys, limitZoneKeys } from './limits-schema.js';
 
 const duration = (what = 'a duration') =>
   z.string({ error: `must be ${what} such as "500ms", "10s" or "1m"` })
@@ -285,6 +286,7 @@ export const locationSchema = z.strictObject({
   ...responseHeaderKeys,
   ...errorPageKeys,
   ...compressionKeys,
+  ...limitKeys,
 }).superRefine((loc, ctx) => {
   // A prefix ("", "=", "^~") is a path; a regular expression ("~", "~*") may start with anything.
   if (loc.match !== '~' && loc.match !== '~*' && !loc.path.startsWith('/')) {
@@ -331,6 +333,7 @@ export const virtualServerSchema = z.strictObject({
   ignoreInvalidHeaders: bool.optional().describe('nginx ignore_invalid_headers for this server (default: the top-level one)'),
   ...errorPageKeys,
   ...compressionKeys,
+  ...limitKeys,
 });
 
 /** A stream's routing by the TLS ClientHello, read without terminating TLS (nginx ssl_preread + map). */
@@ -397,6 +400,8 @@ export const configSchema = z.strictObject({
     .describe('nginx ignore_invalid_headers: drop request headers whose name has a character other than letters, digits, "-" (and "_" with underscoresInHeaders) instead of passing them upstream (default true)'),
   ...errorPageKeys,
   ...compressionKeys,
+  ...limitKeys,
+  ...limitZoneKeys,
   largeClientHeaderBuffers: buffers.optional()
     .describe('nginx large_client_header_buffers: the request line must fit one buffer (else 414), each header line one buffer (else 400), the whole header NUMBER x SIZE (else 431) (default "4 8k")'),
   clientHeaderTimeout: duration().optional()
