@@ -84,9 +84,12 @@ export async function importNginxCommand(file: string, out: string | null, allow
     process.stderr.write(`sessionlb: ${file}: ${result.errors.length} error${result.errors.length === 1 ? '' : 's'}; nothing written\n`);
     return 1;
   }
-  // The result must be a configuration sessionlb accepts, exactly as `check` would see it.
+  // The result must be a configuration sessionlb accepts, exactly as `check` would see it; the
+  // error page files that are not on this machine (warned about above) may be on the target
+  // machine only: the copy checked here goes without their rules.
   const label = out ?? `${file} (converted)`;
-  const valid = await loadOrReport(() => loadConfig(JSON.parse(JSON.stringify(result.config)), label),
+  const checked = withoutPages(JSON.parse(JSON.stringify(result.config)) as unknown, new Set(result.missingFiles));
+  const valid = await loadOrReport(() => loadConfig(checked, label),
     () => `sessionlb: the configuration converted from ${file} is not valid (above); nothing written`);
   if (valid === null) return 1;
   const json = formatConfigJson(result.config);
@@ -98,6 +101,19 @@ export async function importNginxCommand(file: string, out: string | null, allow
     process.stderr.write(`sessionlb: wrote ${out} (${w} warning${w === 1 ? '' : 's'}); check it with "sessionlb check --config ${out}"\n`);
   }
   return 0;
+}
+
+/** `config` (a JSON copy) without the errorPage rules whose file is in `files`, at every level. */
+function withoutPages(config: unknown, files: ReadonlySet<string>): unknown {
+  if (files.size === 0) return config;
+  const strip = (level: unknown): void => {
+    if (level === null || typeof level !== 'object') return;
+    const o = level as { errorPage?: unknown; servers?: unknown; locations?: unknown };
+    if (Array.isArray(o.errorPage)) o.errorPage = o.errorPage.filter((r: { file?: unknown }) => !(typeof r.file === 'string' && files.has(r.file)));
+    for (const child of [o.servers, o.locations]) if (Array.isArray(child)) child.forEach(strip);
+  };
+  strip(config);
+  return config;
 }
 
 export interface FirewallCommandOptions {

@@ -70,6 +70,11 @@ export class Conversion {
   /** Directives (by line) already warned about once, when several servers inherit them. */
   readonly inheritedWarned = new Set<number>();
   readonly streams: RawStream[] = [];
+  /** limit_req_zone / limit_conn_zone of http by name (limit-settings.ts), read before any limit_req. */
+  readonly limitReqZones = new Map<string, Sourced<{ key: string; rate: string; size: string }>>();
+  readonly limitConnZones = new Map<string, Sourced<{ key: string; size: string }>>();
+  /** Page files (error_page) written that are not on this machine: the CLI writes the result anyway. */
+  readonly missingFiles = new Set<string>();
   /** --allow-open: an access restriction that cannot be carried over is a warning, not an error. */
   allowOpen = false;
 

@@ -18,6 +18,8 @@ import { isProxySslDirective, isSslDirective, proxySslDirective, sslDirective, t
 import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { nginxDuration } from './values.js';
 import { httpRealIp, isRealIpDirective, serverRealIp, realIpDirective, type RealIpScope } from './real-ip.js';
+import { isLimitZoneDirective, limitZoneDirective, writeLimits, writeLimitZones } from './limit-settings.js';
+import { writeHttpErrorPages, type ErrorPageSite } from './error-page-settings.js';
 
 /** Directives that belong to nginx's main/events contexts: nothing for a proxy to take over. */
 const MAIN_CONTEXT = new Set([
@@ -63,15 +65,19 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   const realIp: RealIpScope = {};
   for (const d of http) if (isRealIpDirective(d)) realIpDirective(c, d, realIp);
   httpRealIp(c, realIp);
-  let servers = 0;
+  // limit_req_zone / limit_conn_zone: known before any limit_req names them (nginx wants them in http).
+  for (const d of http) if (isLimitZoneDirective(d)) limitZoneDirective(c, d);
   const settings = new LevelSettings('http');
+  const roots: NginxDirective[] = [];
+  // http's own directives first (its error_page rules and root are inherited by every server), then the servers.
   for (const d of http) {
-    if (d.name === 'upstream' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d) || isRealIpDirective(d)) continue;
+    if (d.name === 'upstream' || d.name === 'server' || isProxyDirective(d) || isSslDirective(d) || isProxySslDirective(d)
+      || isRealIpDirective(d) || isLimitZoneDirective(d)) continue;
     if (settings.take(c, d)) continue;
     switch (d.name) {
-      case 'server':
-        servers++;
-        convertServer(c, d, scope, ssl, realIp);
+      case 'root':
+        // Used for error_page files only (error-page-settings.ts); said below when not.
+        roots.push(d);
         break;
       case 'client_max_body_size':
         c.size(d, (v) => { c.top.clientMaxBodySize = v; });
@@ -92,6 +98,14 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
         c.unsupported(d, d.block !== null ? 'block in http' : 'in http');
     }
   }
+  const sites: ErrorPageSite[] = [];
+  for (const d of http) {
+    if (d.name !== 'server') continue;
+    const site = convertServer(c, d, scope, ssl, realIp, settings, roots.at(-1));
+    if (site !== null) sites.push(site);
+  }
+  const servers = http.filter((d) => d.name === 'server').length;
+  for (const root of roots) if (!sites.some((s) => s.usedRoots.has(root))) c.unsupported(root, 'in http');
   // With no server to inherit them, http's realip settings still get their warnings.
   if (servers === 0) serverRealIp(c, realIp, {}, []);
   settings.writeTo(c.top);
@@ -122,6 +136,9 @@ export function convert(c: Conversion, tree: NginxDirective[]): RawConfig {
   writeAccess(c.top, out as Record<string, unknown>);
   writeHeaders(c.top as HeaderScope, out as Record<string, unknown>);
   writeCompression(c.top, out as Record<string, unknown>);
+  writeLimitZones(c, out as Record<string, unknown>);
+  writeLimits(settings.limits, out as Record<string, unknown>);
+  writeHttpErrorPages(c, settings.errorPages, out as Record<string, unknown>, sites, roots.at(-1));
   return out;
 }
 

@@ -39,6 +39,11 @@ export interface ImportResult {
   notes: ImportDiagnostic[];
   /** What makes the result unusable (bad values, unsupported addresses); the CLI exits 1. */
   errors: ImportDiagnostic[];
+  /**
+   * Error page files the result names that are not on this machine (each with a warning): they
+   * may be on the target machine only, so the CLI writes the result although loading it here fails.
+   */
+  missingFiles: string[];
 }
 
 /**
@@ -62,5 +67,6 @@ export function importNginx(text: string, file: string, options: { allowOpen?: b
     warnings: located([...includes.warnings, ...c.warnings]),
     notes: located([...c.notes]),
     errors: located([...includes.errors, ...c.errors]),
+    missingFiles: [...c.missingFiles],
   };
 }

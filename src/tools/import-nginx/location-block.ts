@@ -14,10 +14,15 @@ import { isProxySslDirective, proxySslDirective } from './ssl-settings.js';
 import { addressKey, isInt, nginxDuration } from './values.js';
 import { writeHeaders } from './header-settings.js';
 import { LevelSettings } from './level-settings.js';
+import type { ErrorPageSite } from './error-page-settings.js';
 
-/** `serverTls`: the proxySsl* keys of the server (the top level's are on c.top). */
+/**
+ * `serverTls`: the proxySsl* keys of the server (the top level's are on c.top); `serverSettings`:
+ * the server's LevelSettings; `site`: where the server's error_page URIs are served from.
+ */
 export function convertLocation(
   c: Conversion, d: NginxDirective, serverScope: ProxyScope, out: Location[], serverLabel: string, serverTls: RawUpstreamTls,
+  serverSettings: LevelSettings, site: ErrorPageSite,
 ): void {
   let match: '' | '=' | '^~' | '~' | '~*' = '';
   let path: string | undefined;
@@ -65,7 +70,7 @@ export function convertLocation(
   let clientMaxBodySize: string | undefined;
   const tls: Mutable<RawUpstreamTls> = {};
   const tlsLines: number[] = [];
-  const settings = new LevelSettings('location');
+  const settings = new LevelSettings('location', serverSettings);
   for (const item of d.block) {
     if (isProxyDirective(item) || settings.take(c, item)) continue;
     if (isProxySslDirective(item)) {
@@ -110,6 +115,10 @@ export function convertLocation(
     if (proxyPass !== null) c.notes.push({ line: proxyPass.line, message: `location ${path} answers with its return, so its proxy_pass is never used (as in nginx); not converted` });
     const answered: Location = { ...head(), return: ret };
     writeHeaders(settings.headers, answered as Record<string, unknown>); // nginx adds them to a return's response too
+    const page = d.block.find((i) => i.name === 'error_page');
+    if (page !== undefined) {
+      c.warn(page.line, `"error_page" in location ${path}, which answers with its return: sessionlb sends a return's status with its own page, not errorPage; not converted`);
+    }
     out.push(answered);
     return;
   }
@@ -152,6 +161,7 @@ export function convertLocation(
     for (const line of tlsLines) c.warn(line, `proxy_ssl_* in location ${path}: its proxy_pass is "http://", so nginx does not use it either; ignored`);
   }
   settings.writeTo(loc);
+  settings.writePages(c, loc, site, true);
   const named = tls.proxySslName ?? serverTls.proxySslName ?? c.top.proxySslName;
   const tlsHost = scheme === 'https' && isAddress && named === undefined ? host : null;
   out.push(loc);

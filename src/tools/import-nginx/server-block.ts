@@ -14,6 +14,7 @@ import { UPSTREAM_TLS_KEYS } from '../../config/tls.js';
 import { isRealIpDirective, realIpDirective, serverRealIp, serverRealIpKey, type RealIpScope } from './real-ip.js';
 import { notCarriedOver, restricts } from './access-settings.js';
 import { LevelSettings } from './level-settings.js';
+import { ErrorPageSite, pageUris } from './error-page-settings.js';
 
 /** One listen entry as it will be written: the address and the parameters sessionlb takes. */
 interface ListenEntry {
@@ -26,10 +27,17 @@ interface ListenEntry {
   line: number;
 }
 
-export function convertServer(c: Conversion, d: NginxDirective, httpScope: ProxyScope, httpSsl: SslScope, httpRealIp: RealIpScope): void {
+/**
+ * `httpSettings`, `httpRoot`: http's (error pages and the root they may be served from). Returns
+ * the server's ErrorPageSite (null: no server), for http's error pages.
+ */
+export function convertServer(
+  c: Conversion, d: NginxDirective, httpScope: ProxyScope, httpSsl: SslScope, httpRealIp: RealIpScope,
+  httpSettings: LevelSettings, httpRoot: NginxDirective | undefined,
+): ErrorPageSite | null {
   if (d.block === null) {
     c.error(d.line, `"server" in http needs a block: server { listen ...; location / { proxy_pass ...; } }`);
-    return;
+    return null;
   }
   const scope = childScope(c, httpScope, d.block);
   const vs: Mutable<RawVirtualServer> & { locations: Location[] } = { listen: [], locations: [] };
@@ -42,7 +50,8 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   let sawListen = false;
   let ret: RawReturn | undefined;
   const locationDirectives: NginxDirective[] = [];
-  const settings = new LevelSettings('server');
+  const settings = new LevelSettings('server', httpSettings);
+  const roots: NginxDirective[] = [];
   for (const item of d.block) {
     if (isProxyDirective(item) || settings.take(c, item)) continue;
     if (isSslDirective(item)) {
@@ -74,6 +83,10 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
         break;
       case 'location':
         locationDirectives.push(item);
+        break;
+      case 'root':
+        // Used for error_page files only; said below when not.
+        roots.push(item);
         break;
       case 'return':
       case 'rewrite':
@@ -119,9 +132,25 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   const proxyProtocolFrom = serverRealIp(c, httpRealIp, ownRealIp,
     entries.filter((e) => e.proxyProtocol).map((e) => ({ text: `${e.text}${e.ssl ? ' ssl' : ''} proxy_protocol`, line: e.line })));
   const realIp = serverRealIpKey(c, httpRealIp, ownRealIp);
+  // Where nginx would find each error_page URI of this server (http's, its own, its locations').
+  const site = new ErrorPageSite(c, label, locationDirectives, roots.at(-1) ?? httpRoot);
+  site.ownPages = settings.errorPages.pages !== undefined;
+  site.prepare([
+    ...pageUris(settings.errorPages.pages !== undefined ? settings.errorPages : httpSettings.errorPages),
+    ...locationDirectives.flatMap((loc) => pageUris(undefined, loc.block ?? [])),
+  ]);
+  for (const root of roots) if (!site.usedRoots.has(root)) c.unsupported(root, 'in server');
   for (const loc of locationDirectives) {
+    if (site.onlyServesPages(loc)) {
+      // Its page is an errorPage file now; a request for it goes to the next matching location.
+      const internal = loc.block!.find((i) => i.name === 'internal');
+      if (internal !== undefined) {
+        c.notes.push({ line: internal.line, message: `location ${loc.args.join(' ')} only serves error pages, now errorPage files; it is not converted, so "internal" has nothing left to guard (a request for its URI goes to the next matching location)` });
+      }
+      continue;
+    }
     const before = vs.locations.length;
-    convertLocation(c, loc, scope, vs.locations, label, tls);
+    convertLocation(c, loc, scope, vs.locations, label, tls, settings, site);
     // A location left out with restrictions inside: its requests would go to another, open, location.
     if (vs.locations.length === before && loc.block !== null && restricts(loc.block)) {
       notCarriedOver(c, loc.line, `location ${loc.args.join(' ')} restricts access and is not converted (see above)`);
@@ -142,7 +171,10 @@ export function convertServer(c: Conversion, d: NginxDirective, httpScope: Proxy
   if (vs.clientMaxBodySize !== undefined) ordered.clientMaxBodySize = vs.clientMaxBodySize;
   for (const k of UPSTREAM_TLS_KEYS) if (tls[k] !== undefined) (ordered as Record<string, unknown>)[k] = tls[k];
   settings.writeTo(ordered);
+  settings.writePages(c, ordered, site);
+  site.out = ordered as Record<string, unknown>;
   c.top.servers.push(ordered as RawVirtualServer);
+  return site;
 }
 
 function listen(c: Conversion, d: NginxDirective, entries: ListenEntry[]): void {
