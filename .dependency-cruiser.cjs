@@ -5,6 +5,7 @@
 const LAYERS = [
   'nginx-language', // nginx's little language: variables, units, addresses, header tokens
   'net',            // sockets: listen, client address, local-resource and failure kinds
+  'limits',         // limit_req / limit_conn zones and decisions: pure, imports no folder
   'config',         // config model types; schema, load, cross-checks
   'tls',            // certificates checked and loaded, secure contexts per listen address, ticket keys
   'balancer',       // peer state and one file per policy
