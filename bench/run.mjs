@@ -138,6 +138,10 @@ const TMP = mkdtempSync(join(os.tmpdir(), 'sessionlb-bench-'));
 chmodSync(TMP, 0o755); // nginx workers run as an unprivileged user and must read the 1 MiB file
 mkdirSync(join(TMP, 'www'), { mode: 0o755 });
 writeFileSync(join(TMP, 'www', 'big'), Buffer.alloc(BIG, 'x'), { mode: 0o644 });
+// Issue 17's gzip goal: a 20 KiB HTML page (repetitive markup, as a PHP page's: about 6:1 with gzip -1).
+const HTML = Array.from({ length: 200 }, (_, i) => `<tr><td class="c">row ${i}</td><td><a href="/item/${i}">item ${i}</a></td></tr>\n`).join('');
+const HTML_PAGE = `<!doctype html><html><head><title>bench</title></head><body><table>\n${HTML}</table></body></html>\n`.padEnd(20 * 1024, ' ');
+writeFileSync(join(TMP, 'www', 'html'), HTML_PAGE, { mode: 0o644 });
 function cleanup() {
   if (env.BENCH_KEEP_TMP !== '1') rmSync(TMP, { recursive: true, force: true });
 }
@@ -194,7 +198,7 @@ async function startBackends(ports, ppPorts) {
     let conf = nginxCommon('backends');
     conf += `  default_type text/plain;\n  sendfile on;\n  tcp_nopush on;\n`;
     ports.forEach((p, i) => {
-      conf += `  server {\n    listen 127.0.0.1:${p} reuseport backlog=4096;\n    listen 127.0.0.1:${ppPorts[i]} proxy_protocol reuseport backlog=4096;\n    location / { return 200 "backend-${i + 1}\\n"; }\n    location = /big { root ${TMP}/www; }\n  }\n`;
+      conf += `  server {\n    listen 127.0.0.1:${p} reuseport backlog=4096;\n    listen 127.0.0.1:${ppPorts[i]} proxy_protocol reuseport backlog=4096;\n    location / { return 200 "backend-${i + 1}\\n"; }\n    location = /big { root ${TMP}/www; }\n    location = /html { root ${TMP}/www; default_type text/html; }\n  }\n`;
     });
     conf += '}\n';
     const file = join(TMP, 'backends.conf');
@@ -207,12 +211,13 @@ async function startBackends(ports, ppPorts) {
   const script = `
 const http = require('node:http');
 const big = Buffer.alloc(${BIG}, 'x');
+const html = require('node:fs').readFileSync(${JSON.stringify(join(TMP, 'www', 'html'))});
 for (const [i, p] of ${JSON.stringify(ports)}.entries()) {
   const body = Buffer.from('backend-' + (i + 1) + '\\n');
   http.createServer({ keepAliveTimeout: 75000 }, (req, res) => {
     req.resume();
-    const b = req.url === '/big' ? big : body;
-    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': b.length });
+    const b = req.url === '/big' ? big : req.url === '/html' ? html : body;
+    res.writeHead(200, { 'Content-Type': req.url === '/html' ? 'text/html' : 'text/plain', 'Content-Length': b.length });
     res.end(b);
   }).listen(p, '127.0.0.1');
 }`;
@@ -245,10 +250,15 @@ const EDGE_REGEXES = Array.from({ length: 20 }, (_, i) => (i % 2 === 0
   ? ['~', `^/app${i}/.*\\.php$`]
   : ['~*', `\\.(jpe?g|png|gif|css|js|woff${i})$`]));
 
+/** Scenario "edge": the /api/ location's allow/deny list (nginx's order). */
+const EDGE_ACCESS = [['allow', '10.0.0.0/8'], ['allow', '192.168.0.0/16'], ['deny', '192.168.1.1'], ['allow', '2001:db8::/32'], ['deny', 'all']];
+
 const SCENARIOS = [
   { id: 'plain', title: '1 round robin, keep-alive', path: '/' },
   // Issue 17: scenario 1 with 20 regex locations ahead of "/" (each request is tested against all of them).
-  { id: 'edge', title: '1 round robin, keep-alive, 20 regex locations', path: '/', edge: true },
+  { id: 'edge', title: '1 round robin, keep-alive, 20 regex locations, /api/ with allow/deny and limit_req', path: '/', edge: true },
+  // Issue 17: a 20 KiB HTML page compressed by the proxy (gzip level 1 on both), the client asking for gzip.
+  { id: 'gzip', title: '1 round robin, keep-alive, 20 KiB HTML gzipped (level 1)', path: '/html', gzip: true },
   { id: 'sticky', title: `2 sticky learn, memcached, ${SESSIONS.toLocaleString('en')} sessions`, path: '/', sticky: true },
   { id: 'close', title: '3 Connection: close', path: '/', close: true },
   { id: 'big', title: '4 1 MiB responses', path: '/big', big: true },
@@ -331,7 +341,12 @@ function sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras) {
   if (scenario.policy) upstream.balance = scenario.policy.balance;
   if (scenario.sticky) upstream.sticky = { mode: 'learn', cookie: 'PHPSESSID', ttl: '24m' };
   const server = { listen: [`127.0.0.1:${port}`], locations: [{ path: '/', proxyPass: 'http://backend' }] };
-  if (scenario.edge) server.locations.push(...EDGE_REGEXES.map(([match, path]) => ({ path, match, proxyPass: 'http://backend' })));
+  if (scenario.edge) {
+    server.locations.push(...EDGE_REGEXES.map(([match, path]) => ({ path, match, proxyPass: 'http://backend' })));
+    // Another location with an access list and a rate limit: what the bench's "/" must not pay for.
+    server.locations.push({ path: '/api/', proxyPass: 'http://backend', access: EDGE_ACCESS.map(([rule, target]) => ({ [rule]: target })), limitReq: { zone: 'perip', burst: 20, nodelay: true } });
+  }
+  if (scenario.gzip) Object.assign(server, { gzip: true, gzipCompLevel: 1 });
   if (scenario.tls) {
     const c = tlsCerts();
     server.listen = [`127.0.0.1:${port} ssl`];
@@ -344,6 +359,7 @@ function sessionlbConfig(port, backendPorts, scenario, memcachedPort, extras) {
     shutdownTimeout: '2s',
     clientMaxBodySize: '1m',
     workers: scenario.multi ? 2 : 1, // one process pinned to one core; the multi-core line: 2 (node:cluster)
+    ...(scenario.edge ? { limitReqZones: { perip: { key: '$binary_remote_addr', rate: '10r/s' } } } : {}),
     ...extras,
   };
   if (scenario.sticky) config.sessionStore = { type: 'memcached', servers: [`127.0.0.1:${memcachedPort}`], keyPrefix: 'bench:', timeout: '50ms' };
@@ -394,7 +410,10 @@ function nginxProxyConf(port, backendPorts, scenario, workers = 1) {
   }
   const edge = scenario.edge
     ? EDGE_REGEXES.map(([match, path]) => `    location ${match} ${path} {\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n`).join('')
+      + `    location /api/ {\n${EDGE_ACCESS.map(([rule, target]) => `      ${rule} ${target};\n`).join('')}      limit_req zone=perip burst=20 nodelay;\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n`
     : '';
+  if (scenario.edge) conf += '  limit_req_zone $binary_remote_addr zone=perip:10m rate=10r/s;\n';
+  if (scenario.gzip) conf += '  gzip on;\n  gzip_comp_level 1;\n';
   conf += `  server {\n    ${listen}\n    location / {\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n${edge}  }\n}\n`;
   return conf;
 }
@@ -609,6 +628,7 @@ function runLoad(port, scenario, seconds, warmup = false) {
 function runWrk(port, scenario, seconds) {
   const args = ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '--timeout', '5s'];
   if (scenario.close) args.push('-H', 'Connection: close');
+  if (scenario.gzip) args.push('-H', 'Accept-Encoding: gzip');
   if (scenario.sticky) args.push('-s', luaCookieScript());
   args.push(`${scenario.tls ? 'https' : 'http'}://127.0.0.1:${port}${scenario.path}`);
   return runTool(WRK, args, seconds, parseWrk);

@@ -26,7 +26,7 @@ const app: BackendHandler = (req, res) => {
   res.end(body);
 };
 
-const WATCHED = ['strict-transport-security', 'x-frame-options', 'x-loc', 'x-host', 'x-powered-by', 'x-secret'];
+const WATCHED = ['strict-transport-security', 'x-frame-options', 'x-loc', 'x-host', 'x-powered-by', 'x-secret', 'x-srv', 'x-always'];
 
 interface Answer { status: number; headers: Record<string, string>; sent: string[] | null }
 
@@ -78,6 +78,20 @@ server {
   underscores_in_headers on;
   location / { proxy_pass http://app; }
 }
+server {
+  listen 127.0.0.1:${port};
+  server_name redirect.test;
+  add_header X-Srv redirect;
+  add_header X-Always yes always;
+  return 301 https://$host$request_uri;
+}
+server {
+  listen 127.0.0.1:${port};
+  server_name partial.test;
+  add_header X-Srv partial;
+  add_header X-Always yes always;
+  location /only/ { proxy_pass http://app; }
+}
 `;
   const lbConfig = {
     upstreams: { app: { servers: [{ address: appAddress }] }, dead: { servers: [{ address: deadAddress }] } },
@@ -99,6 +113,16 @@ server {
       {
         listen: [`127.0.0.1:${lbPort}`], serverName: ['loose.test'], ignoreInvalidHeaders: false,
         locations: [{ path: '/', proxyPass: 'http://app' }],
+      },
+      {
+        listen: [`127.0.0.1:${lbPort}`], serverName: ['redirect.test'],
+        addHeader: { 'X-Srv': 'redirect', 'X-Always': { value: 'yes', always: true } },
+        return: { code: 301, url: 'https://$host$request_uri' },
+      },
+      {
+        listen: [`127.0.0.1:${lbPort}`], serverName: ['partial.test'],
+        addHeader: { 'X-Srv': 'partial', 'X-Always': { value: 'yes', always: true } },
+        locations: [{ path: '/only/', proxyPass: 'http://app' }],
       },
     ],
   };
@@ -140,6 +164,11 @@ describe('addHeader, proxyHideHeader, ignoreInvalidHeaders', () => {
     expect(moved.status).toBe(301);
     expect(moved.headers).toEqual({ 'strict-transport-security': 'max-age=63072000', 'x-frame-options': 'DENY', 'x-host': 'h=site.test' });
     expect((await ask(lbPort, '/denied/')).headers).toEqual({ 'x-frame-options': 'DENY' });
+    // No location chosen (a server-level return, a path no location takes): the server's own.
+    expect((await ask(lbPort, '/x', { Host: 'redirect.test' })).headers).toEqual({ 'x-srv': 'redirect', 'x-always': 'yes' });
+    const unmatched = await ask(lbPort, '/elsewhere', { Host: 'partial.test' });
+    expect(unmatched.status).toBe(404);
+    expect(unmatched.headers).toEqual({ 'x-always': 'yes' });
   });
 
   it('drops request header names nginx finds invalid unless ignoreInvalidHeaders is false', async () => {
@@ -178,7 +207,7 @@ describe.skipIf(skipNginx)('response headers: the same as nginx', () => {
     await lb(c.lb);
     const differences: string[] = [];
     const rows: string[] = [];
-    for (const host of ['site.test', 'loose.test']) {
+    for (const host of ['site.test', 'loose.test', 'redirect.test', 'partial.test']) {
       for (const path of PATHS) {
         const want = await ask(nginxPort, path, { ...ODD_HEADERS, Host: host });
         const got = await ask(lbPort, path, { ...ODD_HEADERS, Host: host });

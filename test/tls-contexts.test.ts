@@ -26,7 +26,7 @@ function ssl(pairs: Issued[], more: Partial<SslConfig> = {}): SslConfig {
 
 function vs(index: number, serverNames: string[], sslConfig: SslConfig | null, isDefault = false): VirtualServerConfig {
   return {
-    index, serverNames, isDefault, ssl: sslConfig, http2: false, proxyProtocolFrom: [], return: null, locations: [],
+    index, serverNames, isDefault, ssl: sslConfig, http2: false, proxyProtocolFrom: [], return: null, addHeaders: [], locations: [],
     listen: [{ host: '127.0.0.1', port: 8443, key: ADDRESS, ssl: true, defaultServer: isDefault, proxyProtocol: false }],
   };
 }

@@ -22,6 +22,7 @@ import { readUserFiles, resolveAccess, resolveAuthBasic } from './access.js';
 import { resolveAddHeaders, resolveHideHeaders, resolveIgnoreInvalidHeaders } from './response-headers.js';
 import { readErrorPageFiles, resolveErrorPages } from './error-pages.js';
 import { resolveCompression } from './compression.js';
+import { resolveLimitZones, resolveLocationLimits } from './limits.js';
 import { HttpListens, locationTlsProblems, normaliseSsl, resolveUpstreamTls, type TlsLevels } from './tls.js';
 import {
   ConfigError, DEFAULTS, SESSION_DEFAULTS,
@@ -105,6 +106,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
   const httpListens = new HttpListens((at, message) => problem(problems, at, message));
   const tlsReported = new Set<string>();
   const dir = dirname(file);
+  const limitZones = resolveLimitZones(raw, (at, message) => problem(problems, at, message));
   (raw.servers ?? []).forEach((vs, i) => {
     const { listen, at, http2 } = httpListens.server(vs, i);
     listen.forEach((l, k) => overlap.add(l.host, l.port, at[k]!));
@@ -122,7 +124,11 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       seen.add(key);
       const levels = [{ raw, at: [] }, { raw: vs, at: ['servers', i] }, { raw: loc, at: ['servers', i, 'locations', j] }];
       const normalised = normaliseLocation(loc, levels, serverMaxBody, serverBuffering, upstreams, problems, dir, tlsReported, vs, context);
-      if (normalised) locations.push(Object.assign(normalised, { errorPages: resolveErrorPages(levels, dir, (at, m) => problem(problems, at, m), tlsReported) }));
+      if (!normalised) return;
+      normalised.errorPages = resolveErrorPages(levels, dir, add, tlsReported);
+      // nginx's `return` (rewrite phase) answers before limit_req and limit_conn (preaccess).
+      if (normalised.return === null) normalised.limits = resolveLocationLimits(levels, limitZones, context.serverName, add, tlsReported);
+      locations.push(normalised);
     });
     const rawRealIp = vs.realIp ?? raw.realIp;
     const realIp = rawRealIp === undefined ? null
@@ -137,6 +143,7 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
       proxyProtocolFrom: vs.proxyProtocolFrom ?? (raw.proxyProtocolFrom?.length ? raw.proxyProtocolFrom : realIpProxyFrom(realIp)),
       realIp,
       return: vs.return === undefined ? null : normaliseReturn(vs.return, context, ['servers', i, 'return'], add),
+      addHeaders: resolveAddHeaders([{ raw, at: [] }, { raw: vs, at: ['servers', i] }], context, add, tlsReported),
       locations,
       errorPages: resolveErrorPages([{ raw, at: [] }, { raw: vs, at: ['servers', i] }], dir, add, tlsReported),
     });
@@ -186,6 +193,8 @@ function normalise(raw: RawConfig, file: string, problems: ConfigProblem[]): Con
     servers,
     streams,
     upstreams,
+    limitReqZones: limitZones.req,
+    limitConnZones: limitZones.conn,
     admin,
     keepaliveTimeoutMs: ms(raw.keepaliveTimeout, DEFAULTS.clientKeepaliveTimeout),
     shutdownTimeoutMs: ms(raw.shutdownTimeout, DEFAULTS.shutdownTimeout),
@@ -385,7 +394,7 @@ function normaliseLocation(
       nextUpstream: { on: new Set(), tries: 0, timeoutMs: 0 }, upstream: '', rewritePrefix: null, setHeaders: new Map(),
       clientMaxBodySize, buffering, upstreamTls: null,
       // nginx's `return` runs in the rewrite phase, before allow/deny and auth_basic (access phase).
-      access: null, authBasic: null, compression: null,
+      access: null, authBasic: null, compression: null, limits: null,
       ...responseHeaders,
     };
   }
@@ -444,6 +453,7 @@ function normaliseLocation(
     authBasic: resolveAuthBasic(levels, dir, (at, message) => problem(problems, at, message), tlsReported),
     ...responseHeaders,
     compression: resolveCompression(levels),
+    limits: null,
   };
 }
 

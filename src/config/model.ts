@@ -3,6 +3,7 @@
  * bytes, addresses parsed), and nginx's defaults. Every layer reads these types; only
  * load.ts builds them.
  */
+import type { LimitConnZoneConfig, LimitReqZoneConfig, LocationLimits } from './limits.js';
 import type { ErrorPages } from './error-pages.js';
 import type { BlockList } from 'node:net';
 import type { CompiledTemplate } from '../nginx-language/variables.js';
@@ -174,6 +175,8 @@ export interface LocationConfig {
   errorPages?: ErrorPages | null;
   /** nginx gzip / ngx_brotli (each key from the nearest level); null = both off. */
   compression: CompressionConfig | null;
+  /** nginx limit_req / limit_conn of this location (none for a `return` one: nginx returns before them); null = none. */
+  limits: LocationLimits | null;
 }
 
 /** One nginx `add_header NAME VALUE [always]`. */
@@ -309,6 +312,8 @@ export interface VirtualServerConfig {
   realIp?: RealIpConfig | null;
   /** nginx `return` at server level: every request of this server gets it, before location matching. */
   return: ReturnConfig | null;
+  /** nginx add_header of the server (else the top level): for its `return` and the 404 of an unmatched path; [] = none. */
+  addHeaders: readonly AddHeaderConfig[];
   locations: LocationConfig[];
   /** nginx error_page of the server (its own `errorPage`, else the top level's): its errors outside a location, maintenance. */
   errorPages?: ErrorPages | null;
@@ -336,6 +341,9 @@ export interface Config {
   /** TCP (L4) proxies (`streams`, nginx `stream {}`); [] when none. */
   streams: StreamConfig[];
   upstreams: Map<string, UpstreamConfig>;
+  /** nginx limit_req_zone / limit_conn_zone (`limitReqZones`, `limitConnZones`). */
+  limitReqZones: ReadonlyMap<string, LimitReqZoneConfig>;
+  limitConnZones: ReadonlyMap<string, LimitConnZoneConfig>;
   admin: AdminConfig | null;
   keepaliveTimeoutMs: number;
   shutdownTimeoutMs: number;

@@ -6,6 +6,7 @@
  * rules and `all`, an IPv6 client against the IPv6 rules and `all`; the first match decides; no
  * match allows.
  */
+import { parseV4, parseV6 } from '../nginx-language/ip-address.js';
 import { isIP } from 'node:net';
 
 /** One compiled rule. `family` 0: `all`. IPv6 networks are four 32-bit words, IPv4 one (words[0]). */
@@ -20,96 +21,6 @@ export interface IpRule {
 
 const V4 = new Uint32Array(1);
 const V6 = new Uint32Array(4);
-const GROUPS = new Uint16Array(8);
-
-/** Parses dotted IPv4 text[start, end) into a number; -1 when it is not one. */
-function parseV4(text: string, start: number, end: number): number {
-  let value = 0;
-  let part = -1;
-  let dots = 0;
-  for (let i = start; i < end; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 46 /* . */) {
-      if (part < 0 || dots === 3) return -1;
-      value = value * 256 + part;
-      part = -1;
-      dots++;
-    } else if (c >= 48 && c <= 57) {
-      part = part < 0 ? c - 48 : part * 10 + (c - 48);
-      if (part > 255) return -1;
-    } else {
-      return -1;
-    }
-  }
-  if (part < 0 || dots !== 3) return -1;
-  return value * 256 + part;
-}
-
-/** Parses IPv6 text into V6 (zone id ignored); false when it is not one. */
-function parseV6(text: string): boolean {
-  let end = text.indexOf('%');
-  if (end < 0) end = text.length;
-  let n = 0; // groups written
-  let gap = -1; // index in GROUPS where "::" was
-  let i = 0;
-  if (text.charCodeAt(0) === 58) {
-    if (text.charCodeAt(1) !== 58) return false;
-    gap = 0;
-    i = 2;
-    if (i === end) { GROUPS.fill(0); V6.fill(0); return true; }
-  }
-  while (i < end) {
-    let j = i;
-    let value = 0;
-    let digits = 0;
-    let dot = false;
-    while (j < end) {
-      const c = text.charCodeAt(j);
-      let d: number;
-      if (c >= 48 && c <= 57) d = c - 48;
-      else if (c >= 97 && c <= 102) d = c - 87;
-      else if (c >= 65 && c <= 70) d = c - 55;
-      else if (c === 46) { dot = true; break; }
-      else break;
-      value = value * 16 + d;
-      digits++;
-      j++;
-    }
-    if (dot) {
-      // An IPv4 tail: the last 32 bits.
-      const v4 = parseV4(text, i, end);
-      if (v4 < 0 || n > 6) return false;
-      GROUPS[n++] = Math.floor(v4 / 65536);
-      GROUPS[n++] = v4 % 65536;
-      i = end;
-      break;
-    }
-    if (digits === 0 || digits > 4 || n === 8) return false;
-    GROUPS[n++] = value;
-    if (j === end) { i = end; break; }
-    if (text.charCodeAt(j) !== 58) return false;
-    j++;
-    if (text.charCodeAt(j) === 58) {
-      if (gap >= 0) return false;
-      gap = n;
-      j++;
-      if (j === end) { i = end; break; }
-    } else if (j === end) {
-      return false;
-    }
-    i = j;
-  }
-  if (gap < 0) {
-    if (n !== 8) return false;
-  } else {
-    if (n > 7) return false;
-    const move = n - gap;
-    for (let k = 0; k < move; k++) GROUPS[7 - k] = GROUPS[n - 1 - k]!;
-    for (let k = gap; k < 8 - move; k++) GROUPS[k] = 0;
-  }
-  for (let k = 0; k < 4; k++) V6[k] = GROUPS[2 * k]! * 65536 + GROUPS[2 * k + 1]!;
-  return true;
-}
 
 /** Compiles "all", an address or a CIDR; returns an error message for anything else. */
 export function compileIpRule(allow: boolean, text: string): IpRule | string {
@@ -126,7 +37,7 @@ export function compileIpRule(allow: boolean, text: string): IpRule | string {
   const net = new Uint32Array(words);
   const mask = new Uint32Array(words);
   if (family === 4) net[0] = parseV4(addr, 0, addr.length);
-  else { parseV6(addr); net.set(V6); }
+  else { parseV6(addr, V6); net.set(V6); }
   for (let k = 0; k < words; k++) {
     const bits = Math.max(0, Math.min(32, prefix - 32 * k));
     mask[k] = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
@@ -143,7 +54,7 @@ export function compileIpRule(allow: boolean, text: string): IpRule | string {
 export function ipAllowed(rules: readonly IpRule[], address: string): boolean {
   let family: 0 | 4 | 6 = 0;
   if (address.indexOf(':') >= 0) {
-    if (parseV6(address)) family = 6;
+    if (parseV6(address, V6)) family = 6;
   } else {
     const v4 = parseV4(address, 0, address.length);
     if (v4 >= 0) { V4[0] = v4; family = 4; }

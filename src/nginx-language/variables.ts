@@ -9,6 +9,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { normaliseHost } from './server-names.js';
+import { binaryAddress } from './ip-address.js';
 
 /** What a template reads from a request (the balancer's PickRequest satisfies it). */
 export interface VariableSource {
@@ -28,7 +29,7 @@ export interface CompiledTemplate {
 
 /** The variables a template may use; NAME in the prefixed forms is any of [A-Za-z0-9_-]. */
 export const SUPPORTED_VARIABLES = [
-  '$remote_addr', '$request_uri', '$uri', '$args', '$host', '$scheme', '$server_port', '$arg_NAME', '$http_NAME', '$cookie_NAME',
+  '$remote_addr', '$binary_remote_addr', '$request_uri', '$uri', '$args', '$host', '$scheme', '$server_port', '$arg_NAME', '$http_NAME', '$cookie_NAME',
 ] as const;
 
 /** Compile-time values of a template's context; `$server_name` is known only where it is given. */
@@ -44,6 +45,11 @@ type Getter = (src: VariableSource) => string;
 function remoteAddr(src: VariableSource): string {
   const a = src.remoteAddress;
   return a.length > 7 && a.charCodeAt(0) === 58 /* : */ && a.startsWith('::ffff:') && a.indexOf('.') !== -1 ? a.slice(7) : a;
+}
+
+/** nginx $binary_remote_addr: 4 bytes (IPv4) or 16 (IPv6), one character each. */
+function binaryRemoteAddr(src: VariableSource): string {
+  return binaryAddress(remoteAddr(src));
 }
 
 function requestUri(src: VariableSource): string {
@@ -197,6 +203,7 @@ const SIMPLE: Record<string, Getter> = {
   scheme,
   server_port: serverPort,
   remote_addr: remoteAddr,
+  binary_remote_addr: binaryRemoteAddr,
   request_uri: requestUri,
   uri,
   document_uri: uri,

@@ -269,6 +269,8 @@ export interface MetricsSource {
   lastReloadSuccess(): number;
   /** The TLS certificates in use: virtual server, certificate file, notAfter (ms since epoch). */
   tlsCertificates?(): Iterable<{ server: string; certificateFile: string; notAfter: number }>;
+  /** The limit zones this process holds (a cluster worker's are its primary's: none here). */
+  limitZones?(): Iterable<{ zone: string; type: 'req' | 'conn'; keys: number; evicted: number; allocationFailures: number }>;
 }
 
 export class Metrics {
@@ -304,6 +306,12 @@ export class Metrics {
     'Connections on proxy_protocol listen addresses closed for their PROXY header, by reason (not_allowed, missing, malformed, timeout, closed)', ['reason']);
   readonly tlsTicketKeySync = new CounterFamily('sessionlb_tls_ticket_key_sync_total',
     'Syncs of the TLS session ticket keys through memcached by result (adopted, published, rotated, rejected, store_error, local_rotation)', ['result']);
+  readonly limitReqs = new CounterFamily('sessionlb_limit_req_total',
+    'Requests through limit_req by zone and outcome (nginx $limit_req_status: passed, delayed, rejected, delayed_dry_run, rejected_dry_run)', ['zone', 'status']);
+  readonly limitConns = new CounterFamily('sessionlb_limit_conn_total',
+    'Requests through limit_conn by zone and outcome (nginx $limit_conn_status: passed, rejected, rejected_dry_run)', ['zone', 'status']);
+  readonly limitSharedFallbacks = new CounterFamily('sessionlb_limit_req_shared_fallbacks_total',
+    'limit_req / limit_conn decisions taken apart from the others, by zone and reason: this instance alone for a shared zone (unavailable: memcached failed or its breaker is open; contention: other instances kept writing the bucket; invalid: a bucket that does not parse), or this worker alone (primary: the cluster primary did not answer)', ['zone', 'reason']);
   readonly reloads: Counter<'result'>;
   readonly lastReload: Gauge;
   readonly store: StoreMetrics;
@@ -311,7 +319,8 @@ export class Metrics {
   constructor(private readonly source: MetricsSource) {
     const r = this.registry;
     for (const f of [this.httpRequests, this.httpDuration, this.upstreamRequests, this.upstreamSeconds, this.retries,
-      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles, this.tlsHandshakes, this.tlsHandshakeErrors, this.tlsTicketKeySync, this.proxyProtocolErrors]) {
+      this.failures, this.healthChecks, this.storeSeconds, this.storeErrors, this.localErrors, this.tempFiles, this.tlsHandshakes, this.tlsHandshakeErrors, this.tlsTicketKeySync, this.proxyProtocolErrors,
+      this.limitReqs, this.limitConns, this.limitSharedFallbacks]) {
       // prom-client's Registry takes any object with name/get(); its type only lists its own classes.
       r.registerMetric(f as unknown as Metric);
     }
@@ -376,6 +385,30 @@ export class Metrics {
       name: 'sessionlb_downstream_connections', help: 'Open client connections on all listeners', registers: [r],
       async collect(): Promise<void> {
         this.set(await src.downstreamConnections());
+      },
+    });
+    new Gauge({
+      name: 'sessionlb_limit_zone_keys', help: 'Keys held in each limit_req / limit_conn zone (type req or conn)',
+      labelNames: ['zone', 'type'], registers: [r],
+      collect(): void {
+        this.reset();
+        for (const z of src.limitZones?.() ?? []) this.set({ zone: z.zone, type: z.type }, z.keys);
+      },
+    });
+    new Counter({
+      name: 'sessionlb_limit_zone_evictions_total', help: 'Keys dropped from a full limit_req zone while still counting (the least recently used: nginx\'s zone size rule), by zone',
+      labelNames: ['zone'], registers: [r],
+      collect(): void {
+        this.reset();
+        for (const z of src.limitZones?.() ?? []) if (z.type === 'req') this.inc({ zone: z.zone }, z.evicted);
+      },
+    });
+    new Counter({
+      name: 'sessionlb_limit_zone_allocation_failures_total', help: 'Requests refused because their zone was full and no key could be dropped (nginx "could not allocate node"), by zone and type',
+      labelNames: ['zone', 'type'], registers: [r],
+      collect(): void {
+        this.reset();
+        for (const z of src.limitZones?.() ?? []) this.inc({ zone: z.zone, type: z.type }, z.allocationFailures);
       },
     });
     new Gauge({
@@ -481,6 +514,20 @@ export class Metrics {
   /** A sync of the shared TLS ticket keys ended so (src/sessions/shared-ticket-keys.ts). */
   tlsTicketKeySyncResult(result: string): void {
     this.tlsTicketKeySync.cell(result).value++;
+  }
+
+  /** LimitCounts: one request's limit_req outcome in `zone`. */
+  limitReq(zone: string, status: string): void {
+    this.limitReqs.cell(zone, status).value++;
+  }
+
+  /** LimitCounts: one request's limit_conn outcome in `zone`. */
+  limitConn(zone: string, status: string): void {
+    this.limitConns.cell(zone, status).value++;
+  }
+
+  limitSharedFallback(zone: string, reason: string): void {
+    this.limitSharedFallbacks.cell(zone, reason).value++;
   }
 
   /** A body went to a temp file. */

@@ -12,6 +12,8 @@ import type { TlsSiteSource } from '../tls/acceptor.js';
 import { cidrBlockList } from '../net/client-address.js';
 import { ListenerRouter, buildVirtualServer } from '../proxy/http/router.js';
 import { tlsPoolKey } from './peer-pools.js';
+import { RouteLimits, type LimitCounts } from '../proxy/http/limits.js';
+import type { LimitDecider } from '../limits/decider.js';
 
 /** Listen key -> address and router, for the upstreams `upstreams` built from `config`. */
 export function httpRoutes(
@@ -21,6 +23,8 @@ export function httpRoutes(
   affinityOf: (upstream: Upstream) => Affinity | null,
   /** The TLS set in use, for the `ssl` addresses. */
   tls: TlsSiteSource,
+  /** Who decides limit_req / limit_conn, and where outcomes are counted. */
+  limits: { decider: LimitDecider; counts: LimitCounts },
 ): Map<string, HttpRoute> {
   const out = new Map<string, HttpRoute>();
   /** proxy_protocol addresses -> the union of proxyProtocolFrom of the servers on them (the header comes before Host). */
@@ -36,6 +40,7 @@ export function httpRoutes(
       affinity: affinityOf(upstreams.get(location.upstream)!),
       tlsPoolKey: location.upstreamTls === null ? null : tlsPoolKey(location.upstreamTls),
       maxTries: upstreams.get(location.upstream)!.triesFor(location.nextUpstream.tries),
+      limits: location.limits === null ? null : new RouteLimits(location.limits, config.limitReqZones, limits.decider, limits.counts),
     }));
     for (const l of vsConfig.listen) {
       let entry = out.get(l.key);

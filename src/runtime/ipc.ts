@@ -13,6 +13,7 @@
  */
 import type { AdminState, Peer } from '../balancer/peer.js';
 import type { Upstream } from '../balancer/upstream.js';
+import type { LimitAnswer, LimitAsk } from './ipc-limits.js';
 
 /** What the primary owns about one server and every worker mirrors. */
 export interface PeerState {
@@ -45,7 +46,9 @@ export type ToWorker =
   | { sl: 'stop' }
   | { sl: 'reopen' }
   | { sl: 'status-req'; id: number }
-  | { sl: 'metrics-req'; id: number };
+  | { sl: 'metrics-req'; id: number }
+  /** limit_req / limit_conn decisions (ipc-limits.ts). */
+  | LimitAnswer;
 
 export type ToPrimary =
   | { sl: 'config-req' }
@@ -55,7 +58,9 @@ export type ToPrimary =
   /** The answer to `reload` `id`: switched (ok), or not and still on the config it ran (error: why). */
   | { sl: 'reloaded'; id: number; ok: boolean; error: string | null }
   | { sl: 'status-res'; id: number; doc: unknown }
-  | { sl: 'metrics-res'; id: number; metrics: unknown };
+  | { sl: 'metrics-res'; id: number; metrics: unknown }
+  /** limit_req / limit_conn asks and releases (ipc-limits.ts). */
+  | LimitAsk;
 
 /** Is this one of our messages (an object with a string `sl`)? */
 export function isOurs<T extends { sl: string }>(message: unknown): message is T {

@@ -34,6 +34,7 @@ import { isOurs, peerState, snapshot, type StoreAnswer, type StoreCall, type ToP
 import { workerExecArgv } from '../process/heap-tuning.js';
 import { bindErrorText, probeListen } from '../net/listen.js';
 import { ProcessLifecycle } from '../process/lifecycle.js';
+import { LimitService } from './ipc-limits.js';
 
 export interface PrimaryOptions {
   /** The config file (reloads read it again). */
@@ -139,6 +140,7 @@ export class ClusterPrimary {
         reloadPeers: { prepare: this.prepareReload, abort: this.abortReload, committed: this.reloadCommitted },
       }),
     });
+    this.limits = new LimitService(this.lb.localLimits);
     this.lifecycle = new ProcessLifecycle(log);
   }
 
@@ -196,6 +198,8 @@ export class ClusterPrimary {
   }
 
   private readonly live = new Map<number, Worker>();
+  /** limit_req / limit_conn decisions for the workers, over this process's zones. */
+  private readonly limits: LimitService;
   /** Workers that listen (asked by /status and /metrics; one still starting is not waited for). */
   private readonly listening = new Set<number>();
 
@@ -389,6 +393,10 @@ export class ClusterPrimary {
       case 'store':
         this.storeCalls(worker, message.ops);
         return;
+      case 'limit':
+      case 'limit-free':
+        this.limits.serve(worker.id, message, (answer) => send(worker, answer));
+        return;
       case 'reloaded': {
         const waiter = this.reloadWaiters.get(message.id);
         if (waiter === undefined || waiter.worker !== worker.id) return; // answered too late: taken as failed already
@@ -552,6 +560,7 @@ export class ClusterPrimary {
     this.forkedAt.delete(worker.id);
     this.live.delete(worker.id);
     this.listening.delete(worker.id);
+    this.limits.workerGone(worker.id);
     this.running.delete(worker.id);
     for (const w of [...this.reloadWaiters.values()]) if (w.worker === worker.id) w.done({ result: 'gone', error: null });
     for (const g of this.gatherings.values()) if (g.waiting.delete(worker.id) && g.waiting.size === 0) g.done();

@@ -33,6 +33,9 @@ import { httpRoutes } from './http-routes.js';
 import { RuntimeStateFile } from './state-file.js';
 import { ConfigReloads, type Reloadable } from './config-reloads.js';
 import { userFileWarnings } from '../config/access.js';
+import { LimitZones } from '../limits/zones.js';
+import { LocalDecider, type LimitDecider } from '../limits/decider.js';
+import { SharedBuckets } from '../limits/shared-buckets.js';
 
 export interface SessionLBOptions {
   log: EventLog;
@@ -116,6 +119,14 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   readonly sessions: SessionManager;
   /** One Affinity per sticky upstream object (a reload makes new upstreams, hence new ones). */
   private readonly affinities = new WeakMap<Upstream, Affinity | null>();
+  /** nginx limit_req / limit_conn zones of this process (a cluster worker asks its primary's). */
+  readonly limitZones = new LimitZones();
+  /** Decides over limitZones here (and memcached for shared zones). */
+  readonly localLimits = new LocalDecider(this.limitZones);
+  /** Who decides the limits of requests here: localLimits, or (cluster worker) the primary; set before start(). */
+  limitDecider: LimitDecider = this.localLimits;
+  /** The memcached counting of `shared` zones: identity of its settings, the store. */
+  private sharedLimits: { identity: string; store: MemcachedStore } | null = null;
 
   constructor(config: Config, options: SessionLBOptions) {
     // Before anything opens: a trusted certificate file that does not load fails here with nothing started.
@@ -135,6 +146,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
       reloads: () => this.reloads,
       lastReloadSuccess: () => this.lastReloadSuccess ?? (this.startedAt || Date.now()),
       tlsCertificates: () => this.tlsSites.certificates(),
+      limitZones: () => this.limitZones.figures(),
     }, config, { pretty: options.pretty, accessLogToStdout: options.accessLogToStdout });
     const metrics = this.observability.metrics;
     this.hooks = {
@@ -157,6 +169,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.upstreams = this.buildUpstreams(config, trusted);
     this.probeTls = healthCheckTls(config, trusted);
     this.serverStates.commit(config.upstreams.values());
+    this.limitZones.configure(config.limitReqZones.values(), config.limitConnZones.values());
     this.http = new HttpListeners(this);
     this.streams = new StreamProxies(options.log, () => this.observability.accessLog, metrics.registry, role.bindsListeners,
       (code, operation) => metrics.localError(code, operation));
@@ -197,6 +210,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.warnUserFiles(this.config);
     // Before any listener accepts: the keys shared by the other instances, when there are (one bounded read).
     await this.manageTicketKeys(this.config);
+    this.manageSharedLimits(this.config);
     if (this.stateFile !== null && this.config.stateFile !== null) await this.stateFile.restore(this.config.stateFile, this.upstreams, this.maintenance);
     // Before any listener accepts: `mandatory` checks make servers unhealthy until their first probe passes.
     if (this.role.probesHealth) this.health.sync(this.upstreams, this.probeTls);
@@ -294,6 +308,8 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     this.probeTls = probeTls;
     this.serverStates.commit(config.upstreams.values());
     this.sessions.commit(storePlan);
+    this.limitZones.configure(config.limitReqZones.values(), config.limitConnZones.values());
+    this.manageSharedLimits(config);
     this.observability.reconfigure(config);
     if (this.role.probesHealth) {
       this.health.sync(upstreams, probeTls);
@@ -345,6 +361,39 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
    * SESSIONLB_HASH_KEY), shared with every instance through memcached (src/sessions/shared-ticket-keys.ts).
    * Never rejects: memcached unavailable leaves the keys in use.
    */
+  /**
+   * `"shared": true` limit_req zones count in the sessionStore's memcached, through a store of
+   * their own (their calls are on the request path: the sessionStore's timeout and breaker).
+   */
+  private manageSharedLimits(config: Config): void {
+    const st = config.sessionStore;
+    const wanted = st.type === 'memcached' && [...config.limitReqZones.values()].some((z) => z.shared);
+    const identity = wanted ? JSON.stringify([st.servers, st.keyPrefix, st.hashKey, st.timeoutMs, st.maxFails, st.failTimeoutMs]) : null;
+    if (identity === (this.sharedLimits?.identity ?? null)) return;
+    void this.sharedLimits?.store.close();
+    this.sharedLimits = null;
+    this.localLimits.useShared(null);
+    if (identity === null) return;
+    const store = new MemcachedStore({ servers: st.servers, timeoutMs: st.timeoutMs, maxFails: st.maxFails, failTimeoutMs: st.failTimeoutMs, log: this.log });
+    const metrics = this.observability.metrics;
+    let lastLogged = 0;
+    this.localLimits.useShared(new SharedBuckets({
+      store,
+      keyPrefix: st.keyPrefix,
+      // Derived or not, every instance with the same settings has the same one: the same keys.
+      secret: st.hashKey,
+      onFallback: (zone, reason, err) => {
+        metrics.limitSharedFallback(zone, reason);
+        // At most one line every 10 s: memcached down means every limited request falls back.
+        const now = Date.now();
+        if (now - lastLogged < 10_000) return;
+        lastLogged = now;
+        this.log.warn({ zone, reason, err: err?.message }, `limit_req zone "${zone}": memcached ${reason === 'unavailable' ? 'unavailable' : reason === 'contention' ? 'contended' : 'held an invalid bucket'}; limiting in this instance alone meanwhile`);
+      },
+    }));
+    this.sharedLimits = { identity, store };
+  }
+
   private manageTicketKeys(config: Config): Promise<void> {
     // One change at a time (a reload does not wait for it; the next one queues behind it).
     const next = this.ticketKeyQueue.then(() => this.applyTicketKeyPlan(config));
@@ -442,6 +491,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
     await this.stateFile?.flush();
     if (this.admin) await this.admin.close();
     await this.sessions.close();
+    await this.sharedLimits?.store.close();
     await this.observability.close();
     this.log.info('sessionlb stopped');
   }
@@ -478,6 +528,7 @@ export class SessionLB implements AdminTarget, HttpListenerOwner, Reloadable {
   /** The HTTP routes of `config` (none when this role binds no listener); `store`: a reload's prepared session store. */
   private routesFor(config: Config, upstreams: ReadonlyMap<string, Upstream>, store?: StoreSetup): ReadonlyMap<string, HttpRoute> {
     if (!this.role.bindsListeners) return NO_ROUTES;
-    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store), this.tlsSites);
+    return httpRoutes(config, upstreams, this.observability, (up) => this.affinityOf(up, store), this.tlsSites,
+      { decider: this.limitDecider, counts: this.observability.metrics });
   }
 }

@@ -13,6 +13,7 @@ import { statusDocument } from '../admin/api.js';
 import type { EventLog } from '../observability/log.js';
 import { SessionManager } from '../sessions/manager.js';
 import { IpcStore } from './ipc-store.js';
+import { IpcLimitDecider } from './ipc-limits.js';
 import { ProcessLifecycle } from '../process/lifecycle.js';
 import { applyStates, isOurs, type PeerState, type ToPrimary, type ToWorker } from './ipc.js';
 
@@ -24,7 +25,14 @@ export const PRIMARY_ONLY_METRICS: ReadonlySet<string> = new Set([
   'sessionlb_health_checks_total',
   'sessionlb_config_reloads_total',
   'sessionlb_config_last_reload_success_timestamp_seconds',
+  // The zones are the primary's (a worker's own serve only when the primary does not answer).
+  'sessionlb_limit_zone_keys',
+  'sessionlb_limit_zone_evictions_total',
+  'sessionlb_limit_zone_allocation_failures_total',
 ]);
+
+/** How long a limited request waits for the primary's decision before this worker decides alone. */
+const LIMIT_ANSWER_TIMEOUT_MS = 2000;
 
 function send(message: ToPrimary): boolean {
   if (process.send === undefined || !process.connected) return false;
@@ -36,6 +44,7 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
   const log = baseLog.child({ worker: id });
   const stores = new Set<IpcStore>();
   let lb: SessionLB | null = null;
+  let limits: IpcLimitDecider | null = null;
   let gotState: ((states: PeerState[]) => void) | null = null;
   let gotConfig: ((text: string | null) => void) | null = null;
   const lifecycle = new ProcessLifecycle(log);
@@ -67,6 +76,9 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
     }
     if (lb === null) return;
     switch (message.sl) {
+      case 'limit-res':
+        limits?.answer(message);
+        return;
       case 'store-res':
         for (const s of stores) s.answer(message.r);
         return;
@@ -130,6 +142,17 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
     return store;
   };
   lb = new SessionLB(config, { log, pretty: options.pretty, accessLogToStdout: true, role: CLUSTER_WORKER });
+  // limit_req / limit_conn zones are the primary's (shared by every worker, as nginx's).
+  const metrics = lb.observability.metrics;
+  let lastLogged = 0;
+  limits = new IpcLimitDecider(send, lb.localLimits, LIMIT_ANSWER_TIMEOUT_MS, (zones) => {
+    for (const zone of zones) metrics.limitSharedFallback(zone, 'primary');
+    const now = Date.now();
+    if (now - lastLogged < 10_000) return;
+    lastLogged = now;
+    log.warn({ zones }, `the primary did not decide limits within ${LIMIT_ANSWER_TIMEOUT_MS} ms: this worker limits alone meanwhile`);
+  });
+  lb.limitDecider = limits;
   if (lifecycle.stopping) return;
 
   // The primary's view of health and runtime state before this worker takes its first request.

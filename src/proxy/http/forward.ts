@@ -3,6 +3,7 @@
  * next peer as nginx's proxy_next_upstream does, and streams the response back.
  * One object per request; callbacks are methods, not per-request closures.
  */
+import type { RouteLimits } from './limits.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { LocationConfig, NextUpstreamCondition } from '../../config/model.js';
@@ -95,6 +96,8 @@ export interface Route {
   readonly maxTries?: number;
   /** An "https://" proxyPass: the key of the location's TLS pool on each server (`Peer.tlsPools`); absent/null = plain HTTP. */
   readonly tlsPoolKey?: string | null;
+  /** nginx limit_req / limit_conn of the location, bound to this process's decider; absent/null = none. */
+  readonly limits?: RouteLimits | null;
 }
 
 /** What happened, for the access log and metrics (filled as the request goes). */

@@ -26,6 +26,7 @@ import { requestClientAddress } from '../../net/client-address.js';
 import { sendError, useErrorPages } from './errors.js';
 import { requestHeadStatus } from './headers.js';
 import { checkAccess, type Verdict } from './access.js';
+import { applyLimits } from './limits.js';
 
 /** What the HTTP listeners need of the process they run in (runtime/sessionlb.ts provides it). */
 export interface HttpListenerOwner {
@@ -283,28 +284,42 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     }
     const route = matchLocation(vs, path);
     if (route === null) {
+      // nginx: no location, so the server level's add_header (with `always`) applies.
       const startedAt = performance.now();
       req.resume();
-      this.owner.answeredLocally(req, vs.name, 404, sendError(res, 404, expectContinue), startedAt);
+      const always = addedHeaders(vs.addHeaders, 404, { req, remoteAddress: requestClientAddress(req) });
+      this.owner.answeredLocally(req, vs.name, 404, sendError(res, 404, expectContinue, always), startedAt);
       return;
     }
     if (route instanceof ReturnRoute) {
       const startedAt = performance.now();
-      const done = sendReturn(req, res, route.ret, requestClientAddress(req), vs.name === '_' ? '' : vs.name, expectContinue, route.location?.addHeaders);
+      const done = sendReturn(req, res, route.ret, requestClientAddress(req), vs.name === '_' ? '' : vs.name, expectContinue, route.location?.addHeaders ?? vs.addHeaders);
       this.owner.answeredLocally(req, vs.name, done.status, done.bytes, startedAt);
       return;
     }
+    if (route.location.errorPages !== undefined) useErrorPages(res, route.location.errorPages);
+    const limits = route.limits;
+    if (limits != null) {
+      // nginx's preaccess phase (limit_req, limit_conn) comes before access (allow/deny, auth_basic).
+      applyLimits(req, res, limits, vs.name, this.owner.hooks.log,
+        (status) => this.refuse(req, res, route, status, vs.name, expectContinue),
+        () => this.accessPhase(req, res, route, vs.name, expectContinue));
+      return;
+    }
+    this.accessPhase(req, res, route, vs.name, expectContinue);
+  }
+
+  /** nginx's access phase (allow/deny, then auth_basic: satisfy all), then the upstream. */
+  private accessPhase(req: http.IncomingMessage, res: http.ServerResponse, route: Route, server: string, expectContinue: boolean): void {
     const loc = route.location;
-    if (loc.errorPages !== undefined) useErrorPages(res, loc.errorPages);
     if (loc.access !== null || loc.authBasic !== null) {
-      // allow/deny, then auth_basic (nginx satisfy all): answered here when refused.
-      const verdict = checkAccess(req, loc, this.owner.hooks.log, vs.name);
+      const verdict = checkAccess(req, loc, this.owner.hooks.log, server);
       if (typeof verdict !== 'number') {
-        verdict.then((v) => this.forwardOrRefuse(req, res, route, v, vs.name, expectContinue), () => this.forwardOrRefuse(req, res, route, 401, vs.name, expectContinue));
+        verdict.then((v) => this.forwardOrRefuse(req, res, route, v, server, expectContinue), () => this.forwardOrRefuse(req, res, route, 401, server, expectContinue));
         return;
       }
       if (verdict !== 0) {
-        this.forwardOrRefuse(req, res, route, verdict, vs.name, expectContinue);
+        this.refuse(req, res, route, verdict, server, expectContinue, true);
         return;
       }
     }
@@ -317,11 +332,17 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       if (!res.destroyed) new ForwardRequest(req, res, route, this.owner.hooks).start(expectContinue);
       return;
     }
+    this.refuse(req, res, route, verdict, server, expectContinue, true);
+  }
+
+  /** A request refused by the location's rules (401/403 of access, limitReqStatus, limitConnStatus): its error page, no upstream. */
+  private refuse(req: http.IncomingMessage, res: http.ServerResponse, route: Route, status: number, server: string, expectContinue: boolean, byAccess = false): void {
+    if (res.destroyed) return;
     const startedAt = performance.now();
     req.resume();
-    if (verdict === 401) res.setHeader('WWW-Authenticate', route.location.authBasic!.challenge);
-    const always = addedHeaders(route.location.addHeaders, verdict, { req, remoteAddress: requestClientAddress(req) });
-    this.owner.answeredLocally(req, server, verdict, sendError(res, verdict, expectContinue, always), startedAt);
+    if (byAccess && status === 401) res.setHeader('WWW-Authenticate', route.location.authBasic!.challenge);
+    const always = addedHeaders(route.location.addHeaders, status, { req, remoteAddress: requestClientAddress(req) });
+    this.owner.answeredLocally(req, server, status, sendError(res, status, expectContinue, always), startedAt);
   }
 
   private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -348,6 +369,25 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       socket.end(errorResponse(line));
       return;
     }
+    if (this.owner.maintenance?.has(vs.name) === true) {
+      // Admin maintenance switch: no new tunnel to an upstream either.
+      socket.end(errorResponse('503 Service Temporarily Unavailable'));
+      return;
+    }
+    const limits = route.limits;
+    if (limits != null) {
+      // limit_req, limit_conn (its counts held until the tunnel closes), then access.
+      const upgrade = route;
+      applyLimits(req, socket as Socket, limits, vs.name, this.owner.hooks.log,
+        (code) => socket.end(errorResponse(`${code} ${http.STATUS_CODES[code] ?? 'Error'}`)),
+        () => this.upgradeAccess(req, socket, head, upgrade, vs.name));
+      return;
+    }
+    this.upgradeAccess(req, socket, head, route, vs.name);
+  };
+
+  /** An Upgrade's access phase (allow/deny, auth_basic), then the tunnel. */
+  private upgradeAccess(req: http.IncomingMessage, socket: Duplex, head: Buffer, route: Route, server: string): void {
     const loc = route.location;
     if (loc.access !== null || loc.authBasic !== null) {
       const go = (verdict: Verdict): void => {
@@ -355,13 +395,13 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
         else if (verdict === 403) socket.end(errorResponse('403 Forbidden'));
         else socket.end(`HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: ${loc.authBasic!.challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
       };
-      const verdict = checkAccess(req, loc, this.owner.hooks.log, vs.name);
+      const verdict = checkAccess(req, loc, this.owner.hooks.log, server);
       if (typeof verdict === 'number') go(verdict);
       else verdict.then(go, () => go(401));
       return;
     }
     new UpgradeRequest(req, socket, head, route, this.owner.hooks).start();
-  };
+  }
 
   /**
    * An `Upgrade: h2c` request is served as the plain HTTP/1.1 request it also is (nginx never

@@ -9,7 +9,7 @@
  * load); lookups allocate nothing for plain paths.
  */
 import type { ErrorPages } from '../../config/error-pages.js';
-import type { LocationConfig, ReturnConfig, VirtualServerConfig } from '../../config/model.js';
+import type { AddHeaderConfig, LocationConfig, ReturnConfig, VirtualServerConfig } from '../../config/model.js';
 import { ServerNames } from '../../nginx-language/server-names.js';
 import { RealIp } from '../../net/real-ip.js';
 import { compileTemplate, type CompiledTemplate } from '../../nginx-language/variables.js';
@@ -30,6 +30,8 @@ export interface VirtualServerRoutes<R> {
   readonly errorPages: ErrorPages | null;
   /** A server-level `return`: every request gets it; null = none. */
   readonly serverReturn: ReturnRoute | null;
+  /** nginx add_header of the server level: its `return` and a path no location takes. */
+  readonly addHeaders: readonly AddHeaderConfig[];
   readonly exact: Map<string, R | ReturnRoute>;
   /** Prefix locations, longest first; `stop`: "^~" (no regex search after it). */
   readonly prefixes: { path: string; stop: boolean; route: R | ReturnRoute }[];
@@ -97,7 +99,7 @@ export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: 
     if (!vs.locations.some((l) => l.regex === null && l.path === bare)) slashRedirects.set(bare, slashRedirect(loc.path));
   }
   const serverReturn = vs.return === null ? null : new ReturnRoute(vs.return, null);
-  return { name: vs.serverNames[0] ?? '_', errorPages: vs.errorPages ?? null, realIp: vs.realIp == null ? null : new RealIp(vs.realIp), serverReturn, exact, prefixes, regexes, anyRegex: unionOf(regexes.map((r) => r.regex)), slashRedirects };
+  return { name: vs.serverNames[0] ?? '_', addHeaders: vs.addHeaders, errorPages: vs.errorPages ?? null, realIp: vs.realIp == null ? null : new RealIp(vs.realIp), serverReturn, exact, prefixes, regexes, anyRegex: unionOf(regexes.map((r) => r.regex)), slashRedirects };
 }
 
 /** The alternation of `list` per flag set (see VirtualServerRoutes.anyRegex); null when one cannot be joined or there are fewer than 3. */

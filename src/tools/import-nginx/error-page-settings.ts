@@ -160,7 +160,7 @@ export class ErrorPageSite {
     }
     prefixes.sort((a, b) => b.path.length - a.path.length);
     this.routes = {
-      name: label, realIp: null, errorPages: null, serverReturn: null, exact, prefixes, regexes, anyRegex: null, slashRedirects: new Map(),
+      name: label, addHeaders: [], realIp: null, errorPages: null, serverReturn: null, exact, prefixes, regexes, anyRegex: null, slashRedirects: new Map(),
     };
   }
 
