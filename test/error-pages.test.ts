@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -145,6 +146,16 @@ describe('maintenance switch (PUT /servers/{name}/maintenance)', () => {
     const m = await get('shop.example');
     expect(m.status).toBe(503);
     expect(m.body).toBe('<h1>maintenance</h1>');
+    expect(hits).toBe(0);
+    // A WebSocket upgrade gets no tunnel either.
+    const upgrade = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write('GET /ws HTTP/1.1\r\nHost: shop.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'));
+      let text = '';
+      s.on('data', (d: Buffer) => { text += d.toString(); });
+      s.on('close', () => resolve(text));
+      s.on('error', reject);
+    });
+    expect(upgrade).toMatch(/^HTTP\/1\.1 503 /);
     expect(hits).toBe(0);
     expect((await get('other.example')).body).toBe('b'); // only that server
     const status = JSON.parse((await request(`http://127.0.0.1:${run.adminPort}/status`)).body) as { servers: Record<string, unknown> };

@@ -204,6 +204,31 @@ describe('limits in sessionlb', () => {
     expect(status).toBe(200);
   });
 
+  it('limit_conn: a keep-alive connection\'s next request is not counted against its finished one', async () => {
+    const backend = await scope.backend('b', hello);
+    const lb = await scope.lb({
+      upstreams: { backend: { servers: [{ address: backend.address }] } },
+      limitConnZones: { addr: { key: '$binary_remote_addr' } },
+      servers: [{ listen: [`127.0.0.1:${await freePort()}`], locations: [{ path: '/', proxyPass: 'http://backend', limitConn: { zone: 'addr', conn: 1 } }] }],
+    });
+    const port = lb.lb.addresses().values().next().value!;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    scope.cleanup.push(async () => agent.destroy());
+    const sockets = new Set<net.Socket>();
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      statuses.push(await new Promise<number>((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          sockets.add(res.socket as net.Socket);
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        }).on('error', reject);
+      }));
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200]);
+    expect(sockets.size).toBe(1);
+  });
+
   it('check refuses an unknown zone, a zone twice, nodelay with delay, a small zone, and shared without memcached', async () => {
     const text = JSON.stringify({
       upstreams: { b: { servers: [{ address: '127.0.0.1:9' }] } },

@@ -86,7 +86,7 @@ function requestFields(req: IncomingMessage, server: string): Record<string, str
     client: requestClientAddress(req),
     server,
     request: `${req.method ?? ''} ${req.url ?? ''} HTTP/${req.httpVersion}`,
-    host: req.headers.host ?? req.headers[':authority' as 'host'] ?? '',
+    host: req.headers.host ?? '', // HTTP/2: made from :authority (http2.ts)
   };
 }
 
