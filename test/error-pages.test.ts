@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { freePort, request, startBackend } from './helpers/net.js';
 import { startLBWithLog } from './helpers/capture-log.js';
+import { NGINX, startNginx } from './helpers/nginx.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -75,7 +76,7 @@ describe('errorPage (nginx error_page)', () => {
     expect(r.headers.location).toBe('https://example.com/missing');
   });
 
-  it('refuses a missing file (naming it) and "uri"', async () => {
+  it('refuses a missing file (naming it) and a "uri" that is not a local URI', async () => {
     const dir = await tempDir();
     const missing = join(dir, 'nope.html');
     const base = { upstreams: { backend: { servers: [{ address: '127.0.0.1:1' }] } } };
@@ -83,7 +84,8 @@ describe('errorPage (nginx error_page)', () => {
       ...base, servers: [{ listen: ['127.0.0.1:1'], errorPage, locations: [{ path: '/', proxyPass: 'http://backend' }] }],
     });
     await expect(loadConfig(server([{ codes: [502], file: missing }]))).rejects.toThrow(/nope\.html: no such file/);
-    await expect(loadConfig(server([{ codes: [404], uri: '/404.html' }]))).rejects.toThrow(/"uri".*not supported yet/);
+    await expect(loadConfig(server([{ codes: [404], uri: 'http://elsewhere/404.html' }]))).rejects.toThrow(/uri: must be a local URI/);
+    await expect(loadConfig(server([{ codes: [404], uri: '/404.html', file: missing }]))).rejects.toThrow(/needs exactly one of/);
     await expect(loadConfig({ ...base, errorPage: [{ codes: [502], file: missing }], servers: [{ listen: ['127.0.0.1:1'], locations: [{ path: '/', proxyPass: 'http://backend' }] }] }))
       .rejects.toThrow(/errorPage/);
   });
@@ -103,6 +105,90 @@ describe('errorPage (nginx error_page)', () => {
     const r = await request(`http://127.0.0.1:${port}/`);
     expect(r.status).toBe(502);
     expect(r.body).toBe('old page');
+  });
+});
+
+describe.skipIf(NGINX === null && process.env.CI !== 'true')('errorPage "uri" (nginx\'s internal redirect) against nginx', () => {
+  it('the page comes through the location that takes the URI, with the error\'s status (or the rule\'s); GET without the body; once; no recursion', async () => {
+    const seen: string[] = [];
+    const pages = await startBackend('pages', (req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => { body += d.toString(); });
+      req.on('end', () => {
+        seen.push(`${req.method} ${req.url} ${req.headers['content-length'] ?? '-'} ${body.length}`);
+        res.setHeader('Content-Type', 'text/html');
+        res.end(`<p>page ${req.url} for ${String(req.headers['x-real-ip'] ?? '?')}</p>`);
+      });
+    });
+    cleanups.push(() => pages.close());
+    const dead = await freePort();
+    const [nginxPort, lbPort] = [await freePort(), await freePort()];
+    const nginx = await startNginx(nginxPort, `
+      upstream dead { server 127.0.0.1:${dead}; }
+      upstream pages { server ${pages.address}; }
+      server {
+        listen 127.0.0.1:${nginxPort};
+        server_name site;
+        error_page 502 /errors/502.html;
+        error_page 404 =200 /errors/missing.html;
+        location /errors/ { proxy_pass http://pages; proxy_set_header X-Real-IP $remote_addr; }
+        location /app/ { proxy_pass http://dead; }
+      }
+      server {
+        listen 127.0.0.1:${nginxPort};
+        server_name loop;
+        error_page 502 /errors/502.html;
+        location / { proxy_pass http://dead; }
+      }`);
+    cleanups.push(() => nginx.stop());
+    const run = await startLBWithLog({
+      upstreams: { dead: { servers: [{ address: `127.0.0.1:${dead}` }] }, pages: { servers: [{ address: pages.address }] } },
+      servers: [
+        {
+          listen: [`127.0.0.1:${lbPort}`], serverName: ['site'],
+          errorPage: [{ codes: [502], uri: '/errors/502.html' }, { codes: [404], uri: '/errors/missing.html', response: 200 }],
+          locations: [
+            { path: '/errors/', proxyPass: 'http://pages' }, // X-Real-IP: sent by default
+            { path: '/app/', proxyPass: 'http://dead' },
+          ],
+        },
+        { listen: [`127.0.0.1:${lbPort}`], serverName: ['loop'], errorPage: [{ codes: [502], uri: '/errors/502.html' }], locations: [{ path: '/', proxyPass: 'http://dead' }] },
+      ],
+    });
+    cleanups.push(() => run.stop());
+    const ask = async (port: number, host: string, method: string, path: string, body?: string): Promise<{ status: number; body: string; type: unknown }> => {
+      const r = await request(`http://127.0.0.1:${port}${path}`, { method, headers: { Host: host }, body });
+      return { status: r.status, body: r.body, type: r.headers['content-type'] };
+    };
+    const cases: Array<[string, string, string, string | undefined]> = [
+      ['site', 'GET', '/app/x', undefined],
+      ['site', 'POST', '/app/form', 'a=1&b=2'],
+      ['site', 'HEAD', '/app/x', undefined],
+      ['site', 'GET', '/nowhere', undefined],
+    ];
+    for (const [host, method, path, body] of cases) {
+      seen.length = 0;
+      const theirs = await ask(nginxPort, host, method, path, body);
+      const nginxSaw = [...seen];
+      seen.length = 0;
+      const ours = await ask(lbPort, host, method, path, body);
+      expect(ours, `${method} ${path}`).toEqual(theirs);
+      // The same method and URI; nginx also resends the client's body with that GET (it was read
+      // already), sessionlb sends none (a documented difference).
+      const requestLine = (l: string): string => l.split(' ').slice(0, 2).join(' ');
+      expect(seen.map(requestLine), `${method} ${path}: what the pages backend got`).toEqual(nginxSaw.map(requestLine));
+      expect(seen.every((l) => l.endsWith(' - 0'))).toBe(true);
+    }
+    // The page's own request failing: the built-in page (nginx: recursive_error_pages off).
+    const theirs = await ask(nginxPort, 'loop', 'GET', '/x');
+    const ours = await ask(lbPort, 'loop', 'GET', '/x');
+    expect(ours.status).toBe(theirs.status);
+    expect(ours.body).toContain('502 Bad Gateway');
+    // One request each in the metrics (the page's request is not a client request).
+    const metrics = await request(`http://127.0.0.1:${run.adminPort}/metrics`);
+    const total = metrics.body.split('\n').filter((l) => l.startsWith('sessionlb_http_requests_total{'))
+      .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+    expect(total).toBe(cases.length + 1);
   });
 });
 

@@ -70,7 +70,7 @@ describe('import-nginx: the issue\'s PHP site (limit_req + error_page)', () => {
 });
 
 describe('sessionlb import-nginx (CLI) with error pages', () => {
-  it('writes a page file that is not on this machine (a warning: it may be on the target only); exits 1 on a "uri" rule', async () => {
+  it('writes a page file that is not on this machine (a warning: it may be on the target only); a page a proxying location serves is a "uri" rule', async () => {
     if (!existsSync(CLI)) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: join(import.meta.dirname, '..') });
     const missing = join(dir, 'not-here');
     const site = join(dir, 'cli.conf');
@@ -81,11 +81,10 @@ describe('sessionlb import-nginx (CLI) with error pages', () => {
     expect(ok.stderr).toContain(`${site}:7: warning: error_page 502 503 /maintenance.html: ${join(missing, 'maintenance.html')} does not exist on this machine`);
     const proxied = join(dir, 'cli-uri.conf');
     writeFileSync(proxied, pageServer('error_page 404 /app/404;'));
-    const refused = await runCli(['import-nginx', proxied]);
-    expect(refused.code).toBe(1);
-    expect(refused.stdout).toBe('');
-    expect(refused.stderr).toContain(`${proxied}:4: warning: error_page 404 /app/404: server (line 2), location /app/ (line 3) proxies it`);
-    expect(refused.stderr).toMatch(/errorPage\[0\]\.uri: "uri" \(nginx's internal redirect to another location\) is not supported yet/);
+    const taken = await runCli(['import-nginx', proxied]);
+    expect(taken.code).toBe(0);
+    expect(JSON.parse(taken.stdout).servers[0].errorPage).toEqual([{ codes: [404], uri: '/app/404' }]);
+    expect(taken.stderr).not.toContain('error_page');
   });
 });
 
@@ -238,21 +237,20 @@ describe('import-nginx: error_page', () => {
       ['4: "alias" in location is not supported by sessionlb; ignored', '4: location ^~ /err/ has no proxy_pass or return; sessionlb locations proxy or return, so it is not converted (requests for it go to the next matching location)']],
     ['a regex location takes it before a prefix, as in nginx', 'error_page 404 /x/404.html; location /x/ { root /nope; } location ~ \\.html$ { proxy_pass http://127.0.0.1:9002; }',
       [{ codes: [404], uri: '/x/404.html' }],
-      ['4: "root" in location is not supported by sessionlb; ignored', '4: location /x/ has no proxy_pass or return; sessionlb locations proxy or return, so it is not converted (requests for it go to the next matching location)',
-        '4: error_page 404 /x/404.html: server (line 2), location ~ \\.html$ (line 4) proxies it, so it is written as "uri": sessionlb cannot make nginx\'s internal redirect yet and its check refuses "uri"; write the page as "file" (or a "redirect")']],
-    ['a URI a proxied location serves: uri, with a warning', 'error_page 404 /app/404;',
+      ['4: "root" in location is not supported by sessionlb; ignored', '4: location /x/ has no proxy_pass or return; sessionlb locations proxy or return, so it is not converted (requests for it go to the next matching location)']],
+    ['a URI a proxied location serves: uri (sessionlb makes the internal redirect), no warning', 'error_page 404 /app/404;',
       [{ codes: [404], uri: '/app/404' }],
-      ['4: error_page 404 /app/404: server (line 2), location /app/ (line 3) proxies it, so it is written as "uri": sessionlb cannot make nginx\'s internal redirect yet and its check refuses "uri"; write the page as "file" (or a "redirect")']],
+      []],
     ['"=" without a code: uri, with a warning', 'error_page 404 = /404.html;',
       [{ codes: [404], uri: '/404.html' }],
-      ['4: error_page 404 = /404.html: "=" without a code answers with the status of whatever serves /404.html, so it is written as "uri": sessionlb cannot make nginx\'s internal redirect yet and its check refuses "uri"; write the page as "file" (or a "redirect")']],
-    ['=200 /URI: the file, without the response (300-599 only)', 'root ROOT; error_page 404 =200 /404.html; location = /404.html { }',
-      [{ codes: [404], file: join(www, '404.html') }],
-      ['4: error_page 404 =200 /404.html: sessionlb\'s "response" is a status from 300 to 599; written without it, the page goes out with the original status']],
+      ['4: error_page 404 = /404.html: "=" without a code answers with the status of whatever serves /404.html; it is written as "uri", which sessionlb answers with the original status']],
+    ['=200 /URI: the file, with the response', 'root ROOT; error_page 404 =200 /404.html; location = /404.html { }',
+      [{ codes: [404], file: join(www, '404.html'), response: 200 }],
+      []],
     ['a relative root: uri, with a warning', 'error_page 502 /50x.html; location = /50x.html { root html; }',
       [{ codes: [502], uri: '/50x.html' }],
       ['4: "root" in location is not supported by sessionlb; ignored', '4: location = /50x.html has no proxy_pass or return; sessionlb locations proxy or return, so it is not converted (requests for it go to the next matching location)',
-        '4: error_page 502 /50x.html: server (line 2), location = /50x.html (line 4): "root html" is relative to nginx\'s prefix (often /usr/share/nginx or /etc/nginx), which the import does not know, so it is written as "uri": sessionlb cannot make nginx\'s internal redirect yet and its check refuses "uri"; write the page as "file" (or a "redirect")']],
+        '4: error_page 502 /50x.html: server (line 2), location = /50x.html (line 4): "root html" is relative to nginx\'s prefix (often /usr/share/nginx or /etc/nginx), which the import does not know, so it is written as "uri", which sessionlb serves only through a location that proxies: until then the error gets sessionlb\'s built-in page; write the page as "file" (or a "redirect")']],
     ['a named location: left out, with a warning', 'error_page 404 @fallback; location @fallback { proxy_pass http://127.0.0.1:9002; }',
       [],
       ['4: location @fallback: named locations are not supported by sessionlb; this location is not converted', '4: error_page 404 @fallback: named locations are not supported by sessionlb; this rule is not converted']],
@@ -264,14 +262,15 @@ describe('import-nginx: error_page', () => {
     expect((result.config as unknown as Json).servers[0]!.errorPage).toEqual(errorPage);
   });
 
-  it('the files and redirects load; "uri" is refused by check', async () => {
+  it('the files, redirects and uri rules load', async () => {
     const ok = importNginx(pageServer('root ROOT; error_page 502 503 /maintenance.html; error_page 403 /errors/403.html; error_page 404 https://example.com/; location /x { error_page 404 =404 /404.html; proxy_pass http://127.0.0.1:9002; }'), join(dir, 'ok.conf'));
     expect(ok.warnings).toEqual([]);
     const config = await loadConfigText(formatConfigJson(ok.config), join(dir, 'ok.json'));
     expect([...config.servers[0]!.locations[0]!.errorPages!.keys()]).toEqual([502, 503, 403, 404]);
     expect(config.servers[0]!.locations[1]!.errorPages!.get(404)).toMatchObject({ kind: 'file', status: 404, file: join(www, '404.html') });
     const uri = importNginx(pageServer('error_page 404 /app/404;'), join(dir, 'uri.conf'));
-    await expect(loadConfigText(formatConfigJson(uri.config), join(dir, 'uri.json'))).rejects.toThrow(/"uri" \(nginx's internal redirect to another location\) is not supported yet/);
+    const loaded = await loadConfigText(formatConfigJson(uri.config), join(dir, 'uri.json'));
+    expect(loaded.servers[0]!.errorPages!.get(404)).toEqual({ kind: 'uri', uri: '/app/404', status: null });
   });
 
   it('refuses codes outside 300-599 and malformed "=" as nginx does, with FILE:LINE', () => {
@@ -314,7 +313,6 @@ describe('import-nginx: error_page', () => {
     ]);
     expect(lines(differ.warnings)).toEqual([
       '1: "root" in http is not supported by sessionlb; ignored', // no page is served from it
-      '1: error_page 502 /50x.html: server (line 2), location / (line 2) proxies it, so it is written as "uri": sessionlb cannot make nginx\'s internal redirect yet and its check refuses "uri"; write the page as "file" (or a "redirect")',
       '1: error_page 502 /50x.html: /srv/50x.html does not exist on this machine; written as it is (sessionlb reads it at load: check fails until it is there)',
       '3: "root" in server is not supported by sessionlb; ignored',
     ]);

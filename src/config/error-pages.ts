@@ -3,7 +3,8 @@
  * location (a level that sets it replaces its parent's, as nginx inherits it): the schema keys
  * (spread into schema.ts), their resolution per location and server, and the page files, read at
  * every load (a reload with an unreadable one fails, naming it, and keeps the pages in use).
- * nginx's internal redirect (`"uri"`) is not supported yet: `check` says so.
+ * `"uri"` is nginx's internal redirect: the page comes from the location of the same server that
+ * takes that URI (proxy/http/listener.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { extname, isAbsolute, resolve } from 'node:path';
@@ -12,7 +13,9 @@ import { z } from 'zod';
 /** One status code's nginx error_page: a file (read at load) or a redirect. */
 export type ErrorPageAction =
   | { kind: 'file'; file: string; status: number | null; contentType: string; body: Buffer }
-  | { kind: 'redirect'; url: string; status: number };
+  | { kind: 'redirect'; url: string; status: number }
+  /** nginx's internal redirect: a GET of `uri` through the server's location for it; `status`: the `=RESPONSE` (null: the original status). */
+  | { kind: 'uri'; uri: string; status: number | null };
 
 /** Status -> its page, for one location or server. */
 export type ErrorPages = ReadonlyMap<number, ErrorPageAction>;
@@ -31,8 +34,10 @@ export const errorPageRuleSchema = z.strictObject({
     .describe('a page file (relative paths: to the config file), read at load and on every reload; Content-Type by extension (.html, .txt, .json)'),
   redirect: z.string().regex(/^https?:\/\/[^\s]+$/, { error: 'must be an absolute http:// or https:// URL' }).optional()
     .describe('nginx `error_page CODE http://...`: a redirect (302 unless `response` says otherwise)'),
-  uri: z.string().optional().describe('nginx\'s internal redirect to a local URI: not supported yet (`check` refuses it)'),
-  response: code.optional().describe('nginx `=RESPONSE`: the status answered instead of the original (with `redirect`: 301, 302, 303, 307 or 308)'),
+  uri: z.string().regex(/^\/[^\s#]*$/, { error: 'must be a local URI such as "/errors/50x.html"' }).optional()
+    .describe('nginx `error_page CODE /uri`: the page is a GET of this URI through the location of the same server that takes it (an upstream serving the pages), answered with the original status (or `response`)'),
+  response: z.number({ error: 'must be an HTTP status code (200-599)' }).int().min(200).max(599).optional()
+    .describe('nginx `=RESPONSE`: the status answered instead of the original, such as 200 (with `redirect`: 301, 302, 303, 307 or 308)'),
 });
 
 export const errorPageKeys = {
@@ -64,12 +69,10 @@ export function resolveErrorPages(levels: readonly Level[], dir: string, report:
     const at = [...where, k];
     const targets = [rule.file, rule.redirect, rule.uri].filter((t) => t !== undefined).length;
     if (targets !== 1) { say(at, 'needs exactly one of "file", "redirect" or "uri"'); return; }
-    if (rule.uri !== undefined) {
-      say([...at, 'uri'], '"uri" (nginx\'s internal redirect to another location) is not supported yet: use "file" to serve the page from disk, or "redirect"');
-      return;
-    }
     let action: ErrorPageAction;
-    if (rule.redirect !== undefined) {
+    if (rule.uri !== undefined) {
+      action = { kind: 'uri', uri: rule.uri, status: rule.response ?? null };
+    } else if (rule.redirect !== undefined) {
       const status = rule.response ?? 302;
       if (![301, 302, 303, 307, 308].includes(status)) { say([...at, 'response'], 'must be 301, 302, 303, 307 or 308 with "redirect"'); return; }
       action = { kind: 'redirect', url: rule.redirect, status };

@@ -118,6 +118,12 @@ export function requestClientAddress(req: { readonly socket: { readonly remoteAd
   return r !== undefined ? r.address : req.socket === null ? '' : socketClientAddress(req.socket);
 }
 
+/** Gives `to` (a request made from `from`: an error page's internal request) the client address `from` has. */
+export function copyRequestClient(from: object, to: object): void {
+  const r = (from as RequestClient)[REQUEST_CLIENT];
+  if (r !== undefined) (to as RequestClient)[REQUEST_CLIENT] = r;
+}
+
 /** Whether a request's peer (the connection's address) is in its server's `realIp.from` (false without `realIp`). */
 export function requestPeerTrusted(req: object): boolean {
   return (req as RequestClient)[REQUEST_CLIENT]?.trusted ?? false;

@@ -3,14 +3,30 @@ import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { constants as h2 } from 'node:http2';
 import { isHttp2Response } from './http2.js';
-import type { ErrorPages } from '../../config/error-pages.js';
+import type { ErrorPageAction, ErrorPages } from '../../config/error-pages.js';
+
+/** An error page of kind `uri`. */
+export type UriPage = Extract<ErrorPageAction, { kind: 'uri' }>;
+
+/**
+ * Serves `page` for `status` on `res` through another location (nginx's internal redirect); false
+ * when it cannot (no location takes the URI, already serving an error page, HTTP/2): the
+ * built-in page is sent instead. `close`: the connection must close after the response.
+ */
+export type InternalRedirect = (res: ServerResponse, status: number, page: UriPage, close: boolean) => boolean;
 
 const PAGES = Symbol('errorPages');
-type WithPages = ServerResponse & { [PAGES]?: ErrorPages | null };
+const REDIRECT = Symbol('internalRedirect');
+type WithPages = ServerResponse & { [PAGES]?: ErrorPages | null; [REDIRECT]?: InternalRedirect | null };
 
 /** nginx error_page: the pages of the server, then of the location, a request's own errors are answered with. */
 export function useErrorPages(res: ServerResponse, pages: ErrorPages | null | undefined): void {
   (res as WithPages)[PAGES] = pages ?? null;
+}
+
+/** Who serves this response's `uri` error pages (the listener, which knows the server's locations). */
+export function useInternalRedirect(res: ServerResponse, redirect: InternalRedirect | null): void {
+  (res as WithPages)[REDIRECT] = redirect;
 }
 
 /** nginx lingering_time and lingering_timeout: how long an unread request body is read and dropped before closing. */
@@ -71,7 +87,10 @@ export function sendError(res: ServerResponse, status: number, close = false, ex
   let body = errorPage(status);
   let headers: string[] = ['Content-Type', 'text/html', 'Content-Length', String(body.length)];
   const page = (res as WithPages)[PAGES]?.get(status);
-  if (page !== undefined) {
+  if (page !== undefined && page.kind === 'uri') {
+    // Served through another location when it can be (its bytes are that response's own).
+    if ((res as WithPages)[REDIRECT]?.(res, status, page, close) === true) return 0;
+  } else if (page !== undefined) {
     if (page.kind === 'file') {
       body = page.body;
       headers = ['Content-Type', page.contentType, 'Content-Length', String(body.length)];

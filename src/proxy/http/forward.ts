@@ -153,11 +153,20 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
   /** nginx $scheme of this request's connection. */
   private readonly scheme: 'http' | 'https';
 
+  /**
+   * An error page's request (errorPage `uri`, nginx's internal redirect): the status it is answered
+   * with, and the forwarded request whose error it serves (its access log line is the one written;
+   * null when the listener answered and logged the error itself). Null for any other request.
+   */
+  private readonly page: { status: number; parent: ForwardRequest | null; original: IncomingMessage } | null;
+
   constructor(
     req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly route: Route,
     private readonly hooks: ForwardHooks,
+    /** For an error page's request: the status to answer with, and the client's request it answers. */
+    page: { status: number; original: IncomingMessage } | null = null,
   ) {
     const upstream = route.upstream;
     super(req, requestClientAddress(req), upstream, route.affinity ?? null, route.location.nextUpstream, route.maxTries ?? upstream.maxTries);
@@ -166,8 +175,11 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     };
     this.scheme = requestScheme(req);
     this.path = rewritePath(req.url ?? '/', route.location);
+    const previous = (res as ServerResponse & Owned)[FORWARD];
+    this.page = page === null ? null : { status: page.status, parent: previous ?? null, original: page.original };
     (res as ServerResponse & Owned)[FORWARD] = this;
-    res.on('close', resClosed);
+    // An error page's request takes over the response of the request that failed (its 'close' listener is there already).
+    if (previous === undefined) res.on('close', resClosed);
   }
 
   /**
@@ -523,6 +535,11 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
 
   private writeHead(upstreamRes: UpstreamResponse, headers: string[]): void {
     // HTTP/2 has no reason phrase (node warns when given one).
+    if (this.page !== null) {
+      // An error page keeps the error's status (or errorPage `response`), as nginx's internal redirect.
+      this.res.writeHead(this.page.status, headers);
+      return;
+    }
     this.res.writeHead(upstreamRes.statusCode, this.req.httpVersionMajor === 2 ? undefined : upstreamRes.statusMessage || undefined, headers);
   }
 
@@ -791,6 +808,22 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     this.finished = true;
     this.record.status = this.res.headersSent ? this.res.statusCode : 499;
     if (this.sticky !== null) this.record.sticky = this.sticky.outcome;
+    if (this.page !== null) {
+      // One access log line, the original request's (nginx: $upstream_addr lists both requests' servers).
+      const parent = this.page.parent;
+      if (parent === null) {
+        // An error the listener answered (404 of no location, a refusal): logged here, as the client's request.
+        this.hooks.onDone?.(this.page.original, this.res, this.record);
+        return;
+      }
+      const p = parent.record;
+      p.upstreamAddrs.push(...this.record.upstreamAddrs);
+      p.upstreamStatuses.push(...this.record.upstreamStatuses);
+      p.upstreamTimes.push(...this.record.upstreamTimes);
+      p.bodyBytes = this.record.bodyBytes;
+      parent.onClientClose();
+      return;
+    }
     this.hooks.onDone?.(this.req, this.res, this.record);
   }
 

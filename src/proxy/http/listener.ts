@@ -12,18 +12,19 @@ import type { BlockList, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { TlsAcceptor, type TlsAcceptorOwner, type TlsErrorReason, type TlsSiteSource } from '../../tls/acceptor.js';
 import type { TlsServerEntry } from '../../tls/contexts.js';
-import { Http2Side, type Http2Requests } from './http2.js';
+import { Http2Side, isHttp2Response, type Http2Requests } from './http2.js';
 import type { Config, HeaderLimits } from '../../config/model.js';
 import { expiresBefore, listenOn } from '../../net/listen.js';
 import { acceptProxyHeader, type ProxyProtocolErrorReason } from '../../net/accept-proxy.js';
 import { proxiedClient, setProxiedClient } from '../../net/client-address.js';
 import { ForwardRequest, type ForwardHooks, type Route } from './forward.js';
 import { UpgradeRequest } from './upgrade.js';
-import { ListenerRouter, matchLocation, pathForMatching, ReturnRoute } from './router.js';
+import { ListenerRouter, matchLocation, pathForMatching, ReturnRoute, type VirtualServerRoutes } from './router.js';
 import { sendReturn } from './return.js';
 import { addedHeaders } from '../../config/response-headers.js';
 import { requestClientAddress } from '../../net/client-address.js';
-import { sendError, useErrorPages } from './errors.js';
+import { sendError, useErrorPages, useInternalRedirect, type InternalRedirect } from './errors.js';
+import { internalRequest } from './internal-request.js';
 import { requestHeadStatus } from './headers.js';
 import { checkAccess, type Verdict } from './access.js';
 import { applyLimits } from './limits.js';
@@ -84,6 +85,11 @@ function pipelinedTurn(this: http.ServerResponse & Waiting): void {
 function errorResponse(status: string): string {
   return `HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`;
 }
+
+const SERVER = Symbol('virtualServer');
+const IN_PAGE = Symbol('servingErrorPage');
+/** A response whose server has `uri` error pages: that server, and whether an error page is being served. */
+type PageResponse = http.ServerResponse & { [SERVER]?: VirtualServerRoutes<Route>; [IN_PAGE]?: boolean };
 
 /** node's own 'connection' listener of an http.Server (it parses HTTP/1 on the socket it is given). */
 type ConnectionListener = (this: http.Server, socket: Duplex) => void;
@@ -260,6 +266,10 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     if (this.owner.stopping) res.shouldKeepAlive = false;
     const vs = this.router.serverFor(req.headers.host);
     useErrorPages(res, vs.errorPages);
+    if (vs.uriPages) {
+      (res as PageResponse)[SERVER] = vs;
+      useInternalRedirect(res, this.internalRedirect);
+    }
     let status = requestHeadStatus(req.method ?? '', req.url ?? '/', req.rawHeaders, this.headLimits, req.httpVersion !== '1.0');
     // CONNECT reaches here only over HTTP/2 (node hands an HTTP/1 one to 'connect'): not a proxy.
     if (status === 0 && req.method === 'CONNECT') status = 405;
@@ -271,7 +281,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     if (path === null) {
       const startedAt = performance.now();
       const code = status === 0 ? 400 : status;
-      this.owner.answeredLocally(req, vs.name, code, sendError(res, code, true), startedAt);
+      this.answeredLocally(req, res, vs.name, code, sendError(res, code, true), startedAt);
       return;
     }
     if (vs.realIp !== null) vs.realIp.apply(req); // nginx realip: before the location and everything that reads $remote_addr
@@ -279,7 +289,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       // Admin maintenance switch (PUT /servers/{name}/maintenance): its 503 page, no upstream.
       const startedAt = performance.now();
       req.resume();
-      this.owner.answeredLocally(req, vs.name, 503, sendError(res, 503, expectContinue), startedAt);
+      this.answeredLocally(req, res, vs.name, 503, sendError(res, 503, expectContinue), startedAt);
       return;
     }
     const route = matchLocation(vs, path);
@@ -288,13 +298,13 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       const startedAt = performance.now();
       req.resume();
       const always = addedHeaders(vs.addHeaders, 404, { req, remoteAddress: requestClientAddress(req) });
-      this.owner.answeredLocally(req, vs.name, 404, sendError(res, 404, expectContinue, always), startedAt);
+      this.answeredLocally(req, res, vs.name, 404, sendError(res, 404, expectContinue, always), startedAt);
       return;
     }
     if (route instanceof ReturnRoute) {
       const startedAt = performance.now();
       const done = sendReturn(req, res, route.ret, requestClientAddress(req), vs.name === '_' ? '' : vs.name, expectContinue, route.location?.addHeaders ?? vs.addHeaders);
-      this.owner.answeredLocally(req, vs.name, done.status, done.bytes, startedAt);
+      this.answeredLocally(req, res, vs.name, done.status, done.bytes, startedAt);
       return;
     }
     if (route.location.errorPages !== undefined) useErrorPages(res, route.location.errorPages);
@@ -307,6 +317,32 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
       return;
     }
     this.accessPhase(req, res, route, vs.name, expectContinue);
+  }
+
+  /**
+   * errorPage `uri` (nginx's internal redirect, recursive_error_pages off): a GET of the page's
+   * URI through the location of this server that takes it, answered with the error's status (or
+   * the rule's `response`); its own errors get the built-in pages. A URI that no proxying location
+   * takes, and HTTP/2, get the built-in page.
+   */
+  private readonly internalRedirect: InternalRedirect = (res, status, page, close) => {
+    const r = res as PageResponse;
+    const vs = r[SERVER];
+    if (vs === undefined || r[IN_PAGE] === true || isHttp2Response(res)) return false;
+    const path = pathForMatching(page.uri);
+    const route = path === null ? null : matchLocation(vs, path);
+    if (route === null || route instanceof ReturnRoute) return false;
+    r[IN_PAGE] = true;
+    useErrorPages(res, null);
+    if (close) res.shouldKeepAlive = false;
+    new ForwardRequest(internalRequest(res.req, page.uri), res, route, this.owner.hooks, { status: page.status ?? status, original: res.req }).start(false);
+    return true;
+  };
+
+  /** An answer of this listener: counted and logged, unless an errorPage `uri` request took it over (it logs it). */
+  private answeredLocally(req: http.IncomingMessage, res: http.ServerResponse, server: string, status: number, bytes: number, startedAt: number): void {
+    if ((res as PageResponse)[IN_PAGE] === true) return;
+    this.owner.answeredLocally(req, server, status, bytes, startedAt);
   }
 
   /** nginx's access phase (allow/deny, then auth_basic: satisfy all), then the upstream. */
@@ -342,7 +378,7 @@ export class HttpListener implements TlsAcceptorOwner, Http2Requests {
     req.resume();
     if (byAccess && status === 401) res.setHeader('WWW-Authenticate', route.location.authBasic!.challenge);
     const always = addedHeaders(route.location.addHeaders, status, { req, remoteAddress: requestClientAddress(req) });
-    this.owner.answeredLocally(req, server, status, sendError(res, status, expectContinue, always), startedAt);
+    this.answeredLocally(req, res, server, status, sendError(res, status, expectContinue, always), startedAt);
   }
 
   private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {

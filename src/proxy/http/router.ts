@@ -32,6 +32,8 @@ export interface VirtualServerRoutes<R> {
   readonly serverReturn: ReturnRoute | null;
   /** nginx add_header of the server level: its `return` and a path no location takes. */
   readonly addHeaders: readonly AddHeaderConfig[];
+  /** Some error page of the server or its locations is a `uri` (served through a location of this server). */
+  readonly uriPages: boolean;
   readonly exact: Map<string, R | ReturnRoute>;
   /** Prefix locations, longest first; `stop`: "^~" (no regex search after it). */
   readonly prefixes: { path: string; stop: boolean; route: R | ReturnRoute }[];
@@ -99,7 +101,8 @@ export function buildVirtualServer<R>(vs: VirtualServerConfig, makeRoute: (loc: 
     if (!vs.locations.some((l) => l.regex === null && l.path === bare)) slashRedirects.set(bare, slashRedirect(loc.path));
   }
   const serverReturn = vs.return === null ? null : new ReturnRoute(vs.return, null);
-  return { name: vs.serverNames[0] ?? '_', addHeaders: vs.addHeaders, errorPages: vs.errorPages ?? null, realIp: vs.realIp == null ? null : new RealIp(vs.realIp), serverReturn, exact, prefixes, regexes, anyRegex: unionOf(regexes.map((r) => r.regex)), slashRedirects };
+  const uriPages = [vs.errorPages, ...vs.locations.map((l) => l.errorPages)].some((pages) => [...(pages?.values() ?? [])].some((p) => p.kind === 'uri'));
+  return { name: vs.serverNames[0] ?? '_', addHeaders: vs.addHeaders, uriPages, errorPages: vs.errorPages ?? null, realIp: vs.realIp == null ? null : new RealIp(vs.realIp), serverReturn, exact, prefixes, regexes, anyRegex: unionOf(regexes.map((r) => r.regex)), slashRedirects };
 }
 
 /** The alternation of `list` per flag set (see VirtualServerRoutes.anyRegex); null when one cannot be joined or there are fewer than 3. */

@@ -3,13 +3,13 @@
  * at the same level (error-pages.ts; a level with any replaces its parent's, as nginx inherits
  * them), and `proxy_intercept_errors`.
  *
- * A URL becomes `redirect`. A local URI is nginx's internal redirect, which sessionlb cannot do:
- * the location that would serve it is found as nginx finds it, in the same server (ErrorPageSite:
+ * A URL becomes `redirect`. A local URI is nginx's internal redirect: the location that would
+ * serve it is found as nginx finds it, in the same server (ErrorPageSite:
  * "=", then the longest prefix, "^~", the regular expressions in order: router.ts' matchLocation
  * over the nginx locations), and when that location serves a static file (`root`, its own or
- * inherited, or `alias`) the rule becomes that `file`. Otherwise (it proxies, returns, has
- * variables, a relative root, ...) the rule is written with `uri` and a warning: `check` refuses
- * it, so it is seen. A `location = URI` that only serves such pages (root/alias/internal) is left
+ * inherited, or `alias`) the rule becomes that `file`. When it proxies, the rule is `uri` (sessionlb
+ * makes that internal redirect too). Otherwise (it returns, has variables, a relative root, ...)
+ * the rule is written with `uri` and a warning: sessionlb would answer with its built-in page. A `location = URI` that only serves such pages (root/alias/internal) is left
  * out without a warning: its page is in the errorPage rule now.
  */
 import { existsSync } from 'node:fs';
@@ -121,7 +121,8 @@ function lastOf(block: readonly NginxDirective[], name: string): NginxDirective 
 }
 
 /** Where an error_page URI is served from: a file, or why it cannot be. */
-type Resolution = { file: string } | { why: string };
+/** A page file; or `uri`, served by sessionlb through a proxying location (`proxied`), else with why it will not be. */
+type Resolution = { file: string } | { why: string; proxied?: true };
 
 /**
  * One server's locations, as nginx would pick the one serving an error_page URI, and which of
@@ -160,7 +161,7 @@ export class ErrorPageSite {
     }
     prefixes.sort((a, b) => b.path.length - a.path.length);
     this.routes = {
-      name: label, addHeaders: [], realIp: null, errorPages: null, serverReturn: null, exact, prefixes, regexes, anyRegex: null, slashRedirects: new Map(),
+      name: label, addHeaders: [], uriPages: false, realIp: null, errorPages: null, serverReturn: null, exact, prefixes, regexes, anyRegex: null, slashRedirects: new Map(),
     };
   }
 
@@ -192,7 +193,7 @@ export class ErrorPageSite {
     if (loc !== null) {
       const handler = notStatic(loc.block!);
       if (handler !== undefined) {
-        return { why: handler.name === 'proxy_pass' ? `${where} proxies it` : `${where} answers it with "${handler.name}", not a file` };
+        return handler.name === 'proxy_pass' ? { why: `${where} proxies it`, proxied: true } : { why: `${where} answers it with "${handler.name}", not a file` };
       }
       const alias = lastOf(loc.block!, 'alias');
       if (alias !== undefined) {
@@ -258,8 +259,8 @@ function rules(c: Conversion, pages: readonly PageDirective[], site: ErrorPageSi
         : site.resolve(target);
       const withResponse = (rule: PageRule): PageRule => {
         if (response === null || response === 0) return rule;
-        if (response >= 300 && response <= 599) return { ...rule, response };
-        warnOnce(c, p.line, `${p.text}: sessionlb's "response" is a status from 300 to 599; written without it, the page goes out with the original status`);
+        if (response >= 200 && response <= 599) return { ...rule, response };
+        warnOnce(c, p.line, `${p.text}: sessionlb's "response" is a status from 200 to 599; written without it, the page goes out with the original status`);
         return rule;
       };
       if ('file' in found) {
@@ -270,7 +271,12 @@ function rules(c: Conversion, pages: readonly PageDirective[], site: ErrorPageSi
         }
       } else {
         out.push(withResponse({ codes, uri: target }));
-        warnOnce(c, p.line, `${p.text}: ${found.why}, so it is written as "uri": sessionlb cannot make nginx's internal redirect yet and its check refuses "uri"; write the page as "file" (or a "redirect")`);
+        // sessionlb makes the internal redirect to a location that proxies (the page from an upstream).
+        if (response === 0) {
+          warnOnce(c, p.line, `${p.text}: ${found.why}; it is written as "uri", which sessionlb answers with the original status`);
+        } else if (!('proxied' in found)) {
+          warnOnce(c, p.line, `${p.text}: ${found.why}, so it is written as "uri", which sessionlb serves only through a location that proxies: until then the error gets sessionlb's built-in page; write the page as "file" (or a "redirect")`);
+        }
       }
     } else {
       warnOnce(c, p.line, `${p.text}: "${target}" is neither an absolute http(s):// URL nor a local URI; this rule is not converted`);
