@@ -118,6 +118,53 @@ function listOf<T>(value: T | readonly T[]): readonly T[] {
   return Array.isArray(value) ? value : [value as T];
 }
 
+/** The per-level keys of one kind of limit: limit_req's or limit_conn's. */
+interface LimitKind<Raw extends { zone: string }, Zone, Rule> {
+  list: 'limitReq' | 'limitConn';
+  status: 'limitReqStatus' | 'limitConnStatus';
+  dryRun: 'limitReqDryRun' | 'limitConnDryRun';
+  logLevel: 'limitReqLogLevel' | 'limitConnLogLevel';
+  zones: ReadonlyMap<string, Zone & { keyText: string }>;
+  /** The rule for `raw` with its zone's compiled key; a string: the problem with it (at the rule). */
+  rule(raw: Raw, key: CompiledTemplate): Rule | string;
+}
+
+/** One kind of limit of a location: the nearest level's list, checked, and the nearest settings. */
+function resolveKind<Raw extends { zone: string }, Zone, Rule extends { zone: string }>(
+  levels: readonly Level[], kind: LimitKind<Raw, Zone, Rule>, serverName: string, once: Report,
+): LimitSettings<Rule> | null {
+  const found = nearest(levels, kind.list);
+  if (found === null) return null;
+  const rules: Rule[] = [];
+  listOf(found.value as Raw | readonly Raw[]).forEach((raw, k) => {
+    const at = Array.isArray(found.value) ? [...found.at, k] : found.at;
+    const zone = kind.zones.get(raw.zone);
+    if (zone === undefined) {
+      once([...at, 'zone'], `no ${kind.list}Zones entry named "${raw.zone}"`);
+      return;
+    }
+    if (rules.some((x) => x.zone === raw.zone)) {
+      once([...at, 'zone'], `zone "${raw.zone}" is used twice at this level (nginx: "${kind.list === 'limitReq' ? 'limit_req' : 'limit_conn'}" directive is duplicate)`);
+      return;
+    }
+    const key = compileTemplate(zone.keyText, { serverName });
+    if (typeof key === 'string') return; // reported with the zone
+    const rule = kind.rule(raw, key);
+    if (typeof rule === 'string') once(at, rule);
+    else rules.push(rule);
+  });
+  if (rules.length === 0) return null;
+  return {
+    rules,
+    status: nearest(levels, kind.status)?.value ?? 503,
+    dryRun: nearest(levels, kind.dryRun)?.value ?? false,
+    logLevel: nearest(levels, kind.logLevel)?.value ?? 'error',
+  };
+}
+
+type RawReqRule = Extract<NonNullable<RawLimitKeys['limitReq']>, { zone: string }>;
+type RawConnRule = Extract<NonNullable<RawLimitKeys['limitConn']>, { zone: string }>;
+
 /**
  * A location's limits (`levels`: top level, server, location). Problems (unknown zone, a zone
  * twice, `nodelay` with `delay`) go to `report`, once per level (`seen`).
@@ -134,67 +181,14 @@ export function resolveLocationLimits(
     if (!seen.has(where)) report(at, message);
     seen.add(where);
   };
-  const keyFor = (text: string): CompiledTemplate | null => {
-    const compiled = compileTemplate(text, { serverName });
-    return typeof compiled === 'string' ? null : compiled;
-  };
-  let req: LimitSettings<LimitReqRuleConfig> | null = null;
-  const reqFound = nearest(levels, 'limitReq');
-  if (reqFound !== null) {
-    const rules: LimitReqRuleConfig[] = [];
-    const list = listOf(reqFound.value);
-    list.forEach((r, k) => {
-      const at = Array.isArray(reqFound.value) ? [...reqFound.at, k] : reqFound.at;
-      const zone = zones.req.get(r.zone);
-      if (zone === undefined) {
-        once([...at, 'zone'], `no limitReqZones entry named "${r.zone}"`);
-        return;
-      }
-      if (rules.some((x) => x.zone === r.zone)) {
-        once([...at, 'zone'], `zone "${r.zone}" is used twice at this level (nginx: "limit_req" directive is duplicate)`);
-        return;
-      }
-      if (r.nodelay === true && r.delay !== undefined) once(at, '"nodelay" and "delay" do not go together: nodelay means no request waits');
-      const key = keyFor(zone.keyText);
-      if (key === null) return; // reported with the zone
-      rules.push({ zone: r.zone, key, burst: (r.burst ?? 0) * 1000, delay: r.nodelay === true ? NO_DELAY : (r.delay ?? 0) * 1000 });
-    });
-    if (rules.length > 0) {
-      req = {
-        rules,
-        status: nearest(levels, 'limitReqStatus')?.value ?? 503,
-        dryRun: nearest(levels, 'limitReqDryRun')?.value ?? false,
-        logLevel: nearest(levels, 'limitReqLogLevel')?.value ?? 'error',
-      };
-    }
-  }
-  let conn: LimitSettings<LimitConnRuleConfig> | null = null;
-  const connFound = nearest(levels, 'limitConn');
-  if (connFound !== null) {
-    const rules: LimitConnRuleConfig[] = [];
-    listOf(connFound.value).forEach((r, k) => {
-      const at = Array.isArray(connFound.value) ? [...connFound.at, k] : connFound.at;
-      const zone = zones.conn.get(r.zone);
-      if (zone === undefined) {
-        once([...at, 'zone'], `no limitConnZones entry named "${r.zone}"`);
-        return;
-      }
-      if (rules.some((x) => x.zone === r.zone)) {
-        once([...at, 'zone'], `zone "${r.zone}" is used twice at this level (nginx: "limit_conn" directive is duplicate)`);
-        return;
-      }
-      const key = keyFor(zone.keyText);
-      if (key === null) return;
-      rules.push({ zone: r.zone, key, conn: r.conn });
-    });
-    if (rules.length > 0) {
-      conn = {
-        rules,
-        status: nearest(levels, 'limitConnStatus')?.value ?? 503,
-        dryRun: nearest(levels, 'limitConnDryRun')?.value ?? false,
-        logLevel: nearest(levels, 'limitConnLogLevel')?.value ?? 'error',
-      };
-    }
-  }
+  const req = resolveKind<RawReqRule, LimitReqZoneConfig, LimitReqRuleConfig>(levels, {
+    list: 'limitReq', status: 'limitReqStatus', dryRun: 'limitReqDryRun', logLevel: 'limitReqLogLevel', zones: zones.req,
+    rule: (r, key) => (r.nodelay === true && r.delay !== undefined ? '"nodelay" and "delay" do not go together: nodelay means no request waits'
+      : { zone: r.zone, key, burst: (r.burst ?? 0) * 1000, delay: r.nodelay === true ? NO_DELAY : (r.delay ?? 0) * 1000 }),
+  }, serverName, once);
+  const conn = resolveKind<RawConnRule, LimitConnZoneConfig, LimitConnRuleConfig>(levels, {
+    list: 'limitConn', status: 'limitConnStatus', dryRun: 'limitConnDryRun', logLevel: 'limitConnLogLevel', zones: zones.conn,
+    rule: (r, key) => ({ zone: r.zone, key, conn: r.conn }),
+  }, serverName, once);
   return req === null && conn === null ? null : { req, conn };
 }

@@ -51,30 +51,38 @@ export class LocalDecider implements LimitDecider {
   }
 
   private requestLimits(rules: readonly RequestRule[]): RequestLimit[] | null {
-    const generation = this.zones.generation;
-    const bound = this.boundRequests.get(rules);
-    if (bound !== undefined && bound.generation === generation) return bound.limits;
-    let limits: RequestLimit[] | null = [];
-    for (const r of rules) {
-      const zone = this.zones.request(r.zone);
-      if (zone === undefined) { limits = null; break; } // a zone the config in use here does not have (a reload under way)
-      limits.push({ zone, burst: r.burst, delay: r.delay });
-    }
-    this.boundRequests.set(rules, { generation, limits });
-    return limits;
+    return this.bind(this.boundRequests, rules, this.requestLimitOf);
   }
 
   private connectionLimits(rules: readonly ConnectionRule[]): ConnectionLimit[] | null {
+    return this.bind(this.boundConnections, rules, this.connectionLimitOf);
+  }
+
+  private readonly requestLimitOf = (r: RequestRule): RequestLimit | null => {
+    const zone = this.zones.request(r.zone);
+    return zone === undefined ? null : { zone, burst: r.burst, delay: r.delay };
+  };
+
+  private readonly connectionLimitOf = (r: ConnectionRule): ConnectionLimit | null => {
+    const zone = this.zones.connection(r.zone);
+    return zone === undefined ? null : { zone, conn: r.conn };
+  };
+
+  /**
+   * A location's rules bound to this process's zones, made once per LimitZones configuration;
+   * null when one of its zones is not in the config in use here (a reload under way).
+   */
+  private bind<R extends object, L>(cache: WeakMap<readonly R[], { generation: number; limits: L[] | null }>, rules: readonly R[], limitOf: (rule: R) => L | null): L[] | null {
     const generation = this.zones.generation;
-    const bound = this.boundConnections.get(rules);
+    const bound = cache.get(rules);
     if (bound !== undefined && bound.generation === generation) return bound.limits;
-    let limits: ConnectionLimit[] | null = [];
+    let limits: L[] | null = [];
     for (const r of rules) {
-      const zone = this.zones.connection(r.zone);
-      if (zone === undefined) { limits = null; break; }
-      limits.push({ zone, conn: r.conn });
+      const limit = limitOf(r);
+      if (limit === null) { limits = null; break; }
+      limits.push(limit);
     }
-    this.boundConnections.set(rules, { generation, limits });
+    cache.set(rules, { generation, limits });
     return limits;
   }
 }
