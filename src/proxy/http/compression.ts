@@ -8,7 +8,7 @@
  * the min length when the length is known; a request with Via is compressed only as gzipProxied
  * allows. Beyond nginx: never with "Cache-Control: no-transform" (RFC 9110 7.7) or a Content-Range.
  */
-import { constants, createBrotliCompress, createGzip, brotliCompress, gzip, type BrotliOptions } from 'node:zlib';
+import { constants, createBrotliCompress, createGzip, brotliCompress, brotliCompressSync, gzip, gzipSync, type BrotliOptions } from 'node:zlib';
 import type { Transform } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { CompressionCoding, CompressionConfig } from '../../config/model.js';
@@ -153,8 +153,27 @@ export function compressStream(coding: Coding, level: number): Transform {
   return coding === 'gzip' ? createGzip({ level }) : createBrotliCompress(brotliOptions(level, -1));
 }
 
-/** Compresses a whole body off the main thread (zlib's thread pool). */
+/**
+ * Bodies up to this size are compressed on the main thread, as nginx does in its worker: a
+ * zlib call through the thread pool costs 250-450 us more CPU than the compression itself
+ * (20 KiB at gzip level 1: about 107 us in one synchronous call, 360-440 us through the pool),
+ * while 32 KiB holds the event loop for at most ~0.5 ms (brotli 6). Larger bodies go to the pool.
+ */
+const SYNC_MAX_BYTES = 32 * 1024;
+
+/** Compresses a whole body: small ones here (see SYNC_MAX_BYTES), others in zlib's thread pool; `done` is called asynchronously either way. */
 export function compressWhole(coding: Coding, level: number, body: Buffer, done: (err: Error | null, out: Buffer) => void): void {
+  if (body.length <= SYNC_MAX_BYTES) {
+    let out: Buffer;
+    try {
+      out = coding === 'gzip' ? gzipSync(body, { level }) : brotliCompressSync(body, brotliOptions(level, body.length));
+    } catch (err) {
+      process.nextTick(done, err as Error, body);
+      return;
+    }
+    process.nextTick(done, null, out);
+    return;
+  }
   if (coding === 'gzip') gzip(body, { level }, done);
   else brotliCompress(body, brotliOptions(level, body.length), done);
 }
