@@ -517,7 +517,7 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
           this.coding = chosen.coding;
           this.level = chosen.settings.level;
           if (complete !== undefined) {
-            // A whole small body: compressed in one go (zlib's thread pool), then sent with its length.
+            // A whole small body: compressed in one go (compressWhole), then sent with its length.
             this.onUpstreamBodyEnd(now); // the upstream connection is free already
             this.pendingHead = headers;
             compressWhole(chosen.coding, chosen.settings.level, complete, compressedWhole.bind(this));
