@@ -192,6 +192,46 @@ describe.skipIf(NGINX === null && process.env.CI !== 'true')('errorPage "uri" (n
   });
 });
 
+describe('errorPage "uri" for an error that closes the connection', () => {
+  it('a 413 page through a location reaches a client still uploading (its body is read and dropped after it, nginx\'s lingering close)', async () => {
+    const pages = await startBackend('pages', (req, res) => { req.resume(); req.on('end', () => res.end('<p>too large page</p>')); });
+    cleanups.push(() => pages.close());
+    const run = await startLBWithLog({
+      upstreams: { pages: { servers: [{ address: pages.address }] } },
+      servers: [{ listen: [`127.0.0.1:${await freePort()}`], clientMaxBodySize: '1k', errorPage: [{ codes: [413], uri: '/errors/413.html' }], locations: [{ path: '/', proxyPass: 'http://pages' }] }],
+    });
+    cleanups.push(() => run.stop());
+    const port = run.lb.addresses().values().next().value!;
+    const outcomes: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      outcomes.push(await new Promise<string>((done) => {
+        const s = net.connect(port, '127.0.0.1');
+        let got = '';
+        let finished = false;
+        const finish = (what: string): void => { if (!finished) { finished = true; s.destroy(); done(what); } };
+        s.on('data', (d: Buffer) => { got += d.toString(); if (got.includes('</p>')) finish(got.split(' ').slice(0, 2).join(' ')); });
+        s.on('error', (e: NodeJS.ErrnoException) => finish(`no page: ${e.code ?? e.message}`));
+        s.on('end', () => finish(`no page: FIN after ${JSON.stringify(got.slice(0, 40))}`));
+        // A client busy uploading 4 MB reads the answer only once its body is written.
+        s.pause();
+        s.write('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n');
+        const chunk = Buffer.alloc(65536, 97);
+        let sent = 0;
+        const pump = (): void => {
+          while (sent + chunk.length < 4_000_000) {
+            sent += chunk.length;
+            if (!s.write(chunk)) { s.once('drain', pump); return; }
+          }
+          s.write(Buffer.alloc(4_000_000 - sent, 97));
+          s.resume();
+        };
+        setTimeout(pump, 20);
+      }));
+    }
+    expect(outcomes).toEqual(['HTTP/1.1 413', 'HTTP/1.1 413', 'HTTP/1.1 413']);
+  });
+});
+
 describe('maintenance switch (PUT /servers/{name}/maintenance)', () => {
   function put(adminPort: number, name: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
     return request(`http://127.0.0.1:${adminPort}/servers/${encodeURIComponent(name)}/maintenance`, {

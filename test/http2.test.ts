@@ -322,3 +322,39 @@ describe('HTTP/2 (ALPN h2 on ssl addresses)', () => {
     await stopped;
   });
 });
+
+describe('HTTP/2 and limits', () => {
+  it('a stream reset while its limits are decided is not forwarded, and its limit_conn count is released', async () => {
+    let hits = 0;
+    const backend = await scope.backend('b', (req, res) => { hits++; req.resume(); res.end('ok'); });
+    const port = await freePort();
+    const config = await loadConfig({
+      upstreams: { backend: { servers: [{ address: backend.address }] } },
+      limitConnZones: { addr: { key: '$binary_remote_addr' } },
+      servers: [{
+        listen: [`127.0.0.1:${port} ssl`], serverName: ['shop.test'], http2: true, ssl: ssl(shop),
+        locations: [{ path: '/', proxyPass: 'http://backend', limitConn: { zone: 'addr', conn: 1 } }],
+      }],
+    }, '<test>');
+    const lb = new SessionLB(config, { log: silentLog() });
+    // Decisions that take 100 ms, as a cluster worker's (IPC) or a shared zone's (memcached) may.
+    const local = lb.localLimits;
+    lb.limitDecider = {
+      request: (rules, keys) => new Promise((r) => setTimeout(() => r(local.request(rules, keys)), 100)),
+      connection: (rules, keys, dry) => new Promise((r) => setTimeout(() => r(local.connection(rules, keys, dry)), 100)),
+    };
+    await lb.start();
+    scope.cleanup.push(() => lb.stop(2000));
+    const session = await h2connect(port);
+    const left = session.request({ ':method': 'GET', ':path': '/left', ':authority': 'shop.test' });
+    left.on('error', () => undefined);
+    setTimeout(() => left.close(http2.constants.NGHTTP2_CANCEL), 20);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(hits).toBe(0);
+    expect(lb.limitZones.connection('addr')!.size).toBe(0);
+    const next = await h2request(session, { ':method': 'GET', ':path': '/next', ':authority': 'shop.test' });
+    expect(next.status).toBe(200);
+    expect(hits).toBe(1);
+  });
+});
+

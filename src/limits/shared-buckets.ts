@@ -34,6 +34,7 @@ export type FallbackReason = 'unavailable' | 'contention' | 'invalid';
 /** Tries per key when another instance writes the same bucket in between. */
 const RACE_TRIES = 3;
 const BUCKET_VALUE = /^(\d{1,15}) (\d{1,15})$/;
+const MAX_TTL_SECONDS = 30 * 24 * 3600 - 1;
 
 export interface SharedBucketsOptions {
   store: RecordStore;
@@ -94,7 +95,8 @@ export class SharedBuckets {
         const outcome: RequestOutcome = { verdict: next.verdict, delayMs: next.delayMs, excess: next.excess, zone: rule.zone, nomem: false, applied: true };
         if (next.state === null) return outcome; // refused: nginx does not touch the bucket
         // Kept while it still holds excess (it drains at `rate`), and a little longer.
-        const ttl = Math.ceil(next.state.excess / rule.rate) + 2;
+        // (memcached reads a TTL over 30 days as a Unix time: capped below that.)
+        const ttl = Math.min(Math.ceil(next.state.excess / rule.rate) + 2, MAX_TTL_SECONDS);
         const value = `${next.state.excess} ${next.state.last}`;
         const stored = record === null
           ? await this.options.store.addRecord(storeKey, value, ttl)

@@ -30,7 +30,10 @@ interface Pending {
 
 let nextId = 1;
 
-/** A worker's decider: asks the primary; its own `local` decider when the primary does not answer. */
+/**
+ * A worker's decider: asks the primary; its own `local` decider when the primary does not answer.
+ * `send` returns false only when the channel is gone (a message queued behind others is sent).
+ */
 export class IpcLimitDecider implements LimitDecider {
   private readonly pending = new Map<number, Pending>();
 
@@ -44,7 +47,11 @@ export class IpcLimitDecider implements LimitDecider {
   /** Answers from the primary (`limit-res`). */
   answer(message: LimitAnswer): void {
     const p = this.pending.get(message.id);
-    if (p === undefined) return; // decided locally already (timed out)
+    if (p === undefined) {
+      // Decided here already (no answer in time): counts the primary took for it go back at once.
+      if ('conn' in message && message.h !== null) new RemoteHold(this.send, message.h).release();
+      return;
+    }
     this.pending.delete(message.id);
     clearTimeout(p.timer);
     p.resolve(message);
@@ -125,8 +132,12 @@ export class LimitService {
 
   constructor(private readonly decider: LimitDecider) {}
 
-  /** Serves one `limit` / `limit-free` of `worker`; `reply` sends the answer to it. */
-  serve(worker: number, message: LimitAsk, reply: (answer: LimitAnswer) => void): void {
+  /**
+   * Serves one `limit` / `limit-free` of `worker`; `reply` sends the answer to it (false: the
+   * worker is gone, and the counts just taken for it go back). A malformed message is ignored:
+   * it never throws into the cluster's message handler.
+   */
+  serve(worker: number, message: LimitAsk, reply: (answer: LimitAnswer) => boolean): void {
     if (message.sl === 'limit-free') {
       const h = this.holds.get(message.h);
       if (h !== undefined && h.worker === worker) {
@@ -135,20 +146,27 @@ export class LimitService {
       }
       return;
     }
-    if (!Array.isArray(message.r) || !Array.isArray(message.k) || typeof message.id !== 'number') return;
+    if (typeof message.id !== 'number' || !wellFormed(message)) return;
+    const id = message.id;
     if (message.q === 'req') {
-      void Promise.resolve(this.decider.request(message.r, message.k)).then((req) => reply({ sl: 'limit-res', id: message.id, req }));
+      decide(() => this.decider.request(message.r, message.k)).then(
+        (req) => { reply({ sl: 'limit-res', id, req }); },
+        () => { reply({ sl: 'limit-res', id, req: NOT_APPLIED }); },
+      );
       return;
     }
-    void Promise.resolve(this.decider.connection(message.r, message.k, message.dry === true)).then((outcome) => {
+    decide(() => this.decider.connection(message.r, message.k, message.dry === true)).then((outcome) => {
       let h: number | null = null;
       if (outcome.held !== null) {
         h = this.nextHold++;
         this.holds.set(h, { worker, hold: outcome.held });
       }
       const { held: _held, ...conn } = outcome;
-      reply({ sl: 'limit-res', id: message.id, conn, h });
-    });
+      if (!reply({ sl: 'limit-res', id, conn, h }) && h !== null) {
+        this.holds.delete(h);
+        outcome.held?.release();
+      }
+    }, () => { reply({ sl: 'limit-res', id, conn: { verdict: 'passed', zone: null, nomem: false, applied: false }, h: null }); });
   }
 
   /** A worker exited: the counts its requests held are released. */
@@ -159,4 +177,25 @@ export class LimitService {
       h.hold.release();
     }
   }
+}
+
+const NOT_APPLIED: RequestOutcome = { verdict: 'passed', delayMs: 0, excess: 0, zone: null, nomem: false, applied: false };
+
+/** A decision as a promise, whether the decider answered at once, later, or threw. */
+function decide<T>(run: () => T | Promise<T>): Promise<T> {
+  try {
+    return Promise.resolve(run());
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+}
+
+/** Rules of strings and numbers, keys of strings, as a worker of ours sends them. */
+function wellFormed(message: LimitAsk & { sl: 'limit' }): boolean {
+  if (!Array.isArray(message.r) || !Array.isArray(message.k) || message.r.length !== message.k.length) return false;
+  for (const key of message.k) if (typeof key !== 'string') return false;
+  for (const rule of message.r as readonly unknown[]) {
+    if (typeof rule !== 'object' || rule === null || typeof (rule as { zone?: unknown }).zone !== 'string') return false;
+  }
+  return true;
 }

@@ -395,7 +395,11 @@ export class ClusterPrimary {
         return;
       case 'limit':
       case 'limit-free':
-        this.limits.serve(worker.id, message, (answer) => send(worker, answer));
+        this.limits.serve(worker.id, message, (answer) => {
+          if (!worker.isConnected()) return false;
+          send(worker, answer);
+          return true;
+        });
         return;
       case 'reloaded': {
         const waiter = this.reloadWaiters.get(message.id);

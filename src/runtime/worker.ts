@@ -145,7 +145,13 @@ export async function runWorker(configFile: string, baseLog: EventLog, options: 
   // limit_req / limit_conn zones are the primary's (shared by every worker, as nginx's).
   const metrics = lb.observability.metrics;
   let lastLogged = 0;
-  limits = new IpcLimitDecider(send, lb.localLimits, LIMIT_ANSWER_TIMEOUT_MS, (zones) => {
+  // process.send() returns false when its queue is long, yet sends: only a closed channel is "not sent".
+  const sendQueued = (message: ToPrimary): boolean => {
+    if (process.send === undefined || !process.connected) return false;
+    process.send(message);
+    return true;
+  };
+  limits = new IpcLimitDecider(sendQueued, lb.localLimits, LIMIT_ANSWER_TIMEOUT_MS, (zones) => {
     for (const zone of zones) metrics.limitSharedFallback(zone, 'primary');
     const now = Date.now();
     if (now - lastLogged < 10_000) return;

@@ -154,16 +154,19 @@ export function compressStream(coding: Coding, level: number): Transform {
 }
 
 /**
- * Bodies up to this size are compressed on the main thread, as nginx does in its worker: a
- * zlib call through the thread pool costs 250-450 us more CPU than the compression itself
- * (20 KiB at gzip level 1: about 107 us in one synchronous call, 360-440 us through the pool),
- * while 32 KiB holds the event loop for at most ~0.5 ms (brotli 6). Larger bodies go to the pool.
+ * Bodies up to this size are compressed on the main thread, as nginx does in its worker, at the
+ * levels where that stays short: a zlib call through the thread pool costs 250-450 us more CPU
+ * than the compression itself (20 KiB at gzip level 1: about 107 us in one synchronous call,
+ * 360-440 us through the pool). 32 KiB at gzip 6 or brotli 4 holds the event loop for about
+ * 0.3-0.5 ms; higher levels (brotli 9: ~17 ms, 11: ~60 ms) and larger bodies go to the pool.
  */
 const SYNC_MAX_BYTES = 32 * 1024;
+const SYNC_MAX_GZIP_LEVEL = 6;
+const SYNC_MAX_BROTLI_LEVEL = 4;
 
 /** Compresses a whole body: small ones here (see SYNC_MAX_BYTES), others in zlib's thread pool; `done` is called asynchronously either way. */
 export function compressWhole(coding: Coding, level: number, body: Buffer, done: (err: Error | null, out: Buffer) => void): void {
-  if (body.length <= SYNC_MAX_BYTES) {
+  if (body.length <= SYNC_MAX_BYTES && level <= (coding === 'gzip' ? SYNC_MAX_GZIP_LEVEL : SYNC_MAX_BROTLI_LEVEL)) {
     let out: Buffer;
     try {
       out = coding === 'gzip' ? gzipSync(body, { level }) : brotliCompressSync(body, brotliOptions(level, body.length));

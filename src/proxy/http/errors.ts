@@ -88,8 +88,12 @@ export function sendError(res: ServerResponse, status: number, close = false, ex
   let headers: string[] = ['Content-Type', 'text/html', 'Content-Length', String(body.length)];
   const page = (res as WithPages)[PAGES]?.get(status);
   if (page !== undefined && page.kind === 'uri') {
-    // Served through another location when it can be (its bytes are that response's own).
-    if ((res as WithPages)[REDIRECT]?.(res, status, page, close) === true) return 0;
+    // Served through another location when it can be (its bytes are that response's own); a
+    // request body still arriving is read and dropped after it, as for any closing error.
+    if ((res as WithPages)[REDIRECT]?.(res, status, page, close) === true) {
+      if (close && !isHttp2Response(res) && !res.req.complete) lingerAfterResponse(res);
+      return 0;
+    }
   } else if (page !== undefined) {
     if (page.kind === 'file') {
       body = page.body;

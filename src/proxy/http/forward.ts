@@ -177,6 +177,12 @@ export class ForwardRequest extends AttemptLoop implements AttemptHandler, Defer
     this.path = rewritePath(req.url ?? '/', route.location);
     const previous = (res as ServerResponse & Owned)[FORWARD];
     this.page = page === null ? null : { status: page.status, parent: previous ?? null, original: page.original };
+    if (page !== null && previous !== undefined) {
+      // The request that failed does nothing more (a session lookup answering late, an attempt
+      // still sending its body): its response is this page's now.
+      previous.abortAttempt(false);
+      previous.finished = true;
+    }
     (res as ServerResponse & Owned)[FORWARD] = this;
     // An error page's request takes over the response of the request that failed (its 'close' listener is there already).
     if (previous === undefined) res.on('close', resClosed);

@@ -110,6 +110,13 @@ export function applyLimits(
   refuse: (status: number) => void, next: () => void,
 ): void {
   const src: VariableSource = { req, remoteAddress: requestClientAddress(req) };
+  // Whether the client left (the response or socket closed): read here rather than through
+  // `closed`/`destroyed`, which an HTTP/2 compat response does not have.
+  let gone = res.closed || res.destroyed;
+  res.once('close', () => { gone = true; });
+  const failed = (err: unknown): void => {
+    log.error({ err: (err as Error).message }, 'a limited request failed after its limits');
+  };
   const conn = (): void => {
     const phase = limits.conn;
     if (phase === null) {
@@ -125,7 +132,7 @@ export function applyLimits(
       return;
     }
     const after = (o: ConnectionOutcome): void => {
-      if (res.closed || res.destroyed) {
+      if (gone) {
         o.held?.release();
         return;
       }
@@ -148,7 +155,7 @@ export function applyLimits(
       }
       next();
     };
-    if (decided instanceof Promise) decided.then(after, () => next());
+    if (decided instanceof Promise) decided.then(after, () => { if (!gone) next(); }).catch(failed);
     else after(decided);
   };
 
@@ -165,7 +172,7 @@ export function applyLimits(
     decided = NOT_APPLIED;
   }
   const after = (o: RequestOutcome): void => {
-    if (res.closed || res.destroyed) return;
+    if (gone) return;
     if (!o.applied) {
       conn();
       return;
@@ -190,7 +197,7 @@ export function applyLimits(
       // nginx waits with the body unread; a client that leaves meanwhile ends it.
       const timer = setTimeout(() => {
         res.off('close', cancel);
-        if (!res.closed && !res.destroyed) conn();
+        if (!gone) conn();
       }, o.delayMs);
       const cancel = (): void => clearTimeout(timer);
       res.once('close', cancel);
@@ -199,6 +206,6 @@ export function applyLimits(
     limits.counts.limitReq(zone, 'passed');
     conn();
   };
-  if (decided instanceof Promise) decided.then(after, () => after(NOT_APPLIED));
+  if (decided instanceof Promise) decided.then(after, () => after(NOT_APPLIED)).catch(failed);
   else after(decided);
 }
