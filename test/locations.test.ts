@@ -5,28 +5,27 @@
  */
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { ConfigError, type LocationConfig } from '../src/config/model.js';
+import type { LocationConfig } from '../src/config/model.js';
+import { configProblems } from './helpers/config.js';
 import { backtrackingRisk } from '../src/config/locations.js';
 import { buildVirtualServer, matchLocation, ReturnRoute } from '../src/proxy/http/router.js';
 
 type Loc = { path: string; match?: string; exact?: boolean; proxyPass?: string; return?: unknown; [k: string]: unknown };
 
-async function load(locations: Loc[], server: Record<string, unknown> = {}, top: Record<string, unknown> = {}) {
-  return loadConfig({
+function configWith(locations: Loc[], server: Record<string, unknown> = {}, top: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
     servers: [{ listen: ['127.0.0.1:8080'], ...server, locations }],
     upstreams: { app: { servers: [{ address: '127.0.0.1:9000' }] } },
     ...top,
-  }, 'test.json');
+  };
 }
 
-async function problems(locations: Loc[], server: Record<string, unknown> = {}): Promise<string[]> {
-  try {
-    await load(locations, server);
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`);
-    throw err;
-  }
+async function load(locations: Loc[], server: Record<string, unknown> = {}, top: Record<string, unknown> = {}) {
+  return loadConfig(configWith(locations, server, top), 'test.json');
+}
+
+function problems(locations: Loc[], server: Record<string, unknown> = {}): Promise<string[]> {
+  return configProblems(configWith(locations, server), 'test.json');
 }
 
 /** A router whose routes are the locations' labels (`name`). */

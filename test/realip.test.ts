@@ -13,8 +13,8 @@ import { formatAddr, parseAddr, parseAddrPort, RealIp, type RealIpSettings } fro
 import { requestClientAddress, requestPeerTrusted, setProxiedClient } from '../src/net/client-address.js';
 import { upstreamRequestHeaders } from '../src/proxy/http/headers.js';
 import { loadConfig } from '../src/config/load.js';
-import { ConfigError } from '../src/config/model.js';
 import { importNginx } from '../src/tools/import-nginx/import-nginx.js';
+import { configProblems } from './helpers/config.js';
 
 function resolve(settings: Partial<RealIpSettings>, peer: string, headers: string[]): { address: string; trusted: boolean } {
   const r = new RealIp({ from: ['127.0.0.1', '10.0.0.0/8'], header: 'X-Forwarded-For', recursive: false, ...settings });
@@ -104,15 +104,7 @@ describe('realIp in the config', () => {
   const server = (extra: Record<string, unknown> = {}, listen = '127.0.0.1:8080 proxy_protocol') => ({
     listen: [listen], locations: [{ path: '/', proxyPass: 'http://127.0.0.1:9000' }], ...extra,
   });
-  async function problems(raw: Record<string, unknown>): Promise<string[]> {
-    try {
-      await loadConfig(raw, '<test>');
-      return [];
-    } catch (err) {
-      if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`);
-      throw err;
-    }
-  }
+  const problems = (raw: Record<string, unknown>): Promise<string[]> => configProblems(raw, '<test>');
   it('nearest wins, with nginx defaults; "proxy_protocol" with from stands in for proxyProtocolFrom', async () => {
     const c = await loadConfig({
       realIp: { from: ['10.0.0.0/8'], header: 'proxy_protocol' },

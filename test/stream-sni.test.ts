@@ -15,14 +15,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { ConfigError } from '../src/config/model.js';
 import { SessionLB } from '../src/runtime/sessionlb.js';
 import { silentLog } from '../src/observability/log.js';
 import { importNginx } from '../src/tools/import-nginx/import-nginx.js';
-import { freePort } from './helpers/net.js';
+import { freePort, startTcpBackend } from './helpers/net.js';
 import { scrape, sum } from './helpers/prom.js';
 import { TestPki } from './helpers/tls-certs.js';
 import { waitFor } from './helpers/capture-log.js';
+import { configProblems } from './helpers/config.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -63,23 +63,11 @@ async function tlsBackend(answer: string, names: string[]): Promise<{ address: s
   return { address: `127.0.0.1:${port}`, connections: () => n };
 }
 
-/** A plain TCP backend that writes `answer` and a newline, then echoes. */
+/** A plain TCP backend that writes `answer` and a newline, then echoes: its address. */
 async function tcpBackend(answer: string): Promise<string> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => undefined);
-    s.write(`${answer}\n`);
-    s.pipe(s);
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => resolve());
-  }));
-  return `127.0.0.1:${port}`;
+  const backend = await startTcpBackend(answer);
+  cleanups.push(backend.kill);
+  return backend.address;
 }
 
 async function startLB(raw: Record<string, unknown>): Promise<{ lb: SessionLB; adminPort: number }> {
@@ -325,15 +313,7 @@ describe('streams route by SNI (TLS passthrough)', () => {
 
 describe('streams route: configuration', () => {
   const servers = [{ address: '127.0.0.1:9' }];
-  async function problems(raw: Record<string, unknown>): Promise<string[]> {
-    try {
-      await loadConfig(raw, '<test>');
-      return [];
-    } catch (err) {
-      if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`);
-      throw err;
-    }
-  }
+  const problems = (raw: Record<string, unknown>): Promise<string[]> => configProblems(raw, '<test>');
 
   it('normalises a route: lower-cased names, implicit host:port upstreams, defaults', async () => {
     const config = await loadConfig({

@@ -10,14 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { ConfigError } from '../src/config/model.js';
 import { SessionLB } from '../src/runtime/sessionlb.js';
 import { silentLog } from '../src/observability/log.js';
 import { sourceSessionId } from '../src/sessions/session-id.js';
-import { freePort, request, startBackend, startDelayRelay, type Backend } from './helpers/net.js';
+import { freePort, request, startBackend, startDelayRelay, startTcpBackend, type Backend, type TcpBackend } from './helpers/net.js';
 import { memcachedAvailable, memcachedCommand, startMemcached, type MemcachedProcess } from './helpers/memcached.js';
 import { parseMetrics, sum } from './helpers/prom.js';
 import { startProxyProcess, writeConfig } from './helpers/child.js';
+import { configProblems } from './helpers/config.js';
 
 const HAVE_MEMCACHED = memcachedAvailable();
 if (!HAVE_MEMCACHED) console.warn('memcached is not installed: skipping the shared source affinity tests (.ci/run installs it)');
@@ -29,31 +29,11 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-interface TcpBackend {
-  name: string;
-  address: string;
-  kill(): Promise<void>;
-}
-
-/** A TCP backend that writes its name and a newline, then echoes. */
+/** A TCP backend that writes its name and a newline, then echoes; closed after each test. */
 async function tcpBackend(name: string): Promise<TcpBackend> {
-  const port = await freePort();
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => undefined);
-    socket.write(`${name}\n`);
-    socket.pipe(socket);
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  let closed: Promise<void> | null = null;
-  const kill = (): Promise<void> => (closed ??= new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => resolve());
-  }));
-  cleanups.push(kill);
-  return { name, address: `127.0.0.1:${port}`, kill };
+  const backend = await startTcpBackend(name);
+  cleanups.push(backend.kill);
+  return backend;
 }
 
 async function memcached(): Promise<MemcachedProcess> {
@@ -159,15 +139,7 @@ describe('sourceSessionId (the key of a source binding)', () => {
 });
 
 describe('source affinity: config', () => {
-  async function problems(raw: Record<string, unknown>): Promise<string[]> {
-    try {
-      await loadConfig(raw, 'f.json');
-    } catch (err) {
-      if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`);
-      throw err;
-    }
-    return [];
-  }
+  const problems = (raw: Record<string, unknown>): Promise<string[]> => configProblems(raw, 'f.json');
   const servers = [{ address: '127.0.0.1:5432' }];
   const stream = (sticky: unknown): Record<string, unknown> => ({ streams: [{ listen: ['127.0.0.1:5433'], proxyPass: 'pg' }], upstreams: { pg: { sticky, servers } } });
 
@@ -346,7 +318,11 @@ describe.skipIf(!HAVE_MEMCACHED)('source affinity shared through memcached', () 
     expect(b.lb.sessions.stats('pool').lookups.store_hit).toBe(CLIENTS.length);
   });
 
-  it('a killed backend: its clients move to one new server and stay there on both instances; the others do not move', async () => {
+  /**
+   * Three backends behind two instances sharing one memcached; every client's server (the same
+   * through both), and the server with the most clients.
+   */
+  async function twoInstancesWithHomes() {
     const m = await memcached();
     const bs = await Promise.all(['b1', 'b2', 'b3'].map((n) => tcpBackend(n)));
     const store = { ...STORE, servers: [m.address] };
@@ -359,10 +335,15 @@ describe.skipIf(!HAVE_MEMCACHED)('source affinity shared through memcached', () 
       expect(new Set(names).size).toBe(1);
       home.set(from, names[0]!);
     }
-    // The server with the most clients goes.
     const counts = new Map<string, number>();
     for (const n of home.values()) counts.set(n, (counts.get(n) ?? 0) + 1);
-    const victim = [...counts].sort((x, y) => y[1] - x[1])[0]![0];
+    const busiest = [...counts].sort((x, y) => y[1] - x[1])[0]![0];
+    return { bs, a, b, ports, home, busiest };
+  }
+
+  it('a killed backend: its clients move to one new server and stay there on both instances; the others do not move', async () => {
+    const { bs, a, b, ports, home, busiest: victim } = await twoInstancesWithHomes();
+    // The server with the most clients goes.
     await bs.find((x) => x.name === victim)!.kill();
     const moved = CLIENTS.filter((c) => home.get(c) === victim);
     expect(moved.length).toBeGreaterThan(0);
@@ -385,17 +366,7 @@ describe.skipIf(!HAVE_MEMCACHED)('source affinity shared through memcached', () 
   });
 
   it('a drained backend: its clients move to one new server on both instances (L4: a client address has no session to finish); the others do not move', async () => {
-    const m = await memcached();
-    const bs = await Promise.all(['b1', 'b2', 'b3'].map((n) => tcpBackend(n)));
-    const store = { ...STORE, servers: [m.address] };
-    const a = await startStreamLB(bs, STICKY, store);
-    const b = await startStreamLB(bs, STICKY, store);
-    const ports = [a.port, b.port];
-    const home = new Map<string, string>();
-    for (const from of CLIENTS) home.set(from, (await connections(ports, from, 2))[0]!);
-    const counts = new Map<string, number>();
-    for (const n of home.values()) counts.set(n, (counts.get(n) ?? 0) + 1);
-    const drained = [...counts].sort((x, y) => y[1] - x[1])[0]![0];
+    const { bs, a, b, ports, home, busiest: drained } = await twoInstancesWithHomes();
     const address = bs.find((x) => x.name === drained)!.address;
     for (const lb of [a, b]) {
       const r = await request(`http://127.0.0.1:${lb.adminPort}/upstreams/pool/servers/${encodeURIComponent(address)}`, { method: 'PUT', body: '{"state": "drain"}' });

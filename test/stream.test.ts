@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { ConfigError } from '../src/config/model.js';
 import { SessionLB } from '../src/runtime/sessionlb.js';
 import { silentLog } from '../src/observability/log.js';
 import { freePort, request, tally } from './helpers/net.js';
 import { captureLog, waitFor } from './helpers/capture-log.js';
 import { parseMetrics, sum } from './helpers/prom.js';
+import { configProblems } from './helpers/config.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -481,15 +481,7 @@ describe('streams: lifecycle', () => {
 });
 
 describe('streams: configuration', () => {
-  async function problems(raw: Record<string, unknown>): Promise<string[]> {
-    try {
-      await loadConfig(raw, 'f.json');
-    } catch (err) {
-      if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`);
-      throw err;
-    }
-    return [];
-  }
+  const problems = (raw: Record<string, unknown>): Promise<string[]> => configProblems(raw, 'f.json');
   const servers = [{ address: '127.0.0.1:5432' }];
 
   it('accepts a file with streams only, and applies nginx defaults', async () => {

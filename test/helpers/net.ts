@@ -177,3 +177,32 @@ export async function startDelayRelay(targetPort: number, delayMs: number): Prom
     }),
   };
 }
+
+export interface TcpBackend {
+  name: string;
+  port: number;
+  address: string;
+  /** Closes the server and every connection (once; later calls wait for the same). */
+  kill(): Promise<void>;
+}
+
+/** A plain TCP backend on loopback that writes `name` and a newline to each connection, then echoes. */
+export async function startTcpBackend(name: string): Promise<TcpBackend> {
+  const port = await freePort();
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    socket.write(`${name}\n`);
+    socket.pipe(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  let closed: Promise<void> | null = null;
+  const kill = (): Promise<void> => (closed ??= new Promise<void>((resolve) => {
+    for (const s of sockets) s.destroy();
+    server.close(() => resolve());
+  }));
+  return { name, port, address: `127.0.0.1:${port}`, kill };
+}
+
