@@ -26,8 +26,8 @@ function identity(d: RequestZoneDefinition | ConnectionZoneDefinition): string {
 }
 
 export class LimitZones {
-  private readonly requestZones = new Map<string, { id: string; zone: RequestZone }>();
-  private readonly connectionZones = new Map<string, { id: string; zone: ConnectionZone }>();
+  private requestZones = new Map<string, { id: string; zone: RequestZone }>();
+  private connectionZones = new Map<string, { id: string; zone: ConnectionZone }>();
   /** Counts configure() calls: what was bound to the zones before is bound again. */
   generation = 0;
 
@@ -47,10 +47,8 @@ export class LimitZones {
       // them in the old object (their holds release there), new requests count in the new one.
       nextConn.set(d.name, old !== undefined && old.id === id ? old : { id, zone: new ConnectionZone(d.name, d.sizeBytes) });
     }
-    this.requestZones.clear();
-    for (const [k, v] of nextReq) this.requestZones.set(k, v);
-    this.connectionZones.clear();
-    for (const [k, v] of nextConn) this.connectionZones.set(k, v);
+    this.requestZones = nextReq;
+    this.connectionZones = nextConn;
     this.generation++;
   }
 

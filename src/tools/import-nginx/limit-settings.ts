@@ -195,16 +195,7 @@ export function limitDirective(c: Conversion, d: NginxDirective, scope: LimitSco
         c.error(d.line, `"limit_req" must have "zone" parameter`);
         return;
       }
-      if (!c.limitReqZones.has(zone)) {
-        c.error(d.line, `"limit_req": unknown limit_req_zone "${zone}" (no "limit_req_zone ... zone=${zone}:SIZE" in http)`);
-        return;
-      }
-      const list = scope.limitReq ??= [];
-      if (list.some((r) => r.zone === zone)) {
-        c.error(d.line, `"limit_req" directive is duplicate: zone "${zone}" is already limited at this level`);
-        return;
-      }
-      list.push({ zone, ...rule });
+      addRule(c, d.line, 'limit_req', c.limitReqZones, scope.limitReq ??= [], { zone, ...rule });
       return;
     }
     case 'limit_conn': {
@@ -221,16 +212,7 @@ export function limitDirective(c: Conversion, d: NginxDirective, scope: LimitSco
         c.error(d.line, '"limit_conn": connection limit must be less 65536');
         return;
       }
-      if (!c.limitConnZones.has(zone)) {
-        c.error(d.line, `"limit_conn": unknown limit_conn_zone "${zone}" (no "limit_conn_zone ... zone=${zone}:SIZE" in http)`);
-        return;
-      }
-      const list = scope.limitConn ??= [];
-      if (list.some((r) => r.zone === zone)) {
-        c.error(d.line, `"limit_conn" directive is duplicate: zone "${zone}" is already limited at this level`);
-        return;
-      }
-      list.push({ zone, conn: Number(number) });
+      addRule(c, d.line, 'limit_conn', c.limitConnZones, scope.limitConn ??= [], { zone, conn: Number(number) });
       return;
     }
     case 'limit_req_status': status(c, d, (v) => { scope.limitReqStatus = v; }); return;
@@ -263,3 +245,17 @@ export function writeLimitZones(c: Conversion, out: Record<string, unknown>): vo
   if (c.limitReqZones.size > 0) out.limitReqZones = Object.fromEntries([...c.limitReqZones].map(([n, z]) => [n, z.value]));
   if (c.limitConnZones.size > 0) out.limitConnZones = Object.fromEntries([...c.limitConnZones].map(([n, z]) => [n, z.value]));
 }
+
+/** A limit_req / limit_conn rule into its level's list: its zone must be defined in http, and not be limited there already (nginx). */
+function addRule<R extends { zone: string }>(c: Conversion, line: number, directive: 'limit_req' | 'limit_conn', zones: ReadonlyMap<string, unknown>, list: R[], rule: R): void {
+  if (!zones.has(rule.zone)) {
+    c.error(line, `"${directive}": unknown ${directive}_zone "${rule.zone}" (no "${directive}_zone ... zone=${rule.zone}:SIZE" in http)`);
+    return;
+  }
+  if (list.some((r) => r.zone === rule.zone)) {
+    c.error(line, `"${directive}" directive is duplicate: zone "${rule.zone}" is already limited at this level`);
+    return;
+  }
+  list.push(rule);
+}
+
